@@ -1,0 +1,236 @@
+"""One configuration object with the paper's defaults, readable from TOML and shown by ``--help``.
+
+Sections mirror the pipeline stages. Every field carries its default and a one-line help text
+(``metadata['help']``) so the CLI can print the whole table. Load with :func:`load_config`;
+override single values with ``section.key=value`` strings (:func:`apply_overrides`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import InputError
+
+
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    md = {"help": help}
+    if choices:
+        md["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata=md)
+    return field(default=default, metadata=md)
+
+
+@dataclass
+class FilterConfig:
+    """Stage 1: per-view detection filtering and OKS duplicate removal."""
+
+    kpt_conf_thr: float = _f(0.2, "a keypoint counts as detected above this confidence")
+    min_kpts: int = _f(6, "drop a detection with fewer detected keypoints than this")
+    oks_thr: float = _f(0.7, "two detections in one view with OKS above this are duplicates")
+    dedup_policy: str = _f(
+        "keep-best",
+        "duplicates: keep the more confident one (keep-best) or drop both as the reference code does (drop-both)",
+        ("keep-best", "drop-both"),
+    )
+    min_box_area_frac: float = _f(0.002, "ignore a detection whose keypoint box covers less than this fraction of the image")
+
+
+@dataclass
+class IdentityConfig:
+    """Stage 2: which detection in each view belongs to which person."""
+
+    predictor: str = _f(
+        "previous",
+        "motion model predicting the next pose: previous pose (the reference's Kalman filter with identity dynamics) or constant velocity over the window",
+        ("previous", "constant-velocity"),
+    )
+    window: int = _f(10, "frames in the motion model's sliding window")
+    min_match_oks: float = _f(0.15, "a detection is assigned to a person only above this OKS with the person's projected prediction")
+    init_box_min_iou: float = _f(0.3, "first frame: a detection is assigned to a given person box above this IoU")
+    gate_px_frac: float = _f(
+        0.5,
+        "after assignment, drop a keypoint farther than this fraction of the person's box diagonal from its predicted projection (0 disables)",
+    )
+
+
+@dataclass
+class TriangulationConfig:
+    """Stage 3: RANSAC view-set triangulation on undistorted normalized coordinates."""
+
+    conf_thr: float = _f(0.5, "a view is a candidate for a keypoint above this confidence (pre-contact frames)")
+    conf_thr_tracked: float = _f(0.2, "candidate confidence for frames after the first `pre_contact_frames` (post-contact input)")
+    pre_contact_frames: int = _f(10, "frames processed with `conf_thr`; later frames use `conf_thr_tracked`")
+    err_thr: float = _f(0.01, "a view joins a hypothesis when 0.5*|x - proj(X)| is below this (normalized units)")
+    min_views: int = _f(2, "a keypoint needs this many inlier views")
+    refine_steps: int = _f(3, "robust Gauss-Newton steps after the final weighted DLT")
+    huber_delta: float = _f(0.005, "Huber threshold of the final refinement (normalized units)")
+
+
+@dataclass
+class RefineConfig:
+    """Stage 4: clean-up and global refinement of the 3D keypoints over the sequence."""
+
+    enabled: bool = _f(True, "run stage 4")
+    gap_fill_max: int = _f(15, "fill gaps of invalid keypoints up to this many frames by interpolation")
+    jump_thr: float = _f(0.5, "reject a keypoint that moves more than this many metres between frames and back")
+    limb_std_thr: float = _f(5.0, "reject limb endpoints whose limb length deviates more than this many robust std from the median")
+    w_limb: float = _f(1.0, "weight of the constant-limb-length term")
+    w_symm: float = _f(1.0, "weight of the left-right symmetry term")
+    w_temporal: float = _f(1.0, "weight of the temporal smoothness term")
+    w_init: float = _f(1.0, "weight of the stay-near-the-triangulation term")
+    temporal: str = _f(
+        "acceleration",
+        "smoothness on frame-to-frame acceleration (keeps constant-velocity motion unbiased) or on velocity as the reference does",
+        ("acceleration", "velocity"),
+    )
+    symm_reduction: str = _f("mean", "symmetry term summed over frames (reference) or averaged", ("mean", "sum"))
+    iters: int = _f(60, "LBFGS iterations (strong Wolfe line search)")
+    robust_init: bool = _f(True, "use a robust (Charbonnier) distance to the triangulation so left-over outliers are pulled in")
+
+
+@dataclass
+class RunConfig:
+    """Execution settings."""
+
+    device: str = _f("auto", "torch device: auto (cuda when present), cpu, cuda, cuda:N")
+    backend: str = _f("auto", "kernel backend for the hot ops: auto, torch, numba, triton, cupy")
+    dtype: str = _f("float32", "compute dtype of the keypoint stages", ("float32", "float64"))
+    progress: bool = _f(True, "show a progress bar per stage")
+
+
+@dataclass
+class Config:
+    """The whole pipeline configuration (defaults = the paper's and the reference code's settings)."""
+
+    filter: FilterConfig = field(default_factory=FilterConfig)
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> Any:
+        return getattr(self, name)
+
+
+def _sections(cfg: Any) -> Iterable[tuple[str, Any]]:
+    for f in fields(cfg):
+        yield f.name, getattr(cfg, f.name)
+
+
+def _coerce(value: Any, typ: Any, where: str, source: str | Path | None) -> Any:
+    tname = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    try:
+        if tname == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                return value.lower() in ("1", "true", "yes", "on")
+            raise ValueError
+        if tname == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if tname == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tname == "str":
+            return str(value)
+    except (TypeError, ValueError):
+        raise InputError(source, f"expected {tname}, got {value!r}", field=where) from None
+    return value
+
+
+def _set(cfg: Config, section: str, key: str, value: Any, source: str | Path | None) -> None:
+    if not hasattr(cfg, section) or section not in {f.name for f in fields(cfg)}:
+        known = ", ".join(f.name for f in fields(cfg))
+        raise InputError(source, f"unknown section (known: {known})", field=section)
+    sec = getattr(cfg, section)
+    fmap = {f.name: f for f in fields(sec)}
+    if key not in fmap:
+        raise InputError(source, f"unknown key (known: {', '.join(fmap)})", field=f"{section}.{key}")
+    f = fmap[key]
+    hints = get_type_hints(type(sec))
+    v = _coerce(value, hints[key], f"{section}.{key}", source)
+    choices = f.metadata.get("choices")
+    if choices and v not in choices:
+        raise InputError(source, f"must be one of {', '.join(choices)}, got {v!r}", field=f"{section}.{key}")
+    setattr(sec, key, v)
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Defaults, then a TOML file's values, then ``section.key=value`` overrides."""
+    cfg = Config()
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise InputError(p, "config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise InputError(p, f"not valid TOML ({e})") from None
+        for section, table in data.items():
+            if not isinstance(table, dict):
+                raise InputError(p, "expected a [section] table", field=section)
+            for key, value in table.items():
+                _set(cfg, section, key, value, p)
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: Iterable[str]) -> Config:
+    for item in overrides:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise InputError(None, f"override {item!r} is not of the form section.key=value", field="--set")
+        lhs, value = item.split("=", 1)
+        section, key = lhs.strip().split(".", 1)
+        _set(cfg, section, key, value.strip(), "--set")
+    return cfg
+
+
+def describe(cfg: Config | None = None) -> str:
+    """The configuration as a TOML document with each value's help text (what ``--help`` shows)."""
+    cfg = cfg or Config()
+    lines: list[str] = []
+    for sname, sec in _sections(cfg):
+        doc = (type(sec).__doc__ or "").strip().splitlines()[0] if type(sec).__doc__ else ""
+        lines.append(f"[{sname}]  # {doc}")
+        for f in fields(sec):
+            v = getattr(sec, f.name)
+            lines.append(f"  {f.name} = {_toml_value(v)}  # {f.metadata.get('help', '')}")
+    return "\n".join(lines)
+
+
+def to_toml(cfg: Config) -> str:
+    out: list[str] = []
+    for sname, sec in _sections(cfg):
+        out.append(f"[{sname}]")
+        for f in fields(sec):
+            out.append(f"{f.name} = {_toml_value(getattr(sec, f.name))}")
+        out.append("")
+    return "\n".join(out)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)

@@ -1,0 +1,82 @@
+"""Atomic file writes: write beside the target, fsync, rename. A reader never sees half a file."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..errors import OutputError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; rename it onto ``path`` on success."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+    except OSError as e:
+        raise OutputError(path.parent, f"cannot write here ({e.strerror or e})") from None
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp_path.unlink()
+        raise
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    write_text(path, json.dumps(obj, indent=indent, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_npy(path: str | Path, obj: Any) -> None:
+    """Save an array, or (pickled) a dict/list of arrays as the Harmony4D files do."""
+    buf = io.BytesIO()
+    if isinstance(obj, np.ndarray):
+        np.save(buf, obj, allow_pickle=False)
+    else:
+        np.save(buf, np.asarray(obj, dtype=object) if not isinstance(obj, dict) else obj, allow_pickle=True)
+    write_bytes(path, buf.getvalue())
+
+
+def write_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def write_pickle(path: str | Path, obj: Any) -> None:
+    write_bytes(path, pickle.dumps(obj, protocol=4))
