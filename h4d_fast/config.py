@@ -82,7 +82,7 @@ class RefineConfig:
 
     enabled: bool = _f(True, "run stage 4")
     gap_fill_max: int = _f(15, "fill gaps of invalid keypoints up to this many frames by interpolation")
-    jump_thr: float = _f(0.5, "reject a keypoint that moves more than this many metres between frames and back")
+    jump_thr: float = _f(0.3, "reject a keypoint farther than this many metres from the median of its 5-frame window")
     limb_std_thr: float = _f(5.0, "reject limb endpoints whose limb length deviates more than this many robust std from the median")
     w_limb: float = _f(1.0, "weight of the constant-limb-length term")
     w_symm: float = _f(1.0, "weight of the left-right symmetry term")
@@ -93,7 +93,6 @@ class RefineConfig:
         "smoothness on frame-to-frame acceleration (keeps constant-velocity motion unbiased) or on velocity as the reference does",
         ("acceleration", "velocity"),
     )
-    symm_reduction: str = _f("mean", "symmetry term summed over frames (reference) or averaged", ("mean", "sum"))
     iters: int = _f(60, "LBFGS iterations (strong Wolfe line search)")
     robust_init: bool = _f(True, "use a robust (Charbonnier) distance to the triangulation so left-over outliers are pulled in")
 

@@ -1,0 +1,259 @@
+"""The thin pipeline driver: stages in order, each cached on disk so a run resumes.
+
+Each stage's result is written atomically to ``OUT/.h4d/<stage>.npz`` with a key: a hash of
+the input files' fingerprint, the stage's configuration and the keys of the stages before it.
+A rerun loads every stage whose key still matches and recomputes from the first that does not
+(``force=True`` recomputes everything). Timing per stage goes to ``OUT/timing.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..config import Config, to_toml
+from ..data import Capture, Detections
+from ..errors import InputError, OutputError
+from ..io import atomic
+from ..progress import Progress
+from .filter import filter_detections
+from .refine import refine_sequence
+from .triangulate import triangulate_sequence
+
+CACHE_DIR = ".h4d"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(None, "CUDA was requested but no CUDA device is available", field="run.device")
+    return dev
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def fingerprint_inputs(seq: Path) -> str:
+    """Hash of the names, sizes and modification times of the sequence's input files."""
+    h = hashlib.sha256()
+    for sub in ("colmap/workplace", "processed_data/poses2d", "processed_data/bboxes"):
+        root = seq / sub
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for fn in sorted(filenames):
+                p = Path(dirpath) / fn
+                st = p.stat()
+                h.update(f"{p.relative_to(seq)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class StageRecord:
+    name: str
+    seconds: float
+    cached: bool
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: final 3D poses ``[F, P, J, 4]`` and the per-stage records."""
+
+    poses3d: torch.Tensor
+    raw_poses3d: torch.Tensor
+    frame_ids: list[int]
+    person_names: list[str]
+    stages: list[StageRecord]
+    out: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def timing(self) -> dict[str, float]:
+        return {s.name: s.seconds for s in self.stages}
+
+
+class StageCache:
+    """Atomic on-disk cache of stage outputs keyed by a content hash."""
+
+    def __init__(self, out: Path, enabled: bool = True):
+        self.dir = out / CACHE_DIR
+        self.enabled = enabled
+
+    def key(self, name: str, upstream: str, cfg_section: Any) -> str:
+        blob = json.dumps({"stage": name, "version": __version__, "up": upstream, "cfg": cfg_section}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def load(self, name: str, key: str) -> dict[str, np.ndarray] | None:
+        p = self.dir / f"{name}.npz"
+        if not self.enabled or not p.exists():
+            return None
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                if str(z["__key__"]) != key:
+                    return None
+                return {k: z[k] for k in z.files if k != "__key__"}
+        except Exception:
+            return None  # a damaged cache entry is recomputed
+
+    def save(self, name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
+        atomic.write_npz(self.dir / f"{name}.npz", __key__=np.array(key), **arrays)
+
+
+def _check_output_dir(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(out, f"cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(out, "the output folder is not writable")
+
+
+def run_keypoints(
+    capture: Capture,
+    out: Path,
+    cfg: Config,
+    input_key: str = "",
+    force: bool = False,
+    log: Callable[[str], None] | None = None,
+    stop_after: str | None = None,
+) -> RunResult:
+    """Stages 1-4 on an in-memory capture, cached under ``out``.
+
+    Args:
+        capture: the loaded capture.
+        out: output folder (created; must be writable).
+        input_key: fingerprint of the inputs (part of every stage's cache key).
+        stop_after: stop (raising ``KeyboardInterrupt``) after this stage -- used to test resume.
+    """
+    out = Path(out)
+    _check_output_dir(out)
+    log = log or (lambda s: None)
+    device = resolve_device(cfg.run.device)
+    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
+    cache = StageCache(out, enabled=not force)
+    backend = cfg.run.backend
+    records: list[StageRecord] = []
+    F, V, D = capture.detections.shape
+    P = capture.num_people
+    cfgd = cfg.to_dict()
+
+    def stage(name: str, upstream: str, section: Any, compute: Callable[[], tuple[dict[str, np.ndarray], dict]]) -> tuple[str, dict[str, np.ndarray]]:
+        key = cache.key(name, upstream, section)
+        t0 = time.perf_counter()
+        hit = cache.load(name, key)
+        if hit is not None:
+            stats = json.loads(str(hit.pop("__stats__"))) if "__stats__" in hit else {}
+            records.append(StageRecord(name, time.perf_counter() - t0, True, stats))
+            log(f"  {name:<10} cached")
+            return key, hit
+        arrays, stats = compute()
+        _sync(device)
+        dt = time.perf_counter() - t0
+        cache.save(name, key, {**arrays, "__stats__": np.array(json.dumps(stats))})
+        records.append(StageRecord(name, dt, False, stats))
+        log(f"  {name:<10} {dt:7.2f} s  {_short(stats)}")
+        if stop_after == name:
+            raise KeyboardInterrupt(f"stopped after stage {name}")
+        return key, arrays
+
+    det = capture.detections.to(device=device, dtype=dtype)
+    cams = capture.cameras.to(device=device)
+
+    # ---- stage 1: filtering + OKS dedup
+    def do_filter():
+        filtered, st = filter_detections(det, cams.size, cfg.filter, backend=backend)
+        return {"valid": filtered.valid.cpu().numpy(), "kpts": filtered.kpts.cpu().numpy().astype(np.float32)}, st.as_dict()
+
+    k1, a1 = stage("filter", input_key + f"|{F}x{V}x{D}", cfgd["filter"], do_filter)
+    det_f = Detections(torch.from_numpy(a1["kpts"]).to(device=device, dtype=dtype), det.boxes, torch.from_numpy(a1["valid"]).to(device))
+
+    # ---- stages 2+3: identity + triangulation
+    def do_track():
+        with Progress("track", F, enabled=cfg.run.progress) as bar:
+            res = triangulate_sequence(
+                det_f, cams, P, cfg.identity, cfg.triangulation,
+                init_boxes=capture.init_boxes, init_valid=capture.init_valid, backend=backend, progress=bar.update,
+            )
+        valid = res.poses[..., 3] > 0
+        stats = {"valid_fraction": float(valid.float().mean()), "mean_inliers": float(res.n_inliers[valid].float().mean()) if bool(valid.any()) else 0.0}
+        return {"poses": res.poses.cpu().numpy(), "assign": res.assign.cpu().numpy(), "n_inliers": res.n_inliers.cpu().numpy()}, stats
+
+    k2, a2 = stage("track", k1, {"identity": cfgd["identity"], "triangulation": cfgd["triangulation"], "P": P}, do_track)
+    raw = torch.from_numpy(a2["poses"])
+
+    # ---- stage 4: clean-up + global refinement
+    def do_refine():
+        refined, st = refine_sequence(raw.to(device=device, dtype=dtype), cfg.refine)
+        return {"poses": refined.cpu().numpy()}, st.as_dict()
+
+    k3, a3 = stage("refine", k2, cfgd["refine"], do_refine)
+    poses = torch.from_numpy(a3["poses"])
+    return RunResult(poses, raw, list(capture.frame_ids), list(capture.person_names), records, out,
+                     extra={"assign": a2["assign"], "n_inliers": a2["n_inliers"], "keys": {"filter": k1, "track": k2, "refine": k3}})
+
+
+def _short(stats: dict) -> str:
+    parts = []
+    for k, v in stats.items():
+        if isinstance(v, float):
+            parts.append(f"{k}={v:.4g}")
+        elif isinstance(v, (int, str)):
+            parts.append(f"{k}={v}")
+    return ", ".join(parts[:6])
+
+
+def write_keypoint_outputs(result: RunResult, out: Path) -> None:
+    """``OUT/processed_data/poses3d/%05d.npy`` (dict person -> (17, 4)) plus ``OUT/poses3d.npz``."""
+    from ..io.harmony4d import write_poses3d
+
+    poses = result.poses3d.float().numpy()
+    write_poses3d(out / "processed_data" / "poses3d", poses, result.frame_ids, result.person_names)
+    atomic.write_npz(
+        out / "poses3d.npz",
+        poses3d=poses,
+        raw_poses3d=result.raw_poses3d.float().numpy(),
+        frame_ids=np.asarray(result.frame_ids),
+        person_names=np.asarray(result.person_names),
+    )
+
+
+def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
+                 stop_after: str | None = None) -> RunResult:
+    """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs."""
+    from ..io.harmony4d import read_sequence
+
+    seq, out = Path(seq), Path(out)
+    _check_output_dir(out)
+    log = log or (lambda s: None)
+    t0 = time.perf_counter()
+    capture = read_sequence(seq)
+    t_load = time.perf_counter() - t0
+    log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
+    result = run_keypoints(capture, out, cfg, input_key=fingerprint_inputs(seq), force=force, log=log, stop_after=stop_after)
+    result.stages.insert(0, StageRecord("load", t_load, False))
+    t1 = time.perf_counter()
+    write_keypoint_outputs(result, out)
+    result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
+    total = sum(s.seconds for s in result.stages)
+    atomic.write_json(out / "timing.json", {
+        "sequence": str(seq),
+        "device": str(resolve_device(cfg.run.device)),
+        "total_s": total,
+        "stages": [asdict(s) for s in result.stages],
+    })
+    atomic.write_text(out / "config.toml", to_toml(cfg))
+    return result

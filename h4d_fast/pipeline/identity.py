@@ -1,0 +1,156 @@
+"""Stage 2: which detection in each view belongs to which person.
+
+At the first frame each person's box in each view is given (the annotator's boxes in
+Harmony4D, the ground-truth boxes in the synthetic capture): detections are matched to them
+by IoU. Afterwards a motion model predicts each person's pose from their own 3D track, the
+prediction is projected into every view, and detections are matched to the projections by
+OKS with an optimal (Hungarian-equivalent) assignment, so the two people stay apart through
+contact. All functions are batched over views and run on any device without host syncs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+
+import torch
+from torch import Tensor
+
+from ..ops import oks
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of boxes ``a [..., A, 4]`` and ``b [..., B, 4]`` (x1, y1, x2, y2) -> ``[..., A, B]``."""
+    a_ = a[..., :, None, :]
+    b_ = b[..., None, :, :]
+    iw = (torch.minimum(a_[..., 2], b_[..., 2]) - torch.maximum(a_[..., 0], b_[..., 0])).clamp_min(0)
+    ih = (torch.minimum(a_[..., 3], b_[..., 3]) - torch.maximum(a_[..., 1], b_[..., 1])).clamp_min(0)
+    inter = iw * ih
+    area_a = ((a_[..., 2] - a_[..., 0]).clamp_min(0) * (a_[..., 3] - a_[..., 1]).clamp_min(0))
+    area_b = ((b_[..., 2] - b_[..., 0]).clamp_min(0) * (b_[..., 3] - b_[..., 1]).clamp_min(0))
+    union = area_a + area_b - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+
+
+@lru_cache(maxsize=32)
+def _assignments(P: int, D: int) -> tuple[tuple[int, ...], ...]:
+    """Every injective partial map of ``P`` people onto ``D`` slots (-1 = unassigned)."""
+    out = []
+    for k in range(min(P, D), -1, -1):
+        for people in itertools.combinations(range(P), k):
+            for slots in itertools.permutations(range(D), k):
+                a = [-1] * P
+                for p, s in zip(people, slots):
+                    a[p] = s
+                out.append(tuple(a))
+    return tuple(out)
+
+
+def best_assignment(score: Tensor, min_score: float) -> Tensor:
+    """Maximum-total-score one-to-one assignment of people to detection slots.
+
+    Equivalent to the Hungarian method for the small sizes of this problem (people x slots per
+    view), done by enumerating all injective maps at once so it stays on the device and batched.
+    Pairs scoring ``<= min_score`` are never assigned.
+
+    Args:
+        score: ``[..., P, D]`` match scores (e.g. OKS or IoU).
+    Returns:
+        ``[..., P]`` int64 slot per person, -1 for none.
+    """
+    *lead, P, D = score.shape
+    if D == 0 or P == 0:
+        return torch.full((*lead, P), -1, dtype=torch.long, device=score.device)
+    table = torch.tensor(_assignments(P, D), dtype=torch.long, device=score.device)  # [C, P]
+    s = torch.where(score > min_score, score, torch.zeros_like(score))
+    sp = torch.cat([s, torch.zeros_like(s[..., :1])], -1)  # slot D = "none"
+    idx = torch.where(table < 0, torch.full_like(table, D), table)  # [C, P]
+    gathered = sp[..., torch.arange(P, device=score.device)[None, :], idx]  # [..., C, P]
+    total = gathered.sum(-1)  # [..., C]
+    # An assignment may not use a pair at or below the threshold.
+    allowed = ((gathered > 0) | (table < 0)).all(-1)
+    total = torch.where(allowed, total, torch.full_like(total, -1.0))
+    best = total.argmax(-1)  # [...]
+    return table[best]
+
+
+def assign_by_boxes(boxes: Tensor, valid: Tensor, person_boxes: Tensor, person_valid: Tensor, min_iou: float) -> Tensor:
+    """First-frame identity from given person boxes.
+
+    Args:
+        boxes: ``[V, D, 4+]`` detection boxes; valid ``[V, D]``.
+        person_boxes: ``[V, P, 4]``; person_valid ``[V, P]``.
+    Returns:
+        ``[V, P]`` slot per person (-1 = none).
+    """
+    iou = box_iou(person_boxes[..., :4], boxes[..., :4])  # [V, P, D]
+    iou = torch.where(valid[:, None, :] & person_valid[:, :, None], iou, torch.zeros_like(iou))
+    return best_assignment(iou, min_iou)
+
+
+def assign_by_prediction(
+    kpts: Tensor, valid: Tensor, pred_uv: Tensor, pred_ok: Tensor, min_oks: float, backend: str = "auto"
+) -> Tensor:
+    """Identity from each person's predicted pose projected into every view.
+
+    Args:
+        kpts: ``[V, D, J, 3]`` detections; valid ``[V, D]``.
+        pred_uv: ``[V, P, J, 2]`` projected predictions; pred_ok ``[V, P, J]`` usable keypoints.
+    Returns:
+        ``[V, P]`` slot per person (-1 = none).
+    """
+    pred = torch.cat([pred_uv, pred_ok[..., None].to(pred_uv.dtype)], -1)  # [V, P, J, 3]
+    # OKS against the prediction, scaled by the prediction's own keypoint box.
+    from ..ops._oks_torch import keypoint_box_area
+
+    area = keypoint_box_area(pred, 0.5)[..., :, None]  # [V, P, 1]
+    score = oks(pred, kpts.to(pred.dtype), areas=area, kpt_thr=0.2, backend=backend)  # [V, P, D]
+    score = torch.where(valid[:, None, :], score, torch.zeros_like(score))
+    return best_assignment(score, min_oks)
+
+
+def gather_assigned(kpts: Tensor, assign: Tensor) -> Tensor:
+    """``kpts [V, D, J, 3]``, ``assign [V, P]`` -> ``[V, P, J, 3]`` (zeros where unassigned)."""
+    V, D, J, _ = kpts.shape
+    idx = assign.clamp_min(0)  # [V, P]
+    out = torch.gather(kpts, 1, idx[:, :, None, None].expand(-1, -1, J, 3))
+    return torch.where((assign >= 0)[:, :, None, None], out, torch.zeros_like(out))
+
+
+def predict_next(history: Tensor, valid: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """Predict each person's next pose from the recent track.
+
+    ``previous`` is the reference's motion model: a Kalman filter with identity transition
+    whose prediction equals the last pose. ``constant-velocity`` fits a line per keypoint over
+    the window (least squares over the valid samples) and extrapolates one frame.
+
+    Args:
+        history: ``[W, P, J, 3]`` the last ``W`` frames (oldest first).
+        valid: ``[W, P, J]`` bool.
+    Returns:
+        ``(pred [P, J, 3], ok [P, J])``.
+    """
+    W = history.shape[0]
+    t = torch.arange(W, dtype=history.dtype, device=history.device)
+    # last valid sample per keypoint
+    last_idx = torch.where(valid, t[:, None, None], torch.full_like(t[:, None, None].expand_as(valid).to(history.dtype), -1.0)).amax(0)
+    ok = last_idx >= 0
+    li = last_idx.clamp_min(0).long()  # [P, J]
+    last = torch.gather(history, 0, li[None, ..., None].expand(1, -1, -1, 3))[0]
+    if mode == "previous":
+        return last, ok
+    if mode != "constant-velocity":
+        raise ValueError(f"unknown motion model {mode!r}")
+    w = valid.to(history.dtype)  # [W, P, J]
+    n = w.sum(0)
+    tm = (w * t[:, None, None]).sum(0) / n.clamp_min(1)
+    xm = (w[..., None] * history).sum(0) / n.clamp_min(1)[..., None]
+    dt = (t[:, None, None] - tm) * w
+    var = (dt * (t[:, None, None] - tm)).sum(0)
+    cov = (dt[..., None] * (history - xm)).sum(0)
+    slope = cov / var.clamp_min(1e-9)[..., None]
+    pred = xm + slope * (W - tm)[..., None]
+    use_lin = (n >= 3) & (var > 0)
+    # never extrapolate from a stale track: only when the last sample is the latest frame
+    use_lin = use_lin & (last_idx == W - 1)
+    return torch.where(use_lin[..., None], pred, last), ok

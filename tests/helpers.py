@@ -1,0 +1,38 @@
+"""Small builders shared by the tests (no pytest fixtures here, so any test can import them)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from h4d_fast.camera import CameraSet, look_at, make_cameras
+
+
+def ring_cameras(V: int, seed: int = 0, model: str = "pinhole", radius: float = 4.5, dtype=torch.float64) -> CameraSet:
+    """``V`` cameras on a ring looking at (0, 0, 1), 3840x2160, f = 1800 px."""
+    g = torch.Generator().manual_seed(seed)
+    az = torch.arange(V, dtype=dtype) * (2 * math.pi / max(V, 1)) + 0.2 * torch.rand(V, generator=g, dtype=dtype)
+    h = 0.8 + 1.8 * torch.rand(V, generator=g, dtype=dtype)
+    C = torch.stack([radius * az.cos(), radius * az.sin(), h], -1)
+    target = torch.tensor([0.0, 0.0, 1.0], dtype=dtype).expand(V, 3) + 0.1 * torch.randn(V, 3, generator=g, dtype=dtype)
+    R, t = look_at(C, target)
+    intr = torch.tensor([1800.0, 1800.0, 1920.0, 1080.0], dtype=dtype).expand(V, 4) + 20 * torch.randn(V, 4, generator=g, dtype=dtype)
+    dist = None
+    if model == "fisheye":
+        dist = [[0.03, -0.01, 0.002, -0.0005]] * V
+    elif model == "opencv":
+        dist = [[0.05, -0.02, 0.001, -0.001, 0.003]] * V
+    return make_cameras([f"cam{i + 1:02d}" for i in range(V)], model, intr, R, t, [[3840, 2160]] * V, dist=dist, dtype=dtype)
+
+
+def random_points(N: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    """``[N, 3]`` points in a 1.2 m box around (0, 0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(N, 3, generator=g, dtype=dtype) - 0.5) * 1.2 + torch.tensor([0.0, 0.0, 1.0], dtype=dtype)
+
+
+def normalized_projections(cams: CameraSet, X: torch.Tensor) -> torch.Tensor:
+    """``X [..., 3]`` -> exact normalized coordinates ``[..., V, 2]``."""
+    Xc = cams.world_to_camera(X)
+    return Xc[..., :2] / Xc[..., 2:]
