@@ -100,14 +100,14 @@ def keypoint_report(pred: Tensor, gt: Tensor, person_names: list[str] | None = N
         "pa_mpjpe_mm": float(_masked_mean(pa_err, both)),
         "median_error_mm": float(err[both].median()) if bool(both.any()) else float("nan"),
         "p95_error_mm": float(torch.quantile(err[both], 0.95)) if bool(both.any()) else float("nan"),
-        "recovered": float(both.sum() / gv.sum().clamp_min(1)),
+        "recovered": int(both.sum()) / max(1, int(gv.sum())),
         "identity_swaps": int(swapped.sum()),
         "identity_switch_events": switches,
         "per_person": {
             names[p]: {
                 "mpjpe_mm": float(_masked_mean(err[:, p], both[:, p])),
                 "pa_mpjpe_mm": float(_masked_mean(pa_err[:, p], both[:, p])),
-                "recovered": float(both[:, p].sum() / gv[:, p].sum().clamp_min(1)),
+                "recovered": int(both[:, p].sum()) / max(1, int(gv[:, p].sum())),
             }
             for p in range(P)
         },

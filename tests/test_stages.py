@@ -1,0 +1,197 @@
+"""Hand-checkable cases for the pipeline stages (filter, identity, refine) and the metrics."""
+
+import math
+
+import pytest
+import torch
+
+from h4d_fast.config import Config
+from h4d_fast.data import Detections
+from h4d_fast.eval.metrics import identity_mapping, keypoint_report, procrustes_align
+from h4d_fast.pipeline.filter import filter_detections
+from h4d_fast.pipeline.identity import assign_by_boxes, best_assignment, box_iou, gather_assigned, predict_next
+from h4d_fast.pipeline.refine import fill_gaps, limb_lengths, refine_sequence, reject_limb_outliers, reject_spikes
+
+
+def _pose2d(cx, cy, conf=0.9, spread=80.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    k = torch.zeros(17, 3)
+    k[:, 0] = cx + spread * torch.randn(17, generator=g)
+    k[:, 1] = cy + spread * torch.randn(17, generator=g)
+    k[:, 2] = conf
+    return k
+
+
+# ----------------------------------------------------------------------------- stage 1
+def test_filter_min_keypoints_small_boxes_duplicates_and_nan():
+    det = Detections.empty(1, 1, 5)
+    det.kpts[0, 0, 0] = _pose2d(1000, 800, seed=1)
+    det.kpts[0, 0, 1] = det.kpts[0, 0, 0] + torch.tensor([0.5, 0.5, -0.1])  # duplicate, less confident
+    det.kpts[0, 0, 2] = _pose2d(2500, 900, seed=2)
+    det.kpts[0, 0, 2, 5:, 2] = 0.1  # only 5 confident keypoints -> dropped
+    det.kpts[0, 0, 3] = _pose2d(3000, 300, spread=2.0, seed=3)  # tiny box -> dropped
+    det.kpts[0, 0, 4] = _pose2d(500, 500, seed=4)
+    det.kpts[0, 0, 4, 0, 0] = float("nan")
+    det.valid[0, 0] = True
+    size = torch.tensor([[3840, 2160]])
+    cfg = Config().filter
+    out, st = filter_detections(det, size, cfg)
+    assert out.valid[0, 0].tolist() == [True, False, False, False, True]
+    assert st.too_few_keypoints == 1 and st.too_small == 1 and st.duplicates_removed == 1 and st.nonfinite_keypoints == 1
+    assert out.kpts[0, 0, 4, 0].tolist() == [0.0, 0.0, 0.0]
+    cfg.dedup_policy = "drop-both"
+    out2, st2 = filter_detections(det, size, cfg)
+    assert out2.valid[0, 0].tolist() == [False, False, False, False, True] and st2.duplicates_removed == 2
+
+
+# ----------------------------------------------------------------------------- stage 2
+def test_best_assignment_is_optimal_not_greedy():
+    # greedy by row would give p0->0 (0.9) and p1->1 (0.1) = 1.0; optimal is p0->1, p1->0 = 1.6
+    s = torch.tensor([[0.9, 0.8], [0.8, 0.1]])
+    assert best_assignment(s, 0.05).tolist() == [1, 0]
+    # below threshold never assigned; more people than slots
+    assert best_assignment(torch.tensor([[0.04], [0.5]]), 0.05).tolist() == [-1, 0]
+    assert best_assignment(torch.zeros(3, 2, 0), 0.1).tolist() == [[-1, -1]] * 3
+    # batched over views
+    b = torch.stack([s, s.flip(-1)])
+    assert best_assignment(b, 0.05).tolist() == [[1, 0], [0, 1]]
+
+
+def test_box_iou_and_assign_by_boxes():
+    a = torch.tensor([[0.0, 0, 10, 10]])
+    b = torch.tensor([[5.0, 5, 15, 15], [20, 20, 30, 30]])
+    iou = box_iou(a, b)
+    assert math.isclose(float(iou[0, 0]), 25 / 175, rel_tol=1e-6) and float(iou[0, 1]) == 0
+    boxes = torch.tensor([[[100.0, 100, 200, 300, 1], [400, 100, 500, 300, 1], [0, 0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True, False]])
+    person = torch.tensor([[[395.0, 95, 505, 310], [102, 98, 198, 305]]])
+    a = assign_by_boxes(boxes, valid, person, torch.ones(1, 2, dtype=torch.bool), 0.3)
+    assert a.tolist() == [[1, 0]]
+
+
+def test_gather_assigned():
+    k = torch.arange(2 * 3 * 17 * 3, dtype=torch.float32).reshape(2, 3, 17, 3)
+    a = torch.tensor([[2, -1], [0, 1]])
+    g = gather_assigned(k, a)
+    assert torch.equal(g[0, 0], k[0, 2]) and bool((g[0, 1] == 0).all()) and torch.equal(g[1, 1], k[1, 1])
+
+
+def test_predictors():
+    W = 10
+    t = torch.arange(W, dtype=torch.float64)
+    hist = torch.zeros(W, 1, 17, 3, dtype=torch.float64)
+    hist[..., 0] = (0.05 * t)[:, None, None]  # 5 cm/frame along x
+    ok = torch.ones(W, 1, 17, dtype=torch.bool)
+    prev, _ = predict_next(hist, ok, "previous")
+    cv, _ = predict_next(hist, ok, "constant-velocity")
+    assert torch.allclose(prev[..., 0], torch.tensor(0.45, dtype=torch.float64))
+    assert torch.allclose(cv[..., 0], torch.tensor(0.50, dtype=torch.float64))
+    ok[-3:, 0, 4] = False  # stale track for keypoint 4: hold the last sample
+    cv2, ok2 = predict_next(hist, ok, "constant-velocity")
+    assert math.isclose(float(cv2[0, 4, 0]), 0.30, abs_tol=1e-12) and bool(ok2.all())
+    none, ok3 = predict_next(hist, torch.zeros_like(ok), "previous")
+    assert not bool(ok3.any())
+
+
+# ----------------------------------------------------------------------------- stage 4
+def _walk(F=60, P=1, seed=0):
+    """A rigid 17-point 'skeleton' translating and rotating smoothly: limb lengths constant."""
+    g = torch.Generator().manual_seed(seed)
+    # a left/right-symmetric skeleton (x mirrored), jittered symmetrically
+    left = torch.tensor([[0.03, 0.05, 0.65], [0.08, 0.02, 0.62], [0.18, 0.0, 0.45], [0.2, 0.0, 0.2],
+                         [0.22, 0.02, 0.0], [0.1, 0.0, -0.05], [0.1, 0.02, -0.5], [0.1, 0.0, -0.9]], dtype=torch.float64)
+    left = left + 0.02 * torch.randn(left.shape, generator=g, dtype=torch.float64)
+    right = left * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    nose = torch.tensor([[0.0, 0.1, 0.6]], dtype=torch.float64)
+    base = torch.cat([nose, torch.stack([left, right], 1).reshape(16, 3)])  # COCO order: L, R pairs
+    t = torch.arange(F, dtype=torch.float64)
+    ang = 0.02 * t
+    R = torch.zeros(F, 3, 3, dtype=torch.float64)
+    R[:, 0, 0], R[:, 0, 1], R[:, 1, 0], R[:, 1, 1], R[:, 2, 2] = ang.cos(), -ang.sin(), ang.sin(), ang.cos(), 1
+    X = torch.einsum("fij,kj->fki", R, base) + torch.stack([0.02 * t, 0 * t, 1 + 0 * t], -1)[:, None]
+    X = X[:, None].expand(F, P, 17, 3).clone()
+    return torch.cat([X, torch.ones(F, P, 17, 1, dtype=torch.float64)], -1)
+
+
+def test_fill_gaps_linear_and_limits():
+    poses = _walk(20)
+    X, valid = poses[..., :3], poses[..., 3] > 0
+    v = valid.clone()
+    v[5:8, 0, 3] = False  # 3-frame gap
+    v[10:19, 0, 4] = False  # 9-frame gap
+    v[:2, 0, 6] = False  # head gap
+    Xf, vf = fill_gaps(X, v, max_gap=4)
+    lin = X[4, 0, 3] + (X[8, 0, 3] - X[4, 0, 3]) * (6 - 4) / 4
+    assert torch.allclose(Xf[6, 0, 3], lin)
+    assert bool(vf[5:8, 0, 3].all()) and not bool(vf[10:19, 0, 4].any())
+    assert bool(vf[:2, 0, 6].all()) and torch.equal(Xf[0, 0, 6], X[2, 0, 6])
+
+
+def test_spikes_and_limb_outliers_are_rejected():
+    poses = _walk(40)
+    X, valid = poses[..., :3].clone(), poses[..., 3] > 0
+    X[17, 0, 9] += torch.tensor([0.6, 0.0, 0.0], dtype=X.dtype)  # spike
+    v = reject_spikes(X, valid, 0.3)
+    assert not bool(v[17, 0, 9]) and int((~v).sum()) == 1
+    X2 = poses[..., :3].clone()
+    X2[25, 0, 10] += torch.tensor([0.0, 0.12, 0.0], dtype=X.dtype)  # 12 cm: a bent forearm
+    v2 = reject_limb_outliers(X2, valid, 5.0)
+    assert not bool(v2[25, 0, 10]) and bool(v2[25, 0, 8])
+
+
+def test_refine_reduces_noise_and_keeps_limbs():
+    clean = _walk(80, P=2, seed=3)
+    g = torch.Generator().manual_seed(4)
+    noisy = clean.clone()
+    noisy[..., :3] += 0.006 * torch.randn(noisy[..., :3].shape, generator=g, dtype=noisy.dtype)
+    noisy[30:33, 1, 7, 3] = 0  # a gap
+    cfg = Config().refine
+    out, st = refine_sequence(noisy, cfg)
+    err_in = (noisy[..., :3] - clean[..., :3]).norm(dim=-1)[noisy[..., 3] > 0].mean()
+    err_out = (out[..., :3] - clean[..., :3]).norm(dim=-1).mean()
+    assert bool((out[..., 3] > 0).all())
+    assert err_out < 0.7 * err_in
+    assert st.loss_after < st.loss_before
+    L = limb_lengths(out[..., :3])
+    assert float(L.std(0).mean()) < float(limb_lengths(noisy[..., :3]).std(0).mean())
+
+
+def test_refine_velocity_mode_biases_moving_points_more_than_acceleration():
+    clean = _walk(80, seed=5)
+    cfg = Config().refine
+    out_acc, _ = refine_sequence(clean.clone(), cfg)
+    cfg.temporal = "velocity"
+    out_vel, _ = refine_sequence(clean.clone(), cfg)
+    e_acc = (out_acc[..., :3] - clean[..., :3]).norm(dim=-1).mean()
+    e_vel = (out_vel[..., :3] - clean[..., :3]).norm(dim=-1).mean()
+    assert e_acc < e_vel
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_known_offsets_and_swaps():
+    gt = _walk(10, P=2)
+    gt[:, 1, :, 0] += 1.0
+    pred = gt.clone()
+    pred[..., 2] += 0.010  # 10 mm everywhere
+    rep = keypoint_report(pred, gt)
+    assert math.isclose(rep["mpjpe_mm"], 10.0, rel_tol=1e-9)
+    assert rep["pa_mpjpe_mm"] < 1e-6 and rep["identity_swaps"] == 0 and rep["recovered"] == 1.0
+    sw = pred.clone()
+    sw[3:5] = pred[3:5].flip(1)
+    rep2 = keypoint_report(sw, gt)
+    assert rep2["identity_swaps"] == 2 and rep2["identity_switch_events"] == 2
+    assert identity_mapping(sw, gt)[3].tolist() == [1, 0]
+    miss = pred.clone()
+    miss[:, 0, :8, 3] = 0
+    assert math.isclose(keypoint_report(miss, gt)["recovered"], 1 - 8 / 34, rel_tol=1e-9)
+
+
+def test_procrustes_removes_similarity():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(5, 17, 3, generator=g, dtype=torch.float64)
+    q = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64)).Q
+    if torch.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    Y = 1.7 * X @ q.T + torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
+    al = procrustes_align(Y, X, torch.ones(5, 17, dtype=torch.bool))
+    assert (al - X).abs().max() < 1e-9
