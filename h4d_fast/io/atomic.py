@@ -36,12 +36,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
-def write_bytes(path: str | Path, data: bytes) -> None:
+def write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> None:
+    """Write ``data`` so that readers see the old file or the whole new one, never a part.
+
+    ``fsync=True`` also forces the bytes to disk before the rename (durability across a power
+    loss); the rename alone already gives atomicity for other processes.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
 
 
 def write_text(path: str | Path, text: str) -> None:
