@@ -275,7 +275,7 @@ def look_at(center: Tensor, target: Tensor, up: Tensor | None = None) -> tuple[T
         up = torch.tensor([0.0, 0.0, 1.0], dtype=center.dtype, device=center.device)
     z = target - center
     z = z / z.norm(dim=-1, keepdim=True)
-    x = torch.linalg.cross(z, -up.expand_as(z))
+    x = torch.linalg.cross(z, up.expand_as(z))
     x = x / x.norm(dim=-1, keepdim=True)
     y = torch.linalg.cross(z, x)
     R = torch.stack([x, y, z], dim=-2)

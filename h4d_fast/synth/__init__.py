@@ -1,0 +1,263 @@
+"""Synthetic two-person multi-view captures with ground truth.
+
+``make_capture(SynthConfig(...))`` scripts a close interaction of two procedurally built bodies
+(approach -> hug -> grapple -> separate) driven by SMPL-style parameters, places a ring of
+calibrated GoPro-like cameras around it, and simulates a top-down COCO-17 detector with
+occlusion, noise, outliers, limb swaps, duplicates, misses and false positives. Everything is
+deterministic from ``seed``.
+
+Returns ``(Capture, GroundTruth, metadata)``; see :func:`make_capture`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..constants import DEFAULT_PERSON_NAMES
+from ..data import Capture, GroundTruth
+from .detector import DetectorParams, oks, project_and_occlude, simulate_detections
+from .geometry import segment_distance
+from .motion import PHASE_NAMES, Motion, generate_motion
+from .rig import DEFAULT_FISHEYE, colmap_cameras, make_rig, random_similarity
+from .skeleton import (
+    CAPSULES,
+    HEAD,
+    Skeleton,
+    SkeletonFn,
+    capsule_points,
+    coco17_from_skeleton,
+    forward_kinematics,
+    make_skeleton,
+    random_skeletons,
+)
+
+__all__ = [
+    "SynthConfig",
+    "make_capture",
+    "Skeleton",
+    "make_skeleton",
+    "random_skeletons",
+    "forward_kinematics",
+    "coco17_from_skeleton",
+    "generate_motion",
+    "make_rig",
+    "random_similarity",
+    "colmap_cameras",
+    "simulate_detections",
+    "project_and_occlude",
+    "oks",
+    "PHASE_NAMES",
+    "Motion",
+]
+
+
+@dataclass
+class SynthConfig:
+    """Every knob of the synthetic capture, with its default."""
+
+    seed: int = 0
+    num_frames: int = 600
+    fps: float = 30.0
+    name: str = "synth"
+    person_names: tuple[str, ...] = DEFAULT_PERSON_NAMES
+    # bodies
+    height_range: tuple[float, float] = (1.62, 1.90)
+    build_range: tuple[float, float] = (0.92, 1.12)
+    skeletons: Optional[Sequence[Skeleton]] = None  # hook: explicit bodies (e.g. from a body model)
+    skeleton_fn: Optional[SkeletonFn] = None  # hook: (person index, rng) -> Skeleton
+    # motion
+    separate: bool = True  # end with a separation when the sequence lasts >= 8 s
+    ankle_height: float = 0.08
+    torso_gap: float = 0.0
+    # cameras
+    num_cameras: int = 20
+    lens: str = "fisheye"  # or "pinhole"
+    image_size: tuple[int, int] = (3840, 2160)
+    focal_px: float = 1800.0
+    focal_jitter: float = 0.02
+    principal_jitter_px: float = 12.0
+    fisheye_coeffs: tuple[float, float, float, float] = DEFAULT_FISHEYE
+    dist_jitter: float = 0.25
+    camera_radius: tuple[float, float] = (3.5, 5.5)
+    camera_height: tuple[float, float] = (0.8, 2.6)
+    azimuth_jitter: float = 0.3
+    target_jitter: float = 0.15
+    scale_range: tuple[float, float] = (0.2, 5.0)  # of the COLMAP -> metric similarity
+    # detector
+    noise_px: float = 2.0
+    occluded_noise_mult: float = 4.0
+    visible_conf: tuple[float, float] = (0.75, 0.98)
+    occluded_conf: tuple[float, float] = (0.05, 0.45)
+    occluded_wrong_frac: float = 0.15
+    occluded_wrong_conf: tuple[float, float] = (0.5, 0.8)
+    outlier_frac: float = 0.10
+    outlier_conf: tuple[float, float] = (0.55, 0.95)
+    swap_prob: float = 0.15
+    swap_distance: float = 0.9
+    duplicate_prob: float = 0.05
+    duplicate_noise_px: float = 1.5
+    miss_prob: float = 0.03
+    miss_prob_hard: float = 0.5
+    hard_occluded_frac: float = 0.7
+    hard_min_in_image: int = 6
+    false_positive_prob: float = 0.02
+    false_positive_conf: tuple[float, float] = (0.3, 0.8)
+    box_pad: float = 0.1
+    box_conf_thr: float = 0.2
+    occlusion_stop: float = 0.04
+    chunk_frames: int = 32
+    contact_distance: float = 0.02  # capsule surfaces closer than this count as contact
+    # execution: torch intra-op threads while generating (restored afterwards); None leaves torch alone.
+    # One thread is fastest here (small ops) and immune to OpenMP spin-wait slow-downs on a busy CPU.
+    num_threads: Optional[int] = 1
+
+    def detector_params(self) -> DetectorParams:
+        names = {f.name for f in dataclasses.fields(DetectorParams)}
+        mapping = {"swap_distance": self.swap_distance}
+        kw = {n: getattr(self, n) for n in names if hasattr(self, n)}
+        kw.update(mapping)
+        return DetectorParams(**kw)
+
+
+def _face_normals(rot_head: torch.Tensor, skels: Sequence[Skeleton]) -> torch.Tensor:
+    """``[F, P, 5, 3]`` outward normals of the face points (from the head-sphere centre)."""
+    n = torch.stack([s.face_offsets - s.head_centre[None] for s in skels])  # [P, 5, 3]
+    n = n / n.norm(dim=-1, keepdim=True)
+    return torch.einsum("fpij,pkj->fpki", rot_head, n)
+
+
+def make_capture(cfg: SynthConfig | None = None, **overrides: Any) -> tuple[Capture, GroundTruth, dict[str, Any]]:
+    """Generate a synthetic capture.
+
+    Args:
+        cfg: configuration (defaults when ``None``); ``overrides`` replace single fields.
+    Returns:
+        capture: metric cameras (float64), detections (float32, ``[F, V, D, 17, 3]``), frame ids
+            ``1..F``, person names, identity boxes at frame 0.
+        gt: ``poses3d [F, P, 17, 4]`` (valid = 1, float64) and ``smpl`` = ``global_orient [F, P, 3]``,
+            ``body_pose [F, P, 69]``, ``transl [F, P, 3]``, ``rest_joints [P, 24, 3]``,
+            ``face_offsets [P, 5, 3]``, ``joints [F, P, 24, 3]``.
+        metadata: ``contact [F]`` bool, ``pelvis_distance [F]``, ``phase [F]`` + ``phase_names``,
+            ``scale_transform`` (4x4 numpy, COLMAP -> metric), ``counts`` (outliers, duplicates,
+            swaps, misses, false positives, ...), ``occluded_frac`` (+ ``occluded_frac_by_phase``),
+            ``outlier_frac``, ``labels`` (per-entry injection labels, see
+            :func:`h4d_fast.synth.detector.simulate_detections`), ``motion`` (script parameters),
+            ``skeletons``, ``timing`` (seconds per stage), ``config``.
+    """
+    cfg = dataclasses.replace(cfg or SynthConfig(), **overrides)
+    if len(cfg.person_names) != 2:
+        raise ValueError("make_capture: the interaction script is for exactly two people")
+    if cfg.num_frames < 2:
+        raise ValueError("make_capture: num_frames must be at least 2")
+    if cfg.num_threads is None:
+        return _make_capture(cfg)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(int(cfg.num_threads))
+    try:
+        return _make_capture(cfg)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any]]:
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ss = np.random.SeedSequence(int(cfg.seed))
+    rng_body, rng_motion, rng_rig, rng_det, rng_T = (np.random.default_rng(s) for s in ss.spawn(5))
+
+    # bodies
+    if cfg.skeletons is not None:
+        skels = list(cfg.skeletons)
+    elif cfg.skeleton_fn is not None:
+        skels = [cfg.skeleton_fn(i, rng_body) for i in range(2)]
+    else:
+        skels = random_skeletons(rng_body, cfg.height_range, cfg.build_range, 2)
+
+    # motion
+    mo = generate_motion(cfg.num_frames, skels, rng_motion, fps=cfg.fps, ankle_height=cfg.ankle_height, separate=cfg.separate, torso_gap=cfg.torso_gap)
+    timing["motion"] = time.perf_counter() - t0
+    F = cfg.num_frames
+    P = 2
+    centre = mo.joints[:, :, 0, :2].reshape(-1, 2).mean(0).numpy()
+
+    # cameras
+    t1 = time.perf_counter()
+    cams = make_rig(
+        rng_rig, cfg.num_cameras, centre, cfg.lens, cfg.image_size, cfg.focal_px, cfg.focal_jitter, cfg.principal_jitter_px,
+        cfg.fisheye_coeffs, cfg.dist_jitter, cfg.camera_radius, cfg.camera_height, cfg.azimuth_jitter, target_jitter=cfg.target_jitter,
+    )
+    T = random_similarity(rng_T, cfg.scale_range)
+
+    # capsules, contact
+    head_rot = mo.rotations[:, :, HEAD]  # [F, P, 3, 3]
+    hc = torch.stack([s.head_centre for s in skels])  # [P, 3]
+    caps_a, caps_b = capsule_points(mo.joints, head_rot, hc[None])  # [F, P, C, 3]
+    radii = torch.stack([s.radii for s in skels])  # [P, C]
+    dist, _, _ = segment_distance(caps_a[:, 0, :, None], caps_b[:, 0, :, None], caps_a[:, 1, None], caps_b[:, 1, None])  # [F, C, C]
+    gap = dist - radii[0][:, None] - radii[1][None, :]
+    contact = gap.amin(dim=(1, 2)) < cfg.contact_distance
+    pelvis_distance = (mo.joints[:, 0, 0] - mo.joints[:, 1, 0]).norm(dim=-1)
+    timing["rig"] = time.perf_counter() - t1
+
+    # detections
+    t2 = time.perf_counter()
+    dets, init_boxes, init_valid, det_meta = simulate_detections(
+        cams, mo.coco, caps_a, caps_b, radii, _face_normals(head_rot, skels), pelvis_distance, rng_det, cfg.detector_params()
+    )
+    timing["detector"] = time.perf_counter() - t2
+
+    capture = Capture(
+        cameras=cams,
+        detections=dets,
+        frame_ids=list(range(1, F + 1)),
+        person_names=list(cfg.person_names),
+        init_boxes=init_boxes,
+        init_valid=init_valid,
+        name=cfg.name,
+    )
+    poses3d = torch.cat([mo.coco, torch.ones(F, P, 17, 1, dtype=mo.coco.dtype)], -1)
+    gt = GroundTruth(
+        poses3d=poses3d,
+        smpl={
+            "global_orient": mo.global_orient,
+            "body_pose": mo.body_pose,
+            "transl": mo.transl,
+            "rest_joints": torch.stack([s.rest_joints for s in skels]),
+            "face_offsets": torch.stack([s.face_offsets for s in skels]),
+            "joints": mo.joints,
+        },
+    )
+    lab = det_meta["labels"]
+    occ_by_phase = {}
+    for i, name in enumerate(PHASE_NAMES):
+        sel = mo.phase == i
+        if bool(sel.any()):
+            n_in = int(lab["in_image"][sel].sum())
+            occ_by_phase[name] = float(lab["is_occluded"][sel].sum()) / max(n_in, 1)
+    timing["total"] = time.perf_counter() - t0
+    meta: dict[str, Any] = {
+        "seed": int(cfg.seed),
+        "contact": contact,
+        "contact_gap": gap.amin(dim=(1, 2)),
+        "pelvis_distance": pelvis_distance,
+        "phase": mo.phase,
+        "phase_names": PHASE_NAMES,
+        "scale_transform": T,
+        "counts": det_meta["counts"],
+        "occluded_frac": det_meta["occluded_frac"],
+        "occluded_frac_by_phase": occ_by_phase,
+        "outlier_frac": det_meta["outlier_frac"],
+        "labels": lab,
+        "motion": mo.params,
+        "skeletons": skels,
+        "capsule_names": tuple(n for n, _, _ in CAPSULES),
+        "timing": timing,
+        "config": cfg,
+    }
+    return capture, gt, meta
