@@ -62,7 +62,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .synth import make_capture
 
     t0 = time.perf_counter()
-    kw: dict[str, Any] = dict(frames=args.frames, cameras=args.cameras, seed=args.seed)
+    kw: dict[str, Any] = dict(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed)
     if args.pinhole:
         kw["lens"] = "pinhole"
     if args.noise_px is not None:
@@ -78,7 +78,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def _jsonable_meta(meta: dict, kw: dict) -> dict:
     out: dict[str, Any] = {"generator": "h4d_fast.synth", "args": kw}
-    for k in ("counts", "occluded_fraction", "contact_frames"):
+    for k in ("counts", "occluded_frac", "occluded_frac_by_phase", "outlier_frac"):
         if k in meta:
             v = meta[k]
             try:
@@ -182,7 +182,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         _log(f"h4d demo: synthetic capture, {args.frames} frames, {args.cameras} cameras, 2 people in close contact (seed {args.seed})")
         t0 = time.perf_counter()
-        capture, gt, meta = make_capture(frames=args.frames, cameras=args.cameras, seed=args.seed)
+        capture, gt, meta = make_capture(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed)
         write_sequence(seq, capture, gt=gt, scale_transform=meta.get("scale_transform"),
                        meta=_jsonable_meta(meta, {"frames": args.frames, "cameras": args.cameras, "seed": args.seed}))
         _log(f"  {'synth':<10} {time.perf_counter() - t0:7.2f} s  -> {seq}")
