@@ -72,6 +72,16 @@ def test_candidates_threshold_min_views_and_no_valid_views():
     assert n3.tolist() == [0, 0, 0] and torch.isnan(Xr3).all()
 
 
+def test_inconsistent_pair_gives_no_point():
+    # two views whose rays miss each other by ~30 cm: the reference would still return a point
+    cams = ring_cameras(2, seed=22)
+    X = random_points(1, seed=23)
+    xy = normalized_projections(cams, X)
+    xy[:, 1] = normalized_projections(cams, X + torch.tensor([0.0, 0.3, 0.1], dtype=X.dtype))[:, 1]
+    Xr, inl, n = triangulate_ransac(xy, cams, torch.ones(1, 2, dtype=torch.float64))
+    assert int(n[0]) == 0 and torch.isnan(Xr).all() and not inl.any()
+
+
 def test_nan_inputs_are_not_candidates():
     cams = ring_cameras(6, seed=10)
     X = random_points(8, seed=11)
@@ -118,7 +128,7 @@ def _ransac_loop(xy, P, conf, conf_thr, err_thr):
         for v in cand:
             Xc = P[v, :, :3] @ Xh + P[v, :, 3]
             if v in (i, j):
-                if Xc[2] <= 0:
+                if Xc[2] <= 0 or 0.5 * (Xc[:2] / Xc[2] - xy[v]).norm() >= err_thr:
                     s = None
                     break
                 continue

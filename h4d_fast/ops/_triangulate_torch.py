@@ -13,6 +13,10 @@ metric scenes (points at finite distance) this equals the homogeneous SVD soluti
 RANSAC (the Harmony4D rule, exhaustive over view pairs):
     candidates  c_v > conf_thr and xy_v finite
     hypothesis  each pair (i < j) of candidates, in lexicographic order -> weighted DLT X_ij
+    consistency a hypothesis counts only if it lies in front of both of its cameras and reprojects
+                into both within err_thr (the reference accepts any pair: two rays that miss
+                each other by far, e.g. one person's wrist in one view and the other person's
+                in another, then still yield a point)
     inliers     the pair plus every candidate v in front of the camera with 0.5 |xy_v - pi_v(X_ij)| < err_thr
     winner      the largest inlier set; ties -> the earliest pair
     final       weighted DLT on the winner's inliers, then ``refine_steps`` iterations of
@@ -202,8 +206,10 @@ def _ransac_chunk(xy, P, conf, pairs, conf_thr, err_thr, min_views, refine_steps
     in_pair = torch.zeros(C, V, dtype=torch.bool, device=xy.device)
     in_pair[torch.arange(C, device=xy.device), i] = True
     in_pair[torch.arange(C, device=xy.device), j] = True
-    front = (z > 0) | ~in_pair  # hypothesis behind one of its own cameras is void
-    hyp_ok = pair_ok & torch.isfinite(Xh).all(-1) & front.all(-1)  # [N, C]
+    # a hypothesis is void if it lies behind one of its own two cameras or if its own two views
+    # disagree (reprojection error at or above the threshold: the two rays do not meet)
+    own_ok = ((z > 0) & (err < err_thr)) | ~in_pair  # [N, C, V]
+    hyp_ok = pair_ok & torch.isfinite(Xh).all(-1) & own_ok.all(-1)  # [N, C]
     inl = (inl | in_pair) & hyp_ok[..., None]
     count = inl.sum(-1)  # [N, C]
     best = count.argmax(-1)  # first maximum = earliest pair

@@ -100,11 +100,9 @@ def assign_by_prediction(
         ``[V, P]`` slot per person (-1 = none).
     """
     pred = torch.cat([pred_uv, pred_ok[..., None].to(pred_uv.dtype)], -1)  # [V, P, J, 3]
-    # OKS against the prediction, scaled by the prediction's own keypoint box.
-    from ..ops._oks_torch import keypoint_box_area
-
-    area = keypoint_box_area(pred, 0.5)[..., :, None]  # [V, P, 1]
-    score = oks(pred, kpts.to(pred.dtype), areas=area, kpt_thr=0.2, backend=backend)  # [V, P, D]
+    # OKS with the pair's mean keypoint-box area, so a larger (nearer) person's prediction is
+    # not more tolerant of distance than a smaller one's when both compete for a detection.
+    score = oks(pred, kpts.to(pred.dtype), kpt_thr=0.2, backend=backend)  # [V, P, D]
     score = torch.where(valid[:, None, :], score, torch.zeros_like(score))
     return best_assignment(score, min_oks)
 
