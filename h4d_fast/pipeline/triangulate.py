@@ -83,6 +83,19 @@ def triangulate_sequence(
         init_boxes: ``[V, P, 4]`` identity boxes at the first frame (``None`` allowed for one person).
         progress: called with the number of frames finished.
     """
+    if det.kpts.device.type == "cpu":
+        # The per-frame tensors are tiny: intra-op threads only add synchronisation (and on a
+        # busy machine OpenMP spin-waits make them many times slower), so run this loop on one.
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _triangulate_sequence(det, cams, num_people, id_cfg, tri_cfg, init_boxes, init_valid, backend, progress)
+        finally:
+            torch.set_num_threads(n_threads)
+    return _triangulate_sequence(det, cams, num_people, id_cfg, tri_cfg, init_boxes, init_valid, backend, progress)
+
+
+def _triangulate_sequence(det, cams, num_people, id_cfg, tri_cfg, init_boxes, init_valid, backend, progress) -> TrackResult:
     device = det.kpts.device
     dtype = torch.float32 if det.kpts.dtype == torch.float32 else torch.float64
     cams_c = cams.to(device=device, dtype=dtype)
