@@ -195,3 +195,25 @@ def test_procrustes_removes_similarity():
     Y = 1.7 * X @ q.T + torch.tensor([0.3, -1.0, 2.0], dtype=torch.float64)
     al = procrustes_align(Y, X, torch.ones(5, 17, dtype=torch.bool))
     assert (al - X).abs().max() < 1e-9
+
+
+def test_bootstrap_people_clusters_views_by_person():
+    import numpy as np
+
+    from h4d_fast.pipeline.identity import bootstrap_people
+    from h4d_fast.pipeline.triangulate import normalize_detections
+    from h4d_fast.synth import make_capture
+
+    cap, gt, meta = make_capture(num_frames=4, num_cameras=8, seed=11)
+    det, _ = filter_detections(cap.detections, cap.cameras.size, Config().filter)
+    xy = normalize_detections(det, cap.cameras)
+    a = bootstrap_people(det.kpts[0].double(), xy[0], det.valid[0], cap.cameras, 2)
+    sp = np.asarray(meta["labels"]["slot_person"])[0]
+    found = set()
+    for p in range(2):
+        ids = [int(sp[v, a[v, p]]) for v in range(8) if a[v, p] >= 0]
+        assert len(ids) >= 6
+        major = max(set(ids), key=ids.count)
+        assert ids.count(major) >= len(ids) - 1
+        found.add(major)
+    assert found == {0, 1}

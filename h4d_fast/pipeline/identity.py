@@ -152,3 +152,92 @@ def predict_next(history: Tensor, valid: Tensor, mode: str) -> tuple[Tensor, Ten
     # never extrapolate from a stale track: only when the last sample is the latest frame
     use_lin = use_lin & (last_idx == W - 1)
     return torch.where(use_lin[..., None], pred, last), ok
+
+
+def epipolar_scores(xy: Tensor, conf: Tensor, valid: Tensor, P: Tensor, dist_thr: float = 0.015, conf_thr: float = 0.3,
+                    min_common: int = 6) -> Tensor:
+    """How well each pair of detections in two different views agrees with epipolar geometry.
+
+    Args:
+        xy: ``[V, D, J, 2]`` normalized coordinates; conf ``[V, D, J]``; valid ``[V, D]``.
+        P: ``[V, 3, 4]`` extrinsics.
+    Returns:
+        ``[V, D, V, D]`` fraction of the keypoints confident in both detections whose symmetric
+        epipolar distance is under ``dist_thr`` (0 for the same view, invalid slots, or fewer than
+        ``min_common`` common keypoints).
+    """
+    V, D, J, _ = xy.shape
+    R, t = P[:, :, :3], P[:, :, 3]
+    # relative pose b <- a: R_ab = R_b R_a^T, t_ab = t_b - R_ab t_a; essential E_ab = [t_ab]x R_ab
+    R_ab = R[None, :] @ R[:, None].transpose(-1, -2)  # [Va, Vb, 3, 3]
+    t_ab = t[None, :] - (R_ab @ t[:, None, :, None])[..., 0]  # [Va, Vb, 3]
+    tx = torch.zeros(V, V, 3, 3, dtype=xy.dtype, device=xy.device)
+    tx[..., 0, 1], tx[..., 0, 2] = -t_ab[..., 2], t_ab[..., 1]
+    tx[..., 1, 0], tx[..., 1, 2] = t_ab[..., 2], -t_ab[..., 0]
+    tx[..., 2, 0], tx[..., 2, 1] = -t_ab[..., 1], t_ab[..., 0]
+    E = tx @ R_ab  # [Va, Vb, 3, 3]
+    ok = (conf > conf_thr) & torch.isfinite(xy).all(-1) & valid[..., None]  # [V, D, J]
+    xh = torch.cat([torch.nan_to_num(xy), torch.ones_like(xy[..., :1])], -1)  # [V, D, J, 3]
+    la = torch.einsum("abij,adkj->adbki", E, xh)  # line in b of a's points: [Va, Da, Vb, J, 3]
+    lb = torch.einsum("abji,bekj->abeki", E, xh)  # line in a of b's points (E^T x_b): [Va, Vb, Db, J, 3]
+    num = torch.einsum("adbki,beki->adbek", la, xh)  # x_b^T E x_a: [Va, Da, Vb, Db, J]
+    na = la[..., :2].norm(dim=-1)[:, :, :, None, :]  # [Va, Da, Vb, 1, J]
+    nb = lb[..., :2].norm(dim=-1)[:, None, :, :, :]  # [Va, 1, Vb, Db, J]
+    d = 0.5 * num.abs() * (1.0 / na.clamp_min(1e-12) + 1.0 / nb.clamp_min(1e-12))
+    both = ok[:, :, None, None, :] & ok[None, None, :, :, :]  # [Va, Da, Vb, Db, J]
+    n = both.sum(-1)
+    good = (both & (d < dist_thr)).sum(-1)
+    score = good.to(xy.dtype) / n.clamp_min(1).to(xy.dtype)
+    same_view = torch.eye(V, dtype=torch.bool, device=xy.device)[:, None, :, None]
+    return torch.where((n >= min_common) & ~same_view, score, torch.zeros_like(score))
+
+
+def bootstrap_people(kpts: Tensor, xy: Tensor, valid: Tensor, cams, num_people: int, min_score: float = 0.6,
+                     min_oks: float = 0.3, taken: Tensor | None = None) -> Tensor:
+    """Find people without any prior identity: cross-view association by epipolar consistency.
+
+    Greedy, one person at a time: the best-agreeing pair of detections in two views seeds a
+    person, whose keypoints are triangulated from that pair, projected into every other view and
+    matched there by OKS. Used at the first frame when no identity boxes are given (peer
+    captures), and to re-acquire a person who has no track. Person order is discovery order.
+
+    Args:
+        kpts: ``[V, D, J, 3]`` pixel detections; xy ``[V, D, J, 2]`` normalized; valid ``[V, D]``.
+        cams: :class:`~h4d_fast.camera.CameraSet` on the same device.
+        taken: ``[V, D]`` slots already used by tracked people (excluded).
+    Returns:
+        ``[V, num_people]`` slot per person (-1 where not found).
+    """
+    from ..ops._triangulate_torch import triangulate_dlt_torch
+
+    V, D, J, _ = kpts.shape
+    out = torch.full((V, num_people), -1, dtype=torch.long, device=kpts.device)
+    if V < 2 or D == 0:
+        return out
+    free = valid.clone() if taken is None else valid & ~taken
+    Pm = cams.extrinsics.to(xy.dtype)
+    conf = kpts[..., 2].to(xy.dtype)
+    S = epipolar_scores(xy, conf, free, Pm)  # [V, D, V, D]
+    for p in range(num_people):
+        S = S * free[:, :, None, None] * free[None, None, :, :]
+        best = int(S.flatten().argmax())
+        if float(S.flatten()[best]) < min_score:
+            break
+        a, i, b, j = (int(x) for x in torch.unravel_index(torch.tensor(best), S.shape))
+        pair_xy = torch.stack([xy[a, i], xy[b, j]], 1)  # [J, 2, 2]
+        w = torch.stack([conf[a, i], conf[b, j]], 1) * (torch.stack([conf[a, i], conf[b, j]], 1) > 0.3)
+        X = triangulate_dlt_torch(torch.nan_to_num(pair_xy), Pm[[a, b]], w)  # [J, 3]
+        okX = torch.isfinite(X).all(-1)
+        uv, z = cams.project(torch.nan_to_num(X).to(cams.dtype))  # [J, V, 2], [J, V]
+        pred = torch.cat([uv.permute(1, 0, 2), (okX[None, :] & (z.T > 0)).to(uv.dtype)[..., None]], -1)  # [V, J, 3]
+        o = oks(pred[:, None].to(kpts.dtype), kpts, kpt_thr=0.2)[:, 0]  # [V, D]
+        o = torch.where(free, o, torch.zeros_like(o))
+        slot = o.argmax(-1)
+        hit = o.gather(1, slot[:, None])[:, 0] > min_oks
+        col = torch.where(hit, slot, torch.full_like(slot, -1))
+        col[a], col[b] = i, j
+        out[:, p] = col
+        used = torch.zeros_like(free)
+        used[torch.arange(V, device=kpts.device)[col >= 0], col[col >= 0]] = True
+        free = free & ~used
+    return out

@@ -17,7 +17,7 @@ from ..camera import CameraSet
 from ..config import IdentityConfig, TriangulationConfig
 from ..data import Detections
 from ..ops import triangulate_ransac
-from .identity import assign_by_boxes, assign_by_prediction, gather_assigned, predict_next
+from .identity import assign_by_boxes, assign_by_prediction, bootstrap_people, gather_assigned, predict_next
 
 
 @dataclass
@@ -49,18 +49,22 @@ def normalize_detections(det: Detections, cams: CameraSet) -> Tensor:
     return torch.where(miss[..., None], torch.full_like(xy, float("nan")), xy)
 
 
-def _initial_assignment(det_f_kpts, det_f_boxes, det_f_valid, init_boxes, init_valid, P, cfg: IdentityConfig):
-    V, D = det_f_valid.shape
+def _untracked_assignment(k_f, xy_f, boxes_f, v_f, a_pred, have_track, init_boxes, init_valid, cams, cfg: IdentityConfig):
+    """Slots for people without a track: from the identity boxes when given, else by cross-view
+    association of the detections the tracked people did not take. ``[V, P]``."""
+    V, D = v_f.shape
+    P = have_track.shape[0]
+    taken = torch.zeros(V, D + 1, dtype=torch.bool, device=v_f.device)
+    taken.scatter_(1, torch.where(have_track[None, :] & (a_pred >= 0), a_pred, torch.full_like(a_pred, D)), True)
+    taken = taken[:, :D]
     if init_boxes is not None:
-        return assign_by_boxes(det_f_boxes, det_f_valid, init_boxes.to(det_f_boxes), init_valid, cfg.init_box_min_iou)
-    if P == 1:
-        # one person and no boxes: the most confident detection in each view (RANSAC rejects a wrong view)
-        from ..ops._oks_torch import detection_scores
-
-        s = torch.where(det_f_valid, detection_scores(det_f_kpts), torch.full_like(det_f_valid, -1.0, dtype=det_f_kpts.dtype))
-        best = s.argmax(-1)
-        return torch.where(det_f_valid.any(-1), best, torch.full_like(best, -1))[:, None]
-    raise ValueError("more than one person and no first-frame identity boxes: give processed_data/bboxes for the first frame")
+        a_new = assign_by_boxes(boxes_f, v_f & ~taken, init_boxes, init_valid, cfg.init_box_min_iou)
+    else:
+        lost = (~have_track).nonzero()[:, 0]
+        found = bootstrap_people(k_f, xy_f, v_f, cams, int(lost.numel()), taken=taken)  # [V, n_lost]
+        a_new = torch.full((V, P), -1, dtype=torch.long, device=v_f.device)
+        a_new[:, lost] = found
+    return torch.where(have_track[None, :], a_pred, a_new)
 
 
 def triangulate_sequence(
@@ -80,7 +84,8 @@ def triangulate_sequence(
         det: filtered detections (``valid`` already reflects stage 1).
         cams: the cameras, on the compute device.
         num_people: ``P``.
-        init_boxes: ``[V, P, 4]`` identity boxes at the first frame (``None`` allowed for one person).
+        init_boxes: ``[V, P, 4]`` identity boxes at the first frame; without them people are found
+            by cross-view association (:func:`~h4d_fast.pipeline.identity.bootstrap_people`).
         progress: called with the number of frames finished.
     """
     if det.kpts.device.type == "cpu":
@@ -125,15 +130,8 @@ def _triangulate_sequence(det, cams, num_people, id_cfg, tri_cfg, init_boxes, in
         inside = (uv[..., 0] >= 0) & (uv[..., 1] >= 0) & (uv[..., 0] < wh[:, None, None, 0]) & (uv[..., 1] < wh[:, None, None, 1])
         ok = pred_ok[None] & (z > 0) & inside  # [V, P, J]
         a_pred = assign_by_prediction(k_f, v_f, uv, ok, id_cfg.min_match_oks, backend=backend)  # [V, P]
-        if f == 0 or (init_boxes is not None and not bool(have_track.all())):
-            a_init = _initial_assignment(k_f, det.boxes[f].to(dtype), v_f, init_boxes, init_valid, P, id_cfg)
-            # people without a track yet take the box (or first-frame) assignment
-            a = torch.where(have_track[None, :], a_pred, a_init)
-            # a slot may not serve two people: the tracked person keeps it
-            taken = torch.zeros(V, D + 1, dtype=torch.bool, device=device)
-            taken.scatter_(1, torch.where(have_track[None, :] & (a_pred >= 0), a_pred, torch.full_like(a_pred, D)), True)
-            clash = (~have_track[None, :]) & (a >= 0) & torch.gather(taken[:, :D], 1, a.clamp_min(0))
-            a = torch.where(clash, torch.full_like(a, -1), a)
+        if not bool(have_track.all()):
+            a = _untracked_assignment(k_f, xy_all[f], det.boxes[f].to(dtype), v_f, a_pred, have_track, init_boxes, init_valid, cams_c, id_cfg)
         else:
             a = a_pred
         obs = gather_assigned(k_f, a)  # [V, P, J, 3]

@@ -1,0 +1,617 @@
+"""Stage 5: SMPL fitting of the 3D keypoints, all frames and people in one batch.
+
+Input: COCO-17 keypoints ``[F, P, 17, 4]`` (x, y, z, valid; metres, world z-up). Output: per
+frame and person ``global_orient [3]``, ``body_pose [69]``, ``transl [3]`` and one ``betas [K]``
+per person for the whole sequence (:class:`FitResult`).
+
+Initialisation (no image network): per frame and person, the model's COCO joints (mean shape,
+zero body pose, identity orientation, no translation) are rigidly aligned (weighted Kabsch, no
+scale) to the valid keypoints: ``X ~ R J + t``. SMPL rotates about its root joint ``J0`` and then
+translates: ``x = R (x_rest - J0) + J0 + transl``; equating with ``R x_rest + t`` gives
+``global_orient = log(R)`` and ``transl = t + R J0 - J0``. Frames where a person has fewer than 4
+valid keypoints take the rotation of the nearest initialised frame and a linearly interpolated
+translation. Per-frame initial parameters (e.g. from an image regressor) may be given instead;
+missing ones are filled as above (with the given body pose and betas in the Kabsch fit).
+
+The initial body pose points the arms and legs along the keypoints' limbs (swing rotations of
+shoulders, elbows, hips and knees, :func:`init_limb_pose`); this halves the initial keypoint
+error of the zero pose and saves most of the first epoch's iterations.
+
+Optimisation (temporal SMPLify, paper Table 1), ``epochs`` times:
+
+1. ``global_orient, transl``: keypoints on shoulders and hips only (weight 1);
+2. ``betas``: limb length 1, symmetry 0.2, shape prior 0.005;
+3. ``global_orient, transl, body_pose``: keypoints 10, pose regularisation 0.001, limb length 1,
+   temporal 1;
+
+then, with two or more people, the *collision stage*: stage 3's parameters and weights plus the
+collision term (weight 1) for ``iters_collision`` iterations (the reference runs it the same way,
+as a separate SMPLifyCollision pass after the temporal fit).
+
+The loss terms and their units are defined in :mod:`h4d_fast.pipeline.fit_losses`. Each stage
+runs LBFGS (strong Wolfe) or Adam over all frames and people at once, stopping early when the
+relative loss change over ``check_every`` iterations falls below ``ftol``. Only the collision
+term needs meshes: every other term uses :class:`h4d_fast.body.fast.FastBody`'s joints-only
+forward, and the collision term skins only the frames whose two bodies' boxes come within
+``collision_margin`` of each other (chosen when the collision stage starts).
+
+With ``compare_collision`` the collision stage is also run from the same starting point with the
+collision weight set to 0, and ``stats['penetration_reduction'] = 1 - pen(with) /
+pen(without)`` is reported (penetration: :func:`h4d_fast.eval.mesh.penetration_volume`, cm^3).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle, rot6d
+from ..body.model import BodyModel
+from ..config import FitConfig
+from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
+from . import fit_losses as L
+
+NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
+STAGE1_KEYPOINTS: tuple[int, ...] = (5, 6, 11, 12)  # shoulders and hips (COCO)
+# Kabsch weights of the COCO keypoints for the zero-pose model: torso and head are reliable, the
+# limbs of the T-posed model are not where the person's limbs are.
+KABSCH_WEIGHTS: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 1.0, 1.0, 0.3, 0.3, 0.2, 0.2)
+MIN_INIT_KEYPOINTS = 4
+STAGE_PARAMS: dict[int, tuple[str, ...]] = {1: ("global_orient", "transl"), 2: ("betas",), 3: ("global_orient", "transl", "body_pose")}
+
+
+@dataclass
+class FitResult:
+    """Fitted SMPL parameters of a sequence (tensors on the fitting device, detached).
+
+    Attributes:
+        global_orient: ``[F, P, 3]`` axis-angle.
+        body_pose: ``[F, P, 69]`` axis-angle of joints 1..23.
+        betas: ``[P, K]`` one shape per person.
+        transl: ``[F, P, 3]`` metres.
+        stats: per stage/epoch losses, iterations, evaluations, seconds; penetration before and
+            after the collision stage (cm^3 per frame); ``kp_error_mm`` (mean distance of the
+            fitted COCO joints to the valid keypoints); ``penetration_reduction`` when compared.
+    """
+
+    global_orient: Tensor
+    body_pose: Tensor
+    betas: Tensor
+    transl: Tensor
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.global_orient.shape[0])
+
+    @property
+    def num_people(self) -> int:
+        return int(self.global_orient.shape[1])
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        """float32 numpy copies (for caching)."""
+        return {k: getattr(self, k).detach().float().cpu().numpy() for k in ("global_orient", "body_pose", "betas", "transl")}
+
+    @staticmethod
+    def from_arrays(arrays: Mapping[str, Any], stats: dict | None = None, device: str | torch.device = "cpu") -> "FitResult":
+        t = {k: torch.as_tensor(np.asarray(arrays[k]), dtype=torch.float32, device=device) for k in ("global_orient", "body_pose", "betas", "transl")}
+        return FitResult(**t, stats=dict(stats or {}))
+
+
+# ----------------------------------------------------------------------------- initialisation
+def kabsch(src: Tensor, dst: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Weighted rigid alignment (no scale): ``R, t = argmin sum_k w_k |R src_k + t - dst_k|^2``.
+
+    Args:
+        src, dst: ``[..., J, 3]``; weight ``[..., J]`` (>= 0).
+    Returns:
+        R ``[..., 3, 3]`` (a proper rotation) and t ``[..., 3]``. Where the weights sum to 0 the
+        result is the identity and ``t = 0``.
+    """
+    w = weight.to(src.dtype)[..., None]
+    ws = w.sum(-2, keepdim=True)
+    wn = w / ws.clamp_min(1e-12)
+    mu_s = (src * wn).sum(-2, keepdim=True)
+    mu_d = (dst * wn).sum(-2, keepdim=True)
+    H = ((src - mu_s) * w).transpose(-1, -2) @ (dst - mu_d)  # [..., 3, 3]
+    U, _, Vh = torch.linalg.svd(H)
+    V = Vh.transpose(-1, -2)
+    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
+    R = V @ D @ U.transpose(-1, -2)
+    t = (mu_d - mu_s @ R.transpose(-1, -2))[..., 0, :]
+    ok = ws[..., 0, 0] > 0
+    eye = torch.eye(3, dtype=src.dtype, device=src.device).expand_as(R)
+    return torch.where(ok[..., None, None], R, eye), torch.where(ok[..., None], t, torch.zeros_like(t))
+
+
+def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+    """Frames with ``ok[f, p]`` False: rotation of the nearest ok frame, translation linearly
+    interpolated (held at the ends). ``aa, transl [F, P, 3]``, ``ok [F, P]``. A person with no ok
+    frame keeps what it has."""
+    F = aa.shape[0]
+    t = torch.arange(F, device=aa.device)[:, None].expand_as(ok)
+    prev = torch.where(ok, t, torch.full_like(t, -1)).cummax(0).values
+    nxt = torch.where(ok, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
+    has_p, has_n = prev >= 0, nxt < F
+    pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
+
+    def take(x: Tensor, idx: Tensor) -> Tensor:
+        return torch.gather(x, 0, idx[..., None].expand_as(x))
+
+    tp, tn = take(transl, pi), take(transl, ni)
+    alpha = ((t - pi).to(aa.dtype) / (ni - pi).clamp_min(1).to(aa.dtype))[..., None]
+    tr = torch.where((has_p & has_n)[..., None], tp + alpha * (tn - tp), torch.where(has_p[..., None], tp, tn))
+    use_next = has_n & (~has_p | ((ni - t) < (t - pi)))
+    rot = torch.where(use_next[..., None], take(aa, ni), take(aa, pi))
+    anyok = has_p | has_n
+    keep = ok | ~anyok
+    return torch.where(keep[..., None], aa, rot), torch.where(keep[..., None], transl, tr)
+
+
+def init_from_keypoints(
+    kp: Tensor,
+    weight: Tensor,
+    fast: FastBody,
+    betas: Tensor,
+    body_pose: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rigid initialisation of orientation and translation (module docstring).
+
+    Args:
+        kp: ``[F, P, 17, 3]`` keypoints; weight ``[F, P, 17]`` (0 = invalid).
+        fast: the body model's :class:`FastBody`.
+        betas: ``[P, K]``.
+        body_pose: ``[F, P, 69]`` or None (zero pose; the keypoints are then weighted by
+            :data:`KABSCH_WEIGHTS`).
+    Returns:
+        global_orient ``[F, P, 3]``, transl ``[F, P, 3]`` and ok ``[F, P]`` (Kabsch was possible;
+        the other frames are filled from their neighbours).
+    """
+    F, P = kp.shape[:2]
+    dt, dev = kp.dtype, kp.device
+    N = F * P
+    b = betas.to(dt)[None].expand(F, P, -1).reshape(N, -1)
+    zeros3 = kp.new_zeros(N, 3)
+    if body_pose is None:
+        bp = kp.new_zeros(N, NUM_BODY_POSE)
+        kw = torch.tensor(KABSCH_WEIGHTS, dtype=dt, device=dev)
+    else:
+        bp = body_pose.to(dt).reshape(N, NUM_BODY_POSE)
+        kw = torch.ones(NUM_COCO, dtype=dt, device=dev)
+    with torch.no_grad():
+        J = fast.joints(zeros3, bp, b, None)  # [N, 29, 3] canonical (identity orient, no transl)
+        coco = J.index_select(1, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=dev)).view(F, P, NUM_COCO, 3)
+        J0 = J[:, 0].view(F, P, 3)
+        w = weight.to(dt) * kw
+        R, t = kabsch(coco, kp, w)
+        ok = (w > 0).sum(-1) >= MIN_INIT_KEYPOINTS
+        aa = matrix_to_axis_angle(R)
+        transl = t + (R @ J0[..., None])[..., 0] - J0
+        aa, transl = _fill_frames(aa, transl, ok)
+        # a person never seen: upright (model y-up -> world z-up) at the origin
+        never = ~ok.any(0)  # [P]
+        if bool(never.any()):
+            up = torch.tensor([math.pi / 2, 0.0, 0.0], dtype=dt, device=dev)
+            aa = torch.where(never[None, :, None], up, aa)
+            transl = torch.where(never[None, :, None], torch.zeros_like(transl), transl)
+    return aa, transl, ok
+
+
+def swing_axis_angle(a: Tensor, b: Tensor) -> Tensor:
+    """Axis-angle ``[..., 3]`` of the smallest rotation taking direction ``a`` to ``b`` (``[..., 3]``).
+
+    Zero where either vector is (near) zero; a half turn about an axis perpendicular to ``a``
+    when they are opposite.
+    """
+    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    c = torch.linalg.cross(an, bn, dim=-1)
+    s = c.norm(dim=-1, keepdim=True)
+    ang = torch.atan2(s, (an * bn).sum(-1, keepdim=True))
+    axis = c / s.clamp_min(1e-12)
+    # opposite vectors: any axis perpendicular to a
+    alt = torch.linalg.cross(an, torch.tensor([1.0, 0.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
+    alt2 = torch.linalg.cross(an, torch.tensor([0.0, 1.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
+    alt = torch.where(alt.norm(dim=-1, keepdim=True) > 1e-3, alt, alt2)
+    alt = alt / alt.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    axis = torch.where(s > 1e-6, axis, alt)
+    ok = (a.norm(dim=-1, keepdim=True) > 1e-9) & (b.norm(dim=-1, keepdim=True) > 1e-9) & (ang > 1e-7)
+    return torch.where(ok, axis * ang, torch.zeros_like(a))
+
+
+# Limb chains for the swing initialisation: (SMPL joint rotated, its child joint, COCO keypoint of
+# the joint, COCO keypoint of the child).
+LIMB_CHAINS: tuple[tuple[int, int, int, int], ...] = (
+    (16, 18, 5, 7), (17, 19, 6, 8),  # shoulders -> elbows
+    (18, 20, 7, 9), (19, 21, 8, 10),  # elbows -> wrists
+    (1, 4, 11, 13), (2, 5, 12, 14),  # hips -> knees
+    (4, 7, 13, 15), (5, 8, 14, 16),  # knees -> ankles
+)
+
+
+def init_limb_pose(kp: Tensor, weight: Tensor, global_orient: Tensor, fast: FastBody, betas: Tensor) -> Tensor:
+    """Body pose that points the arms and legs along the keypoints' limbs (swing only).
+
+    With the torso joints at zero rotation, each chain joint (shoulder, elbow, hip, knee) gets the
+    smallest rotation taking its rest bone direction to the observed one, expressed in its
+    parent's frame; limbs with an invalid endpoint stay at zero. Twist is left at zero.
+
+    Args:
+        kp: ``[F, P, 17, 3]``; weight ``[F, P, 17]``; global_orient ``[F, P, 3]``; betas ``[P, K]``.
+    Returns:
+        body_pose ``[F, P, 69]``.
+    """
+    F, P = kp.shape[:2]
+    with torch.no_grad():
+        Jr = fast.rest_joints(betas.to(kp.dtype))  # [P, 24, 3]
+        Rg = axis_angle_to_matrix(global_orient)  # [F, P, 3, 3]
+        local = [torch.zeros(F, P, 3, dtype=kp.dtype, device=kp.device) for _ in range(NUM_SMPL_JOINTS)]
+        glob: dict[int, Tensor] = {}
+        for j, c, kj, kc in LIMB_CHAINS:
+            parent = fast.parents[j]
+            Rp = glob.get(parent, Rg)  # parents outside the chains have zero local rotation
+            rest = (Jr[:, c] - Jr[:, j])[None].expand(F, P, 3)
+            tgt = kp[:, :, kc] - kp[:, :, kj]
+            ok = (weight[:, :, kc] > 0) & (weight[:, :, kj] > 0)
+            tgt_local = (Rp.transpose(-1, -2) @ tgt[..., None])[..., 0]
+            aa = swing_axis_angle(rest, tgt_local)
+            aa = torch.where(ok[..., None], aa, torch.zeros_like(aa))
+            local[j] = aa
+            glob[j] = Rp @ axis_angle_to_matrix(aa)
+        return torch.stack(local[1:], 2).reshape(F, P, NUM_BODY_POSE)
+
+
+def _init_array(init: Mapping[str, Any] | None, key: str, shape: tuple[int, ...], dt: torch.dtype, dev: torch.device) -> Tensor | None:
+    if init is None or key not in init or init[key] is None:
+        return None
+    x = torch.as_tensor(np.asarray(init[key]) if not isinstance(init[key], Tensor) else init[key]).to(device=dev, dtype=dt)
+    if key == "betas":
+        if x.dim() == 3:  # per frame [F, P, K]: the per-person median
+            x = x.median(0).values
+        if x.dim() != 2 or x.shape[0] != shape[0]:
+            raise ValueError(f"init['betas']: expected [P, K] or [F, P, K] with P = {shape[0]}, got {tuple(x.shape)}")
+        return x
+    x = x.reshape(shape[0], shape[1], -1)
+    if tuple(x.shape) != shape:
+        raise ValueError(f"init[{key!r}]: expected {shape}, got {tuple(x.shape)}")
+    return x
+
+
+# ----------------------------------------------------------------------------- the fitter
+class _Fitter:
+    """Holds targets, parameters and the loss of one sequence."""
+
+    def __init__(self, kp: Tensor, weight: Tensor, fast: FastBody, cfg: FitConfig, params: dict[str, Tensor]):
+        self.kp, self.w, self.fast, self.cfg = kp, weight, fast, cfg
+        self.F, self.P = kp.shape[:2]
+        self.p = params
+        self.coco_idx = torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=kp.device)
+        valid = weight > 0
+        self.limb_tgt, self.limb_ok = L.target_limb_lengths(kp, valid)
+        m1 = torch.zeros(NUM_COCO, dtype=kp.dtype, device=kp.device)
+        m1[list(STAGE1_KEYPOINTS)] = 1
+        self.w_stage1 = weight * m1
+        self.faces = fast.faces.to(kp.device)
+        self.contact: Tensor | None = None  # [Fc] frame indices for the collision term
+        self.evals = 0
+
+    def _forward_joints(self, need_rot6d: bool) -> tuple[Tensor, Tensor | None]:
+        F, P = self.F, self.P
+        N = F * P
+        go, bp, be, tr = self.p["global_orient"], self.p["body_pose"], self.p["betas"], self.p["transl"]
+        rot = self.fast.rotations(go.reshape(N, 3), bp.reshape(N, NUM_BODY_POSE))  # [N, 24, 3, 3]
+        J = self.fast.joints(None, None, be[None].expand(F, P, -1).reshape(N, -1), tr.reshape(N, 3), rot=rot)
+        r6 = rot6d(rot[:, 1:]).view(F, P, NUM_SMPL_JOINTS - 1, 6) if need_rot6d else None
+        return J.view(F, P, -1, 3), r6
+
+    def contact_vertices(self) -> Tensor:
+        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable)."""
+        idx = self.contact
+        P = self.P
+        go, bp, be, tr = (self.p[k] for k in ("global_orient", "body_pose", "betas", "transl"))
+        n = idx.numel() * P
+        v, _ = self.fast.vertices(
+            go.index_select(0, idx).reshape(n, 3),
+            bp.index_select(0, idx).reshape(n, NUM_BODY_POSE),
+            be[None].expand(idx.numel(), P, -1).reshape(n, -1),
+            tr.index_select(0, idx).reshape(n, 3),
+        )
+        return v.view(idx.numel(), P, -1, 3)
+
+    def terms(self, stage: int, weights: Mapping[str, float]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        out: dict[str, Tensor] = {}
+        J, r6 = self._forward_joints(need_rot6d=bool(weights["temporal"]))
+        coco = J.index_select(2, self.coco_idx)
+        if weights["joint"]:
+            out["joint"] = L.keypoint_loss(coco, self.kp, self.w_stage1 if stage == 1 else self.w, cfg.kp_sigma)
+        if weights["reg"]:
+            out["reg"] = L.pose_reg_loss(self.p["body_pose"])
+        if stage == 3 and cfg.w_hyperext:
+            out["hyperext"] = L.hyperextension_loss(self.p["body_pose"])
+        if weights["limb"]:
+            out["limb"] = L.limb_length_loss(coco, self.limb_tgt, self.limb_ok)
+        if weights["symm"]:
+            out["symm"] = L.symmetry_loss(coco)
+        if weights["temporal"]:
+            out["temporal"] = L.temporal_loss(r6, J, cfg.temporal)
+        if weights["shape"]:
+            out["shape"] = L.shape_prior_loss(self.p["betas"])
+        if weights["collision"] and self.P >= 2 and self.contact is not None and self.contact.numel():
+            out["collision"] = L.collision_term(
+                self.contact_vertices(), self.faces, self.F,
+                grid_size=int(cfg.collision_grid), backend=cfg.collision_backend,
+            )
+        return out
+
+    def total(self, stage: int, weights: Mapping[str, float]) -> tuple[Tensor, dict[str, Tensor]]:
+        t = self.terms(stage, weights)
+        w = dict(weights)
+        w["hyperext"] = self.cfg.w_hyperext
+        loss = sum((w[k] * v for k, v in t.items()), self.kp.new_zeros(()))
+        return loss, t
+
+    def run_stage(self, stage: int, weights: Mapping[str, float], iters: int, on_iter: Callable[[int], None]) -> dict[str, Any]:
+        cfg = self.cfg
+        names = STAGE_PARAMS[stage]
+        params = [self.p[n] for n in names]
+        for n, x in self.p.items():
+            x.requires_grad_(n in names)
+        t0 = time.perf_counter()
+        ev0 = self.evals
+        last: dict[str, Any] = {}
+
+        def closure() -> Tensor:
+            opt.zero_grad(set_to_none=True)
+            loss, _ = self.total(stage, weights)
+            if loss.requires_grad:
+                loss.backward()
+            self.evals += 1
+            last["loss"] = loss.detach()
+            return loss
+
+        with torch.no_grad():
+            l0 = float(self.total(stage, weights)[0])
+        done = 0
+        prev = l0
+        if iters > 0 and any(weights.values()):
+            chunk = max(1, int(cfg.check_every))
+            if cfg.optimizer == "lbfgs":
+                opt = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=chunk, history_size=int(cfg.history_size),
+                                        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14)
+            else:
+                opt = torch.optim.Adam(params, lr=cfg.adam_lr)
+            while done < iters:
+                n = min(chunk, iters - done)
+                if cfg.optimizer == "lbfgs":
+                    opt.param_groups[0]["max_iter"] = n
+                    opt.param_groups[0]["max_eval"] = 5 * n
+                    st = opt.state[opt._params[0]]
+                    k0 = int(st.get("n_iter", 0))
+                    opt.step(closure)
+                    k = int(st.get("n_iter", 0)) - k0
+                    done += k
+                    stalled = k == 0  # LBFGS made no step (converged on its own tolerances)
+                else:
+                    for _ in range(n):
+                        opt.step(closure)
+                    done += n
+                    stalled = False
+                cur = float(last["loss"])
+                on_iter(n)
+                if not math.isfinite(cur):
+                    break
+                if stalled or abs(prev - cur) / max(abs(prev), abs(cur), 1.0) <= cfg.ftol:
+                    break
+                prev = cur
+        for x in self.p.values():
+            x.requires_grad_(False)
+        with torch.no_grad():
+            l1, t = self.total(stage, weights)
+        return {
+            "stage": stage,
+            "loss_start": l0,
+            "loss_end": float(l1),
+            "terms": {k: float(v) for k, v in t.items()},
+            "iterations": done,
+            "evaluations": self.evals - ev0,
+            "seconds": time.perf_counter() - t0,
+        }
+
+    # -- collision helpers
+    def select_contact(self, margin: float, chunk: int = 256) -> Tensor:
+        """Frames where some pair's vertex boxes come within ``margin`` (metres) of each other."""
+        F, P = self.F, self.P
+        if P < 2:
+            return torch.zeros(0, dtype=torch.long, device=self.kp.device)
+        lo, hi = [], []
+        with torch.no_grad():
+            for f0 in range(0, F, chunk):
+                idx = torch.arange(f0, min(F, f0 + chunk), device=self.kp.device)
+                self.contact = idx
+                v = self.contact_vertices()  # [c, P, N, 3]
+                lo.append(v.amin(2))
+                hi.append(v.amax(2))
+        lo_, hi_ = torch.cat(lo), torch.cat(hi)  # [F, P, 3]
+        near = torch.zeros(F, dtype=torch.bool, device=self.kp.device)
+        for a, b in L.person_pairs(P):
+            near |= ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
+        self.contact = near.nonzero()[:, 0]
+        return self.contact
+
+    def penetration(self) -> Tensor:
+        """Per-frame penetration volume ``[F]`` (cm^3; 0 on frames outside the contact set)."""
+        from ..eval.mesh import penetration_volume
+
+        out = self.kp.new_zeros(self.F)
+        if self.P < 2 or self.contact is None or not self.contact.numel():
+            return out
+        with torch.no_grad():
+            v = self.contact_vertices()
+            pen = v.new_zeros(v.shape[0])
+            for a, b in L.person_pairs(self.P):
+                pen = pen + penetration_volume(v[:, a], v[:, b], self.faces)
+        out[self.contact] = pen
+        return out
+
+    def kp_error_mm(self) -> float:
+        with torch.no_grad():
+            J, _ = self._forward_joints(False)
+            d = (J.index_select(2, self.coco_idx) - self.kp).norm(dim=-1)
+            m = (self.w > 0).to(d.dtype)
+            return float((d * m).sum() / m.sum().clamp_min(1)) * 1000.0
+
+
+def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:
+    """Upper bound of the optimizer iterations :func:`fit_sequence` runs (the progress total)."""
+    total = int(cfg.epochs) * (int(cfg.iters_stage1) + int(cfg.iters_stage2) + int(cfg.iters_stage3))
+    if num_people >= 2 and cfg.collision and cfg.w3_collision != 0:
+        total += int(cfg.iters_collision) * (2 if cfg.compare_collision else 1)
+    return total
+
+
+def fit_sequence(
+    poses3d: Tensor,
+    body: BodyModel,
+    cfg: FitConfig,
+    device: str | torch.device = "cpu",
+    init: Mapping[str, Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Fit SMPL to a sequence of 3D keypoints (module docstring).
+
+    Args:
+        poses3d: ``[F, P, 17, 4]`` COCO keypoints (x, y, z in metres; the last channel is the
+            validity or a confidence in [0, 1]).
+        body: the body model (read, not moved; its device and dtype do not matter).
+        cfg: :class:`~h4d_fast.config.FitConfig`.
+        device: where to fit.
+        init: optional per-frame initial parameters, any of ``global_orient [F, P, 3]``,
+            ``body_pose [F, P, 69]``, ``transl [F, P, 3]``, ``betas [P, K] | [F, P, K]``
+            (arrays or tensors). ``global_orient`` and ``transl`` are used only together;
+            otherwise both come from the Kabsch initialisation.
+        progress: called with the cumulative number of optimizer iterations (the total is
+            :func:`fit_iterations`).
+    Returns:
+        :class:`FitResult` on ``device``.
+    """
+    if poses3d.dim() != 4 or poses3d.shape[2:] != (NUM_COCO, 4):
+        raise ValueError(f"fit_sequence: expected poses3d [F, P, {NUM_COCO}, 4], got {tuple(poses3d.shape)}")
+    if cfg.optimizer not in ("lbfgs", "adam"):
+        raise ValueError(f"fit.optimizer must be 'lbfgs' or 'adam', got {cfg.optimizer!r}")
+    t_start = time.perf_counter()
+    device = torch.device(device)
+    dt = torch.float32 if body.dtype != torch.float64 else torch.float64
+    fast = FastBody(body).to(device=device, dtype=dt)
+    F, P = poses3d.shape[:2]
+    x = poses3d.to(device=device, dtype=dt)
+    w = x[..., 3].clamp(0, 1)
+    w = torch.where(torch.isfinite(x[..., :3]).all(-1), w, torch.zeros_like(w))
+    kp = torch.where(w[..., None] > 0, x[..., :3], torch.zeros_like(x[..., :3]))
+    K = fast.num_betas
+
+    betas = _init_array(init, "betas", (P, K), dt, device)
+    betas = betas[:, :K] if betas is not None else torch.zeros(P, K, dtype=dt, device=device)
+    if betas.shape[1] < K:
+        betas = torch.cat([betas, betas.new_zeros(P, K - betas.shape[1])], 1)
+    body_pose = _init_array(init, "body_pose", (F, P, NUM_BODY_POSE), dt, device)
+    go = _init_array(init, "global_orient", (F, P, 3), dt, device)
+    tr = _init_array(init, "transl", (F, P, 3), dt, device)
+    init_ok = None
+    if go is None or tr is None:
+        go, tr, init_ok = init_from_keypoints(kp, w, fast, betas, body_pose)
+    if body_pose is None:
+        body_pose = init_limb_pose(kp, w, go, fast, betas) if cfg.init_limbs else torch.zeros(F, P, NUM_BODY_POSE, dtype=dt, device=device)
+    params = {"global_orient": go.clone(), "body_pose": body_pose.clone(), "betas": betas.clone(), "transl": tr.clone()}
+    fitter = _Fitter(kp, w, fast, cfg, params)
+
+    done = [0]
+
+    def on_iter(n: int) -> None:
+        done[0] += n
+        if progress is not None:
+            progress(done[0])
+
+    stats: dict[str, Any] = {
+        "frames": F,
+        "people": P,
+        "init_frames_kabsch": int(init_ok.sum()) if init_ok is not None else None,
+        "init_kp_error_mm": fitter.kp_error_mm(),
+        "stages": [],
+    }
+    coll_on = P >= 2 and cfg.collision and cfg.w3_collision != 0 and cfg.iters_collision > 0
+    for e in range(int(cfg.epochs)):
+        for s, iters in ((1, cfg.iters_stage1), (2, cfg.iters_stage2), (3, cfg.iters_stage3)):
+            wts = cfg.stage_weights(s)
+            wts["collision"] = 0.0  # only the collision stage uses it
+            rec = fitter.run_stage(s, wts, int(iters), on_iter)
+            rec["epoch"] = e
+            stats["stages"].append(rec)
+    if coll_on:
+        t_c = time.perf_counter()
+        contact = fitter.select_contact(float(cfg.collision_margin))
+        stats["contact_frames"] = int(contact.numel())
+        stats["penetration_before_cm3"] = float(fitter.penetration().mean())
+        wts = cfg.stage_weights(3)
+        if cfg.compare_collision and contact.numel():
+            snap = {k: v.detach().clone() for k, v in fitter.p.items()}
+            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, int(cfg.iters_collision), on_iter)
+            rec["epoch"] = "collision-off"
+            stats["collision_off_stage"] = rec
+            stats["penetration_without_collision_cm3"] = float(fitter.penetration().mean())
+            stats["kp_error_without_collision_mm"] = fitter.kp_error_mm()
+            for k, v in snap.items():
+                fitter.p[k].copy_(v)
+        if contact.numel():
+            rec = fitter.run_stage(3, wts, int(cfg.iters_collision), on_iter)
+            rec["epoch"] = "collision"
+            stats["stages"].append(rec)
+        pen1 = fitter.penetration()
+        stats["penetration_after_cm3"] = float(pen1.mean())
+        stats["penetration_max_frame_cm3"] = float(pen1.max()) if pen1.numel() else 0.0
+        if cfg.compare_collision:
+            base = stats["penetration_without_collision_cm3"]
+            stats["penetration_reduction"] = (1.0 - stats["penetration_after_cm3"] / base) if base > 0 else 0.0
+        stats["collision_seconds"] = time.perf_counter() - t_c
+    stats["kp_error_mm"] = fitter.kp_error_mm()
+    stats["iterations"] = int(sum(r["iterations"] for r in stats["stages"]))
+    stats["evaluations"] = int(sum(r["evaluations"] for r in stats["stages"]))
+    stats["final_loss"] = stats["stages"][-1]["loss_end"] if stats["stages"] else None
+    stats["seconds"] = time.perf_counter() - t_start
+    p = fitter.p
+    return FitResult(p["global_orient"].detach(), p["body_pose"].detach(), p["betas"].detach(), p["transl"].detach(), stats)
+
+
+def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 512) -> tuple[Tensor, Tensor]:
+    """Meshes and joints of a fit: ``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]``
+    (no grad, on the result's device, ``chunk`` person-frames at a time)."""
+    fast = body if isinstance(body, FastBody) else FastBody(body)
+    dev = result.global_orient.device
+    if fast.device != dev:
+        fast = FastBody(fast.body).to(device=dev) if fast is body else fast.to(device=dev)
+    F, P = result.global_orient.shape[:2]
+    N = F * P
+    go = result.global_orient.reshape(N, 3).to(fast.dtype)
+    bp = result.body_pose.reshape(N, NUM_BODY_POSE).to(fast.dtype)
+    be = result.betas.to(fast.dtype)[None].expand(F, P, -1).reshape(N, -1)
+    tr = result.transl.reshape(N, 3).to(fast.dtype)
+    vs, js = [], []
+    with torch.no_grad():
+        for i in range(0, N, chunk):
+            v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
+            vs.append(v)
+            js.append(j)
+    V = torch.cat(vs) if vs else go.new_zeros(0, fast.v_template.shape[0], 3)
+    Jt = torch.cat(js) if js else go.new_zeros(0, 45, 3)
+    return V.view(F, P, -1, 3), Jt.view(F, P, -1, 3)
+
+
+__all__ = ["FitResult", "KABSCH_WEIGHTS", "fit_iterations", "fit_sequence", "init_from_keypoints", "kabsch", "model_outputs"]

@@ -1,0 +1,245 @@
+"""Loss terms of the SMPL fitting stage (:mod:`h4d_fast.pipeline.fit`).
+
+Every term is a dimensionless mean, so that the paper's weights (Table 1) balance them: a
+residual is divided by a *scale* (the size of an error that costs about 1). Shapes: ``F`` frames,
+``P`` people, ``J`` joints, ``K`` betas. All lengths in metres.
+
+* **keypoints** (:func:`keypoint_loss`)::
+
+      L_kp = sum_{t,p,k} w_tpk rho(|X^pred_tpk - X_tpk|) / (S_KP^2 sum w),
+      rho(d) = sigma^2 d^2 / (sigma^2 + d^2)          (Geman-McClure, sigma in metres)
+
+  ``w`` = the keypoint confidence/validity (times a stage mask, e.g. shoulders+hips only).
+  ``rho ~ d^2`` for ``d << sigma`` and saturates at ``sigma^2`` for outliers. ``S_KP = 1 cm``:
+  an error of 1 cm on every keypoint costs 1. The reference (mmhuman3d ``keypoints3d``) applies
+  its GMoF with ``sigma = 100`` to the *squared per-coordinate* residual, i.e.
+  ``rho(d_c^2) = 1e4 d_c^4 / (1e4 + d_c^4) ~ d_c^4`` in metres: not robust at any realistic error
+  and almost flat near the optimum (1 cm costs 1e-8). Here ``sigma`` acts on the Euclidean error
+  in metres (default 0.1 m: quadratic up to a few centimetres, an outlier of 0.5 m pulls
+  ~50x less than it would under squares).
+* **pose regularisation** (:func:`pose_reg_loss`): ``L_reg = mean(theta_body^2)`` over the 69
+  axis-angle values (rad^2), as the reference. Optional hyper-extension prior
+  (:func:`hyperextension_loss`, off by default): ``mean_k (exp(max(s_k theta_k, 0)) - 1)^2`` on
+  the elbows' y and the knees' x angles with the signs ``s = (+1, -1, -1, -1)`` of SMPLify's
+  angle prior; zero for natural bending and for straight limbs (SMPLify's ``exp(s theta)^2``
+  also charges 1 for a straight limb).
+* **limb length** (:func:`limb_length_loss`)::
+
+      L_limb = sum_{t,p,l} c_pl ((|l^pred_tpl| - l^tgt_pl) / S_LEN)^2 / sum c,   S_LEN = 1 cm
+
+  over the 12 COCO body limbs (:data:`FIT_LIMBS`) between mapped model joints; ``l^tgt`` = the
+  person's temporal median of the keypoint limb length over frames where both ends are valid,
+  ``c_pl = 1`` where that median exists.
+* **symmetry** (:func:`symmetry_loss`): ``mean_{t,p,pair} ((|l^pred_L| - |l^pred_R|) / S_SYM)^2``
+  over the left/right pairs of :data:`FIT_LIMBS` (``S_SYM = 1 cm``). Nearly constant for a
+  left-right symmetric body model; it matters for asymmetric models and pose-dependent limbs.
+* **temporal** (:func:`temporal_loss`): smoothness of the 23 body-joint rotations (6D, Zhou et
+  al.) and of the model's joint positions::
+
+      L_temp = mean_{t,p,j} |D r6_tpj|^2 / S_ROT^2 + mean_{t,p,k} |D X_tpk|^2 / S_POS^2
+
+  with ``D`` the second difference ``x_{t+1} - 2 x_t + x_{t-1}`` (``"acceleration"``, default:
+  unbiased for constant-velocity motion; ``S_ROT = 0.05 /frame^2``, ``S_POS = 1 cm/frame^2``)
+  or the first difference ``x_t - x_{t-1}`` (``"velocity"``, the reference's SmoothJointLoss
+  without its frame-0 padding quirk; ``S_ROT = 0.1 /frame``, ``S_POS = 2 cm/frame``).
+* **shape prior** (:func:`shape_prior_loss`): ``L_beta = mean(beta^2)`` (plain L2, as the reference).
+* **collision** (:func:`collision_term`): ``L_coll = sum_{pairs a<b} sum_t
+  collision_loss(V_a(t), V_b(t)) / (F S_COLL)`` with :func:`h4d_fast.ops.collision_loss`
+  (each person's inside-distance grid sampled at the other's vertices, mean over vertices, in
+  box-normalised units ~ metres). ``S_COLL = 1e-4``: a mean depth of 0.1 mm over all vertices
+  (e.g. 2% of a body's vertices 5 mm deep) costs 1.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ..constants import COCO_LIMBS
+
+# The 12 COCO body limbs (ankle-knee, knee-hip x2, hip-hip, shoulder-hip x2, shoulder-shoulder,
+# shoulder-elbow x2, elbow-wrist x2): all between SMPL tree joints.
+FIT_LIMBS: tuple[tuple[int, int], ...] = tuple(COCO_LIMBS[:12])
+# Left/right pairs as indices into FIT_LIMBS: shank, thigh, upper arm, forearm (not the torso
+# sides, whose lengths change with the spine's bend and twist).
+FIT_LIMB_PAIRS: tuple[tuple[int, int], ...] = ((0, 2), (1, 3), (8, 9), (10, 11))
+
+S_KP = 0.01
+S_LEN = 0.05
+S_SYM = 0.05
+S_ROT = {"acceleration": 0.05, "velocity": 0.1}
+S_POS = {"acceleration": 0.01, "velocity": 0.02}
+S_COLL = 1e-4
+
+# body_pose (69) indices of the left elbow y, right elbow y, left knee x, right knee x and the
+# signs that make hyper-extension positive (SMPLify's angle prior on the 72-vector pose
+# [55, 58, 12, 15] with signs [1, -1, -1, -1]).
+HYPEREXT_INDEX: tuple[int, ...] = (52, 55, 9, 12)
+HYPEREXT_SIGN: tuple[float, ...] = (1.0, -1.0, -1.0, -1.0)
+
+
+def _wmean(x: Tensor, w: Tensor) -> Tensor:
+    return (x * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def gmof(d2: Tensor, sigma: float) -> Tensor:
+    """Geman-McClure of a squared distance: ``sigma^2 d2 / (sigma^2 + d2)`` (same units as ``d2``)."""
+    s2 = sigma * sigma
+    return s2 * d2 / (s2 + d2)
+
+
+def keypoint_loss(pred: Tensor, target: Tensor, weight: Tensor, sigma: float | None) -> Tensor:
+    """Robust keypoint term (module docstring).
+
+    Args:
+        pred, target: ``[..., J, 3]`` metres.
+        weight: ``[..., J]`` confidences (0 = unused).
+        sigma: Geman-McClure scale in metres (None or <= 0: plain squares).
+    Returns:
+        scalar: ``sum w rho(d) / (S_KP^2 sum w)``.
+    """
+    d2 = ((pred - target) ** 2).sum(-1)
+    rho = gmof(d2, sigma) if sigma and sigma > 0 else d2
+    return _wmean(rho, weight) / (S_KP * S_KP)
+
+
+def pose_reg_loss(body_pose: Tensor) -> Tensor:
+    """``mean(theta^2)`` over the body-pose axis-angle values ``[..., 69]`` (rad^2)."""
+    return (body_pose * body_pose).mean()
+
+
+def hyperextension_loss(body_pose: Tensor) -> Tensor:
+    """``mean (exp(max(s theta, 0)) - 1)^2`` on elbows (y) and knees (x); ``body_pose [..., 69]``."""
+    idx = torch.tensor(HYPEREXT_INDEX, dtype=torch.long, device=body_pose.device)
+    sgn = torch.tensor(HYPEREXT_SIGN, dtype=body_pose.dtype, device=body_pose.device)
+    a = (body_pose.index_select(-1, idx) * sgn).clamp_min(0)
+    return (torch.expm1(a) ** 2).mean()
+
+
+def limb_lengths(X: Tensor, limbs: Sequence[tuple[int, int]] = FIT_LIMBS) -> Tensor:
+    """``X [..., 17, 3]`` COCO points -> ``[..., L]`` lengths of ``limbs``."""
+    lim = torch.tensor(limbs, dtype=torch.long, device=X.device)
+    return (X.index_select(-2, lim[:, 0]) - X.index_select(-2, lim[:, 1])).norm(dim=-1)
+
+
+def target_limb_lengths(kp: Tensor, valid: Tensor, limbs: Sequence[tuple[int, int]] = FIT_LIMBS) -> tuple[Tensor, Tensor]:
+    """Per-person temporal median of the keypoints' limb lengths.
+
+    Args:
+        kp: ``[F, P, 17, 3]``; valid ``[F, P, 17]`` bool.
+    Returns:
+        lengths ``[P, L]`` (0 where undefined) and their availability ``[P, L]`` float (0/1).
+    """
+    L = limb_lengths(kp, limbs)  # [F, P, L]
+    lim = torch.tensor(limbs, dtype=torch.long, device=kp.device)
+    both = valid.index_select(-1, lim[:, 0]) & valid.index_select(-1, lim[:, 1])
+    Ln = torch.where(both, L, torch.full_like(L, float("nan")))
+    med = Ln.nanmedian(0).values  # [P, L]
+    ok = torch.isfinite(med)
+    return torch.where(ok, med, torch.zeros_like(med)), ok.to(kp.dtype)
+
+
+def limb_length_loss(pred_coco: Tensor, target: Tensor, avail: Tensor) -> Tensor:
+    """``pred_coco [F, P, 17, 3]``, ``target, avail [P, L]`` -> scalar (module docstring)."""
+    L = limb_lengths(pred_coco)  # [F, P, L]
+    r = (L - target) / S_LEN
+    return _wmean(r * r, avail.expand_as(r))
+
+
+def symmetry_loss(pred_coco: Tensor, pairs: Sequence[tuple[int, int]] = FIT_LIMB_PAIRS) -> Tensor:
+    """Left/right limb-length difference of the model, ``pred_coco [F, P, 17, 3]`` -> scalar."""
+    L = limb_lengths(pred_coco)
+    pr = torch.tensor(pairs, dtype=torch.long, device=L.device)
+    d = (L.index_select(-1, pr[:, 0]) - L.index_select(-1, pr[:, 1])) / S_SYM
+    return (d * d).mean()
+
+
+def _diff(x: Tensor, mode: str) -> Tensor:
+    if mode == "acceleration":
+        return x[2:] - 2 * x[1:-1] + x[:-2]
+    if mode == "velocity":
+        return x[1:] - x[:-1]
+    raise ValueError(f"temporal mode must be 'acceleration' or 'velocity', got {mode!r}")
+
+
+def temporal_loss(r6: Tensor, joints: Tensor, mode: str = "acceleration") -> Tensor:
+    """Temporal smoothness (module docstring).
+
+    Args:
+        r6: ``[F, P, 23, 6]`` body-joint rotations (6D); joints ``[F, P, J, 3]`` model joints.
+        mode: ``"acceleration"`` or ``"velocity"``.
+    Returns:
+        scalar (0 when there are too few frames).
+    """
+    need = 3 if mode == "acceleration" else 2
+    if r6.shape[0] < need:
+        return r6.new_zeros(())
+    dr = _diff(r6, mode)
+    dx = _diff(joints, mode)
+    return (dr * dr).sum(-1).mean() / S_ROT[mode] ** 2 + (dx * dx).sum(-1).mean() / S_POS[mode] ** 2
+
+
+def shape_prior_loss(betas: Tensor) -> Tensor:
+    """``mean(beta^2)`` over ``[P, K]``."""
+    return (betas * betas).mean()
+
+
+def person_pairs(P: int) -> list[tuple[int, int]]:
+    return [(a, b) for a in range(P) for b in range(a + 1, P)]
+
+
+def collision_term(
+    verts: Tensor,
+    faces: Tensor,
+    num_frames: int,
+    loss_fn: Callable[..., Tensor] | None = None,
+    **kwargs,
+) -> Tensor:
+    """Two-person penetration term (module docstring).
+
+    Args:
+        verts: ``[Fc, P, N, 3]`` meshes of the frames that can be in contact (a subset of the
+            ``num_frames`` frames; the others contribute 0).
+        faces: ``[T, 3]`` int.
+        num_frames: ``F``, the normaliser (so the term does not depend on how many frames were
+            culled as far apart).
+        loss_fn: the per-frame op (default :func:`h4d_fast.ops.collision.collision_loss`).
+        kwargs: passed to ``loss_fn`` (``grid_size``, ``backend``, ...).
+    Returns:
+        scalar.
+    """
+    if loss_fn is None:
+        from ..ops.collision import collision_loss as loss_fn
+    P = verts.shape[1]
+    total = verts.new_zeros(())
+    if P < 2 or verts.shape[0] == 0:
+        return total
+    for a, b in person_pairs(P):
+        total = total + loss_fn(verts[:, a], verts[:, b], faces, faces, **kwargs).sum()
+    return total / (max(num_frames, 1) * S_COLL)
+
+
+__all__ = [
+    "FIT_LIMBS",
+    "FIT_LIMB_PAIRS",
+    "S_COLL",
+    "S_KP",
+    "S_LEN",
+    "S_POS",
+    "S_ROT",
+    "S_SYM",
+    "collision_term",
+    "gmof",
+    "hyperextension_loss",
+    "keypoint_loss",
+    "limb_length_loss",
+    "limb_lengths",
+    "person_pairs",
+    "pose_reg_loss",
+    "shape_prior_loss",
+    "symmetry_loss",
+    "target_limb_lengths",
+    "temporal_loss",
+]
