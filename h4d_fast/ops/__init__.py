@@ -3,6 +3,7 @@
 Importing this package loads no Triton, CuPy or Numba code; a backend is imported on first use.
 """
 
+from .collision import collision_loss, sdf_grid
 from .oks import dedup_oks, oks
 from .triangulate import triangulate_dlt, triangulate_ransac
 

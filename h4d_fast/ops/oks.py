@@ -15,6 +15,14 @@ from ._backend import Impl, register
 
 register(Impl("oks", "torch", "_oks_torch", "oks_torch", ("cpu", "cuda")))
 register(Impl("dedup_oks", "torch", "_oks_torch", "dedup_oks_torch", ("cpu", "cuda")))
+register(Impl("oks", "numba", "_oks_numba", "oks_numba", ("cpu",), ("numba",)))
+register(Impl("dedup_oks", "numba", "_oks_numba", "dedup_oks_numba", ("cpu",), ("numba",)))
+# triton lists "cpu" only so that TRITON_INTERPRET=1 can run it on CPU tensors (tests); without it
+# _backend refuses CPU tensors ("triton kernels need CUDA tensors") and auto never picks it there.
+register(Impl("oks", "triton", "_oks_triton", "oks_triton", ("cuda", "cpu"), ("triton",)))
+register(Impl("dedup_oks", "triton", "_oks_triton", "dedup_oks_triton", ("cuda", "cpu"), ("triton",)))
+register(Impl("oks", "cupy", "_oks_cupy", "oks_cupy", ("cuda",), ("cupy",)))
+register(Impl("dedup_oks", "cupy", "_oks_cupy", "dedup_oks_cupy", ("cuda",), ("cupy",)))
 
 
 def _check_kpts(name: str, k: Tensor) -> None:

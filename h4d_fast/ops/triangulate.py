@@ -15,6 +15,14 @@ from ._backend import Impl, register
 
 register(Impl("triangulate_dlt", "torch", "_triangulate_torch", "triangulate_dlt_torch", ("cpu", "cuda")))
 register(Impl("triangulate_ransac", "torch", "_triangulate_torch", "triangulate_ransac_torch", ("cpu", "cuda")))
+register(Impl("triangulate_dlt", "numba", "_triangulate_numba", "triangulate_dlt_numba", ("cpu",), ("numba",)))
+register(Impl("triangulate_ransac", "numba", "_triangulate_numba", "triangulate_ransac_numba", ("cpu",), ("numba",)))
+# triton lists "cpu" only so that TRITON_INTERPRET=1 can run it on CPU tensors (tests); without it
+# _backend refuses CPU tensors ("triton kernels need CUDA tensors") and auto never picks it there.
+register(Impl("triangulate_dlt", "triton", "_triangulate_triton", "triangulate_dlt_triton", ("cuda", "cpu"), ("triton",)))
+register(Impl("triangulate_ransac", "triton", "_triangulate_triton", "triangulate_ransac_triton", ("cuda", "cpu"), ("triton",)))
+register(Impl("triangulate_dlt", "cupy", "_triangulate_cupy", "triangulate_dlt_cupy", ("cuda",), ("cupy",)))
+register(Impl("triangulate_ransac", "cupy", "_triangulate_cupy", "triangulate_ransac_cupy", ("cuda",), ("cupy",)))
 
 
 def _projections(P_or_cams: Tensor | CameraSet, like: Tensor) -> Tensor:
