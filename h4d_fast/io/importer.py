@@ -1,0 +1,678 @@
+"""Import a capture made for Pose2Sim, Anipose or EasyMocap into this package's sequence layout.
+
+:func:`import_capture` finds a calibration and 2D keypoints under a capture folder, matches
+their cameras, maps the keypoints to COCO-17 and writes a sequence folder
+(:func:`~h4d_fast.io.harmony4d.write_sequence`) that :func:`~h4d_fast.io.harmony4d.read_sequence`
+and the pipeline read. It returns an :class:`ImportReport` of what it found, assumed and dropped
+(``report.describe()`` prints it) and also writes it to ``DST/import.json``.
+
+What is looked for (auto-discovery, unless given):
+
+* **Calibration** (:mod:`~h4d_fast.io.calibration`): under ``SRC`` a TOML with camera tables,
+  ``*.qca.txt``, EasyMocap ``intri.yml`` + ``extri.yml``, an OpenCV ``.yml``/``.yaml``/``.xml`` with
+  cameras, or a COLMAP text model; best first: TOML, Qualisys, EasyMocap, OpenCV, COLMAP, files
+  under a ``calib*`` folder first. When ``SRC`` has none, ``calib*`` files and folders beside
+  ``SRC`` (and beside its parent) are searched, as Pose2Sim keeps one calibration per session.
+* **Keypoints**:
+
+  - OpenPose JSON (and Pose2Sim's other estimators, EasyMocap ``annots``): one folder per
+    camera of per-frame ``.json`` files (``pose/cam01_json/cam01.0000.json``,
+    ``annots/01/000000.json`` ...), or one folder holding every camera's files, told apart by the
+    ``camNN`` token of the file names (``cam01_000000000000_keypoints.json``). Layout (BODY_25,
+    BODY_25B, COCO_18, HALPE_26, ...) from the keypoint count, BODY_25 vs BODY_25B from the
+    content (:func:`~h4d_fast.io.openpose.guess_layout`).
+  - MediaPipe ``.npz``: one array ``[frames, slots, 33, 3]`` per camera, keyed by camera name
+    (:mod:`~h4d_fast.io.mediapipe`).
+  - COCO keypoint JSON, one whole-camera file per camera (``cam01.json`` ...; results list or
+    dataset with ``images``/``annotations``), read by :mod:`~h4d_fast.io.detections`.
+
+  When several keypoint sets exist (e.g. Pose2Sim's ``pose`` and ``pose-associated``), the one
+  with the most cameras wins, then the shallower, then the alphabetically first; the others are
+  listed in the report.
+
+Cameras are matched between calibration and keypoints by the number of their ``camNN`` token
+(``cam_01``, ``cam01_json``, ``int_cam01_img``, ``camera1``, or a bare number such as EasyMocap's
+``01``), else by order (calibration file order vs sorted keypoint names, with a warning) when the
+counts agree. Cameras without keypoints, or keypoints without calibration, are dropped with a
+warning. Output cameras are named ``camNN`` from that number (``cam01`` ...; by order when the
+names carry none).
+
+Frames: the union of the source frame numbers over cameras, in order, becomes frames ``1..F``
+(``import.json`` keeps the source numbers); a camera without a file for a frame gets no
+detections there (warning). MediaPipe arrays of different lengths are padded at the end.
+
+People: ``people=None`` estimates the number of people seen in at least two cameras by matching
+detections across views (two-view triangulation reprojection error) on up to 30 frames; the most
+common count wins. ``people`` may also be a count or a list of names (default names ``aria01``,
+``aria02``, ...). The peers' formats carry no first-frame identity boxes, so none are written.
+
+Image sizes come from the calibration; videos (``*.mp4``, ``*.avi``, ``*.mov``, ``*.mkv``) found
+under ``SRC`` whose names carry a camera number are checked against them (a mismatch is a
+warning; the calibration's size is kept) and give the frame rate.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..camera import CameraSet
+from ..data import Capture
+from ..errors import InputError, OutputError
+from .atomic import write_json
+from .calibration import FORMAT_NAMES, detect_calibration, find_calibrations, read_calibration_info
+from .detections import Det, open_camera_source, pack_detections, read_json
+from .harmony4d import write_sequence
+from .mediapipe import is_mediapipe_npz, mediapipe_npz_cameras, read_mediapipe_npz
+from .openpose import canonical_layout, is_openpose_json, read_openpose_cameras
+
+__all__ = ["CameraImport", "ImportReport", "camera_number", "find_keypoint_sources", "import_capture"]
+
+REPORT_NAME = "import.json"
+_VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".m4v")
+_LOOSE_CAM = re.compile(r"(?i)cam(?:era)?[_\- ]?(\d+)")
+
+
+def camera_number(label: str) -> int | None:
+    """The camera number in a name: ``cam_01`` / ``cam01_json`` / ``int_cam01_img`` / ``camera3`` -> 1/1/1/3;
+    a bare number (``01``, EasyMocap) -> itself; else None."""
+    label = str(label)
+    m = list(_LOOSE_CAM.finditer(label))
+    if m:
+        return int(m[-1].group(1))
+    base = label.split(".")[0]
+    return int(base) if base.isdigit() else None
+
+
+# ------------------------------------------------------------------ report
+@dataclass
+class CameraImport:
+    """One imported camera."""
+
+    name: str  # output name (camNN)
+    calibration_name: str
+    keypoints: str  # where its keypoints came from
+    size: tuple[int, int]
+    source_frames: int  # frames with a keypoint file / entry
+    detections: int  # detections kept over all frames
+
+
+@dataclass
+class ImportReport:
+    """What :func:`import_capture` found and wrote (``describe()`` for a summary)."""
+
+    src: Path
+    dst: Path
+    calibration_path: Path | None = None
+    calibration_format: str = ""
+    keypoints_path: Path | None = None
+    keypoint_format: str = ""
+    cameras: list[CameraImport] = field(default_factory=list)
+    frames: int = 0
+    source_frame_ids: list[int] = field(default_factory=list)
+    people: int = 0
+    person_names: list[str] = field(default_factory=list)
+    people_estimate: str = ""
+    max_detections: int = 0
+    fps: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def camera_names(self) -> list[str]:
+        return [c.name for c in self.cameras]
+
+    @property
+    def image_sizes(self) -> dict[str, tuple[int, int]]:
+        return {c.name: c.size for c in self.cameras}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("src", "dst", "calibration_path", "keypoints_path"):
+            d[k] = None if d[k] is None else str(d[k])
+        d["image_sizes"] = {k: list(v) for k, v in self.image_sizes.items()}
+        return d
+
+    def describe(self) -> str:
+        """A few lines for the terminal."""
+        ids = self.source_frame_ids
+        span = f"source frames {ids[0]}..{ids[-1]}" if ids else "no frames"
+        sizes = Counter(f"{w}x{h}" for w, h in self.image_sizes.values())
+        lines = [
+            f"imported {self.src} -> {self.dst}",
+            f"  calibration: {self.calibration_format}  {self.calibration_path}",
+            f"  keypoints:   {self.keypoint_format}  {self.keypoints_path}",
+            f"  cameras:     {len(self.cameras)}  " + ", ".join(f"{c.name} <- {c.calibration_name} [{Path(c.keypoints).name}]" for c in self.cameras),
+            "  image sizes: " + ", ".join(f"{s} x{n}" for s, n in sizes.items()),
+            f"  frames:      {self.frames} (written as 00001..{self.frames:05d}; {span})" + (f", {self.fps:g} fps" if self.fps else ""),
+            f"  people:      {self.people} ({', '.join(self.person_names)}); {self.people_estimate}",
+            f"  detections:  at most {self.max_detections} in one view-frame; no first-frame identity boxes",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------ keypoint discovery
+@dataclass
+class KeypointSource:
+    """A set of per-camera keypoints found under the capture.
+
+    Attributes:
+        kind: ``openpose``, ``mediapipe`` or ``coco``.
+        path: the folder holding the camera folders/files, or the ``.npz``.
+        labels: camera labels (folder names, file stems, npz keys).
+        items: per camera: a folder (openpose), a file (coco), or a key (mediapipe).
+        names: per camera the file names to read in a shared folder (openpose, flat layout), else None.
+    """
+
+    kind: str
+    path: Path
+    labels: list[str]
+    items: list[Any]
+    names: list[list[str] | None] = field(default_factory=list)
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.path} ({len(self.labels)} cameras)"
+
+
+def _json_kind(path: Path) -> str | None:
+    if is_openpose_json(path):
+        return "openpose"
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError:
+        return None
+    if b'"image_id"' in head or b'"annotations"' in head:
+        return "coco"
+    return None
+
+
+def find_keypoint_sources(root: Path, skip: Sequence[Path] = (), max_depth: int = 6) -> list[KeypointSource]:
+    """Keypoint sets under ``root`` (a folder, or an ``.npz`` file), best first (see the module docstring)."""
+    root = Path(root)
+    if root.is_file():
+        if root.suffix.lower() == ".npz":
+            cap_keys = _npz_keys(root)
+            return [KeypointSource("mediapipe", root, cap_keys, cap_keys, [None] * len(cap_keys))]
+        raise InputError(root, "keypoints must be a folder (per-camera folders or files) or a MediaPipe .npz")
+    skip_r = [Path(s).resolve() for s in skip]
+    op_dirs: dict[Path, list[tuple[str, Path, list[str] | None]]] = {}
+    coco_dirs: dict[Path, list[tuple[str, Path]]] = {}
+    npzs: list[Path] = []
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        dirnames[:] = sorted(x for x in dirnames if not x.startswith(".") and (d / x).resolve() not in skip_r)
+        if len(d.parts) - base_depth >= max_depth:
+            dirnames[:] = []
+        jsons = sorted(f for f in filenames if f.lower().endswith(".json") and not f.startswith("."))
+        for f in sorted(filenames):
+            if f.lower().endswith(".npz") and is_mediapipe_npz(d / f):
+                npzs.append(d / f)
+        if not jsons:
+            continue
+        kinds = {k: None for k in (_json_kind(d / jsons[0]), _json_kind(d / jsons[-1])) if k}
+        if "openpose" in kinds:
+            groups: dict[int, list[str]] = {}
+            for f in jsons:
+                n = _file_camera_number(f)
+                if n is not None:
+                    groups.setdefault(n, []).append(f)
+            if len(groups) >= 2 and sum(len(v) for v in groups.values()) == len(jsons):
+                for n, files in sorted(groups.items()):
+                    op_dirs.setdefault(d, []).append((f"cam{n:02d}", d, files))
+            else:
+                op_dirs.setdefault(d.parent, []).append((d.name, d, None))
+        elif "coco" in kinds:
+            for f in jsons:
+                if _json_kind(d / f) == "coco":
+                    coco_dirs.setdefault(d, []).append((f[:-5], d / f))
+    out: list[tuple[tuple[int, int, int, str], KeypointSource]] = []
+    for parent, cams in op_dirs.items():
+        cams = sorted(cams, key=lambda c: c[0])
+        src = KeypointSource("openpose", parent, [c[0] for c in cams], [c[1] for c in cams], [c[2] for c in cams])
+        out.append(((-len(cams), 0, len(parent.parts), str(parent)), src))
+    for p in npzs:
+        keys = _npz_keys(p)
+        out.append(((-len(keys), 1, len(p.parts), str(p)), KeypointSource("mediapipe", p, keys, keys, [None] * len(keys))))
+    for parent, cams in coco_dirs.items():
+        cams = sorted(cams)
+        out.append(((-len(cams), 2, len(parent.parts), str(parent)), KeypointSource("coco", parent, [c[0] for c in cams], [c[1] for c in cams], [None] * len(cams))))
+    out.sort(key=lambda x: x[0])
+    return [s for _, s in out]
+
+
+_LAST_RUN = re.compile(r"\d+(?!.*\d)")
+
+
+def _file_camera_number(file_name: str) -> int | None:
+    """Camera number of a per-frame file name once its frame number (last digit run) is removed."""
+    stem = file_name[:-5] if file_name.lower().endswith(".json") else file_name
+    return camera_number(_LAST_RUN.sub("", stem, count=1)) if _LOOSE_CAM.search(stem) else None
+
+
+def _npz_keys(path: Path) -> list[str]:
+    keys = mediapipe_npz_cameras(path)
+    if not keys:
+        raise InputError(path, "not a MediaPipe .npz (no array [frames, slots, 33, 3|4|5])")
+    return keys
+
+
+# ------------------------------------------------------- calibration search
+def _find_calibration(src: Path, skip: Sequence[Path]) -> tuple[list[tuple[str, Path]], bool]:
+    """Calibration candidates under ``src``, else beside it (``calib*`` entries of its parents)."""
+    found = find_calibrations(src, skip=skip)
+    if found:
+        return found, False
+    for up in (src.parent, src.parent.parent):
+        if up == src or not up.is_dir():
+            continue
+        cands: list[tuple[str, Path]] = []
+        for e in sorted(up.iterdir()):
+            if not e.name.lower().startswith("calib") or e.resolve() == src.resolve():
+                continue
+            if e.is_dir():
+                cands += find_calibrations(e, skip=skip)
+            else:
+                try:
+                    cands.append(detect_calibration(e))
+                except InputError:
+                    pass
+        if cands:
+            rank = {"toml": 0, "qca": 1, "easymocap": 2, "opencv": 3, "colmap": 4}
+            cands.sort(key=lambda c: rank.get(c[0], 9))
+            return cands, True
+    return [], False
+
+
+# ------------------------------------------------------------ people count
+def _normalized_all(cams: CameraSet, v: int, kpts: np.ndarray) -> np.ndarray:
+    """``[N, 17, 3]`` pixel keypoints of view ``v`` -> ``[N, 17, 2]`` undistorted normalized coordinates."""
+    if not len(kpts):
+        return np.zeros((0,) + kpts.shape[1:-1] + (2,))
+    t = torch.as_tensor(kpts[..., :2].reshape(-1, 1, 2), dtype=torch.float64)
+    with torch.no_grad():
+        n = cams.subset([v]).pixels_to_normalized(t)[:, 0]
+    return n.numpy().reshape(kpts.shape[:-1] + (2,))
+
+
+def _pair_error(P: np.ndarray, f: np.ndarray, a: int, b: int, ka: np.ndarray, kb: np.ndarray, na: np.ndarray, nb: np.ndarray, thr: float = 0.3) -> float:
+    """Median two-view reprojection error (px, at the focal length's scale) of the keypoints two
+    detections share; inf when fewer than 4 are shared.
+
+    ``P``: ``[V, 3, 4]`` extrinsics; ``f``: ``[V]`` mean focal lengths; ``k*``: ``[17, 3]`` pixel
+    keypoints; ``n*``: their undistorted normalized coordinates.
+    """
+    ok = (ka[:, 2] > thr) & (kb[:, 2] > thr) & np.isfinite(na).all(-1) & np.isfinite(nb).all(-1)
+    if ok.sum() < 4:
+        return math.inf
+    xa, xb = na[ok], nb[ok]
+    Pa, Pb = P[a], P[b]
+    A = np.stack([xa[:, :1] * Pa[2] - Pa[0], xa[:, 1:] * Pa[2] - Pa[1], xb[:, :1] * Pb[2] - Pb[0], xb[:, 1:] * Pb[2] - Pb[1]], 1)
+    X = np.linalg.svd(A)[2][:, -1]  # [n, 4]
+    err = 0.0
+    for Pv, xv, fv in ((Pa, xa, f[a]), (Pb, xb, f[b])):
+        c = X @ Pv.T  # [n, 3] (homogeneous scale cancels in the division)
+        if (c[:, 2] * X[:, 3] <= 0).any():
+            return math.inf
+        err = err + fv * np.linalg.norm(c[:, :2] / c[:, 2:] - xv, axis=-1)
+    return float(np.median(0.5 * err))
+
+
+def _box_diag(det: Det) -> float:
+    b = det[1]
+    return float(math.hypot(b[2] - b[0], b[3] - b[1]))
+
+
+def estimate_people(cams: CameraSet, per_camera: list[list[list[Det]]], max_frames: int = 30) -> tuple[int, str]:
+    """Number of people seen in at least two views, and how it was found.
+
+    On up to ``max_frames`` evenly spaced frames, detections of different views are linked when
+    their two-view triangulation reprojects within ``5 px + 5%`` of the box diagonal (closest
+    links first, one detection per view per person); the most common count of groups spanning
+    two or more views is returned.
+    """
+    V = len(per_camera)
+    F = len(per_camera[0]) if V else 0
+    busy = [f for f in range(F) if sum(1 for v in range(V) if per_camera[v][f]) >= 2]
+    if not busy:
+        most = max((len(per_camera[v][f]) for v in range(V) for f in range(F)), default=0)
+        return most, "no frame has detections in two cameras: count = most detections in one view-frame"
+    pick = sorted({busy[int(round(i))] for i in np.linspace(0, len(busy) - 1, min(max_frames, len(busy)))})
+    P = cams.extrinsics.detach().cpu().double().numpy()
+    foc = cams.intrinsics[:, :2].mean(-1).detach().cpu().double().numpy()
+    # undistort every sampled detection once per view
+    norm: list[list[np.ndarray]] = []
+    for v in range(V):
+        ks = [k for f in pick for k, _ in per_camera[v][f]]
+        n = _normalized_all(cams, v, np.stack(ks).astype(np.float64)) if ks else np.zeros((0, 17, 2))
+        out, i = [], 0
+        for f in pick:
+            out.append(n[i : i + len(per_camera[v][f])])
+            i += len(per_camera[v][f])
+        norm.append(out)
+    counts: list[int] = []
+    views_hist: Counter[int] = Counter()
+    for fi, f in enumerate(pick):
+        nodes = [(v, d) for v in range(V) for d in range(len(per_camera[v][f]))]
+        links = []
+        for i, (va, da) in enumerate(nodes):
+            for vb, db in nodes[i + 1 :]:
+                if vb == va:
+                    continue
+                A, B = per_camera[va][f][da], per_camera[vb][f][db]
+                e = _pair_error(P, foc, va, vb, A[0], B[0], norm[va][fi][da], norm[vb][fi][db])
+                if e < 5.0 + 0.05 * 0.5 * (_box_diag(A) + _box_diag(B)):
+                    links.append((e, (va, da), (vb, db)))
+        links.sort(key=lambda x: x[0])
+        group: dict[tuple[int, int], int] = {n: i for i, n in enumerate(nodes)}
+        members: dict[int, set[tuple[int, int]]] = {i: {n} for i, n in enumerate(nodes)}
+        for _, x, y in links:
+            gx, gy = group[x], group[y]
+            if gx == gy:
+                continue
+            if {v for v, _ in members[gx]} & {v for v, _ in members[gy]}:
+                continue
+            for n in members[gy]:
+                group[n] = gx
+            members[gx] |= members.pop(gy)
+        spans = [len({v for v, _ in m}) for m in members.values()]
+        counts.append(sum(1 for n in spans if n >= 2))
+        views_hist.update(n for n in spans if n >= 2)
+    hist = Counter(counts)
+    best = max(hist, key=lambda c: (hist[c], c))
+    dist = ", ".join(f"{c}: {n}" for c, n in sorted(hist.items()))
+    seen = ", ".join(f"{n} cameras: {views_hist[n]}" for n in sorted(views_hist, reverse=True))
+    return best, f"estimated on {len(pick)} frames: people seen in >= 2 cameras -> number of frames {{{dist}}}; people by cameras seeing them {{{seen}}}"
+
+
+# ------------------------------------------------------------------ videos
+def _video_info(src: Path, skip: Sequence[Path]) -> dict[int, list[Path]]:
+    skip_r = [Path(s).resolve() for s in skip]
+    out: dict[int, list[Path]] = {}
+    for dirpath, dirnames, filenames in os.walk(src):
+        d = Path(dirpath)
+        dirnames[:] = sorted(x for x in dirnames if not x.startswith(".") and (d / x).resolve() not in skip_r)
+        for f in filenames:
+            if Path(f).suffix.lower() in _VIDEO_EXTS:
+                n = camera_number(Path(f).stem)
+                if n is not None:
+                    out.setdefault(n, []).append(d / f)
+    return out
+
+
+def _probe_video(path: Path) -> tuple[int, int, float, int] | None:
+    try:
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        if not cap.isOpened():
+            return None
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps, n = float(cap.get(cv2.CAP_PROP_FPS)), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        cap.release()
+        return (w, h, fps, n) if w > 0 and h > 0 else None
+    except Exception:  # noqa: BLE001 - a video we cannot probe is just not checked
+        return None
+
+
+# ------------------------------------------------------------------ import
+def _match_cameras(cal_names: list[str], kp_labels: list[str], where: Path, warnings: list[str]) -> list[tuple[int, int, str]]:
+    """``[(calibration index, keypoint index, output name)]`` sorted by output name."""
+    cn = [camera_number(n) for n in cal_names]
+    kn = [camera_number(n) for n in kp_labels]
+    uniq = lambda xs: all(x is not None for x in xs) and len(set(xs)) == len(xs)  # noqa: E731
+    if uniq(cn) and uniq(kn) and set(cn) & set(kn):
+        common = sorted(set(cn) & set(kn))
+        only_c = [cal_names[i] for i, n in enumerate(cn) if n not in common]
+        only_k = [kp_labels[i] for i, n in enumerate(kn) if n not in common]
+        if only_c:
+            warnings.append(f"calibrated camera(s) without keypoints dropped: {', '.join(only_c)}")
+        if only_k:
+            warnings.append(f"keypoints of camera(s) missing from the calibration dropped: {', '.join(only_k)}")
+        width = max(2, len(str(max(common))))
+        return [(cn.index(n), kn.index(n), f"cam{n:0{width}d}") for n in common]
+    if len(cal_names) == len(kp_labels):
+        order = sorted(range(len(kp_labels)), key=lambda i: kp_labels[i])
+        warnings.append(
+            "camera names of calibration and keypoints do not share camera numbers; matched by order: "
+            + ", ".join(f"{cal_names[i]} <-> {kp_labels[k]}" for i, k in enumerate(order))
+        )
+        width = max(2, len(str(len(cal_names))))
+        return [(i, k, f"cam{i + 1:0{width}d}") for i, k in enumerate(order)]
+    raise InputError(
+        where,
+        f"cannot match cameras: calibration has {len(cal_names)} [{', '.join(cal_names)}], keypoints have "
+        f"{len(kp_labels)} [{', '.join(kp_labels)}] and their names share no camera numbers",
+    )
+
+
+def _one_size(sizes: set[tuple[int, int]]) -> tuple[int, int] | str:
+    """The one image size a camera's files state, or a description of several."""
+    return next(iter(sizes)) if len(sizes) == 1 else " / ".join(f"{w}x{h}" for w, h in sorted(sizes))
+
+
+def _check_dst(dst: Path, overwrite: bool) -> None:
+    if dst.exists() and not dst.is_dir():
+        raise OutputError(dst, "exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite and not (dst / REPORT_NAME).is_file():
+        raise OutputError(dst, "exists and is not empty (pass overwrite=True, or choose an empty folder)")
+
+
+def _person_names(people: int | Sequence[str] | None, estimate: int) -> list[str]:
+    if people is None:
+        n = max(1, estimate)
+        return [f"aria{i + 1:02d}" for i in range(n)]
+    if isinstance(people, int):
+        if people < 1:
+            raise ValueError(f"people must be >= 1, got {people}")
+        return [f"aria{i + 1:02d}" for i in range(people)]
+    names = [str(p) for p in people]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"person names must be non-empty and unique, got {names}")
+    return names
+
+
+def import_capture(
+    src: Path,
+    dst: Path,
+    calibration: Path | None = None,
+    keypoints: Path | None = None,
+    people: int | Sequence[str] | None = None,
+    keypoint_format: str | None = None,
+    units: str | float = "auto",
+    qca_distortion_scale: float = 1.0,
+    overwrite: bool = False,
+) -> ImportReport:
+    """Turn a Pose2Sim / Anipose / EasyMocap capture folder into a sequence folder.
+
+    Args:
+        src: the capture folder.
+        dst: the sequence folder to write (created; must be empty, or hold an earlier import,
+            unless ``overwrite``).
+        calibration: a calibration file/folder (default: discovered, see the module docstring).
+        keypoints: a keypoint folder or ``.npz`` (default: discovered).
+        people: number of people or their names (default: estimated).
+        keypoint_format: OpenPose layout (``BODY_25``, ``BODY_25B``, ``COCO_18``, ...) instead of the guess.
+        units, qca_distortion_scale: passed to :func:`~h4d_fast.io.calibration.read_calibration_info`.
+        overwrite: write into a non-empty ``dst``.
+    Returns:
+        The :class:`ImportReport` (also written to ``dst/import.json``).
+    Raises:
+        InputError: nothing usable found, or a malformed file (named in the error).
+        OutputError: ``dst`` cannot be written.
+    """
+    src, dst = Path(src), Path(dst)
+    if not src.is_dir():
+        raise InputError(src, "capture folder not found")
+    _check_dst(dst, overwrite)
+    skip = [dst]
+    rep = ImportReport(src=src, dst=dst)
+
+    # ---- calibration
+    if calibration is not None:
+        info = read_calibration_info(Path(calibration), units, qca_distortion_scale)
+    else:
+        cands, beside = _find_calibration(src, skip)
+        if not cands:
+            raise InputError(src, "no calibration found (a .toml with camera tables, .qca.txt, intri.yml/extri.yml, OpenCV .yml, COLMAP model); pass calibration=")
+        fmt, path = cands[0]
+        info = read_calibration_info(path, units, qca_distortion_scale)
+        if beside:
+            rep.notes.append(f"no calibration inside the capture; using the one beside it: {info.path}")
+        if len(cands) > 1:
+            rep.notes.append("other calibration files not used: " + ", ".join(str(p) for _, p in cands[1:]))
+    rep.calibration_path = info.path
+    rep.calibration_format = FORMAT_NAMES.get(info.format, info.format)
+    rep.warnings += info.warnings
+    if info.format == "qca" and qca_distortion_scale == 1.0:
+        rep.notes.append("Qualisys distortion kept as written (Pose2Sim's conversion divides it by 64: pass qca_distortion_scale=1/64 to match it)")
+    cal: CameraSet = info.cameras
+
+    # ---- keypoints
+    srcs = find_keypoint_sources(Path(keypoints) if keypoints is not None else src, skip=skip)
+    if not srcs:
+        raise InputError(Path(keypoints) if keypoints is not None else src, "no keypoints found (OpenPose JSON folders per camera, a MediaPipe .npz, COCO JSON per camera)")
+    ks = srcs[0]
+    if len(srcs) > 1:
+        rep.notes.append("other keypoint sets not used: " + "; ".join(s.describe() for s in srcs[1:]))
+    rep.keypoints_path = ks.path
+
+    pairs = _match_cameras(list(cal.names), ks.labels, ks.path, rep.warnings)
+    if len(pairs) < 2:
+        raise InputError(ks.path, f"only {len(pairs)} camera(s) have both calibration and keypoints; triangulation needs 2")
+    cal_idx = [p[0] for p in pairs]
+    kp_idx = [p[1] for p in pairs]
+    out_names = [p[2] for p in pairs]
+    cams = cal.subset(cal_idx)
+    cams = CameraSet(out_names, list(cams.model), cams.intrinsics, cams.dist, cams.R, cams.t, cams.size)
+    sizes = [tuple(int(x) for x in s) for s in cams.size.tolist()]
+
+    per_cam_frames: list[dict[int, list[Det]]] = []
+    gaps = 0
+    sparse = [False] * len(pairs)
+    if ks.kind == "openpose":
+        layout = canonical_layout(keypoint_format) if keypoint_format else None
+        op, layout, why = read_openpose_cameras([ks.items[k] for k in kp_idx], layout, names=[ks.names[k] for k in kp_idx])
+        rep.keypoint_format = f"{'EasyMocap annots' if any(c.annots for c in op) else 'OpenPose JSON'} {layout}"
+        rep.notes.append(f"keypoint layout {layout}: {why}")
+        for c in op:
+            d, g = c.detections(layout)
+            per_cam_frames.append(d)
+            gaps += g
+            rep.warnings += c.warnings
+            if c.sizes and _one_size(c.sizes) != sizes[len(per_cam_frames) - 1]:
+                rep.warnings.append(f"{c.folder}: the keypoint files state image size {_one_size(c.sizes)}, the calibration {sizes[len(per_cam_frames) - 1]} (calibration size kept)")
+    elif ks.kind == "mediapipe":
+        mp = read_mediapipe_npz(ks.path, {ks.labels[k]: sizes[i] for i, k in enumerate(kp_idx)})
+        rep.keypoint_format = "MediaPipe 33 landmarks (npz)" + (" normalised" if mp.normalized else "")
+        gaps += mp.gaps
+        lengths = []
+        for k in kp_idx:
+            frames = mp.frames[mp.cameras.index(ks.labels[k])]
+            lengths.append(len(frames))
+            per_cam_frames.append({i: dets for i, dets in enumerate(frames)})
+        if len(set(lengths)) > 1:
+            rep.warnings.append(f"{ks.path}: cameras have different frame counts ({', '.join(f'{out_names[i]}: {n}' for i, n in enumerate(lengths))}); the shorter ones are padded with empty frames")
+        if mp.skipped:
+            rep.notes.append(f"{ks.path}: entries that are not landmark arrays ignored: {', '.join(mp.skipped)}")
+    else:
+        rep.keypoint_format = "COCO keypoint JSON (one file per camera)"
+        for i, k in enumerate(kp_idx):
+            cs = open_camera_source(ks.items[k])
+            per_cam_frames.append(dict(cs.coco or {}))
+            gaps += cs.coco_gaps
+            sparse[i] = cs.sparse
+
+    # ---- frames
+    frame_ids = sorted(set().union(*(d.keys() for d in per_cam_frames)))
+    if not frame_ids:
+        raise InputError(ks.path, "no keypoint frames")
+    if ks.kind == "mediapipe":
+        frame_ids = list(range(max(len(d) for d in per_cam_frames)))
+    per_camera: list[list[list[Det]]] = []
+    for i, d in enumerate(per_cam_frames):
+        missing = [f for f in frame_ids if f not in d]
+        if missing and not sparse[i] and ks.kind != "mediapipe":
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            rep.warnings.append(f"{out_names[i]}: {len(missing)} of {len(frame_ids)} frames have no keypoint file ({shown}); those frames have no detections there")
+        per_camera.append([d.get(f, []) for f in frame_ids])
+    if gaps:
+        rep.warnings.append(f"{gaps} non-finite keypoint values treated as missing (confidence 0)")
+    F = len(frame_ids)
+
+    # ---- sizes vs videos
+    videos = _video_info(src, skip)
+    fps_seen = set()
+    cal_numbers = [camera_number(n) for n in out_names]
+    for i, n in enumerate(cal_numbers):
+        vids = videos.get(n, []) if n is not None else []
+        if len(vids) != 1:
+            continue
+        info_v = _probe_video(vids[0])
+        if info_v is None:
+            continue
+        w, h, fps, nframes = info_v
+        if (w, h) != sizes[i]:
+            rep.warnings.append(f"{out_names[i]}: video {vids[0]} is {w}x{h} but the calibration says {sizes[i][0]}x{sizes[i][1]} (calibration size kept)")
+        if nframes > 0 and nframes != F:
+            rep.warnings.append(f"{out_names[i]}: video {vids[0]} has {nframes} frames, the keypoints {F}")
+        if fps > 0:
+            fps_seen.add(round(fps, 3))
+    if len(fps_seen) == 1:
+        rep.fps = fps_seen.pop()
+
+    # ---- people
+    detections = pack_detections(per_camera)
+    rep.max_detections = int(detections.valid.sum(-1).max()) if F else 0
+    est, how = estimate_people(cams, per_camera)
+    if people is None:
+        rep.people_estimate = how
+        names = _person_names(None, est)
+    else:
+        names = _person_names(people, est)
+        rep.people_estimate = f"given (estimate: {est}; {how})"
+    rep.people = len(names)
+    rep.person_names = names
+
+    # ---- write
+    capture = Capture(cameras=cams, detections=detections, frame_ids=list(range(1, F + 1)), person_names=names, name=src.name)
+    write_sequence(dst, capture, fmt="npy")
+    rep.frames = F
+    rep.source_frame_ids = [int(f) for f in frame_ids]
+    for i, (ci, ki, name) in enumerate(pairs):
+        item = ks.items[ki]
+        label = f"{ks.path}:{item}" if ks.kind == "mediapipe" else str(item)
+        rep.cameras.append(
+            CameraImport(
+                name=name,
+                calibration_name=cal.names[ci],
+                keypoints=label,
+                size=sizes[i],
+                source_frames=sum(1 for f in frame_ids if f in per_cam_frames[i]),
+                detections=int(detections.valid[:, i].sum()),
+            )
+        )
+    write_json(dst / REPORT_NAME, rep.to_dict())
+    return rep
+
+
+def read_import_report(dst: Path) -> dict[str, Any] | None:
+    """``DST/import.json`` of an imported sequence (None when absent)."""
+    p = Path(dst) / REPORT_NAME
+    if not p.is_file():
+        return None
+    obj = read_json(p)
+    if not isinstance(obj, dict):
+        raise InputError(p, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
