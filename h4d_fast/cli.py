@@ -4,6 +4,7 @@
     h4d run SEQ --out OUT [--config F] [--set k=v]    all stages, resumable, timing per stage
     h4d eval OUT --gt SEQ [--json]                    accuracy against ground truth
     h4d demo                                          synth -> run -> eval in a temp folder
+    h4d import SRC DST                                a peer capture (Pose2Sim, Anipose, ...) -> sequence folder
     h4d config                                        print the default configuration (TOML)
 
 Bad input ends with one line naming the file and what is wrong, and exit code 2.
@@ -198,6 +199,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from .io.importer import import_capture
+
+    people: Any = None
+    if args.people:
+        people = int(args.people) if args.people.isdigit() else [n.strip() for n in args.people.split(",") if n.strip()]
+    rep = import_capture(Path(args.src), Path(args.dst), calibration=args.calibration, keypoints=args.keypoints,
+                         people=people, keypoint_format=args.keypoint_format, overwrite=args.overwrite)
+    print(rep.describe())
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import Config, to_toml
 
@@ -249,6 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("import", help="turn a Pose2Sim / Anipose / EasyMocap / OpenPose capture folder into a sequence folder")
+    p.add_argument("src", type=Path, help="capture folder (calibration + per-camera keypoints)")
+    p.add_argument("dst", type=Path, help="sequence folder to write")
+    p.add_argument("--calibration", type=Path, help="calibration file (default: found under SRC)")
+    p.add_argument("--keypoints", type=Path, help="keypoint folder or file (default: found under SRC)")
+    p.add_argument("--people", help="number of people, or their names comma-separated (default: estimated)")
+    p.add_argument("--keypoint-format", help="force the 2D format (BODY_25, BODY_25B, COCO_18, ...)")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("config", help="print (or --write) the default configuration as TOML")
     p.add_argument("--write", type=Path)

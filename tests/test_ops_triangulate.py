@@ -183,3 +183,21 @@ def test_bad_shapes_raise():
         triangulate_ransac(torch.zeros(4, 5, 2), cams, torch.zeros(4, 5))
     with pytest.raises(ValueError, match="conf"):
         triangulate_ransac(torch.zeros(4, 3, 2), cams, torch.zeros(4, 2))
+
+
+def test_svd_dlt_matches_normal_dlt_on_exact_data_and_handles_missing_views():
+    cams = ring_cameras(5, seed=24)
+    X = random_points(20, seed=25)
+    xy = normalized_projections(cams, X)
+    w = torch.rand(20, 5, dtype=torch.float64) + 0.1
+    w[:3, 1:] = 0  # one view only -> NaN
+    Xs = triangulate_dlt(xy, cams, w, method="svd")
+    assert torch.isnan(Xs[:3]).all()
+    assert (Xs[3:] - X[3:]).norm(dim=-1).max() < 1e-9
+    # with noise both solve the weighted problem; they agree closely but are not identical
+    g = torch.Generator().manual_seed(26)
+    xn = xy + 0.002 * torch.randn(xy.shape, generator=g, dtype=xy.dtype)
+    d = (triangulate_dlt(xn[3:], cams, w[3:], method="svd") - triangulate_dlt(xn[3:], cams, w[3:])).norm(dim=-1)
+    assert d.max() < 0.01
+    with pytest.raises(ValueError, match="method"):
+        triangulate_dlt(xy, cams, w, method="qr")

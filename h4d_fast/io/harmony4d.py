@@ -16,6 +16,8 @@ itself; ``poses2d/camXX.json`` (one whole-camera COCO file) is accepted too.
 
 from __future__ import annotations
 
+import json
+
 import logging
 import os
 from dataclasses import dataclass
@@ -244,6 +246,24 @@ def _parse_box(path: Path, person: str, value: Any) -> tuple[np.ndarray, bool]:
     return (b[:4] if ok else np.zeros(4)), ok
 
 
+SEQUENCE_INFO = "sequence.json"
+
+
+def _declared_people(seq: Path) -> list[str]:
+    """Person names from ``SEQ/sequence.json`` (written by :func:`write_sequence` and the
+    importer), else the Harmony4D default ``aria01, aria02``."""
+    p = seq / SEQUENCE_INFO
+    if p.exists():
+        try:
+            names = json.loads(p.read_text()).get("person_names")
+        except ValueError as e:
+            raise InputError(p, f"not valid JSON ({e})") from None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise InputError(p, "expected a non-empty list of names", field="person_names")
+        return list(names)
+    return list(DEFAULT_PERSON_NAMES)
+
+
 def read_init_boxes(seq: Path, cameras: Sequence[str]) -> tuple[list[str], Tensor | None, Tensor | None]:
     """Identity boxes from ``processed_data/bboxes``: per camera the lowest-numbered file (the
     annotator's first-frame boxes; the reference writes the same boxes for frames 1..10).
@@ -269,10 +289,10 @@ def read_init_boxes(seq: Path, cameras: Sequence[str]) -> tuple[list[str], Tenso
                 boxes[str(k)] = _parse_box(p, str(k), val)
         per_cam.append(boxes)
     if not any_file:
-        return list(DEFAULT_PERSON_NAMES), None, None
+        return _declared_people(Path(seq)), None, None
     people = sorted(set().union(*(b.keys() for b in per_cam)))
     if not people:
-        return list(DEFAULT_PERSON_NAMES), None, None
+        return _declared_people(Path(seq)), None, None
     V, P = len(cameras), len(people)
     init = torch.zeros(V, P, 4, dtype=torch.float32)
     valid = torch.zeros(V, P, dtype=torch.bool)
@@ -435,6 +455,8 @@ def write_sequence(
             boxes = {name: np.append(ib[v, p], 1.0) for p, name in enumerate(capture.person_names) if iv[v, p]}
             write_npy(L.bboxes / c / "rgb" / f"{frame_ids[0]:05d}.npy", boxes)
 
+    write_json(seq / SEQUENCE_INFO, {"name": capture.name, "person_names": list(capture.person_names),
+                                      "cameras": list(cams.names), "frames": len(frame_ids)})
     if gt is not None or meta is not None:
         info: dict[str, Any] = {
             "name": capture.name,

@@ -105,6 +105,26 @@ def triangulate_dlt_torch(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
     return torch.where(bad[..., None], torch.full_like(X, float("nan")), X)
 
 
+def triangulate_dlt_svd_torch(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
+    """Homogeneous weighted DLT: the last right singular vector of ``A [..., 2V, 4]``.
+
+    Same arguments as :func:`triangulate_dlt_torch`. Rows are multiplied by ``w``; a view with
+    ``w = 0`` (or non-finite ``xy``) contributes nothing. NaN where fewer than two views are usable
+    or the solution lies at infinity.
+    """
+    P = P.to(xy.dtype).expand(*xy.shape[:-1], 3, 4)
+    use = (w > 0) & torch.isfinite(xy).all(-1)
+    xy0 = torch.where(use[..., None], xy, torch.zeros_like(xy))
+    wz = torch.where(use, w.to(xy.dtype), torch.zeros_like(w, dtype=xy.dtype))
+    r1 = (xy0[..., 0, None] * P[..., 2, :] - P[..., 0, :]) * wz[..., None]  # [..., V, 4]
+    r2 = (xy0[..., 1, None] * P[..., 2, :] - P[..., 1, :]) * wz[..., None]
+    A = torch.stack([r1, r2], -2).flatten(-3, -2)  # [..., 2V, 4]
+    Xh = torch.linalg.svd(A, full_matrices=False).Vh[..., -1, :]  # [..., 4]
+    X = Xh[..., :3] / Xh[..., 3:]
+    bad = (use.sum(-1) < 2) | ~torch.isfinite(X).all(-1) | (Xh[..., 3].abs() < 1e-12)
+    return torch.where(bad[..., None], torch.full_like(X, float("nan")), X)
+
+
 def project_normalized(X: Tensor, P: Tensor) -> tuple[Tensor, Tensor]:
     """``X [..., 3]`` through ``P [..., V, 3, 4]`` -> ``(xy [..., V, 2], z [..., V])``."""
     Xc = torch.einsum("...vij,...j->...vi", P[..., :3], X) + P[..., 3]

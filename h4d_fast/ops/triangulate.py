@@ -46,18 +46,31 @@ def _check(xy: Tensor, w: Tensor, P: Tensor) -> None:
         raise TypeError(f"xy: expected a floating dtype, got {xy.dtype}")
 
 
-def triangulate_dlt(xy: Tensor, P_or_cams: Tensor | CameraSet, weights: Tensor, backend: str = "auto") -> Tensor:
+def triangulate_dlt(
+    xy: Tensor, P_or_cams: Tensor | CameraSet, weights: Tensor, method: str = "normal", backend: str = "auto"
+) -> Tensor:
     """Confidence-weighted linear triangulation.
 
     Args:
-        xy: ``[..., V, 2]`` undistorted normalized coordinates.
+        xy: ``[..., V, 2]`` image coordinates matching ``P``: undistorted normalized coordinates
+            with the extrinsics (a :class:`CameraSet`), or pixels with ``K [R | t]``.
         P_or_cams: ``[V, 3, 4]`` / ``[..., V, 3, 4]`` projection matrices, or a :class:`CameraSet`.
         weights: ``[..., V]`` row weights (0 = view unused).
+        method: ``normal`` -- inhomogeneous least squares through the 3x3 normal equations (what
+            the kernels compute); ``svd`` -- the homogeneous solution, last right singular vector
+            of the weighted ``A [2V, 4]`` (the classic DLT of aniposelib, Pose2Sim and the
+            Harmony4D code; torch only).
     Returns:
         ``[..., 3]`` points (NaN where fewer than two views are usable). Differentiable.
     """
     P = _projections(P_or_cams, xy)
     _check(xy, weights, P)
+    if method == "svd":
+        from ._triangulate_torch import triangulate_dlt_svd_torch
+
+        return triangulate_dlt_svd_torch(xy, P, weights)
+    if method != "normal":
+        raise ValueError(f"triangulate_dlt: method must be 'normal' or 'svd', got {method!r}")
     _, fn = _backend.dispatch("triangulate_dlt", xy.device, backend)
     return fn(xy, P, weights)
 
