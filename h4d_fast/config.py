@@ -97,6 +97,64 @@ class RefineConfig:
     robust_init: bool = _f(True, "use a robust (Charbonnier) distance to the triangulation so left-over outliers are pulled in")
 
 
+FIT_TERMS: tuple[str, ...] = ("joint", "reg", "limb", "symm", "temporal", "shape", "collision")
+"""The loss terms of the SMPL fit, in the column order of the paper's Table 1 (``shape`` = beta prior)."""
+
+
+@dataclass
+class FitConfig:
+    """Stage 5: temporal SMPL fitting of all frames and people at once (+ collision stage)."""
+
+    enabled: bool = _f(True, "run the SMPL fit")
+    epochs: int = _f(3, "epochs of stages 1 (orient+transl), 2 (betas), 3 (orient+transl+pose)")
+    iters_stage1: int = _f(20, "optimizer iterations of stage 1 per epoch")
+    iters_stage2: int = _f(10, "optimizer iterations of stage 2 per epoch")
+    iters_stage3: int = _f(60, "optimizer iterations of stage 3 per epoch")
+    collision: bool = _f(True, "after the epochs, run the collision stage: stage 3 plus the collision term (2+ people)")
+    iters_collision: int = _f(30, "optimizer iterations of the collision stage (full meshes: the costly part)")
+    optimizer: str = _f("lbfgs", "LBFGS with strong-Wolfe line search, or Adam", ("lbfgs", "adam"))
+    lr: float = _f(1.0, "LBFGS step size")
+    adam_lr: float = _f(0.02, "Adam learning rate")
+    history_size: int = _f(20, "LBFGS history length")
+    ftol: float = _f(1e-6, "stop a stage when the relative loss change over `check_every` iterations is below this")
+    check_every: int = _f(5, "iterations between convergence checks (LBFGS keeps its history across checks)")
+    kp_sigma: float = _f(0.1, "Geman-McClure scale of the keypoint term in metres (0: plain squares)")
+    temporal: str = _f("acceleration", "temporal term on second differences (unbiased for constant velocity) or first differences as the reference", ("acceleration", "velocity"))
+    w_hyperext: float = _f(0.0, "weight of the elbow/knee hyper-extension prior in stage 3 (off in the reference)")
+    init_limbs: bool = _f(True, "initial body pose: point the arms and legs along the keypoints' limbs (else zero pose)")
+    collision_backend: str = _f("auto", "backend of the collision op: auto, torch, numba, triton, cupy")
+    collision_grid: int = _f(32, "SDF grid size of the collision op per person and frame")
+    collision_margin: float = _f(0.1, "frames whose two bodies' boxes are farther apart than this (metres) skip the collision term")
+    compare_collision: bool = _f(False, "also run the collision stage with the collision weight 0 from the same start and report penetration_reduction")
+    w1_joint: float = _f(1.0, "stage 1 weight: keypoints (shoulders and hips only)")
+    w1_reg: float = _f(0.0, "stage 1 weight: pose regularisation")
+    w1_limb: float = _f(0.0, "stage 1 weight: limb length")
+    w1_symm: float = _f(0.0, "stage 1 weight: left-right symmetry")
+    w1_temporal: float = _f(0.0, "stage 1 weight: temporal smoothness")
+    w1_shape: float = _f(0.0, "stage 1 weight: shape prior")
+    w1_collision: float = _f(0.0, "stage 1 weight: collision")
+    w2_joint: float = _f(0.0, "stage 2 weight: keypoints")
+    w2_reg: float = _f(0.0, "stage 2 weight: pose regularisation")
+    w2_limb: float = _f(1.0, "stage 2 weight: limb length")
+    w2_symm: float = _f(0.2, "stage 2 weight: left-right symmetry")
+    w2_temporal: float = _f(0.0, "stage 2 weight: temporal smoothness")
+    w2_shape: float = _f(0.005, "stage 2 weight: shape prior")
+    w2_collision: float = _f(0.0, "stage 2 weight: collision")
+    w3_joint: float = _f(10.0, "stage 3 weight: keypoints")
+    w3_reg: float = _f(0.001, "stage 3 weight: pose regularisation")
+    w3_limb: float = _f(1.0, "stage 3 weight: limb length")
+    w3_symm: float = _f(0.0, "stage 3 weight: left-right symmetry")
+    w3_temporal: float = _f(1.0, "stage 3 weight: temporal smoothness")
+    w3_shape: float = _f(0.0, "stage 3 weight: shape prior")
+    w3_collision: float = _f(1.0, "stage 3 weight: collision (used by the collision stage; plain stage 3 runs without it)")
+
+    def stage_weights(self, stage: int) -> dict[str, float]:
+        """``{term: weight}`` of stage 1, 2 or 3 (terms: :data:`FIT_TERMS`)."""
+        if stage not in (1, 2, 3):
+            raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
+        return {t: float(getattr(self, f"w{stage}_{t}")) for t in FIT_TERMS}
+
+
 @dataclass
 class RunConfig:
     """Execution settings."""
@@ -115,6 +173,7 @@ class Config:
     identity: IdentityConfig = field(default_factory=IdentityConfig)
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

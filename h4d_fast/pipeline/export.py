@@ -25,7 +25,7 @@ from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
 from ..io.detections import parallel_map
 from ..io.atomic import write_npy
-from ..io.smpl_layout import smpl_frame_dict, write_sequence_npz
+from ..io.smpl_layout import remove_stale_frames, smpl_frame_dict, write_sequence_npz
 from .fit import FitResult, model_outputs
 
 _PROJ_BUDGET = 1 << 24  # projected points per chunk
@@ -67,6 +67,7 @@ def export_harmony4d(
     person_names: Sequence[str],
     cameras: CameraSet | None = None,
     write_vertices: bool = True,
+    write_poses3d: bool = True,
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Write the fit in the Harmony4D layout under ``out`` (e.g. ``OUT/processed_data``).
@@ -79,6 +80,8 @@ def export_harmony4d(
         person_names: ``P`` names (the dict keys, e.g. ``aria01``).
         cameras: when given, ``poses2d/<cam>`` and ``bbox/<cam>`` are written per camera.
         write_vertices: store vertices in ``smpl/`` and ``sequence.npz`` (the bulk of the bytes).
+        write_poses3d: write ``poses3d/`` (COCO joints of the fitted model); False keeps a
+            ``poses3d/`` written by the keypoint stages (the model's are still in the npz).
         workers: threads of the file writer.
     Returns:
         stats: file counts and seconds (compute, write).
@@ -127,11 +130,12 @@ def export_harmony4d(
             return out / "poses2d" / cam_names[v] / name, {n: np.ascontiguousarray(uv[v, f, p]) for p, n in enumerate(names)}
         return out / "bbox" / cam_names[v] / name, bbox_of(v, f)
 
-    tasks = [("smpl", 0, f) for f in range(F)] + [("poses3d", 0, f) for f in range(F)]
+    tasks = [("smpl", 0, f) for f in range(F)] + ([("poses3d", 0, f) for f in range(F)] if write_poses3d else [])
     tasks += [(k, v, f) for v in range(len(cam_names)) for k in ("poses2d", "bbox") for f in range(F)]
-    folders = [out / "smpl", out / "poses3d"] + [out / k / c for c in cam_names for k in ("poses2d", "bbox")]
+    folders = [out / "smpl"] + ([out / "poses3d"] if write_poses3d else []) + [out / k / c for c in cam_names for k in ("poses2d", "bbox")]
     for d in folders:
         d.mkdir(parents=True, exist_ok=True)
+        remove_stale_frames(d, set(fids))
 
     def write(task: tuple[str, int, int]) -> None:
         path, obj = make(task)

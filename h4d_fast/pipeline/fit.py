@@ -14,8 +14,8 @@ translation. Per-frame initial parameters (e.g. from an image regressor) may be 
 missing ones are filled as above (with the given body pose and betas in the Kabsch fit).
 
 The initial body pose points the arms and legs along the keypoints' limbs (swing rotations of
-shoulders, elbows, hips and knees, :func:`init_limb_pose`); this halves the initial keypoint
-error of the zero pose and saves most of the first epoch's iterations.
+shoulders, elbows, hips and knees, :func:`init_limb_pose`); on the synthetic test data this cuts
+the initial keypoint error of the zero pose by more than half and the iterations needed by as much.
 
 Optimisation (temporal SMPLify, paper Table 1), ``epochs`` times:
 
@@ -380,6 +380,7 @@ class _Fitter:
 
         with torch.no_grad():
             l0 = float(self.total(stage, weights)[0])
+            start = {n: self.p[n].detach().clone() for n in names}
         done = 0
         prev = l0
         if iters > 0 and any(weights.values()):
@@ -394,7 +395,7 @@ class _Fitter:
                 if cfg.optimizer == "lbfgs":
                     opt.param_groups[0]["max_iter"] = n
                     opt.param_groups[0]["max_eval"] = 5 * n
-                    st = opt.state[opt._params[0]]
+                    st = opt.state[params[0]]
                     k0 = int(st.get("n_iter", 0))
                     opt.step(closure)
                     k = int(st.get("n_iter", 0)) - k0
@@ -416,6 +417,10 @@ class _Fitter:
             x.requires_grad_(False)
         with torch.no_grad():
             l1, t = self.total(stage, weights)
+            if not bool(torch.isfinite(l1)) or not all(bool(torch.isfinite(self.p[n]).all()) for n in names):
+                for n in names:  # a diverged step: keep the stage's starting point
+                    self.p[n].copy_(start[n])
+                l1, t = self.total(stage, weights)
         return {
             "stage": stage,
             "loss_start": l0,
@@ -509,6 +514,8 @@ def fit_sequence(
         raise ValueError(f"fit.optimizer must be 'lbfgs' or 'adam', got {cfg.optimizer!r}")
     t_start = time.perf_counter()
     device = torch.device(device)
+    if poses3d.shape[0] == 0 or poses3d.shape[1] == 0:
+        raise ValueError(f"fit_sequence: no frames or no people (poses3d {tuple(poses3d.shape)})")
     dt = torch.float32 if body.dtype != torch.float64 else torch.float64
     fast = FastBody(body).to(device=device, dtype=dt)
     F, P = poses3d.shape[:2]
@@ -578,7 +585,7 @@ def fit_sequence(
         stats["penetration_after_cm3"] = float(pen1.mean())
         stats["penetration_max_frame_cm3"] = float(pen1.max()) if pen1.numel() else 0.0
         if cfg.compare_collision:
-            base = stats["penetration_without_collision_cm3"]
+            base = stats.setdefault("penetration_without_collision_cm3", stats["penetration_before_cm3"])
             stats["penetration_reduction"] = (1.0 - stats["penetration_after_cm3"] / base) if base > 0 else 0.0
         stats["collision_seconds"] = time.perf_counter() - t_c
     stats["kp_error_mm"] = fitter.kp_error_mm()
@@ -593,10 +600,10 @@ def fit_sequence(
 def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 512) -> tuple[Tensor, Tensor]:
     """Meshes and joints of a fit: ``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]``
     (no grad, on the result's device, ``chunk`` person-frames at a time)."""
-    fast = body if isinstance(body, FastBody) else FastBody(body)
     dev = result.global_orient.device
-    if fast.device != dev:
-        fast = FastBody(fast.body).to(device=dev) if fast is body else fast.to(device=dev)
+    fast = body if isinstance(body, FastBody) else FastBody(body)
+    if fast.device != dev:  # a copy on the result's device (the caller's model is not moved)
+        fast = FastBody(fast.body, fast.vertex_joint_names).to(device=dev, dtype=fast.dtype)
     F, P = result.global_orient.shape[:2]
     N = F * P
     go = result.global_orient.reshape(N, 3).to(fast.dtype)

@@ -15,8 +15,8 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
   its GMoF with ``sigma = 100`` to the *squared per-coordinate* residual, i.e.
   ``rho(d_c^2) = 1e4 d_c^4 / (1e4 + d_c^4) ~ d_c^4`` in metres: not robust at any realistic error
   and almost flat near the optimum (1 cm costs 1e-8). Here ``sigma`` acts on the Euclidean error
-  in metres (default 0.1 m: quadratic up to a few centimetres, an outlier of 0.5 m pulls
-  ~50x less than it would under squares).
+  in metres (default 0.1 m: quadratic up to a few centimetres; the pull of a 0.5 m outlier is
+  ``(sigma^2 / (sigma^2 + d^2))^2`` ~ 1/700 of what it would be under squares).
 * **pose regularisation** (:func:`pose_reg_loss`): ``L_reg = mean(theta_body^2)`` over the 69
   axis-angle values (rad^2), as the reference. Optional hyper-extension prior
   (:func:`hyperextension_loss`, off by default): ``mean_k (exp(max(s_k theta_k, 0)) - 1)^2`` on
@@ -25,14 +25,21 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
   also charges 1 for a straight limb).
 * **limb length** (:func:`limb_length_loss`)::
 
-      L_limb = sum_{t,p,l} c_pl ((|l^pred_tpl| - l^tgt_pl) / S_LEN)^2 / sum c,   S_LEN = 1 cm
+      L_limb = sum_{t,p,l} c_pl ((|l^pred_tpl| - l^tgt_pl) / S_LEN)^2 / sum c,   S_LEN = 5 cm
 
   over the 12 COCO body limbs (:data:`FIT_LIMBS`) between mapped model joints; ``l^tgt`` = the
   person's temporal median of the keypoint limb length over frames where both ends are valid,
-  ``c_pl = 1`` where that median exists.
+  ``c_pl = 1`` where that median exists. ``S_LEN`` sets how far the shape prior (weight 0.005
+  on ``mean(beta^2)``) lets the betas chase limb residuals: a shape coefficient is used when it
+  changes a limb by more than about ``0.08 S_LEN`` (4 mm) per unit. With 1 cm the ~8
+  independent limb lengths drove weakly observable betas of the embedded model to |beta| ~ 20
+  on synthetic data (2 and 10 cm fit as well as 5 cm there; real COCO keypoints sit a few cm
+  off the SMPL joints, which favours the stronger prior); the reference's metres^2
+  (``S_LEN = 1 m``) keeps every beta but the height-like ones near 0.
 * **symmetry** (:func:`symmetry_loss`): ``mean_{t,p,pair} ((|l^pred_L| - |l^pred_R|) / S_SYM)^2``
-  over the left/right pairs of :data:`FIT_LIMBS` (``S_SYM = 1 cm``). Nearly constant for a
-  left-right symmetric body model; it matters for asymmetric models and pose-dependent limbs.
+  over the left/right pairs of shank, thigh, upper arm and forearm (:data:`FIT_LIMB_PAIRS`;
+  not the torso sides, whose lengths follow the spine's bend), ``S_SYM = 5 cm``. Nearly zero
+  for a left-right symmetric body model; it matters for asymmetric models.
 * **temporal** (:func:`temporal_loss`): smoothness of the 23 body-joint rotations (6D, Zhou et
   al.) and of the model's joint positions::
 
@@ -46,8 +53,12 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
 * **collision** (:func:`collision_term`): ``L_coll = sum_{pairs a<b} sum_t
   collision_loss(V_a(t), V_b(t)) / (F S_COLL)`` with :func:`h4d_fast.ops.collision_loss`
   (each person's inside-distance grid sampled at the other's vertices, mean over vertices, in
-  box-normalised units ~ metres). ``S_COLL = 1e-4``: a mean depth of 0.1 mm over all vertices
-  (e.g. 2% of a body's vertices 5 mm deep) costs 1.
+  box-normalised units ~ metres). ``S_COLL = 1e-5``: 2% of a body's vertices 5 mm deep cost 10,
+  as much as a 1 cm error on every keypoint under the stage-3 weights (10 vs 1). On the synthetic
+  hugging capture (procedural bodies, so the fitted meshes overlap by ~600 cm^3 per frame) the
+  30-iteration collision stage removes 44% of the penetration for +1.5 mm keypoint error with
+  this scale, 15% for +0.1 mm with 1e-4. The reference's collision term outweighs its
+  (quartic, tiny) keypoint term by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -71,13 +82,25 @@ S_LEN = 0.05
 S_SYM = 0.05
 S_ROT = {"acceleration": 0.05, "velocity": 0.1}
 S_POS = {"acceleration": 0.01, "velocity": 0.02}
-S_COLL = 1e-4
+S_COLL = 1e-5
 
 # body_pose (69) indices of the left elbow y, right elbow y, left knee x, right knee x and the
 # signs that make hyper-extension positive (SMPLify's angle prior on the 72-vector pose
 # [55, 58, 12, 15] with signs [1, -1, -1, -1]).
 HYPEREXT_INDEX: tuple[int, ...] = (52, 55, 9, 12)
 HYPEREXT_SIGN: tuple[float, ...] = (1.0, -1.0, -1.0, -1.0)
+
+
+_INDEX_CACHE: dict = {}
+
+
+def _index(values: Sequence, device: torch.device) -> Tensor:
+    """A cached long tensor of ``values`` on ``device`` (no host-to-device copy per evaluation)."""
+    key = (tuple(map(tuple, values)) if values and isinstance(values[0], (tuple, list)) else tuple(values), str(device))
+    t = _INDEX_CACHE.get(key)
+    if t is None:
+        t = _INDEX_CACHE[key] = torch.tensor(values, dtype=torch.long, device=device)
+    return t
 
 
 def _wmean(x: Tensor, w: Tensor) -> Tensor:
@@ -112,7 +135,7 @@ def pose_reg_loss(body_pose: Tensor) -> Tensor:
 
 def hyperextension_loss(body_pose: Tensor) -> Tensor:
     """``mean (exp(max(s theta, 0)) - 1)^2`` on elbows (y) and knees (x); ``body_pose [..., 69]``."""
-    idx = torch.tensor(HYPEREXT_INDEX, dtype=torch.long, device=body_pose.device)
+    idx = _index(HYPEREXT_INDEX, body_pose.device)
     sgn = torch.tensor(HYPEREXT_SIGN, dtype=body_pose.dtype, device=body_pose.device)
     a = (body_pose.index_select(-1, idx) * sgn).clamp_min(0)
     return (torch.expm1(a) ** 2).mean()
@@ -120,7 +143,7 @@ def hyperextension_loss(body_pose: Tensor) -> Tensor:
 
 def limb_lengths(X: Tensor, limbs: Sequence[tuple[int, int]] = FIT_LIMBS) -> Tensor:
     """``X [..., 17, 3]`` COCO points -> ``[..., L]`` lengths of ``limbs``."""
-    lim = torch.tensor(limbs, dtype=torch.long, device=X.device)
+    lim = _index(limbs, X.device)
     return (X.index_select(-2, lim[:, 0]) - X.index_select(-2, lim[:, 1])).norm(dim=-1)
 
 
@@ -133,7 +156,7 @@ def target_limb_lengths(kp: Tensor, valid: Tensor, limbs: Sequence[tuple[int, in
         lengths ``[P, L]`` (0 where undefined) and their availability ``[P, L]`` float (0/1).
     """
     L = limb_lengths(kp, limbs)  # [F, P, L]
-    lim = torch.tensor(limbs, dtype=torch.long, device=kp.device)
+    lim = _index(limbs, kp.device)
     both = valid.index_select(-1, lim[:, 0]) & valid.index_select(-1, lim[:, 1])
     Ln = torch.where(both, L, torch.full_like(L, float("nan")))
     med = Ln.nanmedian(0).values  # [P, L]
@@ -151,7 +174,7 @@ def limb_length_loss(pred_coco: Tensor, target: Tensor, avail: Tensor) -> Tensor
 def symmetry_loss(pred_coco: Tensor, pairs: Sequence[tuple[int, int]] = FIT_LIMB_PAIRS) -> Tensor:
     """Left/right limb-length difference of the model, ``pred_coco [F, P, 17, 3]`` -> scalar."""
     L = limb_lengths(pred_coco)
-    pr = torch.tensor(pairs, dtype=torch.long, device=L.device)
+    pr = _index(pairs, L.device)
     d = (L.index_select(-1, pr[:, 0]) - L.index_select(-1, pr[:, 1])) / S_SYM
     return (d * d).mean()
 
