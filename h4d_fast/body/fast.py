@@ -1,0 +1,276 @@
+"""Fast SMPL-layout evaluation for fitting: a joints-only forward and a full-mesh forward.
+
+The fitting losses that use only joints (keypoints, limb lengths, temporal smoothness) never
+need the 13,380 (or 6,890) skinned vertices. :class:`FastBody` precomputes what makes the joints
+cheap and evaluates them without touching the mesh:
+
+* rest joints are linear in the shape: ``J(beta) = J_regressor @ v_template + (J_regressor @
+  shapedirs) beta`` -> ``J_template [24, 3]`` + ``J_shapedirs [24, 3, K]`` (SMPL regresses its
+  joints from the *shaped, unposed* vertices, so pose correctives never move the tree joints);
+* forward kinematics level by level of the kinematic tree (9 batched steps for SMPL instead of
+  24 per-joint ones);
+* the vertex joints (nose, eyes, ears, ... = smplx's extra joints 24..44) are skinned alone:
+  ``v_i = sum_j W_ij (G_j (v_shaped_i + posedirs_i(pose) - J_j)) + transl`` with only their rows of
+  ``v_template``, ``shapedirs``, ``posedirs`` and ``lbs_weights``.
+
+The result equals ``smplx``'s ``joints45`` (tested to 1e-5 m with zero and non-zero posedirs).
+
+``FastBody.vertices`` is the full linear-blend-skinning forward (same equations over all
+vertices), skipping the ``[B, 207] x [207, 3N]`` pose-corrective product when the model's
+posedirs are all zero (the embedded default model).
+
+Rotation conventions are smplx's: axis-angle per joint, Rodrigues, parents from the model.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from ..constants import NUM_SMPL_JOINTS
+from .model import VERTEX_ID_NAMES, BodyModel
+
+FACE_VERTEX_JOINTS: tuple[str, ...] = VERTEX_ID_NAMES[:5]
+"""nose, reye, leye, rear, lear: SMPL-45 slots 24..28, the only vertex joints COCO-17 uses."""
+
+
+def axis_angle_to_matrix(aa: Tensor) -> Tensor:
+    """Rodrigues: ``aa [..., 3]`` -> ``[..., 3, 3]``, smooth (finite gradients) at zero angle."""
+    th2 = (aa * aa).sum(-1)[..., None, None]  # [..., 1, 1]
+    small = th2 < 1e-8
+    th2s = torch.where(small, torch.ones_like(th2), th2)
+    th = th2s.sqrt()
+    a = torch.where(small, 1 - th2 / 6, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / th2s)
+    x, y, z = aa.unbind(-1)
+    o = torch.zeros_like(x)
+    K = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*aa.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
+    return eye + a * K + b * (K @ K)
+
+
+def matrix_to_axis_angle(R: Tensor) -> Tensor:
+    """``R [..., 3, 3]`` rotation matrices -> axis-angle ``[..., 3]`` (angle in ``[0, pi]``).
+
+    Goes through the quaternion (largest-pivot extraction), stable for every angle.
+    """
+    m = R
+    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
+    piv = torch.stack([1 + tr, 1 + 2 * m[..., 0, 0] - tr, 1 + 2 * m[..., 1, 1] - tr, 1 + 2 * m[..., 2, 2] - tr], -1)
+    k = piv.argmax(-1, keepdim=True)
+    s = piv.gather(-1, k).clamp_min(1e-30).sqrt()[..., 0] * 2  # 4 |q_k|
+    d = (m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1])
+    o = (m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1])
+    cands = torch.stack(
+        [
+            torch.stack([s / 4, d[0] / s, d[1] / s, d[2] / s], -1),
+            torch.stack([d[0] / s, s / 4, o[0] / s, o[1] / s], -1),
+            torch.stack([d[1] / s, o[0] / s, s / 4, o[2] / s], -1),
+            torch.stack([d[2] / s, o[1] / s, o[2] / s, s / 4], -1),
+        ],
+        -2,
+    )  # [..., 4, 4]
+    q = cands.gather(-2, k[..., None].expand(*k.shape[:-1], 1, 4))[..., 0, :]
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, v = q[..., 0], q[..., 1:]
+    sn = v.norm(dim=-1)
+    ang = 2 * torch.atan2(sn, w)
+    scale = torch.where(sn > 1e-8, ang / sn.clamp_min(1e-8), 2.0 / w.clamp_min(1e-8))
+    return v * scale[..., None]
+
+
+def rot6d(R: Tensor) -> Tensor:
+    """``[..., 3, 3]`` -> ``[..., 6]``: the first two columns (Zhou et al. 2019), as mmhuman3d."""
+    return R[..., :, :2].reshape(*R.shape[:-2], 6)
+
+
+def _tree_levels(parents: Sequence[int]) -> list[tuple[list[int], list[int]]]:
+    """Joints grouped by depth (root excluded): ``[(joints, their parents), ...]``."""
+    depth = [0] * len(parents)
+    for j, p in enumerate(parents):
+        depth[j] = 0 if p < 0 else depth[p] + 1
+    levels = []
+    for d in range(1, max(depth) + 1):
+        js = [j for j in range(len(parents)) if depth[j] == d]
+        levels.append((js, [parents[j] for j in js]))
+    return levels
+
+
+class FastBody:
+    """Precomputed evaluation of one :class:`BodyModel` (module docstring).
+
+    Args:
+        body: the model (its buffers are read once; device and dtype are taken from it).
+        vertex_joints: names of the vertex joints to evaluate in :meth:`joints`, in output order
+            after the 24 tree joints (default: the five face points, i.e. ``joints45[:, :29]``).
+
+    Shapes: ``B`` = batch, ``K`` = ``num_betas``, ``M`` = ``len(vertex_joints)``, ``N`` vertices.
+    """
+
+    def __init__(self, body: BodyModel, vertex_joints: Sequence[str] = FACE_VERTEX_JOINTS):
+        s = body.smpl
+        self.body = body
+        self.num_betas = int(body.num_betas)
+        self.parents: list[int] = [int(p) for p in body.parents.tolist()]
+        self.parents[0] = -1
+        self.levels = _tree_levels(self.parents)
+        self.vertex_joint_names = tuple(vertex_joints)
+        with torch.no_grad():
+            K = self.num_betas
+            vt = s.v_template  # [N, 3]
+            sd = s.shapedirs[:, :, :K]  # [N, 3, K]
+            Jr = s.J_regressor.to_dense() if s.J_regressor.is_sparse else s.J_regressor  # [24, N]
+            self.v_template = vt
+            self.shapedirs = sd
+            self.lbs_weights = s.lbs_weights  # [N, 24]
+            pd = s.posedirs  # [207, 3N]
+            self.has_posedirs = bool(pd.abs().max() > 0)
+            self.posedirs = pd if self.has_posedirs else None
+            self.J_template = Jr @ vt  # [24, 3]
+            self.J_shapedirs = torch.einsum("jn,nck->jck", Jr, sd)  # [24, 3, K]
+            all_ids = [int(body.vertex_ids[n]) for n in VERTEX_ID_NAMES]
+            self.extra_ids = torch.tensor(all_ids, dtype=torch.long, device=vt.device)  # 21 -> joints45
+            ids = torch.tensor([int(body.vertex_ids[n]) for n in self.vertex_joint_names], dtype=torch.long, device=vt.device)
+            self.vj_ids = ids
+            dev = vt.device
+            self.parent_index = torch.tensor(self.parents[1:], dtype=torch.long, device=dev)  # [23]
+            self.level_index = [torch.tensor(js, dtype=torch.long, device=dev) for js, _ in self.levels]
+            self.vj_template = vt[ids]  # [M, 3]
+            self.vj_shapedirs = sd[ids]  # [M, 3, K]
+            self.vj_weights = s.lbs_weights[ids]  # [M, 24]
+            if self.has_posedirs:
+                P = pd.shape[0]
+                self.vj_posedirs = pd.view(P, -1, 3)[:, ids, :].reshape(P, -1)  # [207, 3M]
+            else:
+                self.vj_posedirs = None
+        self.faces = body.faces
+
+    # ------------------------------------------------------------------ pieces
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "FastBody":
+        """Move the precomputed tensors (in place; the wrapped BodyModel is not moved)."""
+        def mv(v: Tensor) -> Tensor:
+            return v.to(device=device, dtype=dtype if (v.is_floating_point() and dtype is not None) else v.dtype)
+
+        for k, v in list(vars(self).items()):
+            if isinstance(v, Tensor):
+                setattr(self, k, mv(v))
+            elif isinstance(v, list) and v and all(isinstance(x, Tensor) for x in v):
+                setattr(self, k, [mv(x) for x in v])
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.v_template.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.v_template.dtype
+
+    def _betas(self, betas: Tensor, batch: int) -> Tensor:
+        K = self.num_betas
+        if betas.shape[-1] > K:
+            betas = betas[..., :K]
+        elif betas.shape[-1] < K:
+            betas = torch.cat([betas, betas.new_zeros(*betas.shape[:-1], K - betas.shape[-1])], -1)
+        if betas.shape[0] == 1 and batch > 1:
+            betas = betas.expand(batch, -1)
+        return betas
+
+    def rest_joints(self, betas: Tensor) -> Tensor:
+        """``betas [B, K]`` -> rest-pose tree joints ``[B, 24, 3]`` (linear in ``betas``)."""
+        betas = self._betas(betas, betas.shape[0])
+        return self.J_template + torch.einsum("jck,bk->bjc", self.J_shapedirs, betas)
+
+    def rotations(self, global_orient: Tensor, body_pose: Tensor) -> Tensor:
+        """``[B, 3]``, ``[B, 69]`` -> local joint rotations ``[B, 24, 3, 3]``."""
+        pose = torch.cat([global_orient, body_pose], -1).view(-1, NUM_SMPL_JOINTS, 3)
+        return axis_angle_to_matrix(pose)
+
+    def kinematics(self, rot: Tensor, J: Tensor) -> tuple[Tensor, Tensor]:
+        """Forward kinematics: local rotations ``[B, 24, 3, 3]`` and rest joints ``[B, 24, 3]``
+        -> world rotations ``G_R [B, 24, 3, 3]`` and posed joints ``G_t [B, 24, 3]`` (no transl)."""
+        GR: list[Tensor | None] = [None] * NUM_SMPL_JOINTS
+        Gt: list[Tensor | None] = [None] * NUM_SMPL_JOINTS
+        GR[0], Gt[0] = rot[:, 0], J[:, 0]
+        rel = J[:, 1:] - J.index_select(1, self.parent_index)  # [B, 23, 3] bone vectors
+        for (js, ps), idx in zip(self.levels, self.level_index):
+            PR = torch.stack([GR[p] for p in ps], 1)  # [B, L, 3, 3]
+            Pt = torch.stack([Gt[p] for p in ps], 1)  # [B, L, 3]
+            R_new = PR @ rot.index_select(1, idx)
+            t_new = Pt + (PR @ rel.index_select(1, idx - 1)[..., None])[..., 0]
+            for i, j in enumerate(js):
+                GR[j], Gt[j] = R_new[:, i], t_new[:, i]
+        return torch.stack(GR, 1), torch.stack(Gt, 1)
+
+    def _skin(self, v_rest: Tensor, weights: Tensor, GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
+        """LBS of rest points ``v_rest [B, M, 3]``: ``sum_j W_mj (G_R_j (v - J_j) + G_t_j)``."""
+        B = GR.shape[0]
+        A_R = GR.reshape(B, NUM_SMPL_JOINTS, 9)
+        A_t = Gt - (GR @ J[..., None])[..., 0]  # [B, 24, 3]
+        TR = (weights @ A_R).view(B, -1, 3, 3)  # [B, M, 3, 3]
+        Tt = weights @ A_t  # [B, M, 3]
+        return torch.einsum("bmij,bmj->bmi", TR, v_rest) + Tt
+
+    # ------------------------------------------------------------------ forwards
+    def joints(
+        self,
+        global_orient: Tensor,
+        body_pose: Tensor,
+        betas: Tensor,
+        transl: Tensor | None = None,
+        rot: Tensor | None = None,
+    ) -> Tensor:
+        """Joints only: ``[B, 24 + M, 3]`` (24 tree joints, then the selected vertex joints).
+
+        Args:
+            global_orient: ``[B, 3]``; body_pose ``[B, 69]``; betas ``[B, K]`` (or ``[1, K]``);
+            transl: ``[B, 3]`` or None.
+            rot: the local rotations ``[B, 24, 3, 3]`` of ``global_orient, body_pose`` when the
+                caller already has them (then those two arguments are not read).
+        """
+        B = rot.shape[0] if rot is not None else global_orient.shape[0]
+        betas = self._betas(betas, B)
+        if rot is None:
+            rot = self.rotations(global_orient, body_pose)  # [B, 24, 3, 3]
+        J = self.rest_joints(betas)  # [B, 24, 3]
+        GR, Gt = self.kinematics(rot, J)
+        out = Gt
+        if self.vj_ids.numel():
+            v = self.vj_template + torch.einsum("mck,bk->bmc", self.vj_shapedirs, betas)  # [B, M, 3]
+            if self.vj_posedirs is not None:
+                feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)  # [B, 207]
+                v = v + (feat @ self.vj_posedirs).view(B, -1, 3)
+            out = torch.cat([Gt, self._skin(v, self.vj_weights, GR, Gt, J)], 1)
+        if transl is not None:
+            out = out + transl[:, None, :]
+        return out
+
+    def vertices(
+        self,
+        global_orient: Tensor,
+        body_pose: Tensor,
+        betas: Tensor,
+        transl: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Full mesh: ``vertices [B, N, 3]`` and smplx's ``joints45 [B, 45, 3]``."""
+        B = global_orient.shape[0]
+        betas = self._betas(betas, B)
+        rot = self.rotations(global_orient, body_pose)
+        J = self.rest_joints(betas)
+        GR, Gt = self.kinematics(rot, J)
+        v = self.v_template + torch.einsum("nck,bk->bnc", self.shapedirs, betas)  # [B, N, 3]
+        if self.posedirs is not None:
+            feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
+            v = v + (feat @ self.posedirs).view(B, -1, 3)
+        verts = self._skin(v, self.lbs_weights, GR, Gt, J)
+        joints = torch.cat([Gt, verts.index_select(1, self.extra_ids)], 1)
+        if transl is not None:
+            verts = verts + transl[:, None, :]
+            joints = joints + transl[:, None, :]
+        return verts, joints
+
+
+__all__ = ["FACE_VERTEX_JOINTS", "FastBody", "axis_angle_to_matrix", "matrix_to_axis_angle", "rot6d"]

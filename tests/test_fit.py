@@ -1,0 +1,199 @@
+"""SMPL fitting of synthetic keypoints generated from the body model itself: accuracy, the
+collision stage, initial parameters, progress and edge cases."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("smplx")
+
+from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
+from h4d_fast.body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
+from h4d_fast.config import FitConfig  # noqa: E402
+from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
+from h4d_fast.eval.mesh import mpjpe24, penetration_volume, pve  # noqa: E402
+from h4d_fast.pipeline import fit_losses as L  # noqa: E402
+from h4d_fast.pipeline.fit import FitResult, fit_iterations, fit_sequence, model_outputs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def body():
+    try:
+        return load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(f"default body model unavailable: {e}")
+
+
+def _upright(yaw: torch.Tensor) -> torch.Tensor:
+    """Axis-angle of 'model y-up -> world z-up, then yaw about z' for ``yaw [...]``."""
+    Rx = axis_angle_to_matrix(torch.tensor([math.pi / 2, 0.0, 0.0]))
+    z = torch.zeros_like(yaw)
+    return matrix_to_axis_angle(axis_angle_to_matrix(torch.stack([z, z, yaw], -1)) @ Rx)
+
+
+def synthetic_sequence(body, F: int = 20, seed: int = 0, gap: float = 0.9, noise: float = 0.005) -> dict:
+    """Two people with known shapes and smooth moderate motion, and their noisy COCO keypoints.
+
+    Limb joints (hips, knees, shoulders, elbows) move with 0.3 rad spread, neck and head 0.15,
+    the rest 0.1 and the collars 0.05; arms hang down; people face each other ``gap`` apart.
+    """
+    P = 2
+    g = torch.Generator().manual_seed(seed)
+    std = torch.full((23,), 0.1)
+    for j in (1, 2, 4, 5, 16, 17, 18, 19):
+        std[j - 1] = 0.3
+    for j in (12, 15):
+        std[j - 1] = 0.15
+    for j in (13, 14):
+        std[j - 1] = 0.05
+    std = std.repeat_interleave(3)
+    t = torch.arange(F, dtype=torch.float32)[:, None, None]
+    base = std * torch.randn(1, P, 69, generator=g)
+    amp = 0.5 * std * torch.randn(1, P, 69, generator=g)
+    phase = 2 * math.pi * torch.rand(1, P, 69, generator=g)
+    bp = base + amp * torch.sin(2 * math.pi * t / 30.0 + phase)
+    bpv = bp.view(F, P, 23, 3)
+    bpv[..., 15, 2] -= 1.1  # arms down
+    bpv[..., 16, 2] += 1.1
+    bpv[..., 3, 0] = bpv[..., 3, 0].abs()  # knees bend forward only
+    bpv[..., 4, 0] = bpv[..., 4, 0].abs()
+    betas = torch.randn(P, 10, generator=g).clamp(-2, 2)
+    yaw = torch.tensor([0.0, math.pi]) + 0.3 * torch.sin(2 * math.pi * t[..., 0] / 40.0)
+    go = _upright(yaw)
+    tr = torch.zeros(F, P, 3)
+    tr[..., 2] = 1.0
+    tr[..., 0] = torch.tensor([-gap / 2, gap / 2]) + 0.05 * torch.sin(2 * math.pi * t[..., 0] / 25.0)
+    N = F * P
+    v, j = FastBody(body).vertices(go.reshape(N, 3), bp.reshape(N, 69), betas[None].expand(F, P, 10).reshape(N, 10), tr.reshape(N, 3))
+    v, j = v.view(F, P, -1, 3), j.view(F, P, 45, 3)
+    kp = j[:, :, list(COCO_TO_SMPL45)] + noise * torch.randn(F, P, 17, 3, generator=g)
+    poses3d = torch.cat([kp, torch.ones(F, P, 17, 1)], -1)
+    return {"global_orient": go, "body_pose": bp, "betas": betas, "transl": tr, "vertices": v, "joints": j, "poses3d": poses3d}
+
+
+def test_fit_recovers_synthetic_meshes(body):
+    """20 frames x 2 people, 5 mm keypoint noise, default settings (collision stage off)."""
+    gt = synthetic_sequence(body, F=20)
+    cfg = FitConfig(collision=False)
+    done = []
+    res = fit_sequence(gt["poses3d"], body, cfg, progress=done.append)
+    v, j = model_outputs(body, res)
+    mpjpe = float(mpjpe24(j, gt["joints"]).mean())
+    err_v = float(pve(v, gt["vertices"]).mean())
+    assert mpjpe < 25.0, res.stats
+    assert err_v < 30.0, res.stats
+    assert res.betas.shape == (2, 10) and res.body_pose.shape == (20, 2, 69)
+    # the leading shape coefficient (height/size) is recovered
+    assert (res.betas[:, 0] - gt["betas"][:, 0]).abs().max() < 0.5
+    st = res.stats
+    assert st["kp_error_mm"] < 10.0 < st["init_kp_error_mm"]
+    assert len(st["stages"]) == 3 * cfg.epochs and st["iterations"] > 0 and st["evaluations"] >= st["iterations"]
+    assert done == sorted(done) and 0 < done[-1] <= fit_iterations(cfg, 2)
+    arrays = res.as_arrays()
+    back = FitResult.from_arrays(arrays)
+    torch.testing.assert_close(back.body_pose, res.body_pose)
+
+
+def test_fit_with_initial_parameters_and_one_person(body):
+    """Given the true parameters as init the fit stays there; one person (no collision stage);
+    frames without keypoints are carried by their neighbours."""
+    gt = synthetic_sequence(body, F=6, noise=0.0)
+    poses = gt["poses3d"][:, :1].clone()
+    poses[2, 0, :, 3] = 0  # a frame without any keypoint
+    init = {k: gt[k][:, :1].numpy() for k in ("global_orient", "body_pose", "transl")}
+    init["betas"] = gt["betas"][:1].numpy()
+    cfg = FitConfig(epochs=1, iters_stage1=5, iters_stage2=5, iters_stage3=10)
+    res = fit_sequence(poses, body, cfg, init=init)
+    assert "contact_frames" not in res.stats  # one person: no collision stage
+    _, j = model_outputs(body, res)
+    assert float(mpjpe24(j, gt["joints"][:, :1]).mean()) < 10.0
+    # without init: the empty frame is initialised from its neighbours and stays finite
+    res2 = fit_sequence(poses, body, cfg)
+    assert res2.stats["init_frames_kabsch"] == 5
+    assert all(torch.isfinite(getattr(res2, k)).all() for k in ("global_orient", "body_pose", "betas", "transl"))
+
+
+def test_fit_rejects_bad_input(body):
+    with pytest.raises(ValueError, match="17, 4"):
+        fit_sequence(torch.zeros(3, 2, 17, 3), body, FitConfig())
+    with pytest.raises(ValueError, match="optimizer"):
+        fit_sequence(torch.zeros(3, 2, 17, 4), body, FitConfig(optimizer="sgd"))
+
+
+def test_adam_optimizer_runs(body):
+    gt = synthetic_sequence(body, F=4)
+    cfg = FitConfig(optimizer="adam", epochs=1, iters_stage1=10, iters_stage2=5, iters_stage3=30, collision=False)
+    res = fit_sequence(gt["poses3d"], body, cfg)
+    assert res.stats["kp_error_mm"] < res.stats["init_kp_error_mm"]
+
+
+# ------------------------------------------------------------------------------ collision
+def _fast_collision_backend() -> bool:
+    from h4d_fast.ops import _backend
+
+    return _backend.resolve("collision_loss", torch.device("cpu")) != "torch"
+
+
+def facing_pair(body, F: int, d: float, seed: int = 1, noise: float = 0.005) -> dict:
+    """Two people in a neutral pose, arms down, facing each other with their centres ``d`` apart
+    along x (``d`` < 0.4 m: the bellies and chests overlap)."""
+    g = torch.Generator().manual_seed(seed)
+    bp = 0.03 * torch.randn(F, 2, 69, generator=g)
+    bpv = bp.view(F, 2, 23, 3)
+    bpv[..., 15, 2] -= 1.2
+    bpv[..., 16, 2] += 1.2
+    go = _upright(torch.tensor([math.pi / 2, -math.pi / 2])).expand(F, 2, 3).contiguous()
+    tr = torch.zeros(F, 2, 3)
+    tr[..., 2] = 1.0
+    tr[:, 0, 0], tr[:, 1, 0] = -d / 2, d / 2
+    v, j = FastBody(body).vertices(go.reshape(-1, 3), bp.reshape(-1, 69), torch.zeros(2 * F, 10), tr.reshape(-1, 3))
+    v, j = v.view(F, 2, -1, 3), j.view(F, 2, 45, 3)
+    kp = j[:, :, list(COCO_TO_SMPL45)] + noise * torch.randn(F, 2, 17, 3, generator=g)
+    return {"vertices": v, "poses3d": torch.cat([kp, torch.ones(F, 2, 17, 1)], -1)}
+
+
+@pytest.mark.skipif(not _fast_collision_backend(), reason="collision_loss has only its brute-force torch backend here (minutes per frame on CPU)")
+def test_collision_term_is_zero_for_separated_bodies(body):
+    pair = facing_pair(body, F=2, d=1.5)
+    v = pair["vertices"].clone().requires_grad_(True)
+    loss = L.collision_term(v, body.faces, 2)
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert v.grad.abs().max() == 0
+    assert float(penetration_volume(v[:, 0].detach(), v[:, 1].detach(), body.faces).max()) == 0.0
+    # the fit skips the collision stage when no frame has the two bodies near each other
+    res = fit_sequence(pair["poses3d"], body, FitConfig(epochs=1, iters_stage1=3, iters_stage2=3, iters_stage3=5, compare_collision=True))
+    assert res.stats["contact_frames"] == 0 and res.stats["penetration_reduction"] == 0.0
+    assert res.stats["stages"][-1]["epoch"] == 0
+    # overlapping: positive, and the gradient pushes the bodies apart along x
+    close = facing_pair(body, F=1, d=0.3)["vertices"].clone().requires_grad_(True)
+    loss = L.collision_term(close, body.faces, 1)
+    assert float(loss.detach()) > 0
+    loss.backward()
+    gx = close.grad[0, :, :, 0].sum(-1)  # total x force on each person (descent = -grad)
+    assert gx[0] > 0 > gx[1]  # person 0 (at -x) is pushed to -x, person 1 to +x
+
+
+@pytest.mark.skipif(not _fast_collision_backend(), reason="collision_loss has only its brute-force torch backend here (minutes per frame on CPU)")
+def test_collision_stage_reduces_penetration(body):
+    pair = facing_pair(body, F=3, d=0.36)
+    gt_pen = penetration_volume(pair["vertices"][:, 0], pair["vertices"][:, 1], body.faces)
+    assert gt_pen.mean() > 5.0  # the keypoints themselves come from interpenetrating bodies
+    cfg = FitConfig(epochs=1, iters_stage1=10, iters_stage2=5, iters_stage3=40, iters_collision=15, compare_collision=True)
+    res = fit_sequence(pair["poses3d"], body, cfg)
+    st = res.stats
+    assert st["contact_frames"] == 3
+    assert st["penetration_without_collision_cm3"] > 5.0
+    assert st["penetration_after_cm3"] < 0.8 * st["penetration_without_collision_cm3"]
+    assert st["penetration_reduction"] > 0.2
+    assert st["penetration_after_cm3"] < st["penetration_before_cm3"]
+    # the keypoint fit pays only a little for it
+    assert st["kp_error_mm"] < st["kp_error_without_collision_mm"] + 10.0
+    assert st["stages"][-1]["epoch"] == "collision" and "collision" in st["stages"][-1]["terms"]
+    # the reported penetration is the measure of the returned meshes
+    v, _ = model_outputs(body, res)
+    pen = penetration_volume(v[:, 0], v[:, 1], body.faces)
+    assert float(pen.mean()) == pytest.approx(st["penetration_after_cm3"], rel=1e-3, abs=1e-3)

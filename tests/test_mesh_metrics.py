@@ -1,0 +1,124 @@
+"""Mesh metrics: PVE, MPJPE-24 and the two-person penetration volume."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from h4d_fast.eval.mesh import (
+    closest_point_triangle,
+    inside_depth,
+    mesh_errors,
+    mpjpe24,
+    penetration_volume,
+    pve,
+    vertex_areas,
+    winding_number,
+)
+
+# a closed, outward-oriented unit cube (12 triangles)
+CUBE_V = torch.tensor(
+    [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=torch.float64
+)
+CUBE_F = torch.tensor(
+    [[0, 2, 1], [0, 3, 2], [4, 5, 6], [4, 6, 7], [0, 1, 5], [0, 5, 4], [2, 3, 7], [2, 7, 6], [1, 2, 6], [1, 6, 5], [0, 4, 7], [0, 7, 3]]
+)
+
+
+def box(lo, hi) -> torch.Tensor:
+    lo, hi = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
+    return (lo + CUBE_V * (hi - lo))[None]  # [1, 8, 3]
+
+
+def test_cube_is_closed_and_outward():
+    wn = winding_number(torch.tensor([[0.5, 0.5, 0.5], [2.0, 0.5, 0.5]], dtype=torch.float64), CUBE_V, CUBE_F)
+    torch.testing.assert_close(wn, torch.tensor([1.0, 0.0], dtype=torch.float64), atol=1e-9, rtol=0)
+
+
+def test_vertex_areas_sum_to_surface_area():
+    v = box([0, 0, 0], [2, 1, 0.5])
+    a = vertex_areas(v, CUBE_F)
+    assert float(a.sum()) == pytest.approx(2 * (2 * 1 + 2 * 0.5 + 1 * 0.5))
+
+
+def test_closest_point_features():
+    a, b, c = torch.tensor([0.0, 0, 0]), torch.tensor([1.0, 0, 0]), torch.tensor([0.0, 1, 0])
+    pts = torch.tensor([[0.2, 0.2, 1.0], [-1, -1, 0], [2, -0.5, 0], [-0.5, 2, 0], [0.5, -1, 0], [1, 1, 0], [-1, 0.5, 0]])
+    q, feat = closest_point_triangle(pts, a, b, c)
+    assert feat.tolist() == [6, 0, 1, 2, 3, 4, 5]
+    torch.testing.assert_close(q[0], torch.tensor([0.2, 0.2, 0.0]))
+    torch.testing.assert_close(q[5], torch.tensor([0.5, 0.5, 0.0]))
+
+
+@pytest.mark.parametrize("method", ["fast", "exact"])
+def test_penetration_of_two_boxes_by_hand(method):
+    """B's four corners at x = 0.9 lie 0.1 inside A (nearest faces x = 1, y = 0 or 1, z = 0 or 1
+    are all 0.1 away); no corner of A is inside B. pen = sum 0.1 * area_B(corner), in cm^3."""
+    A = box([0, 0, 0], [1, 1, 1])
+    B = box([0.9, 0.1, 0.1], [1.9, 0.9, 0.9])
+    depth_b = inside_depth(B, A, CUBE_F, method)
+    assert depth_b[0, [0, 3, 4, 7]].tolist() == pytest.approx([0.1] * 4)
+    assert depth_b[0, [1, 2, 5, 6]].abs().max() == 0
+    assert inside_depth(A, B, CUBE_F, method).abs().max() == 0
+    area_b = vertex_areas(B, CUBE_F)[0]
+    expect = float(0.1 * area_b[[0, 3, 4, 7]].sum()) * 1e6
+    got = penetration_volume(A, B, CUBE_F, method=method)
+    assert float(got[0]) == pytest.approx(expect, rel=1e-9)
+    # symmetric in the two people, zero when apart
+    assert float(penetration_volume(B, A, CUBE_F, method=method)[0]) == pytest.approx(expect, rel=1e-9)
+    far = box([3, 0, 0], [4, 1, 1])
+    assert float(penetration_volume(A, far, CUBE_F, method=method)[0]) == 0.0
+
+
+def test_fast_inside_test_matches_winding_number_on_bodies():
+    pytest.importorskip("smplx")
+    from h4d_fast.body import DefaultModelUnavailable, load_body_model
+    from h4d_fast.body.fast import FastBody
+
+    try:
+        body = load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(str(e))
+    fast = FastBody(body)
+    bp = torch.zeros(1, 69)
+    bp.view(1, 23, 3)[:, 15, 2] = -1.1
+    bp.view(1, 23, 3)[:, 16, 2] = 1.1
+    bp.view(1, 23, 3)[:, 0, 0] = -0.6  # a bent hip: a concave groin
+    verts, _ = fast.vertices(torch.zeros(1, 3), bp, torch.zeros(1, 10), None)
+    g = torch.Generator().manual_seed(0)
+    idx = torch.randperm(verts.shape[1], generator=g)[:400]
+    pts = verts[:, idx] + 0.03 * torch.randn(1, 400, 3, generator=g)  # near the surface, both sides
+    fastd = inside_depth(pts, verts, body.faces, "fast")
+    exact = inside_depth(pts, verts, body.faces, "exact")
+    wn = winding_number(pts[0], verts[0], body.faces) > 0.5
+    assert 50 < int(wn.sum()) < 350
+    assert torch.equal(fastd[0] > 0, wn)
+    torch.testing.assert_close(fastd, exact, atol=2e-4, rtol=0)
+
+
+def test_pve_and_mpjpe():
+    g = torch.Generator().manual_seed(1)
+    gt_v = torch.randn(3, 50, 3, generator=g, dtype=torch.float64)
+    gt_j = torch.randn(3, 45, 3, generator=g, dtype=torch.float64)
+    off = torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64)
+    assert pve(gt_v + off, gt_v).tolist() == pytest.approx([10.0] * 3)
+    assert mpjpe24(gt_j + off, gt_j).tolist() == pytest.approx([10.0] * 3)
+    assert mpjpe24(gt_j + off, gt_j, "root").abs().max() < 1e-9
+    # joints beyond 24 do not count
+    j2 = gt_j.clone()
+    j2[:, 24:] += 1.0
+    assert mpjpe24(j2, gt_j).abs().max() < 1e-9
+    # a similarity transform disappears under Procrustes alignment
+    c, s = math.cos(0.7), math.sin(0.7)
+    R = torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+    moved_v = 1.1 * gt_v @ R.T + 0.3
+    moved_j = 1.1 * gt_j @ R.T + 0.3
+    assert pve(moved_v, gt_v, "procrustes").max() < 1e-6
+    assert mpjpe24(moved_j, gt_j, "procrustes").max() < 1e-6
+    assert pve(gt_v + off, gt_v, "root", gt_j[:, 0] + off, gt_j[:, 0]).max() < 1e-9
+    m = mesh_errors(gt_v + off, gt_v, gt_j + off, gt_j)
+    assert m["pve"] == pytest.approx(10.0) and m["root_pve"] < 1e-6 and m["pa_mpjpe"] < 1e-6
+    with pytest.raises(ValueError):
+        pve(gt_v, gt_v, "root")
