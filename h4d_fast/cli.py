@@ -2,6 +2,7 @@
 
     h4d synth OUT --frames N --cameras V --seed S     write a synthetic capture (Harmony4D layout)
     h4d run SEQ --out OUT [--config F] [--set k=v]    all stages, resumable, timing per stage
+    h4d run-many ROOT --out OUT [--devices 0,1|--ray]  every sequence under ROOT, resumable, pipelined
     h4d eval OUT --gt SEQ [--json]                    accuracy against ground truth
     h4d demo                                          synth -> run -> eval in a temp folder
     h4d import SRC DST                                a peer capture (Pose2Sim, Anipose, ...) -> sequence folder
@@ -36,6 +37,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="shortcut for --set run.device=...")
     p.add_argument("--backend", help="shortcut for --set run.backend=...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--body-model", help="your SMPL model file or folder (shortcut for --set fit.body_model=...)")
+    p.add_argument("--no-fit", action="store_true", help="stop at the 3D keypoints (no SMPL fit)")
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -48,6 +51,10 @@ def _config_from_args(args: argparse.Namespace):
         ov.append(f"run.backend={args.backend}")
     if getattr(args, "quiet", False):
         ov.append("run.progress=false")
+    if getattr(args, "body_model", None):
+        ov.append(f"fit.body_model={args.body_model}")
+    if getattr(args, "no_fit", False):
+        ov.append("fit.enabled=false")
     return load_config(args.config, ov)
 
 
@@ -79,7 +86,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 def _jsonable_meta(meta: dict, kw: dict) -> dict:
     out: dict[str, Any] = {"generator": "h4d_fast.synth", "args": kw}
-    for k in ("counts", "occluded_frac", "occluded_frac_by_phase", "outlier_frac"):
+    for k in ("counts", "occluded_frac", "occluded_frac_by_phase", "outlier_frac", "body_model"):
         if k in meta:
             v = meta[k]
             try:
@@ -100,6 +107,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = sum(s.seconds for s in res.stages)
     log(f"done in {total:.2f} s (per-stage timing in {Path(args.out) / 'timing.json'})")
     return 0
+
+
+def cmd_run_many(args: argparse.Namespace) -> int:
+    from .pipeline.many import cli
+
+    return cli(args, _config_from_args(args), _log)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -144,6 +157,8 @@ def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
     if raw is not None:
         r = keypoint_report(raw, torch.as_tensor(gtp), names)
         report["before_refinement"] = {k: r[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "recovered", "identity_swaps")}
+    if (out / "processed_data" / "sequence.npz").exists() and gt.smpl is not None and "betas" in gt.smpl:
+        report.update(mesh_report(out, gt_seq, gt, frame_ids))
     timing = out / "timing.json"
     if timing.exists():
         try:
@@ -151,6 +166,67 @@ def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
         except ValueError:
             pass
     return report
+
+
+def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int]) -> dict[str, Any]:
+    """Fitted meshes against the ground-truth body parameters (same body model): PVE and MPJPE on
+    the 24 SMPL joints in the world frame (no alignment; pelvis-aligned and Procrustes beside),
+    plus the collision stage's penetration figures from the fit."""
+    import numpy as np
+    import torch
+
+    from .body import load_body_model
+    from .body.fast import FastBody
+    from .eval.mesh import mpjpe24, pve
+    from .io.harmony4d import read_meta
+    from .io.smpl_layout import read_smpl_sequence
+
+    fit = read_smpl_sequence(out / "processed_data")
+    meta = read_meta(gt_seq) or {}
+    gt_body = meta.get("body_model") or "default"
+    rep: dict[str, Any] = {}
+    try:
+        body = load_body_model(None if gt_body in ("default", "", None) else gt_body)
+    except H4DError as e:
+        return {"mesh": {"skipped": f"ground-truth body model unavailable: {e}"}}
+    fast = FastBody(body)
+    idx = torch.as_tensor([i - 1 for i in frame_ids])
+    g = {k: torch.as_tensor(np.asarray(gt.smpl[k]), dtype=torch.float32) for k in ("global_orient", "body_pose", "transl", "betas")}
+    F, P = len(frame_ids), g["betas"].shape[0]
+    if "vertices" in fit and fit["vertices"].shape[-2] != fast.v_template.shape[0]:
+        return {"mesh": {"skipped": "the fit used a body model with another mesh than the ground truth"}}
+    errs = {"pve": [], "mpjpe": [], "pve_root": [], "mpjpe_root": [], "mpjpe_pa": []}
+    with torch.no_grad():
+        for s in range(0, F, 64):
+            e = min(F, s + 64)
+            n = (e - s) * P
+            gi = idx[s:e]
+            gv, gj = fast.vertices(g["global_orient"][gi].reshape(n, 3), g["body_pose"][gi].reshape(n, 69),
+                                   g["betas"][None].expand(e - s, P, -1).reshape(n, -1), g["transl"][gi].reshape(n, 3))
+            if "vertices" in fit:
+                pv = torch.as_tensor(fit["vertices"][s:e]).reshape(n, -1, 3).float()
+                pj = torch.as_tensor(fit["joints"][s:e]).reshape(n, -1, 3).float()
+            else:
+                pv, pj = fast.vertices(*(torch.as_tensor(fit[k][s:e]).reshape(n, -1).float() for k in ("global_orient", "body_pose", "betas", "transl")))
+            errs["pve"].append(pve(pv, gv))
+            errs["pve_root"].append(pve(pv, gv, "root", pj[:, 0], gj[:, 0]))
+            errs["mpjpe"].append(mpjpe24(pj, gj))
+            errs["mpjpe_root"].append(mpjpe24(pj, gj, "root"))
+            errs["mpjpe_pa"].append(mpjpe24(pj, gj, "procrustes"))
+    m = {k: float(torch.cat(v).mean()) for k, v in errs.items()}
+    rep["pve_mm"] = m["pve"]
+    rep["mpjpe_smpl_mm"] = m["mpjpe"]
+    rep["mesh"] = {"pve_pelvis_aligned_mm": m["pve_root"], "mpjpe_smpl_pelvis_aligned_mm": m["mpjpe_root"],
+                   "pa_mpjpe_smpl_mm": m["mpjpe_pa"], "body_model": gt_body}
+    stats_file = out / "fit_stats.json"
+    if stats_file.exists():
+        st = json.loads(stats_file.read_text())
+        rep["penetration_reduction"] = st.get("penetration_reduction")
+        for k in ("penetration_before_cm3", "penetration_without_collision_cm3", "penetration_after_cm3",
+                  "kp_error_mm", "kp_error_without_collision_mm"):
+            if k in st:
+                rep["mesh"][k] = st[k]
+    return rep
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -163,6 +239,17 @@ def format_report(rep: dict[str, Any]) -> str:
     if "before_refinement" in rep:
         b = rep["before_refinement"]
         lines.append(f"  (triangulation only: MPJPE {b['mpjpe_mm']:.2f} mm, recovered {100 * b['recovered']:.2f} %)")
+    if "pve_mm" in rep:
+        m = rep["mesh"]
+        lines.append(f"  SMPL meshes      PVE {rep['pve_mm']:.2f} mm, MPJPE (24 SMPL joints) {rep['mpjpe_smpl_mm']:.2f} mm  "
+                     f"(pelvis-aligned {m['mpjpe_smpl_pelvis_aligned_mm']:.2f}, PA {m['pa_mpjpe_smpl_mm']:.2f})")
+        if rep.get("penetration_reduction") is not None:
+            lines.append(f"  interpenetration {m.get('penetration_without_collision_cm3', float('nan')):.1f} -> {m.get('penetration_after_cm3', float('nan')):.1f} cm^3 per frame "
+                         f"with the collision stage ({100 * rep['penetration_reduction']:.1f}% removed)")
+        elif "penetration_after_cm3" in m:
+            lines.append(f"  interpenetration {m['penetration_after_cm3']:.1f} cm^3 per frame after the collision stage")
+    elif "mesh" in rep:
+        lines.append(f"  SMPL meshes      {rep['mesh'].get('skipped', '')}")
     for name, pp in rep["per_person"].items():
         lines.append(f"  {name:<16} MPJPE {pp['mpjpe_mm']:7.2f} mm, PA {pp['pa_mpjpe_mm']:6.2f} mm, recovered {100 * pp['recovered']:6.2f} %")
     if "timing" in rep:
@@ -246,6 +333,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute every stage (default: resume)")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("run-many", help="run the pipeline on every sequence folder under ROOT (resumable; one GPU, --devices or --ray)",
+                       epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("root", type=Path, help="folder holding sequence folders (any depth); ROOT/<rel> -> OUT/<rel>")
+    p.add_argument("--out", type=Path, required=True, help="output root (also OUT/run_many.json, the summary)")
+    p.add_argument("--force", action="store_true", help="recompute finished sequences and every stage")
+    p.add_argument("--match", action="append", metavar="GLOB", help="only sequences whose relative path matches (repeatable)")
+    p.add_argument("--prefetch", type=int, default=1, help="captures loaded ahead of the one computing (0: load, then compute)")
+    p.add_argument("--loader", choices=("thread", "process"), default="thread", help="decode captures in a thread or a helper process")
+    p.add_argument("--devices", help="one worker process per entry, sequences handed out dynamically: 0,1,... (GPUs) or cpu,cpu")
+    p.add_argument("--ray", action="store_true", help="one Ray task per sequence on a local Ray instance (needs h4d_fast[cluster])")
+    p.add_argument("--ray-address", help="join this Ray cluster instead (implies --ray; ROOT and OUT must be on a shared file system)")
+    p.add_argument("--ray-cpus", type=int, help="CPUs of the local Ray instance (default: all)")
+    p.add_argument("--ray-gpus-per-task", type=float, default=1.0, help="GPUs per task when the cluster has GPUs (0.5: two sequences share a GPU)")
+    p.add_argument("--retries", type=int, default=2, help="Ray retries of a task after a transient error or a lost worker")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_run_many)
 
     p = sub.add_parser("eval", help="compare a run's output with ground truth")
     p.add_argument("out", type=Path, help="output folder of `h4d run`")

@@ -106,6 +106,8 @@ class FitConfig:
     """Stage 5: temporal SMPL fitting of all frames and people at once (+ collision stage)."""
 
     enabled: bool = _f(True, "run the SMPL fit")
+    body_model: str = _f("default", "SMPL model file or folder (.pkl/.npz, smplx layout), or 'default' for the embedded model")
+    gender: str = _f("neutral", "which SMPL file to pick from a folder", ("neutral", "male", "female"))
     epochs: int = _f(3, "epochs of stages 1 (orient+transl), 2 (betas), 3 (orient+transl+pose)")
     iters_stage1: int = _f(20, "optimizer iterations of stage 1 per epoch")
     iters_stage2: int = _f(10, "optimizer iterations of stage 2 per epoch")

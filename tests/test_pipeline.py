@@ -29,7 +29,7 @@ def seq(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def run_out(seq, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("out")
-    assert main(["run", str(seq), "--out", str(out), "--quiet"]) == 0
+    assert main(["run", str(seq), "--out", str(out), "--quiet", "--no-fit"]) == 0
     return out
 
 
@@ -54,8 +54,7 @@ def test_outputs_in_layout(run_out):
 
 
 def test_resume_skips_finished_stages(seq, tmp_path):
-    cfg = Config()
-    cfg.run.progress = False
+    cfg = _quiet()
     with pytest.raises(KeyboardInterrupt):
         run_sequence(seq, tmp_path, cfg, stop_after="track")
     assert (tmp_path / ".h4d" / "track.npz").exists() and not (tmp_path / ".h4d" / "refine.npz").exists()
@@ -91,12 +90,13 @@ def test_person_with_too_few_views_is_marked_invalid(tmp_path):
     p = res.raw_poses3d
     assert bool((p[10:, 1, :, 3] == 0).all()) and bool((p[10:, 1, :, :3] == 0).all())
     assert float(p[10:, 0, :, 3].mean()) > 0.95
-    assert float(p[:10, 1, :, 3].mean()) > 0.95
+    assert float(p[:10, 1, :, 3].mean()) > 0.85
 
 
 def _quiet() -> Config:
     c = Config()
     c.run.progress = False
+    c.fit.enabled = False
     return c
 
 
@@ -152,7 +152,7 @@ def test_nan_keypoints_are_gaps_not_errors(seq, tmp_path, capsys):
     dets[0]["keypoints"][:5, 0] = np.nan
     dets[0]["keypoints"][6, 2] = np.inf
     np.save(f, np.asarray(dets, dtype=object), allow_pickle=True)
-    assert main(["run", str(s), "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    assert main(["run", str(s), "--out", str(tmp_path / "o"), "--quiet", "--no-fit"]) == 0
 
 
 def test_unwritable_output_folder(seq, tmp_path, capsys):

@@ -231,16 +231,87 @@ def write_keypoint_outputs(result: RunResult, out: Path) -> None:
     )
 
 
+_BODIES: dict[tuple[str, str, str], Any] = {}
+
+
+def load_body(cfg: Config, device: torch.device):
+    """The body model named by ``cfg.fit.body_model`` (``default`` = the embedded one), loaded
+    once per process and device (``run-many`` processes many sequences with one model)."""
+    from ..body import load_body_model
+
+    path = None if cfg.fit.body_model in ("", "default") else cfg.fit.body_model
+    key = (str(path), cfg.fit.gender, str(device))
+    if key not in _BODIES:
+        _BODIES[key] = load_body_model(path, gender=cfg.fit.gender, device=device)
+    return _BODIES[key]
+
+
+def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: bool = False,
+            log: Callable[[str], None] | None = None, stop_after: str | None = None):
+    """Stage 5 (SMPL fit, cached like the others) and stage 6 (Harmony4D export) after the keypoints.
+
+    Returns the :class:`~h4d_fast.pipeline.fit.FitResult` (also stored in ``result.extra['fit']``).
+    """
+    from .export import export_harmony4d
+    from .fit import FitResult, fit_iterations, fit_sequence
+
+    log = log or (lambda s: None)
+    device = resolve_device(cfg.run.device)
+    body = load_body(cfg, device)
+    cache = StageCache(out, enabled=not force)
+    section = {"fit": cfg.to_dict()["fit"], "body": str(getattr(body, "path", cfg.fit.body_model))}
+    key = cache.key("fit", result.extra["keys"]["refine"], section)
+    t0 = time.perf_counter()
+    hit = cache.load("fit", key)
+    if hit is not None:
+        stats = json.loads(str(hit.pop("__stats__")))
+        fit = FitResult.from_arrays(hit, stats, device=device)
+        result.stages.append(StageRecord("fit", time.perf_counter() - t0, True, stats))
+        log(f"  {'fit':<10} cached")
+    else:
+        P = capture.num_people
+        with Progress("fit", fit_iterations(cfg.fit, P), enabled=cfg.run.progress) as bar:
+            fit = fit_sequence(result.poses3d.to(device), body, cfg.fit, device, progress=bar.update)
+        _sync(device)
+        dt = time.perf_counter() - t0
+        cache.save("fit", key, {**fit.as_arrays(), "__stats__": np.array(json.dumps(fit.stats, default=float))})
+        result.stages.append(StageRecord("fit", dt, False, _fit_summary(fit.stats)))
+        log(f"  {'fit':<10} {dt:7.2f} s  {_short(_fit_summary(fit.stats))}")
+    atomic.write_json(out / "fit_stats.json", fit.stats)
+    if stop_after == "fit":
+        raise KeyboardInterrupt("stopped after stage fit")
+    t1 = time.perf_counter()
+    st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
+                          cameras=capture.cameras, write_poses3d=False)
+    _sync(device)
+    result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))
+    log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  smpl/, poses2d/, bbox/, sequence.npz")
+    result.extra["fit"] = fit
+    return fit
+
+
+def _fit_summary(stats: dict) -> dict:
+    keys = ("kp_error_mm", "iterations", "penetration_before_cm3", "penetration_after_cm3", "penetration_reduction", "seconds")
+    return {k: stats[k] for k in keys if k in stats and isinstance(stats[k], (int, float))}
+
+
 def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
-                 stop_after: str | None = None) -> RunResult:
-    """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs."""
+                 stop_after: str | None = None, capture: Capture | None = None) -> RunResult:
+    """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs.
+
+    ``capture`` -- the sequence already loaded (``run-many`` prefetches the next one while this
+    one computes); ``seq`` still names it (input fingerprint, error messages).
+    """
     from ..io.harmony4d import read_sequence
 
     seq, out = Path(seq), Path(out)
+    if out.resolve() == seq.resolve():
+        raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
     _check_output_dir(out)
     log = log or (lambda s: None)
     t0 = time.perf_counter()
-    capture = read_sequence(seq)
+    if capture is None:
+        capture = read_sequence(seq)
     t_load = time.perf_counter() - t0
     log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
     result = run_keypoints(capture, out, cfg, input_key=fingerprint_inputs(seq), force=force, log=log, stop_after=stop_after)
@@ -248,6 +319,8 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     t1 = time.perf_counter()
     write_keypoint_outputs(result, out)
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
+    if cfg.fit.enabled:
+        run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
     total = sum(s.seconds for s in result.stages)
     atomic.write_json(out / "timing.json", {
         "sequence": str(seq),

@@ -69,6 +69,10 @@ class SynthConfig:
     # bodies
     height_range: tuple[float, float] = (1.62, 1.90)
     build_range: tuple[float, float] = (0.92, 1.12)
+    # body model driving both people: "default" (the embedded SMPL-format model), a path to SMPL
+    # files, a loaded BodyModel, or None for the procedural skeleton alone (no meshes)
+    body: Any = "default"
+    beta_std: float = 1.0  # shape parameters ~ N(0, beta_std^2), clipped to +-2.5
     skeletons: Optional[Sequence[Skeleton]] = None  # hook: explicit bodies (e.g. from a body model)
     skeleton_fn: Optional[SkeletonFn] = None  # hook: (person index, rng) -> Skeleton
     # motion
@@ -172,10 +176,14 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
     rng_body, rng_motion, rng_rig, rng_det, rng_T = (np.random.default_rng(s) for s in ss.spawn(5))
 
     # bodies
+    body = _resolve_body(cfg.body) if cfg.skeletons is None and cfg.skeleton_fn is None else None
+    betas = None
     if cfg.skeletons is not None:
         skels = list(cfg.skeletons)
     elif cfg.skeleton_fn is not None:
         skels = [cfg.skeleton_fn(i, rng_body) for i in range(2)]
+    elif body is not None:
+        skels, betas = _body_skeletons(body, rng_body, cfg.beta_std)
     else:
         skels = random_skeletons(rng_body, cfg.height_range, cfg.build_range, 2)
 
@@ -185,6 +193,11 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
     F = cfg.num_frames
     P = 2
     centre = mo.joints[:, :, 0, :2].reshape(-1, 2).mean(0).numpy()
+
+    if body is not None:
+        # ground truth from the body model itself (its face points are skinned vertices)
+        mo.coco = _body_coco(body, mo, betas)
+        timing["body"] = time.perf_counter() - t0 - timing["motion"]
 
     # cameras
     t1 = time.perf_counter()
@@ -231,6 +244,7 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
             "rest_joints": torch.stack([s.rest_joints for s in skels]),
             "face_offsets": torch.stack([s.face_offsets for s in skels]),
             "joints": mo.joints,
+            **({"betas": betas} if betas is not None else {}),
         },
     )
     lab = det_meta["labels"]
@@ -259,5 +273,54 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
         "capsule_names": tuple(n for n, _, _ in CAPSULES),
         "timing": timing,
         "config": cfg,
+        "body_model": None if body is None else ("default" if isinstance(cfg.body, str) and cfg.body == "default" else str(getattr(body, "path", cfg.body))),
     }
     return capture, gt, meta
+
+
+_BODY_CACHE: dict[str, Any] = {}
+
+
+def _resolve_body(spec: Any):
+    """``"default"`` / a path / a BodyModel / None -> a float64 CPU BodyModel (cached) or None."""
+    if spec is None:
+        return None
+    from ..body import load_body_model
+
+    if not isinstance(spec, (str, bytes)) and hasattr(spec, "forward") and hasattr(spec, "faces"):
+        return spec.to(dtype=torch.float64)
+    key = str(spec)
+    if key not in _BODY_CACHE:
+        _BODY_CACHE[key] = load_body_model(None if key == "default" else key, dtype=torch.float64)
+    return _BODY_CACHE[key]
+
+
+def _body_skeletons(body, rng: np.random.Generator, beta_std: float) -> tuple[list[Skeleton], torch.Tensor]:
+    """Two people of the body model with random shapes: skeletons (rest joints and face points
+    from the model) and their ``betas [2, K]``."""
+    from ..body.fast import FastBody
+
+    K = int(body.num_betas)
+    betas = torch.as_tensor(np.clip(rng.normal(0.0, beta_std, (2, K)), -2.5, 2.5), dtype=torch.float64)
+    fb = FastBody(body)
+    J = fb.rest_joints(betas)  # [2, 24, 3]
+    zero = torch.zeros(2, 3, dtype=torch.float64)
+    face = fb.joints(zero, torch.zeros(2, 69, dtype=torch.float64), betas)[:, 24:29]  # [2, 5, 3] nose, reye, leye, rear, lear
+    coco_face = face[:, [0, 2, 1, 4, 3]]  # COCO order: nose, left eye, right eye, left ear, right ear
+    skels = [Skeleton.from_rest(J[i], coco_face[i] - J[i, HEAD], name=f"body{i}") for i in range(2)]
+    return skels, betas
+
+
+def _body_coco(body, mo: Motion, betas: torch.Tensor) -> torch.Tensor:
+    """``[F, P, 17, 3]`` COCO keypoints of the body model driven by the motion parameters."""
+    from ..body.fast import FastBody
+    from ..constants import COCO_TO_SMPL45
+
+    fb = FastBody(body)
+    F, P = mo.transl.shape[:2]
+    go = mo.global_orient.reshape(F * P, 3).to(torch.float64)
+    bp = mo.body_pose.reshape(F * P, 69).to(torch.float64)
+    tr = mo.transl.reshape(F * P, 3).to(torch.float64)
+    b = betas[None].expand(F, P, -1).reshape(F * P, -1)
+    j = fb.joints(go, bp, b, tr)  # [F*P, 29, 3]
+    return j[:, list(COCO_TO_SMPL45)].reshape(F, P, 17, 3).to(mo.coco.dtype)
