@@ -4,9 +4,13 @@
     h4d run SEQ --out OUT [--config F] [--set k=v]    all stages, resumable, timing per stage
     h4d run-many ROOT --out OUT [--devices 0,1|--ray]  every sequence under ROOT, resumable, pipelined
     h4d eval OUT --gt SEQ [--json]                    accuracy against ground truth
+    h4d eval hmr --pred PRED --gt SEQ [--json]        a monocular method's per-camera predictions (benchmark protocol)
+    h4d eval cameras SEQ [--cameras 4,6,..] [--json]  MPJPE and run time against the number of cameras (Table 2)
+    h4d viz SEQ --out DIR [--run OUT]                 per-camera videos of keypoints, boxes and meshes; 3D views
     h4d demo                                          synth -> run -> eval in a temp folder
     h4d import SRC DST                                a peer capture (Pose2Sim, Anipose, ...) -> sequence folder
     h4d config                                        print the default configuration (TOML)
+    h4d bench [--quick] [--full] [--budget-s S]       benchmarks vs the peers (bench/ of a source checkout)
 
 Bad input ends with one line naming the file and what is wrong, and exit code 2.
 """
@@ -122,6 +126,50 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(format_report(report))
     return 0
+
+
+def cmd_eval_hmr(args: argparse.Namespace) -> int:
+    from .eval.hmr import evaluate, format_table, to_json
+
+    rep = evaluate(args.gt, args.pred, smpl=args.gt_smpl, body_model=args.body_model, device=args.device,
+                   pve_align=args.pve_align, iou_threshold=args.iou, include_all_gt=args.all_gt)
+    print(to_json(rep) if args.json else format_table(rep))
+    return 0
+
+
+def cmd_eval_cameras(args: argparse.Namespace) -> int:
+    from .eval.cameras import camera_sweep, markdown_table, write_outputs
+
+    args.quiet = args.quiet or args.json  # no progress bars around the JSON
+    cfg = _config_from_args(args)
+    log = (lambda s: None) if args.quiet else _log
+    res = camera_sweep(args.seq, args.cameras, cfg, work=args.work, log=log)
+    if args.out:
+        files = write_outputs(res, args.out)
+        log(f"wrote {', '.join(str(f) for f in files.values())}")
+    print(json.dumps({"rows": res["rows"]}) if args.json else markdown_table(res))
+    return 0
+
+
+def cmd_viz(args: argparse.Namespace) -> int:
+    from .viz import visualize
+
+    rep = visualize(args.seq, args.out, run=args.run, cameras=args.cameras, frames=args.frames, width=args.width,
+                    mesh=args.mesh, fmt=args.format, fps=args.fps, views3d=args.views3d, detections=args.detections,
+                    device=args.device, body_model=args.body_model, log=_log)
+    print(json.dumps(rep, indent=2, default=str))
+    return 0
+
+
+_EVAL_VERBS = {"hmr": "eval-hmr", "cameras": "eval-cameras"}
+
+
+def _eval_verb(argv: list[str]) -> list[str]:
+    """``h4d eval hmr ...`` / ``h4d eval cameras ...`` -> the ``eval-hmr`` / ``eval-cameras``
+    commands; ``h4d eval OUT --gt SEQ`` is untouched (also for a run folder named ``hmr``)."""
+    if len(argv) >= 2 and argv[0] == "eval" and argv[1] in _EVAL_VERBS and not (Path(argv[1]) / "poses3d.npz").exists():
+        return [_EVAL_VERBS[argv[1]], *argv[2:]]
+    return argv
 
 
 def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
@@ -351,11 +399,57 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_run_many)
 
-    p = sub.add_parser("eval", help="compare a run's output with ground truth")
+    p = sub.add_parser("eval", help="compare a run's output with ground truth (also: `h4d eval hmr`, `h4d eval cameras`)",
+                       epilog="also: `h4d eval hmr --pred PRED --gt SEQ` (monocular predictions, `h4d eval hmr --help`) and "
+                              "`h4d eval cameras SEQ` (accuracy vs camera count, `h4d eval cameras --help`)")
     p.add_argument("out", type=Path, help="output folder of `h4d run`")
     p.add_argument("--gt", type=Path, required=True, help="sequence folder holding ground_truth/")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("eval-hmr", prog="h4d eval hmr", help="`h4d eval hmr`: a monocular method's per-camera SMPL predictions, Harmony4D benchmark protocol",
+                       description="Per exo camera: greedy 2D matching (box IoU >= 0.6), MPJPE (24 joints, pelvis-aligned), PA-MPJPE, "
+                                   "PVE, PA-PVE, PCK@150 mm, AUC 0-199 mm, misses / false positives / F1; per sequence and activity. "
+                                   "Prediction layouts: PRED/<cam>/%%05d.npy (a list of person dicts: global_orient, body_pose, betas, "
+                                   "transl in the camera frame, or joints [+ vertices]; optional keypoints_2d) or PRED.npz (rows with "
+                                   "camera, frame and the same fields); see h4d_fast/eval/hmr.py.")
+    p.add_argument("--pred", type=Path, required=True, help="predictions: a folder of camera folders, an .npz, or a root mirroring --gt")
+    p.add_argument("--gt", type=Path, required=True, help="a sequence folder or a root of sequence folders (e.g. data/test)")
+    p.add_argument("--gt-smpl", type=Path, help="the SMPL annotations to use (default: SEQ/processed_data, else SEQ/ground_truth/smpl.npz)")
+    p.add_argument("--body-model", help="SMPL model file or folder (default: the sequence's, else the embedded default model)")
+    p.add_argument("--pve-align", choices=("pelvis", "vertex0", "none"), default="pelvis",
+                   help="PVE alignment: each mesh's pelvis joint (default), vertex 0 (the reference's quirk), or none")
+    p.add_argument("--iou", type=float, default=0.6, help="box IoU a match needs (default 0.6)")
+    p.add_argument("--all-gt", action="store_true", help="count every GT person in every camera (default: those in view)")
+    p.add_argument("--device", default="auto", help="auto (GPU when available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.set_defaults(func=cmd_eval_hmr)
+
+    p = sub.add_parser("eval-cameras", prog="h4d eval cameras", help="`h4d eval cameras`: MPJPE and run time of the keypoint stages with the first N cameras (Table 2)",
+                       epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("seq", type=Path, help="sequence folder")
+    p.add_argument("--cameras", help="camera counts, e.g. 4,6,8 or 4-20:2 (default 4..20 step 2, capped at the sequence's)")
+    p.add_argument("--out", type=Path, help="write cameras.md, cameras.png and cameras.json here")
+    p.add_argument("--work", type=Path, help="keep the per-count stage outputs here (default: a temporary folder)")
+    p.add_argument("--json", action="store_true", help='print {"rows": [{"cameras", "mpjpe_mm", "seconds", ...}]}')
+    _add_config_args(p)
+    p.set_defaults(func=cmd_eval_cameras)
+
+    p = sub.add_parser("viz", help="draw keypoints, boxes and meshes over each camera's images (MP4/GIF/PNG) and 3D views (PNG)")
+    p.add_argument("seq", type=Path, help="sequence folder (images from exo/camXX/images when present, else a blank canvas)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--run", type=Path, help="an `h4d run` output folder to draw (default: the sequence's annotations / ground truth)")
+    p.add_argument("--cameras", help="comma-separated camera names (default: all)")
+    p.add_argument("--frames", help="frame positions START:STOP[:STEP] (default: all)")
+    p.add_argument("--width", type=int, default=960, help="output width in pixels (0: the calibrated size; default 960)")
+    p.add_argument("--mesh", choices=("fill", "wire", "none"), default="fill")
+    p.add_argument("--format", choices=("mp4", "gif", "png"), default="mp4", help="per-camera video (mp4v), GIF, or PNG frames")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--views3d", type=int, default=4, help="3D views (matplotlib PNGs) of this many frames (0: none)")
+    p.add_argument("--detections", action="store_true", help="also draw the input 2D detections (grey)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--body-model", help="SMPL model file or folder (default: the sequence's, else the embedded default)")
+    p.set_defaults(func=cmd_viz)
 
     p = sub.add_parser("demo", help="synthesize a capture, run the pipeline, report accuracy", epilog=_config_epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -380,10 +474,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print (or --write) the default configuration as TOML")
     p.add_argument("--write", type=Path)
     p.set_defaults(func=cmd_config)
+
+    # `h4d bench ARGS` is forwarded whole to bench's runner (see main); listed here for --help
+    sub.add_parser("bench", help="benchmarks against the peers (`h4d bench --help`; needs the repository's bench/ folder)", add_help=False)
     return ap
 
 
+def cmd_bench(argv: list[str]) -> int:
+    """``h4d bench ...`` = ``python -m bench ...`` from the source checkout this h4d_fast lives in."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "runner.py").is_file():
+        print(f"h4d: error: no bench/ folder next to {root / 'h4d_fast'} (run from a source checkout)", file=sys.stderr)
+        return 2
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from bench.runner import main as bench_main
+
+    return int(bench_main(argv, prog="h4d bench") or 0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its options belong to bench's runner
+        return cmd_bench(argv[1:])
+    argv = _eval_verb(argv)
     ap = build_parser()
     args = ap.parse_args(argv)
     try:
