@@ -340,6 +340,55 @@ def _read_image(folder: Path, fid: int, size: tuple[int, int]) -> np.ndarray | N
     return None
 
 
+class _VideoFrames:
+    """Frames of one camera's source video (``import.json`` of an imported sequence), read in
+    order and re-seeked only on jumps; ``frame_of`` maps a sequence frame id to a video frame."""
+
+    def __init__(self, path: Path, frame_of: Callable[[int], int | None]):
+        import cv2
+
+        self.cap = cv2.VideoCapture(str(path))
+        self.frame_of = frame_of
+        self.next = 0
+
+    def read(self, fid: int, size: tuple[int, int]) -> np.ndarray | None:
+        import cv2
+
+        k = self.frame_of(fid)
+        if k is None or not self.cap.isOpened():
+            return None
+        if k != self.next:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, k)
+        ok, img = self.cap.read()
+        self.next = k + 1
+        if not ok or img is None:
+            return None
+        if (img.shape[1], img.shape[0]) != size:
+            img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+        return img
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+def _source_videos(seq: Path) -> tuple[dict[str, Path], Callable[[int], int | None]]:
+    """Per camera source video of an imported sequence and the frame map (none for others)."""
+    from .io.importer import read_import_report
+
+    rep = read_import_report(seq)
+    if not rep:
+        return {}, lambda fid: None
+    vids = {c["name"]: Path(c["video"]) for c in rep.get("cameras", []) if isinstance(c, dict) and c.get("video")}
+    src = [int(x) for x in rep.get("source_frame_ids", [])]
+
+    def frame_of(fid: int) -> int | None:
+        # imported frames are written as 1..F in source order; a source frame id is the video's
+        # 0-based frame index (OpenPose / MediaPipe numbering)
+        return src[fid - 1] if 1 <= fid <= len(src) else None
+
+    return {k: v for k, v in vids.items() if v.is_file()}, frame_of
+
+
 class _Writer:
     def __init__(self, path: Path, fmt: str, fps: float, size: tuple[int, int]):
         import cv2
@@ -532,6 +581,7 @@ def visualize(
         det_pos = {f: i for i, f in enumerate(cap.frame_ids)}
         det = (cap.detections, det_pos)
     out.mkdir(parents=True, exist_ok=True)
+    src_videos, src_frame_of = _source_videos(seq)
     videos: dict[str, str] = {}
     vcache: dict[int, Tensor | None] = {}
 
@@ -550,9 +600,10 @@ def visualize(
         path = out / (f"{cname}.{fmt}" if fmt != "png" else cname)
         wr = _Writer(path, fmt, fps, size)
         img_dir = L.images(cname)
+        vid = _VideoFrames(src_videos[cname], src_frame_of) if not img_dir.is_dir() and cname in src_videos else None
         for f in fpos:
             fid = scene.frame_ids[f]
-            canvas = _read_image(img_dir, fid, size) if img_dir.is_dir() else None
+            canvas = _read_image(img_dir, fid, size) if img_dir.is_dir() else (vid.read(fid, size) if vid else None)
             if canvas is None:
                 canvas = np.full((size[1], size[0], 3), 32, np.uint8)
             d = None
@@ -563,6 +614,8 @@ def visualize(
             img, _ = render_camera_frame(scene, cams, v, f, scale, size, canvas, mesh, verts_of(f), d)
             wr.write(img, fid)
         wr.close()
+        if vid is not None:
+            vid.close()
         videos[cname] = str(path)
         log(f"  {cname}: {len(fpos)} frames -> {path}")
     shots: list[str] = []

@@ -100,3 +100,31 @@ def test_two_people_are_kept_apart(tmp_path):
     assert float(dist.min()) > 0.4  # two bodies, never merged into one
     step = (hip[1:] - hip[:-1]).norm(dim=-1)[both[1:] & both[:-1]]
     assert float(step.max()) < 0.15  # no identity jumps between the two (60 fps)
+
+
+def test_fitted_body_follows_the_triangulated_keypoints(single):
+    """Stage 5 on a real person: the default body model fitted with the default settings.
+
+    Documented bound (README, "Real captures"): the fitted body's COCO joints lie within a median of
+    15 mm (90th percentile 25 mm) of the triangulated keypoints for the 12 limb joints, and within a
+    median of 25 mm for the 5 face points (those are mesh vertices of a generic head, the detector's
+    are landmarks of this person's face).
+    """
+    from h4d_fast.pipeline.driver import load_body
+    from h4d_fast.pipeline.fit import fit_sequence
+
+    cap, res, _ = single
+    cfg = _cfg()
+    body = load_body(cfg, torch.device("cpu"))
+    fit = fit_sequence(res.poses3d, body, cfg.fit, torch.device("cpu"))
+    F = fit.num_frames
+    _, j45 = body(global_orient=fit.global_orient.reshape(-1, 3), body_pose=fit.body_pose.reshape(-1, 69),
+                  betas=fit.betas.expand(F, -1), transl=fit.transl.reshape(-1, 3))
+    coco = body.coco17(j45).reshape(F, 1, 17, 3)
+    kp = res.poses3d
+    ok = kp[..., 3] > 0
+    d = (coco - kp[..., :3]).norm(dim=-1)  # [F, 1, 17]
+    limbs, face = d[..., 5:][ok[..., 5:]], d[..., :5][ok[..., :5]]
+    assert limbs.numel() > 0.8 * F * 12 and face.numel() > 0.5 * F * 5
+    assert float(limbs.median()) < 0.015 and float(limbs.quantile(0.9)) < 0.025
+    assert float(face.median()) < 0.025

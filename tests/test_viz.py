@@ -135,3 +135,31 @@ def test_rasterizer_depth_order():
     fid, depth = rasterize(uv, z, faces, 20, 20)
     assert int(fid[2, 2]) in (0, 1) and int(fid[8, 8]) in (2, 3) and int(fid[12, 12]) in (2, 3)
     assert int(fid[18, 18]) == -1 and float(depth[8, 8]) == pytest.approx(1.0)
+
+
+def test_imported_sequence_draws_over_its_source_video(tmp_path):
+    """An imported capture without exo/ images: frames come from the camera's video named in
+    import.json, sequence frame id k -> the video's frame ``source_frame_ids[k-1]``."""
+    from h4d_fast.io.atomic import write_json
+    from h4d_fast.viz import _source_videos, _VideoFrames
+
+    vid = tmp_path / "cam02.mp4"
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    assert w.isOpened()
+    for k in range(10):
+        w.write(np.full((48, 64, 3), 20 + 20 * k, np.uint8))
+    w.release()
+    seq = tmp_path / "seq"
+    seq.mkdir()
+    write_json(seq / "import.json", {"cameras": [{"name": "cam02", "video": str(vid)}, {"name": "cam03", "video": str(tmp_path / "gone.mp4")}],
+                                     "source_frame_ids": [3, 4, 8]})
+    vids, frame_of = _source_videos(seq)
+    assert list(vids) == ["cam02"]  # a video that no longer exists is skipped
+    assert [frame_of(f) for f in (1, 2, 3, 4, 0)] == [3, 4, 8, None, None]
+    reader = _VideoFrames(vids["cam02"], frame_of)
+    for fid, k in ((1, 3), (2, 4), (3, 8), (1, 3)):  # in order, a jump forward and one back
+        img = reader.read(fid, (32, 24))
+        assert img is not None and img.shape == (24, 32, 3)
+        assert abs(float(img.mean()) - (20 + 20 * k)) < 8
+    assert reader.read(4, (32, 24)) is None
+    reader.close()

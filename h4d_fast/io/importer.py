@@ -103,6 +103,7 @@ class CameraImport:
     size: tuple[int, int]
     source_frames: int  # frames with a keypoint file / entry
     detections: int  # detections kept over all frames
+    video: str | None = None  # the camera's source video (absolute path), when exactly one was found
 
 
 @dataclass
@@ -615,10 +616,12 @@ def import_capture(
     videos = _video_info(src, skip)
     fps_seen = set()
     cal_numbers = [camera_number(n) for n in out_names]
+    video_of: dict[int, str] = {}
     for i, n in enumerate(cal_numbers):
         vids = videos.get(n, []) if n is not None else []
         if len(vids) != 1:
             continue
+        video_of[i] = str(vids[0].resolve())
         info_v = _probe_video(vids[0])
         if info_v is None:
             continue
@@ -661,6 +664,7 @@ def import_capture(
                 size=sizes[i],
                 source_frames=sum(1 for f in frame_ids if f in per_cam_frames[i]),
                 detections=int(detections.valid[:, i].sum()),
+                video=video_of.get(i),
             )
         )
     write_json(dst / REPORT_NAME, rep.to_dict())
