@@ -33,6 +33,7 @@ from ..data import Capture, GroundTruth
 from ..errors import InputError
 from .atomic import write_json, write_npy, write_npz
 from .colmap import camera_token, read_colmap, write_colmap
+from .parallel import for_each_file
 from .detections import (
     CameraSource,
     Det,
@@ -146,7 +147,7 @@ def read_sequence(
             frames, normally ``00001..00010``). Frame ids are the union over cameras.
         report: collects data gaps (NaN keypoints zeroed) and frame files missing for some cameras
             (those view-frames get no detections). Both are also logged as warnings.
-        workers: threads for reading files (default: ``min(32, 4 * cpus)``).
+        workers: threads for reading files (default 1: parsing holds the GIL; see :func:`~h4d_fast.io.detections.parallel_map`).
     Returns:
         The capture; ``person_names`` and ``init_boxes`` come from the bbox files when present
         (else ``aria01, aria02`` and no boxes). As with :meth:`Capture.select_frames`, the boxes
@@ -409,7 +410,7 @@ def write_poses3d(
     def one(f: int) -> None:
         write_npy(folder / f"{int(frame_ids[f]):05d}.npy", {name: a[f, p].copy() for p, name in enumerate(person_names)})
 
-    parallel_map(one, range(F), workers)
+    for_each_file(one, range(F), workers)
 
 
 def write_sequence(
@@ -446,7 +447,7 @@ def write_sequence(
     for d in folders:
         _remove_stale(d, set(frame_ids) if fmt == "npy" else set())
     tasks = [(v, f) for v in range(len(cams)) for f in range(len(frame_ids))]
-    parallel_map(lambda t: writer(folders[t[0]] / f"{frame_ids[t[1]]:05d}.{fmt}", per_camera[t[0]][t[1]]), tasks, workers)
+    for_each_file(lambda t: writer(folders[t[0]] / f"{frame_ids[t[1]]:05d}.{fmt}", per_camera[t[0]][t[1]]), tasks, workers)
 
     if capture.init_boxes is not None and frame_ids:
         ib = capture.init_boxes.detach().cpu().to(torch.float64).numpy()

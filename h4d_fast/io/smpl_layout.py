@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import InputError
 from .atomic import write_npy, write_npz
 from .detections import parallel_map, read_npy
+from .parallel import for_each_file
 
 SMPL_PARAM_KEYS: tuple[str, ...] = ("global_orient", "transl", "body_pose", "betas")
 NPZ_NAME = "sequence.npz"
@@ -96,7 +97,7 @@ def write_person_frames(
             return {name: np.ascontiguousarray(arr[f, p]) for p, name in enumerate(person_names)}
 
     folder.mkdir(parents=True, exist_ok=True)
-    parallel_map(lambda f: write_npy(folder / f"{int(frame_ids[f]):05d}.npy", make(f)), range(len(frame_ids)), workers)
+    for_each_file(lambda f: write_npy(folder / f"{int(frame_ids[f]):05d}.npy", make(f)), range(len(frame_ids)), workers)
 
 
 def smpl_frame_dict(arrays: Mapping[str, np.ndarray], f: int, person_names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:

@@ -23,7 +23,7 @@ from torch import Tensor
 from ..body.model import BodyModel
 from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
-from ..io.detections import parallel_map
+from ..io.parallel import for_each_file
 from ..io.atomic import write_npy
 from ..io.smpl_layout import remove_stale_frames, smpl_frame_dict, write_sequence_npz
 from .fit import FitResult, model_outputs
@@ -82,7 +82,7 @@ def export_harmony4d(
         write_vertices: store vertices in ``smpl/`` and ``sequence.npz`` (the bulk of the bytes).
         write_poses3d: write ``poses3d/`` (COCO joints of the fitted model); False keeps a
             ``poses3d/`` written by the keypoint stages (the model's are still in the npz).
-        workers: threads of the file writer.
+        workers: processes of the file writer (:func:`~h4d_fast.io.parallel.for_each_file`).
     Returns:
         stats: file counts and seconds (compute, write).
     """
@@ -141,7 +141,7 @@ def export_harmony4d(
         path, obj = make(task)
         write_npy(path, obj)
 
-    parallel_map(write, tasks, workers)
+    for_each_file(write, tasks, workers)
     write_sequence_npz(
         out,
         frame_ids=np.asarray(fids, dtype=np.int64),
