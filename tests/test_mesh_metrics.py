@@ -122,3 +122,51 @@ def test_pve_and_mpjpe():
     assert m["pve"] == pytest.approx(10.0) and m["root_pve"] < 1e-6 and m["pa_mpjpe"] < 1e-6
     with pytest.raises(ValueError):
         pve(gt_v, gt_v, "root")
+
+
+def test_frame_batched_fast_depth_matches_the_per_frame_path():
+    """The GPU path's frame-batched search (run here on CPU tensors) equals the per-frame one."""
+    pytest.importorskip("smplx")
+    from h4d_fast.body import DefaultModelUnavailable, load_body_model
+    from h4d_fast.body.fast import FastBody
+    from h4d_fast.eval.mesh import _depth_fast, _depth_fast_frames, _topology
+
+    try:
+        body = load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(str(e))
+    fast = FastBody(body)
+    g = torch.Generator().manual_seed(1)
+    verts, _ = fast.vertices(torch.zeros(3, 3), 0.3 * torch.randn(3, 69, generator=g), torch.zeros(3, 10), None)
+    verts = verts.double()
+    idx = torch.randperm(verts.shape[1], generator=g)[:300]
+    pts = verts[:, idx] + 0.03 * torch.randn(3, 300, 3, generator=g, dtype=torch.float64)
+    topo = _topology(body.faces, verts.shape[1])
+    d_b, in_b = _depth_fast_frames(pts, verts, topo, 8)
+    for i in range(3):
+        d, ins = _depth_fast(pts[i], verts[i], topo, 8)
+        assert torch.equal(ins, in_b[i])
+        torch.testing.assert_close(d, d_b[i], atol=1e-9, rtol=0)
+
+
+@pytest.mark.gpu
+def test_penetration_volume_on_cuda_matches_cpu():
+    pytest.importorskip("smplx")
+    from h4d_fast.body import DefaultModelUnavailable, load_body_model
+    from h4d_fast.body.fast import FastBody
+
+    try:
+        body = load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(str(e))
+    fast = FastBody(body)
+    g = torch.Generator().manual_seed(2)
+    B = 7
+    va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
+    vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
+                          torch.tensor([[0.25, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 4, B)[:, None])
+    va, vb = va.double(), vb.double()
+    cpu = penetration_volume(va, vb, body.faces)
+    gpu = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda()).cpu()
+    assert float(cpu[0]) > 100 and float(cpu[-1]) == 0.0  # overlapping .. 1 m apart
+    torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=1e-6)
