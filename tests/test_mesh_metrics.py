@@ -27,6 +27,20 @@ CUBE_F = torch.tensor(
 )
 
 
+@pytest.fixture(scope="module")
+def default_body():
+    """The embedded default body model and its fast evaluator (skipped when unavailable)."""
+    pytest.importorskip("smplx")
+    from h4d_fast.body import DefaultModelUnavailable, load_body_model
+    from h4d_fast.body.fast import FastBody
+
+    try:
+        body = load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(str(e))
+    return body, FastBody(body)
+
+
 def box(lo, hi) -> torch.Tensor:
     lo, hi = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
     return (lo + CUBE_V * (hi - lo))[None]  # [1, 8, 3]
@@ -72,16 +86,8 @@ def test_penetration_of_two_boxes_by_hand(method):
     assert float(penetration_volume(A, far, CUBE_F, method=method)[0]) == 0.0
 
 
-def test_fast_inside_test_matches_winding_number_on_bodies():
-    pytest.importorskip("smplx")
-    from h4d_fast.body import DefaultModelUnavailable, load_body_model
-    from h4d_fast.body.fast import FastBody
-
-    try:
-        body = load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(str(e))
-    fast = FastBody(body)
+def test_fast_inside_test_matches_winding_number_on_bodies(default_body):
+    body, fast = default_body
     bp = torch.zeros(1, 69)
     bp.view(1, 23, 3)[:, 15, 2] = -1.1
     bp.view(1, 23, 3)[:, 16, 2] = 1.1
@@ -124,18 +130,11 @@ def test_pve_and_mpjpe():
         pve(gt_v, gt_v, "root")
 
 
-def test_frame_batched_fast_depth_matches_the_per_frame_path():
+def test_frame_batched_fast_depth_matches_the_per_frame_path(default_body):
     """The GPU path's frame-batched search (run here on CPU tensors) equals the per-frame one."""
-    pytest.importorskip("smplx")
-    from h4d_fast.body import DefaultModelUnavailable, load_body_model
-    from h4d_fast.body.fast import FastBody
     from h4d_fast.eval.mesh import _depth_fast, _depth_fast_frames, _topology
 
-    try:
-        body = load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(str(e))
-    fast = FastBody(body)
+    body, fast = default_body
     g = torch.Generator().manual_seed(1)
     verts, _ = fast.vertices(torch.zeros(3, 3), 0.3 * torch.randn(3, 69, generator=g), torch.zeros(3, 10), None)
     verts = verts.double()
@@ -150,16 +149,8 @@ def test_frame_batched_fast_depth_matches_the_per_frame_path():
 
 
 @pytest.mark.gpu
-def test_penetration_volume_on_cuda_matches_cpu():
-    pytest.importorskip("smplx")
-    from h4d_fast.body import DefaultModelUnavailable, load_body_model
-    from h4d_fast.body.fast import FastBody
-
-    try:
-        body = load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(str(e))
-    fast = FastBody(body)
+def test_penetration_volume_on_cuda_matches_cpu(default_body):
+    body, fast = default_body
     g = torch.Generator().manual_seed(2)
     B = 7
     va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
