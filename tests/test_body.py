@@ -370,3 +370,19 @@ def test_chumpy_pickles_load_without_chumpy(tmp_path, monkeypatch):
     ref = _write_pkl(tmp_path / "plain.pkl", plain)
     vid = _fake_vertex_ids()
     _check_equal_to_smplx(load_body_model(p, vertex_ids=vid), ref, vid)
+
+
+def test_cli_body_make_default_and_info(tmp_path, capsys):
+    """``h4d body make-default OUT`` writes a file smplx.SMPL loads; ``h4d body info`` describes it."""
+    pytest.importorskip("anny")
+    import json as _json
+
+    from h4d_fast.cli import main
+
+    out = tmp_path / "models" / "SMPL_NEUTRAL.pkl"
+    assert main(["body", "make-default", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["body", "info", str(out)]) == 0
+    info = _json.loads(capsys.readouterr().out)
+    assert info["joints"] == 24 and info["betas"] >= 10 and info["vertices"] > 6000
+    assert main(["body", "make-default"]) == 2  # no OUT: one-line error, not a traceback
