@@ -1,0 +1,128 @@
+"""The benchmark runner (bench/): result structure, headline ratios and the Markdown report.
+
+Cheap on purpose: one test feeds the report hand-made figures (no timing), the other runs the
+runner on a 4-frame capture with two workloads and no sweep (about 10 s on one CPU core).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+bench_runner = pytest.importorskip("bench.runner")
+
+from bench import report  # noqa: E402
+from bench.common import Budget, Context  # noqa: E402
+
+TOP_KEYS = ("end_to_end_s", "triangulation_speedup_vs_aniposelib", "triangulation_speedup_vs_torch_naive", "triangulate_ransac_ms",
+            "dedup_oks_ms", "collision_fwd_bwd_ms", "headline", "goals", "environment", "workloads", "mode")
+
+
+def _system(ms: float, device: str = "cuda", **kw) -> dict:
+    return {"available": True, "device": device, "median_ms": ms, "p20_ms": ms, "p80_ms": ms, "repeats": 5, **kw}
+
+
+def _fake_result() -> dict:
+    """A GPU-shaped result with round numbers (what the lead's H100 run produces, figures made up)."""
+    env = {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "timestamp": "2026-11-24T00:00:00", "command": "python -m bench --out /x",
+           "python": "3.12.3", "torch": "2.11.0+cu130", "cuda": "13.0", "versions": {"triton": "3.6.0"}, "cpu": "x86_64", "cpu_count": 16,
+           "torch_threads": 16, "gpu_memory_gib": 79.2, "git": {"commit": None, "dirty": None}}
+    tri = {
+        "workload": {"frames": 600, "people": 2, "joints": 17, "cameras": 20, "points": 20400, "pairs": 190, "lens": "pinhole",
+                     "params": {"conf_thr": 0.5, "err_thr": 0.01, "min_views": 2, "refine_steps": 3}, "inlier_threshold_px": 36.0,
+                     "observations_over_conf_thr": 0.6},
+        "systems": {
+            "torch_naive": _system(54.0, mpjpe_mm=2.40, valid_frac=1.0, mpjpe_mm_on_anipose_sample=2.0),
+            "h4d_numba": _system(30.0, device="cpu", mpjpe_mm=2.40, valid_frac=1.0, mpjpe_mm_on_anipose_sample=2.0),
+            "h4d_triton": _system(0.25, mpjpe_mm=2.40, valid_frac=1.0, mpjpe_mm_on_anipose_sample=2.0, valid_frac_on_anipose_sample=1.0),
+            "h4d_cupy": _system(0.20, mpjpe_mm=2.40, valid_frac=1.0, mpjpe_mm_on_anipose_sample=2.0, valid_frac_on_anipose_sample=1.0),
+            "numpy_naive": {"available": False, "reason": "skipped for the test"},
+            "aniposelib": _system(2.0e6, device="cpu", extrapolated=True, lower_bound=True, measured_items=32, total_items=20400,
+                                  mpjpe_mm=9.0, valid_frac=1.0, accuracy_on_points=30, capped_points=2, cap_s=5.0, threshold_px=36.0,
+                                  per_point_ms={"mean": 98.0, "median": 10.0, "max": 5000.0}, version="0.8.0", stubbed_imports=[],
+                                  extrapolation="measured on 32 random points", per_frame_ms=3332.0),
+        },
+        "best": "h4d_cupy",
+    }
+    e2e = {"available": True, "workload": {"frames": 600, "cameras": 20, "people": 2}, "wall_s": 25.0, "total_s": 21.0, "cold_wall_s": 40.0,
+           "cold_total_s": 30.0, "warm_runs": 2, "includes_fit": True, "keypoints_s": 6.0, "command": "h4d run SEQ --out OUT",
+           "stages": [{"name": "track", "seconds": 5.0, "stats": {"valid_fraction": 1.0}}, {"name": "fit", "seconds": 16.0}],
+           "accuracy": {"mpjpe_mm": 3.1}}
+    sweep = {"kind": "full", "definition": {"center": {"frames": 600, "cameras": 20, "people": 2}}, "skipped": [],
+             "rows": [{"workload": "triangulation", "axis": "frames", "frames": f, "cameras": 20, "people": 2, "items": f * 34,
+                       "item": "points", "system": "h4d_cupy", "available": True, "median_ms": 0.2 * f / 600} for f in (60, 600, 6000)]}
+    return {"schema": "h4d_fast-bench/1", "environment": env,
+            "mode": {"quick": False, "full": False, "budget_s": 400, "repeats": 20, "seed": 0, "frames": None, "sweep": True,
+                     "workloads": ["triangulation", "end_to_end", "dedup"]},
+            "workloads": {"triangulation": tri, "end_to_end": e2e, "dedup": {"absent": "skipped: the time budget ran out", "available": False}},
+            "sweep": sweep}
+
+
+def test_report_headline_ratios_goals_and_markdown(tmp_path):
+    R = _fake_result()
+    ctx = Context(device=__import__("torch").device("cpu"), budget=Budget(100))
+    paths = {"json": tmp_path / "r.json", "md": tmp_path / "r.md"}
+    bench_runner.finalize(R, ctx, paths)
+    J = json.loads(paths["json"].read_text())
+    for k in TOP_KEYS:
+        assert k in J, k
+    # the acceptance figures are exactly the ratios of the raw figures beside them
+    assert J["end_to_end_s"] == pytest.approx(25.0)
+    assert J["triangulate_ransac_ms"] == pytest.approx(0.20)
+    assert J["triangulation_speedup_vs_aniposelib"] == pytest.approx(2.0e6 / 0.20)
+    assert J["triangulation_speedup_vs_torch_naive"] == pytest.approx(54.0 / 0.20)
+    h = J["headline"]["triangulation_speedup_vs_aniposelib"]
+    assert h["peer_ms"] == 2.0e6 and h["kernel_ms"] == 0.20 and h["kernel"] == "h4d_cupy" and h["lower_bound"] is True
+    goals = {g["id"]: g for g in J["goals"]}
+    assert goals["end_to_end"]["met"] is True
+    assert goals["triangulation_vs_aniposelib"]["met"] is True
+    assert goals["triangulation_vs_torch_naive"]["met"] is True  # 270x at equal MPJPE
+    assert goals["triangulation_ms"]["met"] is True and goals["dedup_ms"]["met"] is None  # dedup did not run
+    md = paths["md"].read_text()
+    assert "NVIDIA H100 80GB HBM3" in md and "python -m bench --out /x" in md and "triton 3.6.0" in md
+    assert "## Side by side" in md and "| workload | size | h4d_fast |" in md
+    assert "not available: skipped for the test" in md  # a missing peer is listed with its reason
+    assert "not available: skipped: the time budget ran out" in md  # so is a skipped workload
+    assert "triangulation vs frames" in md
+    lines = report.acceptance_lines(J)
+    assert any(line.startswith("triangulation_speedup_vs_aniposelib = ") and "10,000,000.0x" in line for line in lines)
+
+
+def test_runner_tiny_cpu_run(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    argv = ["--device", "cpu", "--quick", "--frames", "4", "--only", "tri,oks", "--no-sweep", "--repeats", "1", "--anipose-points", "2",
+            "--anipose-cap-s", "0.5", "--anipose-total-s", "1", "--out", str(tmp_path), "--tag", "test", "--quiet"]
+    assert bench_runner.main(argv) == 0
+    js = list(tmp_path.glob("*-cpu-quick-test.json"))
+    assert len(js) == 1
+    J = json.loads(js[0].read_text())
+    md = js[0].with_suffix(".md").read_text()
+    for k in TOP_KEYS:
+        assert k in J, k
+    env = J["environment"]
+    assert env["device"] == "cpu" and env["device_name"] and env["command"].startswith("python -m bench --device cpu")
+    assert "torch" in env and "numpy" in env["versions"]
+    S = J["workloads"]["triangulation"]["systems"]
+    assert set(S) >= {"aniposelib", "numpy_naive", "torch_naive", "h4d_numba", "h4d_triton", "h4d_cupy"}
+    for name in ("h4d_triton", "h4d_cupy"):  # GPU backends: listed as absent, with the reason
+        assert S[name]["available"] is False and S[name]["reason"]
+    assert S["h4d_numba"]["available"] and S["h4d_numba"]["mpjpe_mm"] is not None
+    assert J["triangulate_ransac_ms"] == pytest.approx(S["h4d_numba"]["median_ms"])
+    assert J["triangulation_speedup_vs_torch_naive"] == pytest.approx(S["torch_naive"]["median_ms"] / S["h4d_numba"]["median_ms"])
+    if S["aniposelib"]["available"]:
+        assert S["aniposelib"]["extrapolated"] is True and "extrapolated" in S["aniposelib"]["extrapolation"]
+    else:
+        assert S["aniposelib"]["reason"]
+    D = J["workloads"]["dedup"]["systems"]
+    assert set(D) >= {"cocoapi", "torch_naive", "h4d_numba", "h4d_triton", "h4d_cupy"}
+    assert J["end_to_end_s"] is None and "--only" in J["headline"]["end_to_end_s"]["reason"]
+    assert "## Side by side" in md and "h4d_numba" in md and "absent: `h4d_triton`" in md
