@@ -66,8 +66,9 @@ class SynthConfig:
     fps: float = 30.0
     name: str = "synth"
     person_names: tuple[str, ...] = DEFAULT_PERSON_NAMES
-    # bodies
+    # bodies (body model: shapes are redrawn until both heights lie in height_range and differ by min_height_gap)
     height_range: tuple[float, float] = (1.62, 1.90)
+    min_height_gap: float = 0.03
     build_range: tuple[float, float] = (0.92, 1.12)
     # body model driving both people: "default" (the embedded SMPL-format model), a path to SMPL
     # files, a loaded BodyModel, or None for the procedural skeleton alone (no meshes)
@@ -183,7 +184,7 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
     elif cfg.skeleton_fn is not None:
         skels = [cfg.skeleton_fn(i, rng_body) for i in range(2)]
     elif body is not None:
-        skels, betas = _body_skeletons(body, rng_body, cfg.beta_std)
+        skels, betas = _body_skeletons(body, rng_body, cfg.beta_std, cfg.height_range, cfg.min_height_gap)
     else:
         skels = random_skeletons(rng_body, cfg.height_range, cfg.build_range, 2)
 
@@ -295,20 +296,64 @@ def _resolve_body(spec: Any):
     return _BODY_CACHE[key]
 
 
-def _body_skeletons(body, rng: np.random.Generator, beta_std: float) -> tuple[list[Skeleton], torch.Tensor]:
+def _body_skeletons(body, rng: np.random.Generator, beta_std: float, height_range: tuple[float, float] = (1.62, 1.90),
+                    min_height_gap: float = 0.03) -> tuple[list[Skeleton], torch.Tensor]:
     """Two people of the body model with random shapes: skeletons (rest joints and face points
-    from the model) and their ``betas [2, K]``."""
+    from the model) and their ``betas [2, K]``.
+
+    Shapes are drawn ``betas ~ N(0, beta_std^2)`` (clipped to +-2.5) in batches from ``rng``; the first
+    candidate whose standing height (:meth:`Skeleton.from_rest`) lies in ``height_range`` is person 0,
+    the next one in range that differs from it by at least ``min_height_gap`` metres is person 1
+    (deterministic; two clearly different people). After 8 batches the closest admissible pair is used.
+    """
     from ..body.fast import FastBody
 
     K = int(body.num_betas)
-    betas = torch.as_tensor(np.clip(rng.normal(0.0, beta_std, (2, K)), -2.5, 2.5), dtype=torch.float64)
     fb = FastBody(body)
+    lo, hi = height_range
+    cands, hs = [], []
+    chosen: list[int] = []
+    for _ in range(8):
+        b = torch.as_tensor(np.clip(rng.normal(0.0, beta_std, (16, K)), -2.5, 2.5), dtype=torch.float64)
+        h = _model_heights(fb, b)
+        for i in range(len(b)):
+            cands.append(b[i])
+            hs.append(float(h[i]))
+            if not lo <= hs[-1] <= hi:
+                continue
+            if not chosen:
+                chosen.append(len(cands) - 1)
+            elif abs(hs[-1] - hs[chosen[0]]) >= min_height_gap:
+                chosen.append(len(cands) - 1)
+                break
+        if len(chosen) == 2:
+            break
+    if len(chosen) < 2:  # unreachable in practice: the two admissible heights farthest apart (else any two)
+        ok = [i for i, x in enumerate(hs) if lo <= x <= hi] or list(range(len(hs)))
+        chosen = [min(ok, key=lambda i: hs[i]), max(ok, key=lambda i: hs[i])]
+    betas = torch.stack([cands[i] for i in chosen])
     J = fb.rest_joints(betas)  # [2, 24, 3]
     zero = torch.zeros(2, 3, dtype=torch.float64)
     face = fb.joints(zero, torch.zeros(2, 69, dtype=torch.float64), betas)[:, 24:29]  # [2, 5, 3] nose, reye, leye, rear, lear
     coco_face = face[:, [0, 2, 1, 4, 3]]  # COCO order: nose, left eye, right eye, left ear, right ear
     skels = [Skeleton.from_rest(J[i], coco_face[i] - J[i, HEAD], name=f"body{i}") for i in range(2)]
+    # capsules fitted to each mesh, and its collision proxies (the motion keeps the meshes apart)
+    from .proxy import build_proxies, mesh_capsule_radii, shoulder_top
+
+    v = fb.v_template + torch.einsum("nck,bk->bnc", fb.shapedirs, betas.to(fb.dtype))  # [2, N, 3] rest meshes
+    for i, (sk, px) in enumerate(zip(skels, build_proxies(fb, betas))):
+        sk.radii = mesh_capsule_radii(v[i].double(), fb.lbs_weights.double(), J[i].double(), sk.head_centre)
+        sk.extra["proxy"] = px
+        sk.extra["shoulder_top"] = shoulder_top(v[i].double(), J[i].double())
     return skels, betas
+
+
+def _model_heights(fb, betas: torch.Tensor) -> torch.Tensor:
+    """``[B]`` standing heights of body-model shapes ``betas [B, K]`` (as :meth:`Skeleton.from_rest` measures them)."""
+    from .skeleton import skeleton_height
+
+    J = fb.rest_joints(betas.to(fb.dtype)).double()
+    return skeleton_height(J)
 
 
 def _body_coco(body, mo: Motion, betas: torch.Tensor) -> torch.Tensor:

@@ -74,6 +74,9 @@ HINGE_LIMITS = {"knee": (0.0, 150.0), "elbow": (0.0, 150.0)}
 SHOULDER_LIMITS = {"elevation": 150.0, "cross": 55.0, "extension": 55.0}
 # Hip ranges (degrees): flexion (+ forward) and abduction (+ outward).
 HIP_LIMITS = {"flexion": (-25.0, 120.0), "abduction": (-25.0, 45.0)}
+# Clearance of the wrist joint from the partner's surface (body-model proxies): about the wrist's half thickness.
+HAND_CLEARANCE = 0.03
+REACH_FRAC = 0.88  # hand targets at most this fraction of the arm length from the shoulder (body-model proxies)
 _TORSO_CAPS = tuple(CAPSULE_INDEX[n] for n in ("torso_core", "torso_left", "torso_right", "neck", "head"))
 
 
@@ -405,11 +408,14 @@ def _arm_rest(sk: Skeleton, sgn: float) -> tuple[Tensor, Tensor, Tensor]:
 
 
 # -------------------------------------------------------------- arm targets
-def _hand_targets(Jq: Tensor, Gq: Tensor, sk_q: Skeleton, caps_q: tuple[Tensor, Tensor], Gp_root: Tensor, hand_sign: float) -> tuple[Tensor, Tensor]:
+def _hand_targets(Jq: Tensor, Gq: Tensor, sk_q: Skeleton, caps_q: tuple[Tensor, Tensor], Gp_root: Tensor, hand_sign: float,
+                  surface: bool = False) -> tuple[Tensor, Tensor]:
     """Contact targets ``[F, NT, 3]`` and elbow poles ``[F, NT, 3]`` of one hand on partner ``q``.
 
     ``hand_sign`` is +1 for the left hand, -1 for the right; the hand approaches the partner's side
-    ``sigma = -hand_sign`` (facing each other, my left is the partner's right).
+    ``sigma = -hand_sign`` (facing each other, my left is the partner's right). With ``surface`` (a body
+    model's mesh proxies are available) the targets sit just off the skeleton, to be pushed out onto the
+    partner's actual surface afterwards (:func:`h4d_fast.synth.collide.push_out_spheres`).
     """
     H = sk_q.height
     r = sk_q.radii
@@ -423,9 +429,14 @@ def _hand_targets(Jq: Tensor, Gq: Tensor, sk_q: Skeleton, caps_q: tuple[Tensor, 
     r_side = float(r[CAPSULE_INDEX["torso_left"]])
     r_ua = float(r[CAPSULE_INDEX["upper_arm_l"]])
     r_neck = float(r[CAPSULE_INDEX["neck"]])
+    lat = 0.0
+    if surface:
+        rc = r_side = r_neck = -0.015  # offsets of 3 cm from the axis; the push-out finds the surface
+        r_ua = float(sk_q.extra.get("shoulder_top", r_ua))
+        lat = 0.05  # hands on the back a little toward their own side (the forearm wraps the real torso)
     tg = torch.stack([
-        Jq[:, SPINE3] + yq * 0.035 * H - zq * (rc + 0.045) - xq * sig * 0.01,  # back_high
-        Jq[:, SPINE1] + yq * 0.02 * H - zq * (rc + 0.045) + xq * sig * 0.0,  # back_low
+        Jq[:, SPINE3] + yq * 0.035 * H - zq * (rc + 0.045) - xq * sig * (0.01 - lat),  # back_high
+        Jq[:, SPINE1] + yq * 0.02 * H - zq * (rc + 0.045) + xq * sig * lat,  # back_low
         Jq[:, near_sh] + yq * (r_ua + 0.035) - zq * 0.01,  # shoulder_near
         Jq[:, far_sh] + yq * (r_ua + 0.035) - zq * 0.01,  # shoulder_far
         Jq[:, NECK] - zq * (r_neck + 0.045) + yq * 0.01 * H,  # neck
@@ -597,21 +608,30 @@ def generate_motion(
     off = torch.zeros(F, P, 2, dtype=torch.float64)
     z = torch.zeros(F, P, dtype=torch.float64)
     ia = torch.tensor(_TORSO_CAPS)
+    proxies = [s.extra.get("proxy") for s in skeletons]
+    use_proxy = all(px is not None for px in proxies)
     for it in range(6):
         J, G, _ = _core_fk(R, xy, z, off, rest)
         z = z + (ankle_height - J[..., [L_ANKLE, R_ANKLE], 2].amin(-1))
         J, G, _ = _core_fk(R, xy, z, off, rest)
-        a, b = capsule_points(J, G[..., HEAD, :, :], head_c[None])  # [F, P, C, 3]
-        a0, b0 = a[:, 0, ia][:, :, None], b[:, 0, ia][:, :, None]  # [F, K, 1, 3]
-        a1, b1 = a[:, 1, ia][:, None], b[:, 1, ia][:, None]  # [F, 1, K, 3]
-        dist, c0, c1 = segment_distance(a0, b0, a1, b1)  # [F, K, K]
-        need = radii[0, ia][:, None] + radii[1, ia][None, :] + torso_gap
-        pen = (need - dist).clamp_min(0)  # [F, K, K]
-        if float(pen.max()) < 2e-3:
+        if use_proxy:
+            # the meshes (without the arms, posed later) against each other
+            from .collide import body_penetration
+
+            close = torch.nonzero((J[:, 0, 0] - J[:, 1, 0]).norm(dim=-1) < 1.5)[:, 0]
+            pen_f = body_penetration(J, G, proxies, margin=0.01 + torso_gap, frames=close)
+        else:
+            a, b = capsule_points(J, G[..., HEAD, :, :], head_c[None])  # [F, P, C, 3]
+            a0, b0 = a[:, 0, ia][:, :, None], b[:, 0, ia][:, :, None]  # [F, K, 1, 3]
+            a1, b1 = a[:, 1, ia][:, None], b[:, 1, ia][:, None]  # [F, 1, K, 3]
+            dist, c0, c1 = segment_distance(a0, b0, a1, b1)  # [F, K, K]
+            need = radii[0, ia][:, None] + radii[1, ia][None, :] + torso_gap
+            pen_f = (need - dist).clamp_min(0).amax(dim=(1, 2))  # [F]
+        if float(pen_f.max()) < 2e-3:
             break
         # push the two roots apart along their horizontal axis by the worst penetration
         axis = _unit(xy[:, 0] + off[:, 0] - xy[:, 1] - off[:, 1])  # [F, 2] from person 1 to person 0
-        mag = pen.amax(dim=(1, 2)).numpy()
+        mag = pen_f.numpy()
         mag = gaussian_filter1d(maximum_filter1d(mag, size=9, mode="nearest"), sigma=2.0, mode="nearest")
         push = axis * _t(mag * 1.15)[:, None]
         off[:, 0] += 0.5 * push
@@ -620,11 +640,22 @@ def generate_motion(
 
     # --- arms: IK toward hand targets on the partner (blended with the free swing)
     a_all, b_all = capsule_points(J, G[..., HEAD, :, :], head_c[None])  # [F, P, C, 3]
+    if use_proxy:
+        from .collide import non_arm, posed_spheres, push_out_spheres
+
+        # the partner's surface without its arms (they are posed below): inscribed spheres [F, S, 3]
+        surf = [posed_spheres(px, G[:, i], J[:, i], non_arm(px.sphere_part)) for i, px in enumerate(proxies)]
+
+        def push(x: Tensor, q: int, clear: float, O: Tensor, up: Tensor) -> Tensor:
+            return push_out_spheres(x, surf[q][0], surf[q][1], clear, O, up)
+    else:
+        def push(x: Tensor, q: int, clear: float, O: Tensor, up: Tensor) -> Tensor:
+            return _push_out(x, a_all[:, q, ia], b_all[:, q, ia], radii[q, ia] + clear, O, up)
     for p in range(P):
         q = 1 - p
         sk = skeletons[p]
         for h, (sh, el, wr, col, sgn) in enumerate(((L_SHOULDER, L_ELBOW, L_WRIST, L_COLLAR, 1.0), (R_SHOULDER, R_ELBOW, R_WRIST, R_COLLAR, -1.0))):
-            tg, po = _hand_targets(J[:, q], G[:, q], skeletons[q], (a_all[:, q], b_all[:, q]), G[:, p, 0], sgn)
+            tg, po = _hand_targets(J[:, q], G[:, q], skeletons[q], (a_all[:, q], b_all[:, q]), G[:, p, 0], sgn, surface=use_proxy)
             wt = _t(ch["hand_type"][:, p, h])  # [F, NT]; at most two types active per frame
             top = wt.topk(2, dim=-1)
             i1, i2 = top.indices[:, 0], top.indices[:, 1]
@@ -634,7 +665,7 @@ def generate_motion(
             sig = -sgn  # the partner's side this hand works on
             target = _cyl_blend(tg[ar, i1], tg[ar, i2], lam, O, Gq, sig) + _t(ch["hand_jitter"][:, p, h])
             pole_c = _unit((wt[..., None] * po).sum(1))
-            target = _push_out(target, a_all[:, q, ia], b_all[:, q, ia], radii[q, ia] + 0.04, O, Gq[..., 1])
+            target = push(target, q, 0.04 if not use_proxy else HAND_CLEARANCE + 0.01, O, Gq[..., 1])
             s, e, w_free = J[:, p, sh], J[:, p, el], J[:, p, wr]
             nh = _unit(w_free - s)
             pf = (e - s) - ((e - s) * nh).sum(-1, keepdim=True) * nh
@@ -645,18 +676,40 @@ def generate_motion(
             pole = _unit(pole_f + wgt[:, None] * (pole_c - pole_f))
             # temporal smoothing of the hand path and of the elbow's side (no flicks of the swivel)
             target = _smooth_time(target, 2.5)
-            target = _push_out(target, a_all[:, q, ia], b_all[:, q, ia], radii[q, ia] + 0.03, O, Gq[..., 1])
-            nh_t = _unit(target - s)
-            pole = pole - (pole * nh_t).sum(-1, keepdim=True) * nh_t
-            pole = _unit(_smooth_time(pole, 3.0))
+            target = push(target, q, 0.03 if not use_proxy else HAND_CLEARANCE, O, Gq[..., 1])
             Jr = sk.rest_joints
             L1 = float((Jr[el] - Jr[sh]).norm())
             L2 = float((Jr[wr] - Jr[el]).norm())
+            if use_proxy:
+                # real bodies are thick: keep the target within reach (it slides over the partner's surface
+                # toward the shoulder), so that a stretched arm does not run through the partner
+                for _ in range(3):
+                    dv = target - s
+                    dn = dv.norm(dim=-1, keepdim=True)
+                    target = s + dv * (REACH_FRAC * (L1 + L2) / dn).clamp(max=1.0)
+                    target = push(target, q, HAND_CLEARANCE, O, Gq[..., 1])
+            nh_t = _unit(target - s)
+            pole = pole - (pole * nh_t).sum(-1, keepdim=True) * nh_t
+            pole = _unit(_smooth_time(pole, 3.0))
             u, aa, flex = _two_bone_ik(s, target, pole, L1, L2, G[:, p, SPINE3], sgn)
             u0, a0, th0 = _arm_rest(sk, sgn)
             G_sh = _basis(u, aa) @ _basis(u0, a0).T  # [F, 3, 3] world rotation of the shoulder joint
             R[:, p, sh] = G[:, p, col].transpose(-1, -2) @ G_sh
             R[:, p, el] = _axis_angle(a0.expand(F, 3), flex - th0)
+
+    # --- body-model proxies: remove the remaining interpenetration (arms around the partner, ...)
+    collision: dict[str, Any] = {}
+    if use_proxy:
+        from .collide import ArmInfo, resolve_interpenetration
+
+        arms = []
+        for sk in skeletons:
+            row = []
+            for sg in (1.0, -1.0):
+                _, a0, th0 = _arm_rest(sk, sg)
+                row.append(ArmInfo(a0=a0, th0=float(th0), sign=sg))
+            arms.append(row)
+        R, transl, collision = resolve_interpenetration(R, transl, rest, proxies, arms, _t(ch["hand_w"]))
 
     # --- axis-angle parameters, final FK (the ground truth is exactly FK(params))
     aa = matrix_to_axis_angle(R)  # [F, P, 24, 3]
@@ -667,4 +720,6 @@ def generate_motion(
     coco = coco17_from_skeleton(joints, rot, face)
     params = dict(ch["params"])
     params["gait_amplitude_mean"] = float(gait[..., 0].mean())
+    if collision:
+        params["collision"] = collision
     return Motion(global_orient, body_pose, transl, joints, rot, coco, torch.as_tensor(ch["phase"]), params)

@@ -147,7 +147,7 @@ class Skeleton:
         proportions of the height estimated from the joints."""
         J = torch.as_tensor(np.asarray(rest_joints), dtype=torch.float64)
         fo = torch.as_tensor(np.asarray(face_offsets), dtype=torch.float64)
-        H = float((J[HEAD, 1] - J[[L_ANKLE, R_ANKLE], 1].mean()) / (0.872 - 0.039))
+        H = float(skeleton_height(J))
         hc = torch.tensor(_HEAD_CENTRE_FRAC, dtype=torch.float64) * H if head_centre is None else torch.as_tensor(np.asarray(head_centre), dtype=torch.float64)
         r = default_radii(H) if radii is None else torch.as_tensor(np.asarray(radii), dtype=torch.float64)
         return Skeleton(J, fo, hc, r, height=H, name=name)
@@ -216,6 +216,13 @@ def make_skeleton(height: float, build: float = 1.0, arm_scale: float = 1.0, leg
         name=name,
         extra={"floor_y": float(floor_y)},
     )
+
+
+def skeleton_height(rest_joints: Tensor) -> Tensor:
+    """Standing height ``[...]`` estimated from rest joints ``[..., 24, 3]`` (y up): head joint above the
+    ankles over the anthropometric fraction of the height between them."""
+    J = rest_joints
+    return (J[..., HEAD, 1] - J[..., [L_ANKLE, R_ANKLE], 1].mean(-1)) / (0.872 - 0.039)
 
 
 def random_skeletons(rng: np.random.Generator, height_range: tuple[float, float], build_range: tuple[float, float], n: int = 2) -> list[Skeleton]:

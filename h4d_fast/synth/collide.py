@@ -1,0 +1,601 @@
+"""Batched removal of two-person interpenetration from a scripted motion (body-model proxies).
+
+After the script and the arm IK, the bodies (mostly the arms wrapped around the partner) still
+cut into each other. :func:`resolve_interpenetration` corrects all frames at once: small extra
+rotations of the spine, neck, collars, shoulders, elbows (about their hinge) and wrists, and a
+horizontal root offset per person, found by L-BFGS on
+
+* the squared penetration of each body's surface points (:class:`~h4d_fast.synth.proxy.BodyProxy`)
+  into the other body's inscribed spheres, enlarged by a margin;
+* the squared corrections (per joint scale), their squared second differences over frames
+  (smoothness), the squared displacement of the wrists and hands (hands stay where the script put
+  them, on the partner) and the squared violation of the elbow / shoulder limits.
+
+Contact pairs come from a broad phase (per-part bounding boxes, then point-sphere distances), redone
+between rounds as the pose changes. Only frames where the bodies come close are evaluated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..constants import NUM_SMPL_JOINTS
+from .proxy import ARM_JOINTS, BodyProxy
+from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from .skeleton import (
+    HEAD,
+    L_COLLAR,
+    L_ELBOW,
+    L_HAND,
+    L_SHOULDER,
+    L_WRIST,
+    NECK,
+    R_COLLAR,
+    R_ELBOW,
+    R_HAND,
+    R_SHOULDER,
+    R_WRIST,
+    SPINE1,
+    SPINE2,
+    SPINE3,
+    fk_matrices,
+)
+
+DEG = math.pi / 180.0
+_DEBUG = False
+_K = 6  # skinning weights kept per point / sphere in the narrow phase
+
+
+@dataclass
+class ResolveParams:
+    """Weights and schedule of :func:`resolve_interpenetration` (scales: the size of a correction that costs 1)."""
+
+    margin: float = 0.012  # clearance kept between a surface point and the partner's spheres (m)
+    pen_scale: float = 0.002  # m
+    slack: float = 0.04  # broad-phase distance beyond the margin (m)
+    keep: int = 2  # spheres per (frame, point) in a round's pair set (the deepest)
+    trust: float = 0.8  # joints move at most trust * slack per round (soft), so the pair set stays valid
+    rounds: int = 6
+    iters: int = 25  # L-BFGS iterations per round
+    stride: int = 2  # penetration tested on every stride-th frame while optimising ...
+    dense_rounds: int = 2  # ... except in the last rounds (every frame)
+    knot_spacing: int = 4  # frames between the B-spline control points of the corrections
+    # per-frame prior scales
+    root: float = 0.04  # m
+    spine: float = 0.12  # rad (whole spine)
+    neck: float = 0.2
+    collar: float = 0.12
+    shoulder: float = 0.5
+    elbow: float = 0.5
+    wrist: float = 0.6
+    # smoothness: second difference of each correction, as a fraction of its prior scale per frame^2
+    accel: float = 0.03
+    hand_pos: float = 0.05  # m: wrist / hand displacement scale
+    limit_scale: float = 0.5 * DEG
+    max_frames_gap: float = 2.6  # pelvis distance above which a frame cannot be in contact (m)
+
+
+@dataclass
+class ArmInfo:
+    """Per person and arm: elbow hinge axis ``a0 [3]`` (rest frame) and the rest flexion ``th0``."""
+
+    a0: Tensor
+    th0: float
+    sign: float
+
+
+def _bspline_basis(n: int, h: int) -> Tensor:
+    """``[n, Nc]`` uniform cubic B-spline basis sampled at frames ``0..n-1`` (knots every ``h`` frames)."""
+    h = max(1, int(h))
+    nc = (n - 1) // h + 4
+    u = torch.arange(n, dtype=torch.float64) / h
+    i = u.floor().long().clamp(max=nc - 4)
+    t = u - i
+    w = torch.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], -1) / 6.0
+    B = torch.zeros(n, nc, dtype=torch.float64)
+    for k in range(4):
+        B[torch.arange(n), i + k] = w[:, k]
+    return B
+
+
+def _rodrigues(aa: Tensor) -> Tensor:
+    """Axis-angle ``[..., 3]`` -> ``[..., 3, 3]`` with finite gradients at zero."""
+    th2 = (aa * aa).sum(-1, keepdim=True)[..., None]
+    small = th2 < 1e-8
+    th2s = torch.where(small, torch.ones_like(th2), th2)
+    th = th2s.sqrt()
+    a = torch.where(small, 1 - th2 / 6, torch.sin(th) / th)
+    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / th2s)
+    x, y, zz = aa.unbind(-1)
+    o = torch.zeros_like(x)
+    K = torch.stack([o, -zz, y, zz, o, -x, -y, x, o], -1).reshape(*aa.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=aa.dtype).expand_as(K)
+    return eye + a * K + b * (K @ K)
+
+
+def _topk_weights(W: Tensor, k: int = _K) -> tuple[Tensor, Tensor]:
+    v, i = W.topk(k, dim=-1)
+    return i, v / v.sum(-1, keepdim=True)
+
+
+def _skin_sparse(x: Tensor, wj: Tensor, ww: Tensor, A: Tensor) -> Tensor:
+    """LBS of rest points ``x [U, 3]`` with sparse weights ``wj, ww [U, K]`` and per-row transforms ``A [U, 24, 12]``."""
+    Ak = A.gather(1, wj[..., None].expand(-1, -1, 12))  # [U, K, 12]
+    T = (ww[..., None] * Ak).sum(1)  # [U, 12]
+    R = T[:, :9].reshape(-1, 3, 3)
+    return (R @ x[..., None])[..., 0] + T[:, 9:]
+
+
+def _transforms(GR: Tensor, Jp: Tensor, J: Tensor) -> Tensor:
+    """``[B, 24, 12]``: rotation and translation ``Jp - GR J`` of each joint (LBS blend matrices)."""
+    B = GR.shape[0]
+    At = Jp - (GR @ J[..., None])[..., 0]
+    return torch.cat([GR.reshape(B, NUM_SMPL_JOINTS, 9), At], -1)
+
+
+class _Pairs:
+    """Candidate (frame, point of p, sphere of q) pairs for one direction p -> q."""
+
+    def __init__(self, f: Tensor, i: Tensor, j: Tensor):
+        self.f, self.i, self.j = f, i, j
+
+    def __len__(self) -> int:
+        return len(self.f)
+
+
+def _cluster_bounds(X: Tensor, members: Tensor, r: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Per frame and cluster: centre ``[F, K, 3]`` (mean of the members) and bounding radius ``[F, K]``."""
+    valid = members >= 0
+    mi = members.clamp_min(0)
+    Xm = X[:, mi]  # [F, K, m, 3]
+    w = valid.to(X.dtype)
+    cen = (Xm * w[None, :, :, None]).sum(2) / w.sum(1)[None, :, None]
+    d = (Xm - cen[:, :, None]).norm(dim=-1)
+    if r is not None:
+        d = d + r[mi].to(X.dtype)[None]
+    rad = torch.where(valid[None], d, torch.zeros_like(d)).amax(-1)
+    return cen, rad
+
+
+def _broad_phase(X: Tensor, pcl: Tensor, C: Tensor, r: Tensor, scl: Tensor, reach: float, keep: int = 6, chunk: int = 20000) -> _Pairs:
+    """Pairs with ``|x_i - c_j| < r_j + reach``; per (frame, point) at most the ``keep`` deepest spheres.
+
+    Args:
+        X: posed points ``[F, M, 3]`` of one person; pcl ``[Kp, mp]`` their clusters (-1 padded).
+        C: posed sphere centres ``[F, S, 3]`` of the other; r ``[S]``; scl ``[Ks, ms]`` their clusters.
+    """
+    M = X.shape[1]
+    r = r.to(X.dtype)
+    cp, rp = _cluster_bounds(X, pcl)
+    cs, rs = _cluster_bounds(C, scl, r)
+    near = torch.cdist(cp, cs) < rp[:, :, None] + rs[:, None, :] + reach  # [F, Kp, Ks]
+    tri = torch.nonzero(near)  # [T, 3] (frame, point cluster, sphere cluster)
+    if _DEBUG:
+        print("broad phase: frames", X.shape[0], "clusters", pcl.shape, scl.shape, "triples", len(tri))
+    fs, is_, js, ss = [], [], [], []
+    for s0 in range(0, len(tri), chunk):
+        t = tri[s0 : s0 + chunk]
+        pm = pcl[t[:, 1]]  # [T, mp]
+        sm = scl[t[:, 2]]  # [T, ms]
+        xa = X[t[:, 0, None], pm.clamp_min(0)]  # [T, mp, 3]
+        cb = C[t[:, 0, None], sm.clamp_min(0)]  # [T, ms, 3]
+        score = (r[sm.clamp_min(0)] + reach)[:, None, :] - torch.cdist(xa, cb)  # [T, mp, ms]
+        ok = (score > 0) & (pm >= 0)[:, :, None] & (sm >= 0)[:, None, :]
+        hit = torch.nonzero(ok)
+        if len(hit):
+            fs.append(t[hit[:, 0], 0])
+            is_.append(pm[hit[:, 0], hit[:, 1]])
+            js.append(sm[hit[:, 0], hit[:, 2]])
+            ss.append(score[hit[:, 0], hit[:, 1], hit[:, 2]])
+    if not fs:
+        e = torch.zeros(0, dtype=torch.long)
+        return _Pairs(e, e, e)
+    f, i, j, sc = torch.cat(fs), torch.cat(is_), torch.cat(js), torch.cat(ss)
+    if keep > 0:
+        # the deepest few spheres per (frame, point)
+        key = f * M + i
+        o = torch.argsort(sc, descending=True, stable=True)
+        o = o[torch.argsort(key[o], stable=True)]
+        ks = key[o]
+        start = torch.ones_like(ks, dtype=torch.bool)
+        start[1:] = ks[1:] != ks[:-1]
+        gid = torch.cumsum(start.long(), 0) - 1
+        first = torch.nonzero(start)[:, 0]
+        rank = torch.arange(len(ks)) - first[gid]
+        o = o[rank < keep]
+        f, i, j = f[o], i[o], j[o]
+    return _Pairs(f, i, j)
+
+
+class _Batch:
+    """Precomputed gathers of one round: unique (frame, point) and (frame, sphere) rows and the pairs."""
+
+    def __init__(self, pr: _Pairs, fmap: Tensor, xp: dict, xq: dict, margin: float, dt: torch.dtype):
+        fl = fmap[pr.f]
+        M = xp["x"].shape[0]
+        S = xq["c"].shape[0]
+        up, self.inv_p = torch.unique(fl * M + pr.i, return_inverse=True)
+        fp, ip = up // M, up % M
+        self.x = xp["x"][ip].to(dt)
+        self.xa = (fp[:, None] * NUM_SMPL_JOINTS + xp["pj"][ip])  # [U, K] rows of the flat transforms
+        self.xw = xp["pw"][ip].to(dt)
+        us, self.inv_s = torch.unique(fl * S + pr.j, return_inverse=True)
+        fs, js = us // S, us % S
+        self.c = xq["c"][js].to(dt)
+        self.ca = (fs[:, None] * NUM_SMPL_JOINTS + xq["sj"][js])
+        self.cw = xq["sw"][js].to(dt)
+        self.need = (xq["r"][pr.j] + margin).to(dt)
+
+    @staticmethod
+    def skin(x: Tensor, rows: Tensor, w: Tensor, A: Tensor) -> Tensor:
+        Ak = A.reshape(-1, 12)[rows]  # [U, K, 12]
+        T = (w[..., None] * Ak).sum(1)
+        return (T[:, :9].reshape(-1, 3, 3) @ x[..., None])[..., 0] + T[:, 9:]
+
+    def penetration(self, Ap: Tensor, Aq: Tensor) -> Tensor:
+        """``[N]`` penetration depth (+ margin) of every pair (0 when apart)."""
+        x = self.skin(self.x, self.xa, self.xw, Ap)
+        c = self.skin(self.c, self.ca, self.cw, Aq)
+        d = (x[self.inv_p] - c[self.inv_s]).norm(dim=-1)
+        return (self.need - d).clamp_min(0)
+
+
+def resolve_interpenetration(
+    R: Tensor,
+    transl: Tensor,
+    rest: Tensor,
+    proxies: Sequence[BodyProxy],
+    arms: Sequence[Sequence[ArmInfo]],
+    hand_weight: Optional[Tensor] = None,
+    params: Optional[ResolveParams] = None,
+) -> tuple[Tensor, Tensor, dict]:
+    """Correct local rotations ``R [F, P, 24, 3, 3]`` and ``transl [F, P, 3]`` so that the two bodies do not interpenetrate.
+
+    Args:
+        R, transl: scripted pose (z-up world); rest: rest joints ``[P, 24, 3]``.
+        proxies: one :class:`BodyProxy` per person (rest joints equal to ``rest``).
+        arms: ``arms[p][h]`` hinge info of person ``p``'s left (h = 0) / right (h = 1) elbow.
+        hand_weight: ``[F, P, 2]`` how firmly each hand keeps its scripted position (default 1).
+        params: :class:`ResolveParams`.
+    Returns:
+        corrected ``R``, ``transl`` (float64) and a report dict (proxy penetration before/after, sizes).
+    """
+    prm = params or ResolveParams()
+    F, P = R.shape[:2]
+    dt = torch.float32
+    R64 = R.to(torch.float64)
+    T64 = transl.to(torch.float64)
+    report: dict = {"frames": 0}
+    # frames where the bodies can touch: pelvis distance below the sum of the bodies' reaches
+    J0, _ = fk_matrices(rest.to(torch.float64), R64, T64)
+    ext = (J0 - J0[:, :, :1]).norm(dim=-1).amax(-1) + 0.15  # [F, P] joints + hand / head / foot surface
+    near = (J0[:, 0, 0] - J0[:, 1, 0]).norm(dim=-1) < ext.sum(-1)
+    fidx = torch.nonzero(near)[:, 0]
+    if len(fidx) == 0:
+        return R64, T64, report
+    pad = 8  # smoothness needs neighbours
+    lo, hi = max(0, int(fidx.min()) - pad), min(F, int(fidx.max()) + 1 + pad)
+    Fw = hi - lo
+    Rw = R64[lo:hi].to(dt)
+    Tw = T64[lo:hi].to(dt)
+    report["frames"] = Fw
+    restd = rest.to(dt)
+
+    # elbow flexion of the script (for the limit) and the proxies' data
+    flex0 = torch.zeros(Fw, P, 2, dtype=dt)
+    for p in range(P):
+        for h, j in enumerate((L_ELBOW, R_ELBOW)):
+            ai = arms[p][h]
+            flex0[:, p, h] = ((matrix_to_axis_angle(R64[lo:hi, p, j]) * ai.a0.to(torch.float64)).sum(-1) + ai.th0).to(dt)
+    prox = []
+    for p in range(P):
+        px = proxies[p]
+        pj, pw = _topk_weights(px.point_weights)
+        sj, sw = _topk_weights(px.sphere_weights)
+        prox.append(dict(x=px.points.to(dt), pj=pj, pw=pw.to(dt), c=px.sphere_centres.to(dt), sj=sj, sw=sw.to(dt), r=px.sphere_radii.to(dt),
+                         pcl=px.point_clusters, scl=px.sphere_clusters, Wp=px.point_weights.to(dt), Ws=px.sphere_weights.to(dt)))
+
+    # ---- variables: cubic B-spline control points over the window (normalised by the prior scales)
+    Bm = _bspline_basis(Fw, prm.knot_spacing).to(dt)  # [Fw, Nc]
+    Nc = Bm.shape[1]
+    ctrl = {
+        "root": torch.zeros(Nc, P, 2, dtype=dt), "spine": torch.zeros(Nc, P, 3, dtype=dt), "neck": torch.zeros(Nc, P, 3, dtype=dt),
+        "collar": torch.zeros(Nc, P, 2, 3, dtype=dt), "shoulder": torch.zeros(Nc, P, 2, 3, dtype=dt),
+        "elbow": torch.zeros(Nc, P, 2, dtype=dt), "wrist": torch.zeros(Nc, P, 2, 3, dtype=dt),
+    }
+    z: dict[str, Tensor] = {}
+
+    def expand() -> None:
+        for k, c in ctrl.items():
+            z[k] = (Bm @ c.reshape(Nc, -1)).reshape(Fw, *c.shape[1:])
+    scale = {"root": prm.root, "spine": prm.spine, "neck": prm.neck, "collar": prm.collar, "shoulder": prm.shoulder,
+             "elbow": prm.elbow, "wrist": prm.wrist}
+    for v in ctrl.values():
+        v.requires_grad_(True)
+    expand()
+    a0 = torch.stack([torch.stack([arms[p][h].a0.to(dt) for h in range(2)]) for p in range(P)])  # [P, 2, 3]
+    sgn = (1.0, -1.0)
+
+    def pose(frames: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Corrected local rotations, transl, joints and global rotations of the window (or some of its frames)."""
+        sel = (lambda x: x) if frames is None else (lambda x: x[frames])
+        base = sel(Rw)
+        d = {k: sel(v) * scale[k] for k, v in z.items()}
+        extra: dict[int, Tensor] = {}
+        Rs = _rodrigues(d["spine"] / 3.0)
+        for j in (SPINE1, SPINE2, SPINE3):
+            extra[j] = Rs
+        Rn = _rodrigues(d["neck"] / 2.0)
+        for j in (NECK, HEAD):
+            extra[j] = Rn
+        Rc = _rodrigues(d["collar"])
+        Rsh = _rodrigues(d["shoulder"])
+        Rel = _rodrigues(a0[None] * d["elbow"][..., None])
+        Rwr = _rodrigues(d["wrist"])
+        for h, (col, sh, el, wr) in enumerate(((L_COLLAR, L_SHOULDER, L_ELBOW, L_WRIST), (R_COLLAR, R_SHOULDER, R_ELBOW, R_WRIST))):
+            extra[col] = Rc[:, :, h]
+            extra[sh] = Rsh[:, :, h]
+            extra[el] = Rel[:, :, h]
+            extra[wr] = Rwr[:, :, h]
+        Rl = torch.stack([base[:, :, j] @ extra[j] if j in extra else base[:, :, j] for j in range(NUM_SMPL_JOINTS)], 2)
+        Tr = sel(Tw) + torch.cat([d["root"], torch.zeros_like(d["root"][..., :1])], -1)
+        Jp, GR = fk_matrices(restd, Rl, Tr)
+        return Rl, Tr, Jp, GR
+
+    def posed_all(Jp: Tensor, GR: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """Dense LBS of every point and sphere (no grad), per person: ``[n, M, 3]``, ``[n, S, 3]``."""
+        out = []
+        n = Jp.shape[0]
+        for p in range(P):
+            A = _transforms(GR[:, p], Jp[:, p], restd[p])  # [n, 24, 12]
+            res = []
+            for x, W in ((prox[p]["x"], prox[p]["Wp"]), (prox[p]["c"], prox[p]["Ws"])):
+                T = torch.einsum("nj,bjk->bnk", W, A)
+                res.append((T[..., :9].reshape(n, -1, 3, 3) @ x[None, :, :, None])[..., 0] + T[..., 9:])
+            out.append((res[0], res[1]))
+        return out
+
+    def find_pairs(frames: Tensor, reach: float) -> list[_Pairs]:
+        with torch.no_grad():
+            _, _, Jp, GR = pose(frames)
+            posed = posed_all(Jp, GR)
+            out = []
+            for p in range(P):
+                q = 1 - p
+                pr = _broad_phase(posed[p][0], prox[p]["pcl"], posed[q][1], prox[q]["r"], prox[q]["scl"], reach, keep=prm.keep)
+                out.append(_Pairs(frames[pr.f], pr.i, pr.j))
+            return out
+
+    def batches(pairs: list[_Pairs], act: Tensor) -> list[_Batch]:
+        fmap = torch.full((Fw,), -1, dtype=torch.long)
+        fmap[act] = torch.arange(len(act))
+        return [_Batch(pairs[p], fmap, prox[p], prox[1 - p], prm.margin, dt) for p in range(P)]
+
+    def pen_terms(bt: list[_Batch], Jp: Tensor, GR: Tensor) -> list[Tensor]:
+        A = [_transforms(GR[:, p], Jp[:, p], restd[p]) for p in range(P)]
+        return [bt[p].penetration(A[p], A[1 - p]) for p in range(P)]
+
+    # hand references
+    with torch.no_grad():
+        _, _, Jref, _ = pose()
+        hands_ref = Jref[:, :, [L_WRIST, R_WRIST, L_HAND, R_HAND]].clone()  # [Fw, P, 4, 3]
+    hw = torch.ones(Fw, P, 2, dtype=dt) if hand_weight is None else hand_weight[lo:hi].to(dt)
+    hw4 = torch.cat([hw, hw], -1)
+
+    from .motion import SHOULDER_LIMITS  # local import: motion imports this module
+
+    s_cross = math.sin(SHOULDER_LIMITS["cross"] * DEG)
+    s_ext = math.sin(SHOULDER_LIMITS["extension"] * DEG)
+    c_elev = math.cos(SHOULDER_LIMITS["elevation"] * DEG)
+
+    def limits(Jp: Tensor, GR: Tensor, frames: Tensor) -> Tensor:
+        e = flex0[frames] + z["elbow"][frames] * prm.elbow  # [n, P, 2]
+        lim = (e - 150 * DEG).clamp_min(0) ** 2 + (-e).clamp_min(0) ** 2
+        tot = (lim / prm.limit_scale**2).sum()
+        for h, (sh, el) in enumerate(((L_SHOULDER, L_ELBOW), (R_SHOULDER, R_ELBOW))):
+            u = Jp[:, :, el] - Jp[:, :, sh]
+            u = u / u.norm(dim=-1, keepdim=True)
+            ul = torch.einsum("fpij,fpi->fpj", GR[:, :, SPINE3], u)
+            v = ((-sgn[h] * ul[..., 0] - s_cross).clamp_min(0) ** 2 + (-ul[..., 2] - s_ext).clamp_min(0) ** 2
+                 + (ul[..., 1] + c_elev).clamp_min(0) ** 2)
+            tot = tot + (v / prm.limit_scale**2).sum()
+        return tot
+
+    def smooth_prior() -> Tensor:
+        tot = z["root"].new_zeros(())
+        for v in z.values():
+            tot = tot + (v**2).sum()
+            if Fw >= 3:
+                acc = v[2:] - 2 * v[1:-1] + v[:-2]
+                tot = tot + ((acc / prm.accel) ** 2).sum()
+        return tot
+
+    allf = torch.arange(Fw)
+    # penetration is evaluated on every ``stride``-th frame (the corrections are splines over ~4 frames)
+    subf = torch.arange(0, Fw, max(1, prm.stride))
+    pen_scale2 = prm.pen_scale**2
+
+    def measure(frames: Tensor) -> tuple[float, float, Tensor]:
+        """Proxy penetration (plus margin): sum of squares, max, per-frame max ``[F]``."""
+        with torch.no_grad():
+            pairs = find_pairs(frames, prm.margin)
+            fm = torch.zeros(F, dtype=torch.float64)
+            act = torch.unique(torch.cat([pr.f for pr in pairs]))
+            if len(act) == 0:
+                return 0.0, 0.0, fm
+            bt = batches(pairs, act)
+            _, _, Ja, Ga = pose(act)
+            pe = pen_terms(bt, Ja, Ga)
+            for p in range(P):
+                if len(pairs[p]):
+                    fm.scatter_reduce_(0, pairs[p].f + lo, pe[p].to(torch.float64), "amax")
+                    if _DEBUG:
+                        top = pe[p].topk(min(5, len(pe[p])))
+                        for val, k in zip(top.values.tolist(), top.indices.tolist()):
+                            print(f"  p{p} frame {int(pairs[p].f[k]) + lo} point part {int(proxies[p].point_part[pairs[p].i[k]])} "
+                                  f"sphere part {int(proxies[1 - p].sphere_part[pairs[p].j[k]])} pen {val:.4f} hw {hw[pairs[p].f[k], p].tolist()}")
+            return float(sum((x**2).sum() for x in pe)), float(fm.max()), fm
+
+    if prm.rounds <= 0 or _DEBUG:
+        b = measure(subf)
+        report["proxy_pen_before"] = b[:2]
+    for rnd in range(prm.rounds):
+        pairs = find_pairs(allf if rnd >= prm.rounds - prm.dense_rounds else subf, prm.margin + prm.slack)
+        act = torch.unique(torch.cat([pr.f for pr in pairs]))
+        if rnd == 0:
+            report["pairs_first_round"] = int(sum(len(pr) for pr in pairs))
+        if len(act) == 0:
+            break
+        bt = batches(pairs, act)
+        with torch.no_grad():
+            _, _, J_start, _ = pose(act)
+        trust = prm.slack * prm.trust
+
+        opt = torch.optim.LBFGS(list(ctrl.values()), lr=1.0, max_iter=prm.iters, history_size=20, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-7, tolerance_change=1e-9)
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            expand()
+            _, _, Ja, Ga = pose(act)
+            e_pen = sum((x**2).sum() for x in pen_terms(bt, Ja, Ga)) / pen_scale2
+            hands = Ja[:, :, [L_WRIST, R_WRIST, L_HAND, R_HAND]]
+            e_hand = (hw4[act][..., None] * (hands - hands_ref[act]) ** 2).sum() / prm.hand_pos**2
+            # trust region: no joint moves farther than the broad phase looked (the pair set stays valid)
+            e_tr = (((Ja - J_start).norm(dim=-1) - trust).clamp_min(0) ** 2).sum() / prm.pen_scale**2
+            e_sm = smooth_prior(); e_lim = limits(Ja, Ga, act)
+            loss = e_pen + e_hand + e_sm + e_lim + e_tr
+            if _DEBUG:
+                last_terms.update(pen=float(e_pen), hand=float(e_hand), smooth=float(e_sm), lim=float(e_lim), tr=float(e_tr))
+            loss.backward()
+            return loss
+
+        last_terms = {}
+        l0 = float(closure()) if _DEBUG else 0.0
+        opt.step(closure)
+        if _DEBUG:
+            st = opt.state[opt._params[0]]
+            print(f"round {rnd}: pairs {[len(x) for x in pairs]} act {len(act)} loss {l0:.1f} -> {float(closure()):.1f} evals {st.get('func_evals')} iters {st.get('n_iter')}", {k: round(v, 1) for k, v in last_terms.items()})
+
+    with torch.no_grad():
+        expand()
+        a = measure(allf)
+        report["proxy_pen_after"] = a[:2]
+        report["frame_max_after"] = a[2]
+        Rl, Tr, _, _ = pose()
+    # back to float64: the corrections are composed onto the exact script
+    dR = (Rw.transpose(-1, -2) @ Rl).to(torch.float64)  # local correction of each joint
+    Rout = R64.clone()
+    Rout[lo:hi] = R64[lo:hi] @ dR
+    Tout = T64.clone()
+    Tout[lo:hi] = T64[lo:hi] + (Tr - Tw).to(torch.float64)
+    Rout = _enforce_limits(Rout, Tout, rest.to(torch.float64), arms)
+    return Rout, Tout, report
+
+
+def _enforce_limits(Rl: Tensor, Tr: Tensor, rest: Tensor, arms: Sequence[Sequence[ArmInfo]]) -> Tensor:
+    """Hard elbow range ``[0, 150]`` degrees about the hinge and the shoulder cone (:func:`clamp_arm_direction`)."""
+    from .motion import HINGE_LIMITS, clamp_arm_direction
+
+    Rl = Rl.clone()
+    P = Rl.shape[1]
+    for p in range(P):
+        for h, el in enumerate((L_ELBOW, R_ELBOW)):
+            ai = arms[p][h]
+            a0 = ai.a0.to(Rl.dtype)
+            flex = (matrix_to_axis_angle(Rl[:, p, el]) * a0).sum(-1) + ai.th0
+            flex = flex.clamp(0.0, HINGE_LIMITS["elbow"][1] * DEG)
+            Rl[:, p, el] = axis_angle_to_matrix(a0 * (flex - ai.th0)[:, None])
+    J, G = fk_matrices(rest, Rl, Tr)
+    for p in range(P):
+        for h, (col, sh, el) in enumerate(((L_COLLAR, L_SHOULDER, L_ELBOW), (R_COLLAR, R_SHOULDER, R_ELBOW))):
+            u = J[:, p, el] - J[:, p, sh]
+            u = u / u.norm(dim=-1, keepdim=True)
+            uc = clamp_arm_direction(u, G[:, p, SPINE3], arms[p][h].sign)
+            # minimal rotation u -> uc (world), applied to the shoulder's global rotation
+            ax = torch.linalg.cross(u, uc)
+            s_ = ax.norm(dim=-1, keepdim=True)
+            c_ = (u * uc).sum(-1, keepdim=True).clamp(-1, 1)
+            ang = torch.atan2(s_, c_)
+            aa = torch.where(s_ > 1e-12, ax / s_.clamp_min(1e-12) * ang, torch.zeros_like(ax))
+            Gsh = axis_angle_to_matrix(aa) @ G[:, p, sh]
+            Rl[:, p, sh] = G[:, p, col].transpose(-1, -2) @ Gsh
+    return Rl
+
+
+# ------------------------------------------------------------------ helpers for the script
+def _posed_subset(px: BodyProxy, GR: Tensor, Jp: Tensor, spheres: bool, keep: Tensor) -> Tensor:
+    """Posed points (or sphere centres) ``[B, n, 3]`` (float32) of the entries selected by ``keep``."""
+    x = (px.sphere_centres if spheres else px.points)[keep].to(torch.float32)
+    W = (px.sphere_weights if spheres else px.point_weights)[keep].to(torch.float32)
+    GR = GR.to(torch.float32)
+    A = _transforms(GR, Jp.to(torch.float32), px.rest_joints.to(torch.float32))
+    T = torch.einsum("nj,bjk->bnk", W, A)
+    return (T[..., :9].reshape(GR.shape[0], -1, 3, 3) @ x[None, :, :, None])[..., 0] + T[..., 9:]
+
+
+def non_arm(part: Tensor) -> Tensor:
+    """Mask of the entries whose dominant joint is not an arm joint (shoulder .. hand)."""
+    return ~torch.isin(part, torch.tensor(ARM_JOINTS))
+
+
+def posed_spheres(px: BodyProxy, GR: Tensor, Jp: Tensor, keep: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
+    """Sphere centres ``[B, n, 3]`` (float64) and radii ``[n]`` of one person, optionally a subset."""
+    keep = torch.ones(len(px.sphere_radii), dtype=torch.bool) if keep is None else keep
+    return _posed_subset(px, GR, Jp, True, keep).to(torch.float64), px.sphere_radii[keep]
+
+
+def body_penetration(J: Tensor, G: Tensor, proxies: Sequence[BodyProxy], margin: float = 0.0, arms: bool = False,
+                     frames: Optional[Tensor] = None) -> Tensor:
+    """Per frame, the deepest penetration (m, plus ``margin``) of a surface point of one person into the
+    other's spheres, both ways; arm parts are left out unless ``arms``.
+
+    Args:
+        J, G: posed joints ``[F, 2, 24, 3]`` and global rotations ``[F, 2, 24, 3, 3]``.
+        frames: optional subset of frames to test (others report 0).
+    """
+    F = J.shape[0]
+    out = torch.zeros(F, dtype=torch.float64)
+    fr = torch.arange(F) if frames is None else frames
+    if len(fr) == 0:
+        return out
+    with torch.no_grad():
+        for p in range(2):
+            q = 1 - p
+            pxp, pxq = proxies[p], proxies[q]
+            pcl, scl = pxp.point_clusters, pxq.sphere_clusters
+            if not arms:
+                pcl = pcl[non_arm(pxp.point_part[pcl[:, 0]])]
+                scl = scl[non_arm(pxq.sphere_part[scl[:, 0]])]
+            allp = torch.ones(len(pxp.point_part), dtype=torch.bool)
+            alls = torch.ones(len(pxq.sphere_part), dtype=torch.bool)
+            X = _posed_subset(pxp, G[fr, p], J[fr, p], False, allp)
+            C = _posed_subset(pxq, G[fr, q], J[fr, q], True, alls)
+            r = pxq.sphere_radii.to(torch.float32)
+            pr = _broad_phase(X, pcl, C, r, scl, margin, keep=0)
+            if len(pr):
+                d = (X[pr.f, pr.i] - C[pr.f, pr.j]).norm(dim=-1)
+                pen = (r[pr.j] + margin - d).to(torch.float64)
+                m = torch.zeros(len(fr), dtype=torch.float64).scatter_reduce_(0, pr.f, pen, "amax")
+                out[fr] = torch.maximum(out[fr], m)
+    return out
+
+
+def push_out_spheres(x: Tensor, C: Tensor, r: Tensor, clear: float, origin: Tensor, up: Tensor, iters: int = 6) -> Tensor:
+    """Move points ``x [F, 3]`` out of the spheres ``C [F, S, 3]`` (radii ``r [S]``, plus ``clear``), radially
+    away from the vertical axis through ``origin [F, 3]`` along ``up [F, 3]`` (continuous in ``x``)."""
+    rel = x - origin
+    radial = rel - (rel * up).sum(-1, keepdim=True) * up
+    radial = radial / radial.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    for _ in range(iters):
+        pen = (r[None] + clear - (x[:, None] - C).norm(dim=-1)).amax(-1).clamp_min(0)  # [F]
+        if float(pen.max()) < 1e-4:
+            break
+        x = x + radial * pen[:, None]
+    return x
