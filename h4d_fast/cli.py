@@ -243,7 +243,16 @@ def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int]) -> dict[str, 
     F, P = len(frame_ids), g["betas"].shape[0]
     if "vertices" in fit and fit["vertices"].shape[-2] != fast.v_template.shape[0]:
         return {"mesh": {"skipped": "the fit used a body model with another mesh than the ground truth"}}
-    errs = {"pve": [], "mpjpe": [], "pve_root": [], "mpjpe_root": [], "mpjpe_pa": []}
+    from .pipeline.driver import FIT_COLLISION_OFF_FILE
+
+    off_file = out / FIT_COLLISION_OFF_FILE
+    off = None
+    if off_file.exists():  # the compared fit without the collision term
+        with np.load(off_file) as z:
+            off = {k: np.asarray(z[k]) for k in ("global_orient", "body_pose", "betas", "transl")}
+        if off["global_orient"].shape[:2] != (F, P):
+            off = None
+    errs = {"pve": [], "mpjpe": [], "pve_root": [], "mpjpe_root": [], "mpjpe_pa": [], "pve_off": [], "mpjpe_off": []}
     with torch.no_grad():
         for s in range(0, F, 64):
             e = min(F, s + 64)
@@ -251,6 +260,12 @@ def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int]) -> dict[str, 
             gi = idx[s:e]
             gv, gj = fast.vertices(g["global_orient"][gi].reshape(n, 3), g["body_pose"][gi].reshape(n, 69),
                                    g["betas"][None].expand(e - s, P, -1).reshape(n, -1), g["transl"][gi].reshape(n, 3))
+            if off is not None:
+                ov, oj = fast.vertices(*(torch.as_tensor(off[k][s:e]).reshape(n, -1).float() for k in ("global_orient", "body_pose")),
+                                       torch.as_tensor(off["betas"]).float()[None].expand(e - s, P, -1).reshape(n, -1),
+                                       torch.as_tensor(off["transl"][s:e]).reshape(n, 3).float())
+                errs["pve_off"].append(pve(ov, gv))
+                errs["mpjpe_off"].append(mpjpe24(oj, gj))
             if "vertices" in fit:
                 pv = torch.as_tensor(fit["vertices"][s:e]).reshape(n, -1, 3).float()
                 pj = torch.as_tensor(fit["joints"][s:e]).reshape(n, -1, 3).float()
@@ -261,11 +276,14 @@ def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int]) -> dict[str, 
             errs["mpjpe"].append(mpjpe24(pj, gj))
             errs["mpjpe_root"].append(mpjpe24(pj, gj, "root"))
             errs["mpjpe_pa"].append(mpjpe24(pj, gj, "procrustes"))
-    m = {k: float(torch.cat(v).mean()) for k, v in errs.items()}
+    m = {k: float(torch.cat(v).mean()) for k, v in errs.items() if v}
     rep["pve_mm"] = m["pve"]
     rep["mpjpe_smpl_mm"] = m["mpjpe"]
     rep["mesh"] = {"pve_pelvis_aligned_mm": m["pve_root"], "mpjpe_smpl_pelvis_aligned_mm": m["mpjpe_root"],
                    "pa_mpjpe_smpl_mm": m["mpjpe_pa"], "body_model": gt_body}
+    if "pve_off" in m:  # the same fit without the collision term (fit.compare_collision)
+        rep["mesh"]["pve_without_collision_mm"] = m["pve_off"]
+        rep["mesh"]["mpjpe_smpl_without_collision_mm"] = m["mpjpe_off"]
     stats_file = out / "fit_stats.json"
     if stats_file.exists():
         st = json.loads(stats_file.read_text())
@@ -294,6 +312,8 @@ def format_report(rep: dict[str, Any]) -> str:
         if rep.get("penetration_reduction") is not None:
             lines.append(f"  interpenetration {m.get('penetration_without_collision_cm3', float('nan')):.1f} -> {m.get('penetration_after_cm3', float('nan')):.1f} cm^3 per frame "
                          f"with the collision stage ({100 * rep['penetration_reduction']:.1f}% removed)")
+            if "pve_without_collision_mm" in m:
+                lines.append(f"  without it       PVE {m['pve_without_collision_mm']:.2f} mm, MPJPE (24 SMPL joints) {m['mpjpe_smpl_without_collision_mm']:.2f} mm")
         elif "penetration_after_cm3" in m:
             lines.append(f"  interpenetration {m['penetration_after_cm3']:.1f} cm^3 per frame after the collision stage")
     elif "mesh" in rep:
@@ -312,6 +332,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline.driver import run_sequence
     from .synth import make_capture
 
+    if not args.no_compare_collision:  # report what the collision stage removes (a later --set wins)
+        args.overrides = ["fit.compare_collision=true", *args.overrides]
     cfg = _config_from_args(args)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="h4d_demo_"))
     seq, out = work / "sequence", work / "output"
@@ -475,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, help="keep the capture and outputs in this folder")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--no-compare-collision", action="store_true",
+                   help="skip the comparison fit without the collision term (by default the demo runs it and reports "
+                        "penetration_reduction and the accuracy with and without)")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
 

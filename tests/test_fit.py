@@ -197,3 +197,39 @@ def test_collision_stage_reduces_penetration(body):
     v, _ = model_outputs(body, res)
     pen = penetration_volume(v[:, 0], v[:, 1], body.faces)
     assert float(pen.mean()) == pytest.approx(st["penetration_after_cm3"], rel=1e-3, abs=1e-3)
+
+
+@pytest.mark.skipif(not _fast_collision_backend(), reason="collision_loss has only its brute-force torch backend here (minutes per frame on CPU)")
+def test_sparse_collision_gradient_equals_the_full_mesh_gradient(body):
+    """fit.collision_sparse_grad re-skins only the vertices the collision term touches: the value
+    and the gradient with respect to every parameter equal differentiating through the full meshes."""
+    from h4d_fast.pipeline.fit import _Fitter
+
+    pair = facing_pair(body, F=3, d=0.34)
+    F, P = 3, 2
+    g = torch.Generator().manual_seed(5)
+    fast = FastBody(body)
+    kp = pair["poses3d"][..., :3]
+    w = pair["poses3d"][..., 3]
+    go = _upright(torch.tensor([math.pi / 2, -math.pi / 2])).expand(F, P, 3).contiguous()
+    tr = torch.zeros(F, P, 3)
+    tr[..., 2] = 1.0
+    tr[:, 0, 0], tr[:, 1, 0] = -0.17, 0.17
+    bp = 0.2 * torch.randn(F, P, 69, generator=g)
+    be = 0.5 * torch.randn(P, 10, generator=g)
+    grads, values = [], []
+    for sparse in (True, False):
+        params = {k: v.clone().requires_grad_(True) for k, v in
+                  {"global_orient": go, "body_pose": bp, "betas": be, "transl": tr}.items()}
+        fitter = _Fitter(kp, w, fast, FitConfig(collision_sparse_grad=sparse), params)
+        fitter.contact = torch.tensor([0, 2])  # a subset of the frames
+        loss = fitter.collision()
+        loss.backward()
+        values.append(loss.detach())
+        grads.append({k: v.grad.clone() for k, v in params.items()})
+    assert float(values[0]) > 0
+    torch.testing.assert_close(values[0], values[1])
+    for k in grads[0]:
+        assert grads[1][k].abs().max() > 0 or k == "body_pose"
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
+    assert grads[0]["transl"][1].abs().max() == 0  # frame 1 is not in the contact set

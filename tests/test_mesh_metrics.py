@@ -161,3 +161,27 @@ def test_penetration_volume_on_cuda_matches_cpu(default_body):
     gpu = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda()).cpu()
     assert float(cpu[0]) > 100 and float(cpu[-1]) == 0.0  # overlapping .. 1 m apart
     torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=1e-6)
+
+
+def test_numba_fast_depth_matches_the_torch_path(default_body):
+    """The CPU numba path (exact cell cull + candidate-triangle search) equals the torch code."""
+    pytest.importorskip("numba")
+    import h4d_fast.eval.mesh as M
+
+    body, fast = default_body
+    g = torch.Generator().manual_seed(2)
+    verts, _ = fast.vertices(torch.zeros(4, 3), 0.3 * torch.randn(4, 69, generator=g), torch.zeros(4, 10), None)
+    other = verts + torch.tensor([0.12, 0.0, 0.05])  # deep overlap
+    idx = torch.randperm(verts.shape[1], generator=g)[:2000]
+    pts = torch.cat([other, verts[:, idx] + 0.03 * torch.randn(4, 2000, 3, generator=g)], 1)  # + points near the surface
+    assert M._numba_depth() is not None
+    d_nb = M.inside_depth(pts, verts, body.faces)
+    saved = list(M._NUMBA_DEPTH)
+    try:
+        M._NUMBA_DEPTH[:] = [None]
+        d_t = M.inside_depth(pts, verts, body.faces)
+    finally:
+        M._NUMBA_DEPTH[:] = saved
+    assert int((d_t > 0).sum()) > 1000
+    assert torch.equal(d_nb > 0, d_t > 0)
+    torch.testing.assert_close(d_nb, d_t, atol=1e-6, rtol=0)

@@ -396,6 +396,9 @@ def inside_depth(
                 d, ins = _depth_fast_frames(points[fi], verts[fi], topo, k)
                 out[fi] = torch.where(ins & cand[fi], d, torch.zeros_like(d))
             return out
+        nb = _numba_depth() if method == "fast" else None
+        if nb is not None:
+            return _inside_depth_numba(nb, points, verts, faces, topo, cand, k, out)
         for bi in cand.any(-1).nonzero()[:, 0].tolist():  # frames with candidates only
             idx = cand[bi].nonzero()[:, 0]
             p = points[bi, idx]
@@ -404,6 +407,55 @@ def inside_depth(
             else:
                 d, ins = _depth_exact(p, verts[bi], faces)
             out[bi, idx] = torch.where(ins, d, torch.zeros_like(d))
+    return out
+
+
+_NUMBA_DEPTH: list = []
+_CELL_DIVISIONS = 64  # cells along the longest side of the other mesh's box (3 cm for a standing adult)
+
+
+def _numba_depth():
+    """The numba kernels of the CPU ``"fast"`` path (:mod:`h4d_fast.eval._mesh_numba`), or None."""
+    if not _NUMBA_DEPTH:
+        try:
+            from . import _mesh_numba
+
+            _NUMBA_DEPTH.append(_mesh_numba)
+        except Exception:  # numba missing or broken: the torch code
+            _NUMBA_DEPTH.append(None)
+    return _NUMBA_DEPTH[0]
+
+
+def _inside_depth_numba(nb, points: Tensor, verts: Tensor, faces: Tensor, topo: _Topology, cand: Tensor, k: int, out: Tensor) -> Tensor:
+    """CPU ``"fast"`` path: exact cell cull, then the candidate-triangle search in numba (float64).
+
+    Same closest-feature search and pseudo-normal test as :func:`_depth_fast`; the cull only drops
+    points that lie in cells of the other mesh's box which no triangle's bounding box meets and
+    whose centre is outside (so the whole cell is), i.e. points that are outside for certain.
+    """
+    from scipy.spatial import cKDTree
+
+    f_np = faces.detach().long().cpu().numpy()
+    v2f = topo.v2f.cpu().numpy()
+    adj = topo.edge_adj.cpu().numpy()
+    kk = min(k, verts.shape[1])
+    for bi in cand.any(-1).nonzero()[:, 0].tolist():
+        vv = verts[bi].detach().double()
+        vn_np = vv.numpy()
+        ext = float((vv.amax(0) - vv.amin(0)).max())
+        if not math.isfinite(ext) or ext <= 0:
+            continue
+        pts = points[bi].detach().double().numpy()
+        keep = nb.candidates(pts, vn_np, f_np, ext / _CELL_DIVISIONS).astype(bool)
+        idx = np.nonzero(keep)[0]
+        if idx.size == 0:
+            continue
+        fn, vn, en = nb.normals(vn_np, f_np, adj)
+        _, nn = cKDTree(vn_np).query(pts[idx], k=kk)
+        nn = np.ascontiguousarray(np.asarray(nn, dtype=np.int64).reshape(idx.size, kk))
+        d, ins = nb.closest_features(np.ascontiguousarray(pts[idx]), vn_np, f_np, v2f, nn, fn, vn, en)
+        val = np.where(ins.astype(bool), d, 0.0)
+        out[bi, torch.from_numpy(idx)] = torch.from_numpy(val).to(out.dtype)
     return out
 
 

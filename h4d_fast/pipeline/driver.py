@@ -278,6 +278,14 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         result.stages.append(StageRecord("fit", dt, False, _fit_summary(fit.stats)))
         log(f"  {'fit':<10} {dt:7.2f} s  {_short(_fit_summary(fit.stats))}")
     atomic.write_json(out / "fit_stats.json", fit.stats)
+    off_file = out / FIT_COLLISION_OFF_FILE
+    if fit.collision_off is not None:  # the compared fit without the collision term (h4d eval reports its accuracy)
+        arrays = {k: v for k, v in fit.as_arrays().items() if k.startswith("off_")}
+        tmp = off_file.with_name(off_file.name + ".tmp.npz")
+        np.savez(tmp, **{k[4:]: v for k, v in arrays.items()})
+        tmp.replace(off_file)
+    elif off_file.exists():
+        off_file.unlink()
     if stop_after == "fit":
         raise KeyboardInterrupt("stopped after stage fit")
     t1 = time.perf_counter()
@@ -288,6 +296,9 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
     log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  smpl/, poses2d/, bbox/, sequence.npz")
     result.extra["fit"] = fit
     return fit
+
+
+FIT_COLLISION_OFF_FILE = "fit_collision_off.npz"  # parameters of the fit without the collision term (compare_collision)
 
 
 def _fit_summary(stats: dict) -> dict:
