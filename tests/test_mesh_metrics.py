@@ -185,3 +185,30 @@ def test_numba_fast_depth_matches_the_torch_path(default_body):
     assert int((d_t > 0).sum()) > 1000
     assert torch.equal(d_nb > 0, d_t > 0)
     torch.testing.assert_close(d_nb, d_t, atol=1e-6, rtol=0)
+
+
+def test_packed_gpu_depth_path_matches_the_per_frame_path(default_body):
+    """The GPU path packs each frame's box candidates (varying counts, one frame without any);
+    run on CPU tensors here, it equals the per-frame torch search point for point."""
+    import h4d_fast.eval.mesh as M
+
+    body, fast = default_body
+    g = torch.Generator().manual_seed(4)
+    B = 4
+    verts, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
+    verts = verts.double()
+    shift = torch.tensor([[0.1, 0.0, 0.0], [0.3, 0.0, 0.1], [3.0, 0.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    pts = verts[:, ::5] + shift[:, None]  # deep overlap, partial, none (3 m away), identical bodies
+    lo, hi = verts.amin(1), verts.amax(1)
+    cand = ((pts >= lo[:, None]) & (pts <= hi[:, None])).all(-1)
+    assert cand[2].sum() == 0 and 0 < cand[1].sum() < cand[0].sum()
+    topo = M._topology(body.faces, verts.shape[1])
+    packed = M._inside_depth_gpu(pts, verts, topo, cand, 8, pts.new_zeros(B, pts.shape[1]))
+    saved = list(M._NUMBA_DEPTH)
+    try:
+        M._NUMBA_DEPTH[:] = [None]  # the plain per-frame torch path
+        ref = M.inside_depth(pts, verts, body.faces)
+    finally:
+        M._NUMBA_DEPTH[:] = saved
+    assert int((ref > 0).sum()) > 100 and float(ref[2].abs().sum()) == 0.0
+    torch.testing.assert_close(packed, ref, atol=1e-9, rtol=0)

@@ -388,14 +388,7 @@ def inside_depth(
         cand = ((points >= lo[:, None]) & (points <= hi[:, None])).all(-1)  # [B, M]
         topo = _topology(faces, verts.shape[1]) if method == "fast" else None
         if method == "fast" and points.device.type != "cpu":
-            # frames batched (all points of a frame, the box test applied after)
-            frames = cand.any(-1).nonzero()[:, 0]
-            g = max(1, _CHUNK_GPU * 4 // max(1, M * verts.shape[1]))
-            for i in range(0, frames.numel(), g):
-                fi = frames[i : i + g]
-                d, ins = _depth_fast_frames(points[fi], verts[fi], topo, k)
-                out[fi] = torch.where(ins & cand[fi], d, torch.zeros_like(d))
-            return out
+            return _inside_depth_gpu(points, verts, topo, cand, k, out)
         nb = _numba_depth() if method == "fast" else None
         if nb is not None:
             return _inside_depth_numba(nb, points, verts, faces, topo, cand, k, out)
@@ -407,6 +400,36 @@ def inside_depth(
             else:
                 d, ins = _depth_exact(p, verts[bi], faces)
             out[bi, idx] = torch.where(ins, d, torch.zeros_like(d))
+    return out
+
+
+def _inside_depth_gpu(points: Tensor, verts: Tensor, topo: _Topology, cand: Tensor, k: int, out: Tensor) -> Tensor:
+    """GPU ``"fast"`` path: frames batched, and only the points inside the other mesh's box.
+
+    The box candidates of each frame are packed to the front of a ``[B, Mc, 3]`` tensor (``Mc``
+    the largest count; the padding repeats a candidate and is dropped), so the nearest-vertex
+    search costs ``Mc / M`` of the full one (about a third in a hug).
+    """
+    B, M = cand.shape
+    counts = cand.sum(-1)  # [B]
+    frames = (counts > 0).nonzero()[:, 0]
+    if frames.numel() == 0:
+        return out
+    mc = int(counts.max())
+    # stable order: candidates first, in point order
+    order = torch.argsort((~cand[frames]).to(torch.int8), dim=-1, stable=True)[:, :mc]  # [Bf, mc]
+    used = torch.arange(mc, device=points.device)[None] < counts[frames][:, None]  # [Bf, mc]
+    order = torch.where(used, order, order[:, :1])  # padding: the first candidate again
+    g = max(1, _CHUNK_GPU * 4 // max(1, mc * verts.shape[1]))
+    for i in range(0, frames.numel(), g):
+        fi = frames[i : i + g]
+        oi = order[i : i + g]
+        pts = points[fi].gather(1, oi[..., None].expand(-1, -1, 3))
+        d, ins = _depth_fast_frames(pts, verts[fi], topo, k)
+        ui = used[i : i + g]
+        rows = out.new_zeros(fi.numel(), M + 1)  # column M takes the padding
+        rows.scatter_(1, torch.where(ui, oi, torch.full_like(oi, M)), torch.where(ins & ui, d, torch.zeros_like(d)))
+        out[fi] = rows[:, :M]
     return out
 
 

@@ -41,6 +41,14 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def sequential_device(cfg: Config, device: torch.device) -> torch.device:
+    """Where the frame-sequential stages (track, refine) run: ``run.sequential_device`` (module
+    :class:`~h4d_fast.config.RunConfig`); the CPU unless 'same' or a CUDA-only backend is named."""
+    if cfg.run.sequential_device == "same" or cfg.run.backend in ("triton", "cupy"):
+        return device
+    return torch.device("cpu")
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -172,6 +180,7 @@ def run_keypoints(
 
     det = capture.detections.to(device=device, dtype=dtype)
     cams = capture.cameras.to(device=device)
+    seq_device = sequential_device(cfg, device)
 
     # ---- stage 1: filtering + OKS dedup
     def do_filter():
@@ -179,13 +188,14 @@ def run_keypoints(
         return {"valid": filtered.valid.cpu().numpy(), "kpts": filtered.kpts.cpu().numpy().astype(np.float32)}, st.as_dict()
 
     k1, a1 = stage("filter", input_key + f"|{F}x{V}x{D}", cfgd["filter"], do_filter)
-    det_f = Detections(torch.from_numpy(a1["kpts"]).to(device=device, dtype=dtype), det.boxes, torch.from_numpy(a1["valid"]).to(device))
+    det_f = Detections(torch.from_numpy(a1["kpts"]).to(device=seq_device, dtype=dtype), det.boxes.to(seq_device),
+                       torch.from_numpy(a1["valid"]).to(seq_device))
 
     # ---- stages 2+3: identity + triangulation
     def do_track():
         with Progress("track", F, enabled=cfg.run.progress) as bar:
             res = triangulate_sequence(
-                det_f, cams, P, cfg.identity, cfg.triangulation,
+                det_f, cams.to(device=seq_device), P, cfg.identity, cfg.triangulation,
                 init_boxes=capture.init_boxes, init_valid=capture.init_valid, backend=backend, progress=bar.update,
             )
         valid = res.poses[..., 3] > 0
@@ -197,7 +207,7 @@ def run_keypoints(
 
     # ---- stage 4: clean-up + global refinement
     def do_refine():
-        refined, st = refine_sequence(raw.to(device=device, dtype=dtype), cfg.refine)
+        refined, st = refine_sequence(raw.to(device=seq_device, dtype=dtype), cfg.refine)
         return {"poses": refined.cpu().numpy()}, st.as_dict()
 
     k3, a3 = stage("refine", k2, cfgd["refine"], do_refine)
