@@ -279,8 +279,10 @@ def _cpu_name() -> str:
 
 
 def _git() -> dict[str, Any]:
-    """Commit of the checkout; ``H4D_BENCH_COMMIT`` names it where the tree is a copy without
-    ``.git`` (the GPU machine), and ``dirty`` is then unknown (None)."""
+    """Commit of the checkout; ``H4D_BENCH_COMMIT`` names it where the tree is a copy (the GPU
+    machine's copy may carry stale git metadata), and ``dirty`` is then unknown (None)."""
+    if os.environ.get("H4D_BENCH_COMMIT"):
+        return {"commit": os.environ["H4D_BENCH_COMMIT"], "dirty": None}
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10)
         if head.returncode == 0 and head.stdout.strip():
