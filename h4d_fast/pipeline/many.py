@@ -584,8 +584,12 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
-def _bind_device(device: str, cfg: Config, n_cpu_workers: int) -> str:
-    """In a fresh worker process: make ``device`` the only one it uses; returns the torch device."""
+def _bind_device(device: str, cfg: Config, n_cpu_workers: int, n_workers: int = 1) -> str:
+    """In a fresh worker process: make ``device`` the only one it uses; returns the torch device.
+
+    CPU threads are shared: a CPU worker gets ``cores / n_cpu_workers`` torch threads, a GPU
+    worker ``cores / n_workers`` (its frame-sequential stages run on the CPU, see
+    ``run.sequential_device``; several workers on one host would otherwise oversubscribe it)."""
     if device == "cpu":
         import torch
 
@@ -595,6 +599,9 @@ def _bind_device(device: str, cfg: Config, n_cpu_workers: int) -> str:
     idx = int(device.split(":")[1])
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     import torch
+
+    if n_workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
 
     if not torch.cuda.is_initialized():
         phys = visible.split(",")[idx].strip() if visible else str(idx)
@@ -608,10 +615,10 @@ def _bind_device(device: str, cfg: Config, n_cpu_workers: int) -> str:
 
 
 def _device_worker(wid: int, device: str, ctx: Context, prefetch: int, n_cpu_workers: int,
-                   req_q: Any, job_q: Any) -> None:
+                   req_q: Any, job_q: Any, n_workers: int = 1) -> None:
     """Worker process: bind the device, then pipelined loop over jobs handed out by the parent."""
     try:
-        _bind_device(device, ctx.cfg, n_cpu_workers)
+        _bind_device(device, ctx.cfg, n_cpu_workers, n_workers)
     except BaseException as e:  # noqa: BLE001
         req_q.put(("fatal", wid, f"{device}: {one_line(e)}"))
         return
@@ -646,7 +653,7 @@ def run_devices(jobs: list[Job], ctx: Context, devices: list[str], prefetch: int
     n_cpu = sum(d == "cpu" for d in devices)
     job_qs = [mpc.Queue() for _ in devices]
     procs = [mpc.Process(target=_device_worker, name=f"h4d-worker-{i}-{d}",
-                         args=(i, d, ctx, prefetch, n_cpu, req_q, job_qs[i]))  # not daemon: --loader process
+                         args=(i, d, ctx, prefetch, n_cpu, req_q, job_qs[i], len(devices)))  # not daemon: --loader process
              for i, d in enumerate(devices)]
     for p in procs:
         p.start()
