@@ -32,3 +32,23 @@ def test_child_failure_names_the_file(tmp_path):
 
     with pytest.raises(OutputError, match="sub"):
         for_each_file(write, range(1200), processes=2)
+
+
+def _write_many_in_pool_worker(folder: str) -> int:
+    from pathlib import Path
+
+    from h4d_fast.io.parallel import MIN_ITEMS_FOR_PROCESSES, for_each_file
+
+    items = [Path(folder) / f"{i:05d}.txt" for i in range(MIN_ITEMS_FOR_PROCESSES + 5)]
+    for_each_file(lambda p: p.write_text(p.stem), items, processes=4)
+    return len(items)
+
+
+def test_for_each_file_inside_a_daemonic_pool_worker(tmp_path):
+    """A multiprocessing.Pool worker is daemonic and may not fork children: writes stay in-process."""
+    import multiprocessing as mp
+
+    with mp.get_context("fork").Pool(1) as pool:
+        n = pool.apply(_write_many_in_pool_worker, (str(tmp_path),))
+    files = sorted(tmp_path.glob("*.txt"))
+    assert len(files) == n and files[3].read_text() == "00003"

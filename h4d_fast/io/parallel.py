@@ -70,7 +70,8 @@ def for_each_file(fn: Callable[[T], None], items: Sequence[T], processes: int | 
     items = list(items)
     n = default_processes() if processes is None else max(1, int(processes))
     n = min(n, max(1, len(items) // 256))
-    if n <= 1 or len(items) < MIN_ITEMS_FOR_PROCESSES or not sys.platform.startswith("linux"):
+    # a daemonic process (a multiprocessing.Pool worker) may not have children: write in-process
+    if n <= 1 or len(items) < MIN_ITEMS_FOR_PROCESSES or not sys.platform.startswith("linux") or mp.current_process().daemon:
         for x in items:
             fn(x)
         return
