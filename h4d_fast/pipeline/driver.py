@@ -42,8 +42,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def sequential_device(cfg: Config, device: torch.device) -> torch.device:
-    """Where the frame-sequential stages (track, refine) run: ``run.sequential_device`` (module
-    :class:`~h4d_fast.config.RunConfig`); the CPU unless 'same' or a CUDA-only backend is named."""
+    """Where the frame-sequential stages (track, refine) run: ``run.sequential_device`` (see
+    :class:`~h4d_fast.config.RunConfig`); the CPU unless 'same' or a CUDA-only backend is named
+    ('auto' is the CPU here; run-many's GPU workers turn it into 'same')."""
     if cfg.run.sequential_device == "same" or cfg.run.backend in ("triton", "cupy"):
         return device
     return torch.device("cpu")

@@ -602,6 +602,8 @@ def _bind_device(device: str, cfg: Config, n_cpu_workers: int, n_workers: int = 
 
     if n_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
+    if cfg.run.sequential_device == "auto":  # workers interleave their small kernels on the GPU (RunConfig)
+        cfg.run.sequential_device = "same"
 
     if not torch.cuda.is_initialized():
         phys = visible.split(",")[idx].strip() if visible else str(idx)
