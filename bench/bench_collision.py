@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._micro import time_ms, versions  # noqa: E402
 
 from h4d_fast.ops import _backend  # noqa: E402
 from h4d_fast.ops.collision import collision_loss  # noqa: E402
@@ -91,36 +92,6 @@ def make_pair(frames: int, scenario: str, seed: int = 0) -> tuple[torch.Tensor, 
     return va.float(), vb.float(), f
 
 
-def _time(fn, device: str, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        try:
-            import triton.testing
-
-            q = triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats), quantiles=[0.2, 0.5, 0.8])
-            return {"p20_ms": q[0], "median_ms": q[1], "p80_ms": q[2], "timer": "triton.testing.do_bench"}
-        except Exception:  # no triton: CUDA events
-            ts = []
-            for _ in range(repeats):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                fn()
-                e.record()
-                torch.cuda.synchronize()
-                ts.append(s.elapsed_time(e))
-            ts.sort()
-            return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "cuda events"}
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(1e3 * (time.perf_counter() - t0))
-    ts.sort()
-    return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "perf_counter"}
-
-
 def _step(va, vb, faces, backend: str, grid: int):
     a = va.detach().requires_grad_(True)
     b = vb.detach().requires_grad_(True)
@@ -179,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
     fn = _step(ra, rb, faces, "torch", args.grid)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-        t = _time(fn, args.device, warmup=1, repeats=3)
+        t = time_ms(fn, args.device, warmup=1, repeats=3)
         ref_loss = fn().detach()
     else:  # one untimed-warm-up-free run: it takes seconds per frame
         t0 = time.perf_counter()
@@ -210,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
             if args.device == "cuda":
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats(dev)
-            t = _time(fn, args.device, args.warmup, repeats)
+            t = time_ms(fn, args.device, args.warmup, repeats)
             loss = fn().detach()
             t.update(
                 peak_mem_mb=torch.cuda.max_memory_allocated(dev) / 2**20 if args.device == "cuda" else None,

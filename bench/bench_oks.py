@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._micro import time_ms, versions  # noqa: E402
 
 from h4d_fast.ops import _backend, dedup_oks, oks  # noqa: E402
 
@@ -65,46 +66,6 @@ def workload(frames: int, cameras: int, people: int, slots: int, seed: int = 0):
     kpts[..., slot, :, :] = torch.where(dup[..., :n_dup, None, None], copies, kpts[..., slot, :, :])
     valid[..., slot] = valid[..., slot] | dup[..., :n_dup]
     return kpts, valid, real
-
-
-def _time(fn, device: str, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        try:
-            import triton.testing
-
-            q = triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats), quantiles=[0.2, 0.5, 0.8])
-            return {"p20_ms": q[0], "median_ms": q[1], "p80_ms": q[2], "timer": "triton.testing.do_bench"}
-        except ImportError:  # no triton: CUDA events
-            ts = []
-            for _ in range(repeats):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                fn()
-                e.record()
-                torch.cuda.synchronize()
-                ts.append(s.elapsed_time(e))
-            ts.sort()
-            return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "cuda events"}
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(1e3 * (time.perf_counter() - t0))
-    ts.sort()
-    return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "perf_counter"}
-
-
-def _versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("numba", "triton", "cupy"):
-        try:
-            v[mod] = __import__(mod).__version__
-        except Exception:  # not installed or broken
-            v[mod] = None
-    return v
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
                 out = fn()
                 if args.device == "cuda":
                     torch.cuda.synchronize()
-                t = _time(fn, args.device, max(args.warmup - 1, 0), repeats)
+                t = time_ms(fn, args.device, max(args.warmup - 1, 0), repeats)
             except Exception as e:  # a backend that fails to load or run is reported, not fatal
                 results[name][b] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
                 continue
@@ -185,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpu": platform.processor() or platform.machine(),
-        "versions": _versions(),
+        "versions": versions(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "workload": {"frames": args.frames, "cameras": args.cameras, "view_frames": args.frames * args.cameras, "slots": args.slots,
                      "people": args.people, "detections": int(valid.sum()), "dtype": args.dtype, "thr": args.thr},

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._micro import time_ms, versions  # noqa: E402
 
 from h4d_fast.camera import look_at  # noqa: E402
 from h4d_fast.ops import _backend, triangulate_dlt, triangulate_ransac  # noqa: E402
@@ -67,46 +68,6 @@ def workload(frames: int, people: int, joints: int, V: int, noise_px: float, out
     conf = torch.where(out, 0.2 + 0.8 * torch.rand(out.shape, generator=g, dtype=torch.float64),
                        0.5 + 0.5 * torch.rand(out.shape, generator=g, dtype=torch.float64))
     return xy, conf, Pm, X
-
-
-def _time(fn, device: str, warmup: int, repeats: int) -> dict:
-    for _ in range(warmup):
-        fn()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        try:
-            import triton.testing
-
-            q = triton.testing.do_bench(fn, warmup=25, rep=max(100, 20 * repeats), quantiles=[0.2, 0.5, 0.8])
-            return {"p20_ms": q[0], "median_ms": q[1], "p80_ms": q[2], "timer": "triton.testing.do_bench"}
-        except ImportError:  # no triton: CUDA events
-            ts = []
-            for _ in range(repeats):
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                fn()
-                e.record()
-                torch.cuda.synchronize()
-                ts.append(s.elapsed_time(e))
-            ts.sort()
-            return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "cuda events"}
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(1e3 * (time.perf_counter() - t0))
-    ts.sort()
-    return {"p20_ms": ts[len(ts) // 5], "median_ms": statistics.median(ts), "p80_ms": ts[(4 * len(ts)) // 5], "timer": "perf_counter"}
-
-
-def _versions() -> dict:
-    v = {"python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("numba", "triton", "cupy"):
-        try:
-            v[mod] = __import__(mod).__version__
-        except Exception:  # not installed or broken
-            v[mod] = None
-    return v
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -155,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
                     out = fn()  # also the first warm-up (compiles)
                     if args.device == "cuda":
                         torch.cuda.synchronize()
-                    t = _time(fn, args.device, max(args.warmup - 1, 0), repeats)
+                    t = time_ms(fn, args.device, max(args.warmup - 1, 0), repeats)
             except Exception as e:  # a backend that fails to load or run is reported, not fatal
                 results[op][b] = {"available": False, "reason": f"{type(e).__name__}: {e}"}
                 continue
@@ -190,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": args.device,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "cpu": platform.processor() or platform.machine(),
-        "versions": _versions(),
+        "versions": versions(),
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "workload": {"frames": args.frames, "people": args.people, "joints": args.joints, "points": N, "views": args.cameras,
                      "pairs": args.cameras * (args.cameras - 1) // 2, "dtype": args.dtype, "noise_px": args.noise_px,
