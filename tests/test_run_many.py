@@ -199,7 +199,7 @@ def test_transient_errors_are_raised_for_retry(tmp_path):
 @pytest.mark.slow
 def test_devices_cpu_cpu(root, tmp_path, capsys):
     out = tmp_path / "out"
-    rc, summary = _run(root, out, "--devices", "cpu,cpu")
+    rc, summary = _run(root, out, "--devices", "cpu*2")  # = cpu,cpu
     _check_first_run(rc, summary, out, capsys)
     assert summary["mode"] == "devices cpu,cpu"
     assert {s["device"] for s in summary["sequences"] if s["status"] == "done"} <= {"cpu"}
@@ -240,3 +240,13 @@ def test_ray_missing_is_one_line_error(root, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "install" in err[0] and "h4d_fast[cluster]" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_device_list_repeats_entries():
+    assert many.parse_devices("cpu*3") == ["cpu"] * 3
+    assert many.parse_devices("cpu*2, cpu") == ["cpu"] * 3
+    from h4d_fast.errors import InputError
+
+    for bad in ("cpu*0", "cpu*x", "cpu*", "gpu*2"):
+        with pytest.raises(InputError):
+            many.parse_devices(bad)
