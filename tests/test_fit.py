@@ -233,3 +233,18 @@ def test_sparse_collision_gradient_equals_the_full_mesh_gradient(body):
         assert grads[1][k].abs().max() > 0 or k == "body_pose"
         torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
     assert grads[0]["transl"][1].abs().max() == 0  # frame 1 is not in the contact set
+
+
+def test_skin_vertices_equals_rows_of_the_full_mesh(body):
+    fast = FastBody(body)
+    g = torch.Generator().manual_seed(3)
+    B = 3
+    go, bp, be = 0.5 * torch.randn(B, 3, generator=g), 0.3 * torch.randn(B, 69, generator=g), torch.randn(B, 10, generator=g)
+    full, _ = fast.vertices(go, bp, be, None)
+    rot = fast.rotations(go, bp)
+    J = fast.rest_joints(be)
+    GR, Gt = fast.kinematics(rot, J)
+    batch = torch.tensor([0, 2, 1, 2, 0])
+    vertex = torch.tensor([0, 17, 500, full.shape[1] - 1, 4000])
+    rows = fast.skin_vertices(batch, vertex, GR, Gt, J, be)
+    torch.testing.assert_close(rows, full[batch, vertex], rtol=1e-5, atol=1e-6)

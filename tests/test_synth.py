@@ -426,3 +426,11 @@ def test_config_defaults():
     assert c.num_cameras == 20 and c.lens == "fisheye" and c.image_size == (3840, 2160)
     assert c.noise_px == 2.0 and c.outlier_frac == 0.10 and c.swap_prob == 0.15
     assert c.duplicate_prob == 0.05 and c.miss_prob == 0.03 and c.false_positive_prob == 0.02
+
+
+def test_axis_angle_gradient_is_finite_at_zero():
+    """The collision resolver optimises rotation corrections that start at exactly zero."""
+    aa = torch.zeros(3, 3, dtype=torch.float64, requires_grad=True)
+    axis_angle_to_matrix(aa).sum().backward()
+    assert bool(torch.isfinite(aa.grad).all())
+    torch.autograd.gradcheck(axis_angle_to_matrix, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),))

@@ -51,6 +51,21 @@ def axis_angle_to_matrix(aa: Tensor) -> Tensor:
     return eye + a * K + b * (K @ K)
 
 
+def joint_transforms(GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
+    """LBS blend matrices ``[B, 24, 12]``: per joint, the affine map rest -> posed as its rotation
+    ``G_R`` (9, row-major) and translation ``G_t - G_R J`` (3); ``GR [B, 24, 3, 3]``, ``Gt, J [B, 24, 3]``."""
+    B = GR.shape[0]
+    return torch.cat([GR.reshape(B, NUM_SMPL_JOINTS, 9), Gt - (GR @ J[..., None])[..., 0]], -1)
+
+
+def skin(v_rest: Tensor, weights: Tensor, GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
+    """Linear blend skinning: rest points ``v_rest [B, M, 3]`` (or ``[M, 3]``, shared), weights
+    ``[M, 24]`` -> ``[B, M, 3]`` = ``sum_j W_mj (G_R_j (v - J_j) + G_t_j)``."""
+    T = weights @ joint_transforms(GR, Gt, J)  # [B, M, 12]
+    v_rest = v_rest.expand(T.shape[0], -1, -1) if v_rest.dim() == 2 else v_rest
+    return torch.einsum("bmij,bmj->bmi", T[..., :9].unflatten(-1, (3, 3)), v_rest) + T[..., 9:]
+
+
 def matrix_to_axis_angle(R: Tensor) -> Tensor:
     """``R [..., 3, 3]`` rotation matrices -> axis-angle ``[..., 3]`` (angle in ``[0, pi]``).
 
@@ -147,6 +162,7 @@ class FastBody:
             else:
                 self.vj_posedirs = None
         self.faces = body.faces
+        self._sparse_weights: tuple[Tensor, Tensor] | None = None  # (joint ids, weights) [N, k], on first use
 
     # ------------------------------------------------------------------ pieces
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "FastBody":
@@ -159,6 +175,7 @@ class FastBody:
                 setattr(self, k, mv(v))
             elif isinstance(v, list) and v and all(isinstance(x, Tensor) for x in v):
                 setattr(self, k, [mv(x) for x in v])
+        self._sparse_weights = None  # rebuilt on the new device on first use
         return self
 
     @property
@@ -205,14 +222,25 @@ class FastBody:
                 GR[j], Gt[j] = R_new[:, i], t_new[:, i]
         return torch.stack(GR, 1), torch.stack(Gt, 1)
 
-    def _skin(self, v_rest: Tensor, weights: Tensor, GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
-        """LBS of rest points ``v_rest [B, M, 3]``: ``sum_j W_mj (G_R_j (v - J_j) + G_t_j)``."""
-        B = GR.shape[0]
-        A_R = GR.reshape(B, NUM_SMPL_JOINTS, 9)
-        A_t = Gt - (GR @ J[..., None])[..., 0]  # [B, 24, 3]
-        TR = (weights @ A_R).view(B, -1, 3, 3)  # [B, M, 3, 3]
-        Tt = weights @ A_t  # [B, M, 3]
-        return torch.einsum("bmij,bmj->bmi", TR, v_rest) + Tt
+    def skin_vertices(self, batch: Tensor, vertex: Tensor, GR: Tensor, Gt: Tensor, J: Tensor, betas: Tensor) -> Tensor:
+        """Posed positions ``[R, 3]`` (no transl) of single vertices: row ``r`` is vertex ``vertex[r]``
+        of batch item ``batch[r]`` (kinematics ``GR, Gt, J`` of ``[B, 24, ...]``, ``betas [B, K]``).
+
+        Only each vertex's non-zero skinning weights are read, so the cost grows with ``R``, not with
+        ``B * N``. No pose correctives (callers with ``posedirs`` use :meth:`vertices`).
+        """
+        if self._sparse_weights is None:
+            k = max(1, int((self.lbs_weights != 0).sum(1).max()))
+            val, jid = self.lbs_weights.topk(k, dim=1)  # [N, k]
+            self._sparse_weights = (jid, val)
+        jid, val = self._sparse_weights
+        A = joint_transforms(GR, Gt, J).reshape(-1, 12)  # [B * 24, 12]
+        j = jid.index_select(0, vertex)  # [R, k]
+        Ar = A.index_select(0, (batch[:, None] * NUM_SMPL_JOINTS + j).reshape(-1)).view(vertex.numel(), -1, 12)
+        T = (val.index_select(0, vertex)[..., None] * Ar).sum(1)  # [R, 12]
+        v = self.v_template.index_select(0, vertex) + torch.einsum(
+            "rck,rk->rc", self.shapedirs.index_select(0, vertex), betas.index_select(0, batch))
+        return torch.einsum("rij,rj->ri", T[:, :9].unflatten(-1, (3, 3)), v) + T[:, 9:]
 
     # ------------------------------------------------------------------ forwards
     def joints(
@@ -243,7 +271,7 @@ class FastBody:
             if self.vj_posedirs is not None:
                 feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)  # [B, 207]
                 v = v + (feat @ self.vj_posedirs).view(B, -1, 3)
-            out = torch.cat([Gt, self._skin(v, self.vj_weights, GR, Gt, J)], 1)
+            out = torch.cat([Gt, skin(v, self.vj_weights, GR, Gt, J)], 1)
         if transl is not None:
             out = out + transl[:, None, :]
         return out
@@ -265,7 +293,7 @@ class FastBody:
         if self.posedirs is not None:
             feat = (rot[:, 1:] - torch.eye(3, dtype=rot.dtype, device=rot.device)).reshape(B, -1)
             v = v + (feat @ self.posedirs).view(B, -1, 3)
-        verts = self._skin(v, self.lbs_weights, GR, Gt, J)
+        verts = skin(v, self.lbs_weights, GR, Gt, J)
         joints = torch.cat([Gt, verts.index_select(1, self.extra_ids)], 1)
         if transl is not None:
             verts = verts + transl[:, None, :]
@@ -273,4 +301,4 @@ class FastBody:
         return verts, joints
 
 
-__all__ = ["FACE_VERTEX_JOINTS", "FastBody", "axis_angle_to_matrix", "matrix_to_axis_angle", "rot6d"]
+__all__ = ["FACE_VERTEX_JOINTS", "FastBody", "axis_angle_to_matrix", "joint_transforms", "matrix_to_axis_angle", "rot6d", "skin"]

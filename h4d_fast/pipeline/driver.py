@@ -291,10 +291,7 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
     atomic.write_json(out / "fit_stats.json", fit.stats)
     off_file = out / FIT_COLLISION_OFF_FILE
     if fit.collision_off is not None:  # the compared fit without the collision term (h4d eval reports its accuracy)
-        arrays = {k: v for k, v in fit.as_arrays().items() if k.startswith("off_")}
-        tmp = off_file.with_name(off_file.name + ".tmp.npz")
-        np.savez(tmp, **{k[4:]: v for k, v in arrays.items()})
-        tmp.replace(off_file)
+        atomic.write_npz(off_file, **{k: v.detach().float().cpu().numpy() for k, v in fit.collision_off.items()})
     elif off_file.exists():
         off_file.unlink()
     if stop_after == "fit":

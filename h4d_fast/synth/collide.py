@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..body.fast import joint_transforms
 from ..constants import NUM_SMPL_JOINTS
 from .proxy import ARM_JOINTS, BodyProxy
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
@@ -48,7 +49,6 @@ from .skeleton import (
 )
 
 DEG = math.pi / 180.0
-_DEBUG = False
 _K = 6  # skinning weights kept per point / sphere in the narrow phase
 
 
@@ -104,21 +104,6 @@ def _bspline_basis(n: int, h: int) -> Tensor:
     return B
 
 
-def _rodrigues(aa: Tensor) -> Tensor:
-    """Axis-angle ``[..., 3]`` -> ``[..., 3, 3]`` with finite gradients at zero."""
-    th2 = (aa * aa).sum(-1, keepdim=True)[..., None]
-    small = th2 < 1e-8
-    th2s = torch.where(small, torch.ones_like(th2), th2)
-    th = th2s.sqrt()
-    a = torch.where(small, 1 - th2 / 6, torch.sin(th) / th)
-    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / th2s)
-    x, y, zz = aa.unbind(-1)
-    o = torch.zeros_like(x)
-    K = torch.stack([o, -zz, y, zz, o, -x, -y, x, o], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype).expand_as(K)
-    return eye + a * K + b * (K @ K)
-
-
 def _topk_weights(W: Tensor, k: int = _K) -> tuple[Tensor, Tensor]:
     v, i = W.topk(k, dim=-1)
     return i, v / v.sum(-1, keepdim=True)
@@ -130,13 +115,6 @@ def _skin_sparse(x: Tensor, wj: Tensor, ww: Tensor, A: Tensor) -> Tensor:
     T = (ww[..., None] * Ak).sum(1)  # [U, 12]
     R = T[:, :9].reshape(-1, 3, 3)
     return (R @ x[..., None])[..., 0] + T[:, 9:]
-
-
-def _transforms(GR: Tensor, Jp: Tensor, J: Tensor) -> Tensor:
-    """``[B, 24, 12]``: rotation and translation ``Jp - GR J`` of each joint (LBS blend matrices)."""
-    B = GR.shape[0]
-    At = Jp - (GR @ J[..., None])[..., 0]
-    return torch.cat([GR.reshape(B, NUM_SMPL_JOINTS, 9), At], -1)
 
 
 class _Pairs:
@@ -176,8 +154,6 @@ def _broad_phase(X: Tensor, pcl: Tensor, C: Tensor, r: Tensor, scl: Tensor, reac
     cs, rs = _cluster_bounds(C, scl, r)
     near = torch.cdist(cp, cs) < rp[:, :, None] + rs[:, None, :] + reach  # [F, Kp, Ks]
     tri = torch.nonzero(near)  # [T, 3] (frame, point cluster, sphere cluster)
-    if _DEBUG:
-        print("broad phase: frames", X.shape[0], "clusters", pcl.shape, scl.shape, "triples", len(tri))
     fs, is_, js, ss = [], [], [], []
     for s0 in range(0, len(tri), chunk):
         t = tri[s0 : s0 + chunk]
@@ -328,16 +304,16 @@ def resolve_interpenetration(
         base = sel(Rw)
         d = {k: sel(v) * scale[k] for k, v in z.items()}
         extra: dict[int, Tensor] = {}
-        Rs = _rodrigues(d["spine"] / 3.0)
+        Rs = axis_angle_to_matrix(d["spine"] / 3.0)
         for j in (SPINE1, SPINE2, SPINE3):
             extra[j] = Rs
-        Rn = _rodrigues(d["neck"] / 2.0)
+        Rn = axis_angle_to_matrix(d["neck"] / 2.0)
         for j in (NECK, HEAD):
             extra[j] = Rn
-        Rc = _rodrigues(d["collar"])
-        Rsh = _rodrigues(d["shoulder"])
-        Rel = _rodrigues(a0[None] * d["elbow"][..., None])
-        Rwr = _rodrigues(d["wrist"])
+        Rc = axis_angle_to_matrix(d["collar"])
+        Rsh = axis_angle_to_matrix(d["shoulder"])
+        Rel = axis_angle_to_matrix(a0[None] * d["elbow"][..., None])
+        Rwr = axis_angle_to_matrix(d["wrist"])
         for h, (col, sh, el, wr) in enumerate(((L_COLLAR, L_SHOULDER, L_ELBOW, L_WRIST), (R_COLLAR, R_SHOULDER, R_ELBOW, R_WRIST))):
             extra[col] = Rc[:, :, h]
             extra[sh] = Rsh[:, :, h]
@@ -353,7 +329,7 @@ def resolve_interpenetration(
         out = []
         n = Jp.shape[0]
         for p in range(P):
-            A = _transforms(GR[:, p], Jp[:, p], restd[p])  # [n, 24, 12]
+            A = joint_transforms(GR[:, p], Jp[:, p], restd[p])  # [n, 24, 12]
             res = []
             for x, W in ((prox[p]["x"], prox[p]["Wp"]), (prox[p]["c"], prox[p]["Ws"])):
                 T = torch.einsum("nj,bjk->bnk", W, A)
@@ -378,7 +354,7 @@ def resolve_interpenetration(
         return [_Batch(pairs[p], fmap, prox[p], prox[1 - p], prm.margin, dt) for p in range(P)]
 
     def pen_terms(bt: list[_Batch], Jp: Tensor, GR: Tensor) -> list[Tensor]:
-        A = [_transforms(GR[:, p], Jp[:, p], restd[p]) for p in range(P)]
+        A = [joint_transforms(GR[:, p], Jp[:, p], restd[p]) for p in range(P)]
         return [bt[p].penetration(A[p], A[1 - p]) for p in range(P)]
 
     # hand references
@@ -435,14 +411,9 @@ def resolve_interpenetration(
             for p in range(P):
                 if len(pairs[p]):
                     fm.scatter_reduce_(0, pairs[p].f + lo, pe[p].to(torch.float64), "amax")
-                    if _DEBUG:
-                        top = pe[p].topk(min(5, len(pe[p])))
-                        for val, k in zip(top.values.tolist(), top.indices.tolist()):
-                            print(f"  p{p} frame {int(pairs[p].f[k]) + lo} point part {int(proxies[p].point_part[pairs[p].i[k]])} "
-                                  f"sphere part {int(proxies[1 - p].sphere_part[pairs[p].j[k]])} pen {val:.4f} hw {hw[pairs[p].f[k], p].tolist()}")
             return float(sum((x**2).sum() for x in pe)), float(fm.max()), fm
 
-    if prm.rounds <= 0 or _DEBUG:
+    if prm.rounds <= 0:
         b = measure(subf)
         report["proxy_pen_before"] = b[:2]
     for rnd in range(prm.rounds):
@@ -471,17 +442,10 @@ def resolve_interpenetration(
             e_tr = (((Ja - J_start).norm(dim=-1) - trust).clamp_min(0) ** 2).sum() / prm.pen_scale**2
             e_sm = smooth_prior(); e_lim = limits(Ja, Ga, act)
             loss = e_pen + e_hand + e_sm + e_lim + e_tr
-            if _DEBUG:
-                last_terms.update(pen=float(e_pen), hand=float(e_hand), smooth=float(e_sm), lim=float(e_lim), tr=float(e_tr))
             loss.backward()
             return loss
 
-        last_terms = {}
-        l0 = float(closure()) if _DEBUG else 0.0
         opt.step(closure)
-        if _DEBUG:
-            st = opt.state[opt._params[0]]
-            print(f"round {rnd}: pairs {[len(x) for x in pairs]} act {len(act)} loss {l0:.1f} -> {float(closure()):.1f} evals {st.get('func_evals')} iters {st.get('n_iter')}", {k: round(v, 1) for k, v in last_terms.items()})
 
     with torch.no_grad():
         expand()
@@ -535,7 +499,7 @@ def _posed_subset(px: BodyProxy, GR: Tensor, Jp: Tensor, spheres: bool, keep: Te
     x = (px.sphere_centres if spheres else px.points)[keep].to(torch.float32)
     W = (px.sphere_weights if spheres else px.point_weights)[keep].to(torch.float32)
     GR = GR.to(torch.float32)
-    A = _transforms(GR, Jp.to(torch.float32), px.rest_joints.to(torch.float32))
+    A = joint_transforms(GR, Jp.to(torch.float32), px.rest_joints.to(torch.float32))
     T = torch.einsum("nj,bjk->bnk", W, A)
     return (T[..., :9].reshape(GR.shape[0], -1, 3, 3) @ x[None, :, :, None])[..., 0] + T[..., 9:]
 

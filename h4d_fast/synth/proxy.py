@@ -29,7 +29,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch import Tensor
 
-from ..constants import NUM_SMPL_JOINTS
+from ..body.fast import skin
+from ..eval.mesh import vertex_areas
 
 # joints whose vertices get a denser sampling (hands, fingers: thin and often in contact)
 _HAND_JOINTS = (20, 21, 22, 23)
@@ -81,12 +82,8 @@ class BodyProxy:
 def lbs_points(x: Tensor, W: Tensor, J: Tensor, GR: Tensor, Jp: Tensor) -> Tensor:
     """Linear blend skinning of rest points ``x [N, 3]`` (weights ``W [N, 24]``, rest joints ``J [24, 3]``)
     by global rotations ``GR [B, 24, 3, 3]`` and posed joint positions ``Jp [B, 24, 3]`` -> ``[B, N, 3]``."""
-    B = GR.shape[0]
-    At = Jp - (GR @ J.to(GR.dtype)[None, :, :, None])[..., 0]  # [B, 24, 3]
-    A = torch.cat([GR.reshape(B, NUM_SMPL_JOINTS, 9), At], -1)  # [B, 24, 12]
-    T = torch.einsum("nj,bjk->bnk", W.to(GR.dtype), A)  # [B, N, 12]
-    R = T[..., :9].reshape(B, -1, 3, 3)
-    return (R @ x.to(GR.dtype)[None, :, :, None])[..., 0] + T[..., 9:]
+    dt = GR.dtype
+    return skin(x.to(dt), W.to(dt), GR, Jp, J.to(dt))
 
 
 # ------------------------------------------------------------------ geometry helpers
@@ -148,16 +145,6 @@ def shrinking_balls(v: np.ndarray, n: np.ndarray, idx: np.ndarray, tree: cKDTree
     return p - r[:, None] * nn, r
 
 
-def _vertex_areas(v: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """A third of the area of the incident triangles, per vertex ``[N]``."""
-    p = v[faces]
-    a = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1) / 3.0
-    out = np.zeros(len(v))
-    for k in range(3):
-        np.add.at(out, faces[:, k], a)
-    return out
-
-
 # ------------------------------------------------------------------ construction
 _TEMPLATE_CACHE: dict[Any, dict[str, np.ndarray]] = {}
 
@@ -187,7 +174,7 @@ def _template(fb, num_candidates: int = 900, num_points: int = 1000, cover_tol: 
     cand, c, r = cand[ok], c[ok], r[ok]
     # greedy set cover of the surface, weighted by vertex area: a sphere covers the vertices within
     # cover_tol of its surface
-    area = _vertex_areas(v, faces)
+    area = vertex_areas(torch.from_numpy(v)[None], torch.from_numpy(faces))[0].numpy()
     cov = (np.sqrt(((v[None] - c[:, None]) ** 2).sum(-1)) - r[:, None]) < cover_tol  # [C, N]
     gain = cov.astype(np.float64) @ area
     covered = np.zeros(len(v), bool)

@@ -17,11 +17,11 @@ def skew(v: Tensor) -> Tensor:
 
 
 def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rodrigues: ``aa [..., 3]`` (axis * angle, radians) -> ``[..., 3, 3]``; exact near zero."""
+    """Rodrigues: ``aa [..., 3]`` (axis * angle, radians) -> ``[..., 3, 3]``; exact near zero, and
+    finite gradients there (the square root only sees the guarded angle)."""
     th2 = (aa * aa).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
-    th = th2.clamp_min(0).sqrt()
     small = th2 < 1e-12
-    ths = torch.where(small, torch.ones_like(th), th)
+    ths = torch.where(small, torch.ones_like(th2), th2).sqrt()
     a = torch.where(small, 1 - th2 / 6, torch.sin(ths) / ths)
     b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(ths)) / (ths * ths))
     K = skew(aa)
