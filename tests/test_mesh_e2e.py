@@ -43,7 +43,7 @@ def test_eval_reports_mesh_accuracy_and_penetration_removed(fitted, capsys):
     assert (out / "fit_collision_off.npz").exists()
 
 
-def test_exported_meshes_match_sequence_npz(fitted):
+def test_exported_smpl_files_have_the_layout(fitted):
     _, out = fitted
     files = sorted(out.rglob("smpl/00001.npy"))
     assert files, "no smpl/00001.npy written"
