@@ -119,7 +119,7 @@ def load_scene(seq: Path, run: Path | None = None, body_model: str | None = None
             kp = kp.astype(np.float64)
             names = list(smpl.person_names) if smpl else None
             if names is None:
-                from .io.detections import read_npy
+                from .io.npy import read_npy
 
                 first = read_npy(sorted(L.poses3d.glob("*.npy"))[0])
                 names = sorted(str(k) for k in first)

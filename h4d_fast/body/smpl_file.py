@@ -3,12 +3,12 @@
 The layout is the one ``smplx.SMPL`` reads: ``v_template`` (N, 3), ``shapedirs`` (N, 3, K),
 ``posedirs`` (N, 3, 207), ``J_regressor`` (24, N) dense or scipy-sparse, ``weights`` (N, 24),
 ``kintree_table`` (2, 24) and ``f`` (F, 3). Pickles written with chumpy arrays (the original
-SMPL release) load without chumpy: those objects are turned back into numpy arrays.
+SMPL release) load without chumpy: those objects are turned back into numpy arrays. Files are
+read with the package's restricted unpickler (:mod:`h4d_fast.io.safe_pickle`): nothing in them runs.
 """
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,51 +18,14 @@ import scipy.sparse
 
 from ..constants import NUM_SMPL_JOINTS
 from ..errors import InputError
+from ..io import safe_pickle
+from ..io.npy import read_npz
 
 SMPL_KEYS: tuple[str, ...] = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "f")
 """Keys every SMPL model file must have."""
 
 NUM_POSE_BASIS = 207  # 23 joints x 9 rotation-matrix entries
 GENDERS: tuple[str, ...] = ("neutral", "male", "female")
-
-
-class _ChumpyArray:
-    """Stands in for a chumpy object while unpickling; keeps only its numeric value."""
-
-    value: np.ndarray | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.value = None
-
-    def __setstate__(self, state: Any) -> None:
-        if isinstance(state, dict) and "x" in state:
-            self.value = np.asarray(state["x"])
-        elif isinstance(state, dict) and "a" in state and "idxs" in state:
-            src = state["a"]
-            src = src.value if isinstance(src, _ChumpyArray) else np.asarray(src)
-            out = np.asarray(src).reshape(-1)[np.asarray(state["idxs"], dtype=np.int64).reshape(-1)]
-            if state.get("preferred_shape") is not None:
-                out = out.reshape(tuple(state["preferred_shape"]))
-            self.value = out
-        else:
-            self.value = None
-
-
-class _SmplUnpickler(pickle.Unpickler):
-    """Unpickler that maps chumpy classes to :class:`_ChumpyArray` and old scipy module paths."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _ChumpyArray
-        if module.startswith("scipy.sparse.") and name.endswith("_matrix"):
-            return getattr(scipy.sparse, name)
-        return super().find_class(module, name)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, _ChumpyArray):
-        return value.value
-    return value
 
 
 def read_smpl_file(path: str | Path) -> dict[str, Any]:
@@ -79,24 +42,26 @@ def read_smpl_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(path, "body model file not found")
     suffix = path.suffix.lower()
-    try:
-        if suffix == ".npz":
-            with np.load(path, allow_pickle=True) as z:
-                data = {k: z[k] for k in z.files}
-            for k, v in list(data.items()):
-                if isinstance(v, np.ndarray) and v.dtype == object and v.ndim == 0:
-                    data[k] = v.item()  # pickled scalars / sparse matrices / dicts
-        else:
+    if suffix == ".npz":
+        data: Any = read_npz(path, smpl=True)
+        for k, v in list(data.items()):
+            if v.dtype == object and v.ndim == 0:
+                data[k] = v.item()  # pickled scalars / sparse matrices / dicts
+    else:
+        try:
             with open(path, "rb") as f, warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                data = _SmplUnpickler(f, encoding="latin1").load()
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001  (any unpickling / zip failure is bad input)
-        raise InputError(path, f"cannot read body model file ({type(e).__name__}: {e})") from None
+                data = safe_pickle.load(f, smpl=True)
+        except safe_pickle.UnsafePickleError as e:
+            raise InputError(path, f"unsafe pickle ({e})") from None
+        except Exception as e:  # noqa: BLE001  (any unpickling failure is bad input)
+            raise InputError(path, f"cannot read body model file ({type(e).__name__}: {e})") from None
     if not isinstance(data, dict):
         raise InputError(path, f"expected a dict of arrays, found {type(data).__name__}")
-    data = {str(k): _plain(v) for k, v in data.items()}
+    try:
+        data = {str(k): safe_pickle.plain(v) for k, v in data.items()}
+    except Exception as e:  # noqa: BLE001  (a malformed chumpy / sparse record)
+        raise InputError(path, f"cannot read body model file ({type(e).__name__}: {e})") from None
     validate_smpl_dict(data, path)
     return data
 

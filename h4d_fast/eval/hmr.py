@@ -361,7 +361,8 @@ def read_predictions(pred: Path, camera_names: Sequence[str], frame_ids: Sequenc
         camera_names: the sequence's exo cameras (a prediction's camera index is its position).
         frame_ids: keep only these frames (default: all).
     """
-    from ..io.detections import parallel_map, read_npy
+    from ..io.detections import parallel_map
+    from ..io.npy import read_npy
 
     pred = Path(pred)
     cam_index = {c: i for i, c in enumerate(camera_names)}

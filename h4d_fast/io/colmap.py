@@ -43,7 +43,7 @@ import torch
 from ..camera import NUM_DIST, CameraSet, make_cameras
 from ..errors import InputError
 from .atomic import write_npy, write_text
-from .detections import read_npy
+from .npy import read_npy
 
 __all__ = [
     "ColmapCamera",

@@ -25,18 +25,14 @@ box is replaced by the keypoint box. Their number is returned so the caller can 
 else that is wrong (negative confidence, wrong shape, truncated or corrupt file) raises
 :class:`~h4d_fast.errors.InputError` naming the file and the field.
 
-Reading ``.npy`` files with pickled objects runs the unpickler; only read files you trust
-(plain numeric arrays are loaded with ``allow_pickle=False``).
+Pickled ``.npy`` files are read with the package's restricted unpickler
+(:mod:`h4d_fast.io.safe_pickle`): a file that would run code is refused with an InputError.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import json
-import math
 import os
-import pickle
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +47,7 @@ from ..constants import NUM_COCO
 from ..data import Detections
 from ..errors import InputError
 from .atomic import write_json, write_npy
+from .npy import read_npy
 
 __all__ = [
     "Det",
@@ -98,62 +95,6 @@ class LoadReport:
 
 
 # --------------------------------------------------------------- low level
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-@functools.lru_cache(maxsize=256)
-def _npy_header(header: bytes, encoding: str) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """Parse an ``.npy`` header dict (cached: a sequence's files share a handful of headers)."""
-    d = ast.literal_eval(header.decode(encoding))
-    if not isinstance(d, dict) or not {"descr", "fortran_order", "shape"} <= d.keys():
-        raise ValueError(f"bad header {header[:80]!r}")
-    shape = tuple(int(x) for x in d["shape"])
-    return np.lib.format.descr_to_dtype(d["descr"]), shape, bool(d["fortran_order"])
-
-
-def read_npy(path: Path) -> Any:
-    """Load a ``.npy`` file; pickled object arrays are allowed, anything unreadable is an InputError.
-
-    A 0-d object array comes back as its item (a dict or list); a 1-d object array as a list.
-    The file must start with the ``.npy`` magic: a bare pickle is never unpickled. (A direct
-    reader of the format with a cached header parse: about 10x faster than ``np.load`` on the small
-    files of a sequence.)
-    """
-    path = path if isinstance(path, Path) else Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(path, f"cannot read ({e.strerror or e})") from None
-    try:
-        if data[:6] != _NPY_MAGIC or len(data) < 10:
-            raise ValueError("missing the .npy magic (not a .npy file)")
-        major = data[6]
-        if major == 1:
-            hlen, start = int.from_bytes(data[8:10], "little"), 10
-        elif major in (2, 3):
-            hlen, start = int.from_bytes(data[8:12], "little"), 12
-        else:
-            raise ValueError(f"unsupported .npy format version {major}")
-        if len(data) < start + hlen:
-            raise ValueError("file ends inside the header")
-        dtype, shape, fortran = _npy_header(data[start : start + hlen], "utf8" if major == 3 else "latin1")
-        body = memoryview(data)[start + hlen :]
-        if dtype.hasobject:
-            arr = pickle.loads(body)
-            if not isinstance(arr, np.ndarray):
-                raise ValueError(f"pickled payload is a {type(arr).__name__}, not an array")
-        else:
-            count = math.prod(shape)
-            if len(body) < count * dtype.itemsize:
-                raise ValueError(f"file ends early: {len(body)} of {count * dtype.itemsize} data bytes")
-            arr = np.frombuffer(body, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
-    except Exception as e:  # noqa: BLE001 - truncated / corrupt / not npy: all bad input
-        raise InputError(path, f"not a readable .npy file ({type(e).__name__}: {e})") from None
-    if arr.dtype == object:
-        return arr.item() if arr.ndim == 0 else list(arr.reshape(-1))
-    return arr
-
-
 def read_json(path: Path) -> Any:
     """Load a JSON file; unreadable or malformed input is an InputError with the line and column."""
     try:

@@ -33,6 +33,7 @@ from ..data import Capture, GroundTruth
 from ..errors import InputError
 from .atomic import write_json, write_npy, write_npz
 from .colmap import camera_token, read_colmap, write_colmap
+from .npy import read_npy
 from .parallel import for_each_file
 from .detections import (
     CameraSource,
@@ -42,7 +43,6 @@ from .detections import (
     pack_detections,
     parallel_map,
     read_json,
-    read_npy,
     unpack_detections,
     write_frame_json,
     write_frame_npy,

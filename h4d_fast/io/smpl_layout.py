@@ -30,7 +30,8 @@ import numpy as np
 
 from ..errors import InputError
 from .atomic import write_npy, write_npz
-from .detections import parallel_map, read_npy
+from .detections import parallel_map
+from .npy import read_npy
 from .parallel import for_each_file
 
 SMPL_PARAM_KEYS: tuple[str, ...] = ("global_orient", "transl", "body_pose", "betas")
