@@ -231,7 +231,11 @@ def test_sparse_collision_gradient_equals_the_full_mesh_gradient(body):
     torch.testing.assert_close(values[0], values[1])
     for k in grads[0]:
         assert grads[1][k].abs().max() > 0 or k == "body_pose"
-        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6, msg=k)
+        # float32, summed over thousands of vertices in a different order: an absolute tolerance
+        # relative to the gradient's scale (entries reach ~150 here; measured max difference 8e-5,
+        # one entry of 0.012 differed by 2e-6 > the former fixed atol of 1e-6)
+        scale = float(grads[1][k].abs().max())
+        torch.testing.assert_close(grads[0][k], grads[1][k], rtol=1e-4, atol=1e-6 * max(scale, 1.0), msg=k)
     assert grads[0]["transl"][1].abs().max() == 0  # frame 1 is not in the contact set
 
 
