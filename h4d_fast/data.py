@@ -7,6 +7,9 @@ Shapes (``F`` frames, ``V`` cameras, ``D`` detection slots per view-frame, ``P``
   empty slots are all zero.
 * detections ``boxes`` ``[F, V, D, 5]`` float -- ``x1, y1, x2, y2, score`` in pixels.
 * detections ``valid`` ``[F, V, D]`` bool -- the slot holds a detection.
+* detections ``identity`` ``[F, V, D]`` long, optional -- the person index a detection is known to
+  belong to (a crop prompted by that person's 3D track), ``-1`` where unknown; the identity stage
+  assigns such a detection to that person instead of matching it.
 * identity boxes ``init_boxes`` ``[V, P, 4]`` + ``init_valid`` ``[V, P]`` -- each person's box in
   each view at the first frame (the annotator's boxes in Harmony4D).
 * 3D poses ``[F, P, J, 4]`` -- ``x, y, z`` in metres (world frame) and ``valid`` in ``{0, 1}``.
@@ -31,6 +34,7 @@ class Detections:
     kpts: Tensor  # [F, V, D, J, 3]
     boxes: Tensor  # [F, V, D, 5]
     valid: Tensor  # [F, V, D] bool
+    identity: Optional[Tensor] = None  # [F, V, D] long, -1 = unknown (prompted detections know their person)
 
     def __post_init__(self) -> None:
         if self.kpts.dim() != 5 or self.kpts.shape[-2:] != (NUM_COCO, 3):
@@ -40,6 +44,8 @@ class Detections:
             raise ValueError(f"Detections.boxes: expected {(F, V, D, 5)}, got {tuple(self.boxes.shape)}")
         if tuple(self.valid.shape) != (F, V, D):
             raise ValueError(f"Detections.valid: expected {(F, V, D)}, got {tuple(self.valid.shape)}")
+        if self.identity is not None and tuple(self.identity.shape) != (F, V, D):
+            raise ValueError(f"Detections.identity: expected {(F, V, D)}, got {tuple(self.identity.shape)}")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -48,14 +54,17 @@ class Detections:
         return F, V, D
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Detections":
-        return Detections(self.kpts.to(device=device, dtype=dtype), self.boxes.to(device=device, dtype=dtype), self.valid.to(device))
+        ident = None if self.identity is None else self.identity.to(device)
+        return Detections(self.kpts.to(device=device, dtype=dtype), self.boxes.to(device=device, dtype=dtype), self.valid.to(device), ident)
 
     def frames(self, index: slice | Tensor | list[int]) -> "Detections":
-        return Detections(self.kpts[index], self.boxes[index], self.valid[index])
+        ident = None if self.identity is None else self.identity[index]
+        return Detections(self.kpts[index], self.boxes[index], self.valid[index], ident)
 
     def views(self, index: Tensor | list[int]) -> "Detections":
         idx = torch.as_tensor(index, dtype=torch.long, device=self.kpts.device)
-        return Detections(self.kpts[:, idx], self.boxes[:, idx], self.valid[:, idx])
+        ident = None if self.identity is None else self.identity[:, idx]
+        return Detections(self.kpts[:, idx], self.boxes[:, idx], self.valid[:, idx], ident)
 
     @staticmethod
     def empty(F: int, V: int, D: int, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> "Detections":
