@@ -363,7 +363,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.people:
         people = int(args.people) if args.people.isdigit() else [n.strip() for n in args.people.split(",") if n.strip()]
     rep = import_capture(Path(args.src), Path(args.dst), calibration=args.calibration, keypoints=args.keypoints,
-                         people=people, keypoint_format=args.keypoint_format, overwrite=args.overwrite)
+                         people=people, keypoint_format=args.keypoint_format, overwrite=args.overwrite,
+                         no_keypoints=args.no_keypoints)
     print(rep.describe())
     return 0
 
@@ -511,6 +512,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keypoints", type=Path, help="keypoint folder or file (default: found under SRC)")
     p.add_argument("--people", help="number of people, or their names comma-separated (default: estimated)")
     p.add_argument("--keypoint-format", help="force the 2D format (BODY_25, BODY_25B, COCO_18, ...)")
+    p.add_argument("--no-keypoints", action="store_true",
+                   help="import the calibration and the camera videos only (then `h4d detect DST` finds the people)")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_import)
 

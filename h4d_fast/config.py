@@ -161,6 +161,29 @@ class FitConfig:
 
 
 @dataclass
+class DetectConfig:
+    """Stage 0: 2D keypoints from the cameras' images or videos (`h4d detect`, or `h4d run` on a sequence without detections)."""
+
+    run: str = _f("auto", "in `h4d run`: detect when the sequence has images or imported videos but no 2D detections (auto), always (replacing them in memory), or never", ("auto", "always", "never"))
+    model: str = _f("default", "top-down pose model: 'default' (the embedded BlazePose, built from the mediapipe wheel) or a pose model .onnx file (RTMPose / ViTPose / DWPose)")
+    detector: str = _f("default", "person detector for the frames no track covers: 'default' (the embedded BlazePose detector)")
+    det_score_thr: float = _f(0.5, "person detector: keep boxes scoring above this")
+    max_people: int = _f(8, "person detector: at most this many boxes per image (best first)")
+    detector_size: int = _f(512, "the detector sees each image resized to this many pixels on its long side (boxes are scaled back)")
+    batch_frames: int = _f(8, "frames decoded and run together (all cameras of each)")
+    crop_batch: int = _f(256, "person crops per pose-model call")
+    decode_threads: int = _f(0, "CPU threads decoding images and videos (0: one per CPU)")
+    decoder: str = _f("auto", "image decoding: auto (nvJPEG through torchvision on a CUDA device when torchvision imports, else OpenCV threads), gpu, cpu", ("auto", "gpu", "cpu"))
+    prompt: bool = _f(True, "second pass: re-run the pose model on crops prompted by each person's tracked 3D pose where people are close or overlap in a view, or where the first pass missed a tracked person; those detections carry the person's identity")
+    prompt_contact_m: float = _f(0.5, "prompt every view of frames where two people's closest joints are nearer than this (metres)")
+    prompt_dilate: int = _f(5, "... and of this many frames before and after such frames")
+    prompt_overlap: float = _f(0.2, "prompt a view where two people's projected boxes overlap by more than this fraction of the smaller box")
+    prompt_match_oks: float = _f(0.3, "a first-pass detection is that person's when its OKS with the person's projected 3D pose exceeds this (else the person counts as missed there)")
+    prompt_box_pad: float = _f(0.1, "a prompt box is the box of the person's projected joints enlarged by this fraction of its size on each side (the joints leave out the head top and feet)")
+    min_visible_joints: int = _f(6, "a person is prompted in a view when at least this many of its 3D joints project inside the image")
+
+
+@dataclass
 class RunConfig:
     """Execution settings."""
 
@@ -190,6 +213,7 @@ class Config:
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    detect: DetectConfig = field(default_factory=DetectConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -8,11 +8,14 @@ Accepted inputs, per frame (``<folder>/00001.npy`` or ``<folder>/00001.json``; a
 * ``.npy`` holding the mmpose top-down output the reference writes: a pickled list of dicts
   ``{'bbox': (5,) [x1, y1, x2, y2, score], 'keypoints': (K, 3)}`` with ``K = 17`` or ``K = 133``
   (COCO-WholeBody; its first 17 points are COCO body and are kept). A 4-value bbox gets score 1.
-  A pickled dict ``name -> such dict`` is read too (values in key order).
+  A pickled dict ``name -> such dict`` is read too (values in key order). An optional
+  ``'identity'`` (int, ``-1`` = unknown) names the person a detection is known to belong to: the
+  index into the sequence's person names of the track whose projected 3D pose prompted the crop
+  (``h4d detect`` writes it; :attr:`~h4d_fast.data.Detections.identity` carries it).
 * ``.npy`` holding a plain float array ``[D, K, 3]`` (no boxes): the box becomes the tight box of
   the keypoints with ``conf > 0.2`` and the score the mean confidence.
 * ``.json``: a list of COCO results ``{"keypoints": [3K floats], "bbox": [x, y, w, h], "score": s}``
-  or ``{"people": [...]}`` of the same (``bbox`` and ``score`` optional, filled as above).
+  or ``{"people": [...]}`` of the same (``bbox``, ``score`` and ``identity`` optional, filled as above).
 
 Whole camera (one file; ``folder`` is the file itself, or a folder whose only content is one
 ``.json``): COCO results ``[{"image_id", "keypoints", "bbox", "score"}, ...]`` (frame id =
@@ -69,8 +72,9 @@ __all__ = [
     "write_frame_npy",
 ]
 
-#: ``(kpts [17, 3] float32, box [5] float32)``
-Det = tuple[np.ndarray, np.ndarray]
+#: ``(kpts [17, 3] float32, box [5] float32)``, or ``(kpts, box, identity)`` for a detection whose
+#: file names its person (``identity`` an int >= 0; the readers return 3-tuples only then).
+Det = tuple
 
 #: keypoints above this confidence span the box of a detection that comes without one (the
 #: reference's ``RGB_THRES``).
@@ -184,12 +188,15 @@ def _parse_items(path: Path, items: Sequence[Any], xywh: bool, field_of: Callabl
     B = np.zeros((D, 5))
     need = np.zeros(D, dtype=bool)
     scores = np.full(D, np.nan)
+    ident = np.full(D, -1, dtype=np.int64)
     for i, d in enumerate(items):
         if isinstance(d, dict):
             if "keypoints" not in d:
                 raise InputError(path, f"no 'keypoints' (keys: {', '.join(map(str, d))})", field_of(i))
             ks.append(_kpts_array(path, field_of(i) + " 'keypoints'", d["keypoints"]))
             b, s = _box_value(path, field_of(i), d.get("bbox"), d.get("score"))
+            if d.get("identity") is not None:
+                ident[i] = _identity_value(path, field_of(i) + " 'identity'", d["identity"])
         else:
             ks.append(_kpts_array(path, field_of(i) + " 'keypoints'", d))
             b, s = None, None
@@ -216,7 +223,16 @@ def _parse_items(path: Path, items: Sequence[Any], xywh: bool, field_of: Callabl
         fix = need & has_s
         B[fix, 4] = scores[fix]
     B32 = B.astype(np.float32)
-    return list(zip(K, B32)), gaps
+    return [(K[i], B32[i], int(ident[i])) if ident[i] >= 0 else (K[i], B32[i]) for i in range(D)], gaps
+
+
+def _identity_value(path: Path, fld: str, value: Any) -> int:
+    """An identity hint: an integer >= -1 (a person index; -1 = unknown)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
+        raise InputError(path, f"expected a person index (integer >= -1), got {value!r}", fld)
+    if float(value) != int(value) or int(value) < -1:
+        raise InputError(path, f"expected a person index (integer >= -1), got {value!r}", fld)
+    return int(value)
 
 
 def _detection_field(i: int) -> str:
@@ -485,22 +501,31 @@ def pack_detections(per_camera: Sequence[Sequence[Sequence[Det]]], dtype: torch.
     kpts = np.zeros((F, V, D, NUM_COCO, 3), dtype=np.float32)
     boxes = np.zeros((F, V, D, 5), dtype=np.float32)
     valid = np.zeros((F, V, D), dtype=bool)
+    ident = np.full((F, V, D), -1, dtype=np.int64)
     for v, cam in enumerate(per_camera):
         for f, dets in enumerate(cam):
-            for d, (k, b) in enumerate(dets):
-                kpts[f, v, d] = k
-                boxes[f, v, d] = b
+            for d, det in enumerate(dets):
+                kpts[f, v, d] = det[0]
+                boxes[f, v, d] = det[1]
                 valid[f, v, d] = True
-    return Detections(torch.from_numpy(kpts).to(dtype), torch.from_numpy(boxes).to(dtype), torch.from_numpy(valid))
+                if len(det) > 2:
+                    ident[f, v, d] = det[2]
+    identity = torch.from_numpy(ident) if bool((ident >= 0).any()) else None
+    return Detections(torch.from_numpy(kpts).to(dtype), torch.from_numpy(boxes).to(dtype), torch.from_numpy(valid), identity)
 
 
 def unpack_detections(det: Detections) -> list[list[list[Det]]]:
-    """Inverse of :func:`pack_detections`: ``[camera][frame][detection] -> (kpts, box)`` (valid slots only)."""
+    """Inverse of :func:`pack_detections`: ``[camera][frame][detection] -> (kpts, box)``, or
+    ``(kpts, box, identity)`` where the detection's identity is known (valid slots only)."""
     k = det.kpts.detach().cpu().to(torch.float32).numpy()
     b = det.boxes.detach().cpu().to(torch.float32).numpy()
     ok = det.valid.detach().cpu().numpy()
     F, V, _ = det.shape
-    return [[[(k[f, v, d], b[f, v, d]) for d in np.flatnonzero(ok[f, v])] for f in range(F)] for v in range(V)]
+    if det.identity is None:
+        return [[[(k[f, v, d], b[f, v, d]) for d in np.flatnonzero(ok[f, v])] for f in range(F)] for v in range(V)]
+    ids = det.identity.detach().cpu().numpy()
+    return [[[(k[f, v, d], b[f, v, d], int(ids[f, v, d])) if ids[f, v, d] >= 0 else (k[f, v, d], b[f, v, d])
+              for d in np.flatnonzero(ok[f, v])] for f in range(F)] for v in range(V)]
 
 
 # ---------------------------------------------------------------- writing
@@ -510,9 +535,15 @@ def _np32(x: np.ndarray | Tensor) -> np.ndarray:
     return np.asarray(x, dtype=np.float32)
 
 
-def write_frame_npy(path: Path, dets: Sequence[tuple[np.ndarray | Tensor, np.ndarray | Tensor]]) -> None:
-    """Write one frame as the reference's mmpose list of dicts ``{'bbox': (5,), 'keypoints': (17, 3)}`` (atomic)."""
-    out = [{"bbox": _np32(b).reshape(5), "keypoints": _np32(k).reshape(NUM_COCO, 3)} for k, b in dets]
+def write_frame_npy(path: Path, dets: Sequence[tuple]) -> None:
+    """Write one frame as the reference's mmpose list of dicts ``{'bbox': (5,), 'keypoints': (17, 3)}``
+    (atomic); a detection ``(kpts, box, identity)`` with ``identity >= 0`` also gets ``'identity'`` (int)."""
+    out = []
+    for det in dets:
+        d = {"bbox": _np32(det[1]).reshape(5), "keypoints": _np32(det[0]).reshape(NUM_COCO, 3)}
+        if len(det) > 2 and det[2] is not None and int(det[2]) >= 0:
+            d["identity"] = int(det[2])
+        out.append(d)
     write_npy(path, out)
 
 
@@ -522,9 +553,9 @@ def write_frame_json(path: Path, dets: Sequence[tuple[np.ndarray | Tensor, np.nd
     Values are written at full float32 precision, so reading gives back the same float32 numbers.
     """
     out = []
-    for k, b in dets:
-        k32 = _np32(k).reshape(NUM_COCO, 3)
-        b32 = _np32(b).reshape(5)
+    for det in dets:
+        k32 = _np32(det[0]).reshape(NUM_COCO, 3)
+        b32 = _np32(det[1]).reshape(5)
         # w, h in float64: the difference of two float32 numbers is exact there, so x + w gives x2 back
         b64 = b32.astype(np.float64)
         xywh = [b64[0], b64[1], b64[2] - b64[0], b64[3] - b64[1]]
@@ -535,4 +566,6 @@ def write_frame_json(path: Path, dets: Sequence[tuple[np.ndarray | Tensor, np.nd
                 "score": float(b32[4]),
             }
         )
+        if len(det) > 2 and det[2] is not None and int(det[2]) >= 0:
+            out[-1]["identity"] = int(det[2])
     write_json(path, out, indent=None)

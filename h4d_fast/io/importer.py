@@ -48,7 +48,13 @@ common count wins. ``people`` may also be a count or a list of names (default na
 
 Image sizes come from the calibration; videos (``*.mp4``, ``*.avi``, ``*.mov``, ``*.mkv``) found
 under ``SRC`` whose names carry a camera number are checked against them (a mismatch is a
-warning; the calibration's size is kept) and give the frame rate.
+warning; the calibration's size is kept) and give the frame rate. Each camera's video is recorded
+in ``import.json`` (``cameras[].video``): ``h4d detect`` and ``h4d viz`` read its frames.
+
+Videos only (``no_keypoints=True``, or no keypoints under ``SRC`` but camera videos): the
+calibrated cameras that have a video are imported without 2D keypoints (frames = the videos'
+frames, the shortest camera's count); ``h4d detect`` then finds the people in the videos. Without
+``people``, the number of people is left to ``h4d detect`` (``sequence.json`` lists no names).
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ from ..data import Capture
 from ..errors import InputError, OutputError
 from .atomic import write_json
 from .calibration import FORMAT_NAMES, detect_calibration, find_calibrations, read_calibration_info
+from .colmap import write_colmap
 from .detections import Det, open_camera_source, pack_detections, read_json
 from .harmony4d import write_sequence
 from .mediapipe import is_mediapipe_npz, mediapipe_npz_cameras, read_mediapipe_npz
@@ -150,7 +157,7 @@ class ImportReport:
         lines = [
             f"imported {self.src} -> {self.dst}",
             f"  calibration: {self.calibration_format}  {self.calibration_path}",
-            f"  keypoints:   {self.keypoint_format}  {self.keypoints_path}",
+            f"  keypoints:   {self.keypoint_format}" + (f"  {self.keypoints_path}" if self.keypoints_path else ""),
             f"  cameras:     {len(self.cameras)}  " + ", ".join(f"{c.name} <- {c.calibration_name} [{Path(c.keypoints).name}]" for c in self.cameras),
             "  image sizes: " + ", ".join(f"{s} x{n}" for s, n in sizes.items()),
             f"  frames:      {self.frames} (written as 00001..{self.frames:05d}; {span})" + (f", {self.fps:g} fps" if self.fps else ""),
@@ -355,7 +362,7 @@ def estimate_people(cams: CameraSet, per_camera: list[list[list[Det]]], max_fram
     # undistort every sampled detection once per view
     norm: list[list[np.ndarray]] = []
     for v in range(V):
-        ks = [k for f in pick for k, _ in per_camera[v][f]]
+        ks = [det[0] for f in pick for det in per_camera[v][f]]
         n = _normalized_all(cams, v, np.stack(ks).astype(np.float64)) if ks else np.zeros((0, 17, 2))
         out, i = [], 0
         for f in pick:
@@ -494,6 +501,7 @@ def import_capture(
     units: str | float = "auto",
     qca_distortion_scale: float = 1.0,
     overwrite: bool = False,
+    no_keypoints: bool = False,
 ) -> ImportReport:
     """Turn a Pose2Sim / Anipose / EasyMocap capture folder into a sequence folder.
 
@@ -507,6 +515,7 @@ def import_capture(
         keypoint_format: OpenPose layout (``BODY_25``, ``BODY_25B``, ``COCO_18``, ...) instead of the guess.
         units, qca_distortion_scale: passed to :func:`~h4d_fast.io.calibration.read_calibration_info`.
         overwrite: write into a non-empty ``dst``.
+        no_keypoints: import the calibration and the camera videos only (for ``h4d detect``).
     Returns:
         The :class:`ImportReport` (also written to ``dst/import.json``).
     Raises:
@@ -541,9 +550,17 @@ def import_capture(
     cal: CameraSet = info.cameras
 
     # ---- keypoints
-    srcs = find_keypoint_sources(Path(keypoints) if keypoints is not None else src, skip=skip)
+    if no_keypoints and keypoints is not None:
+        raise InputError(Path(keypoints), "keypoints given together with no_keypoints")
+    srcs = [] if no_keypoints else find_keypoint_sources(Path(keypoints) if keypoints is not None else src, skip=skip)
     if not srcs:
-        raise InputError(Path(keypoints) if keypoints is not None else src, "no keypoints found (OpenPose JSON folders per camera, a MediaPipe .npz, COCO JSON per camera)")
+        videos = _video_info(src, skip) if keypoints is None else {}
+        if videos:
+            if not no_keypoints:
+                rep.notes.append("no keypoints found: the cameras' videos are imported for `h4d detect`")
+            return _import_videos_only(rep, src, dst, cal, videos, people)
+        raise InputError(Path(keypoints) if keypoints is not None else src, "no keypoints found (OpenPose JSON folders per camera, a MediaPipe .npz, COCO JSON per camera)"
+                         + (" and no camera videos" if keypoints is None else ""))
     ks = srcs[0]
     if len(srcs) > 1:
         rep.notes.append("other keypoint sets not used: " + "; ".join(s.describe() for s in srcs[1:]))
@@ -667,6 +684,59 @@ def import_capture(
                 video=video_of.get(i),
             )
         )
+    write_json(dst / REPORT_NAME, rep.to_dict())
+    return rep
+
+
+def _import_videos_only(rep: ImportReport, src: Path, dst: Path, cal: CameraSet, videos: dict[int, list[Path]],
+                        people: int | Sequence[str] | None) -> ImportReport:
+    """The calibrated cameras that have exactly one video, without keypoints (``h4d detect`` makes them)."""
+    labels = {n: f"cam{n:02d}" for n, vids in videos.items() if len(vids) == 1}
+    for n, vids in sorted(videos.items()):
+        if len(vids) > 1:
+            rep.warnings.append(f"camera {n}: several videos ({', '.join(str(v) for v in vids)}); camera skipped")
+    kp_labels = [labels[n] for n in sorted(labels)]
+    pairs = _match_cameras(list(cal.names), kp_labels, src, rep.warnings)
+    if len(pairs) < 2:
+        raise InputError(src, f"only {len(pairs)} camera(s) have both calibration and a video; triangulation needs 2")
+    cams = cal.subset([p[0] for p in pairs])
+    out_names = [p[2] for p in pairs]
+    cams = CameraSet(out_names, list(cams.model), cams.intrinsics, cams.dist, cams.R, cams.t, cams.size)
+    sizes = [tuple(int(x) for x in s) for s in cams.size.tolist()]
+    paths = [videos[sorted(labels)[k]][0] for _, k, _ in pairs]
+    counts, fps_seen = [], set()
+    for i, path in enumerate(paths):
+        info_v = _probe_video(path)
+        if info_v is None:
+            raise InputError(path, "cannot open the video (not a video file OpenCV can read)")
+        w, h, fps, n = info_v
+        if n <= 0:
+            raise InputError(path, "the video reports no frames")
+        counts.append(n)
+        if (w, h) != sizes[i]:
+            rep.warnings.append(f"{out_names[i]}: video {path} is {w}x{h} but the calibration says {sizes[i][0]}x{sizes[i][1]} "
+                                "(keypoints stay in the video's pixels, as other tools use such pairs)")
+        if fps > 0:
+            fps_seen.add(round(fps, 3))
+    F = min(counts)
+    if len(set(counts)) > 1:
+        rep.warnings.append("videos have different frame counts (" + ", ".join(f"{n}: {c}" for n, c in zip(out_names, counts))
+                            + f"); the first {F} frames are imported")
+    if len(fps_seen) == 1:
+        rep.fps = fps_seen.pop()
+    names = [] if people is None else _person_names(people, 0)
+    write_colmap(dst / "colmap" / "workplace", cams, None, frame_id=1)
+    write_json(dst / "sequence.json", {"name": src.name, "person_names": names, "cameras": out_names, "frames": F})
+    rep.keypoints_path = None
+    rep.keypoint_format = "none (videos only: `h4d detect` makes the 2D keypoints)"
+    rep.frames = F
+    rep.source_frame_ids = list(range(F))
+    rep.people = len(names)
+    rep.person_names = names
+    rep.people_estimate = "given" if people is not None else "left to h4d detect (estimated from its detections)"
+    for i, (ci, _, name) in enumerate(pairs):
+        rep.cameras.append(CameraImport(name=name, calibration_name=cal.names[ci], keypoints="", size=sizes[i],
+                                        source_frames=counts[i], detections=0, video=str(paths[i].resolve())))
     write_json(dst / REPORT_NAME, rep.to_dict())
     return rep
 
