@@ -9,6 +9,7 @@
     h4d viz SEQ --out DIR [--run OUT]                 per-camera videos of keypoints, boxes and meshes; 3D views
     h4d demo                                          synth -> run -> eval in a temp folder
     h4d import SRC DST                                a peer capture (Pose2Sim, Anipose, ...) -> sequence folder
+    h4d detect SEQ [--model default|PATH.onnx]        2D keypoints from the images / imported videos -> SEQ/processed_data/poses2d
     h4d config                                        print the default configuration (TOML)
     h4d bench [--quick] [--full] [--budget-s S]       benchmarks vs the peers (bench/ of a source checkout)
 
@@ -110,6 +111,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     res = run_sequence(Path(args.seq), Path(args.out), cfg, force=args.force, log=log)
     total = sum(s.seconds for s in res.stages)
     log(f"done in {total:.2f} s (per-stage timing in {Path(args.out) / 'timing.json'})")
+    return 0
+
+
+def cmd_detect(args: argparse.Namespace) -> int:
+    from .pipeline.detect import detect_capture, write_detections
+
+    if args.model:
+        args.overrides.append(f"detect.model={args.model}")
+    cfg = _config_from_args(args)
+    log = (lambda s: None) if args.quiet else _log
+    seq = Path(args.seq)
+    if not seq.is_dir():
+        raise InputError(seq, "sequence folder not found")
+    work = Path(args.work) if args.work else seq / ".h4d_detect"
+    t0 = time.perf_counter()
+    log(f"h4d detect {seq} (model: {cfg.detect.model})")
+    capture, res, _ = detect_capture(seq, cfg, work, force=args.force, log=log)
+    dest = write_detections(seq, capture, res, cfg, overwrite=args.overwrite)
+    st = res.stats
+    log(f"wrote {st['detections']} detections of {st['frames']} frames x {st['cameras']} cameras "
+        f"({len(res.person_names)} people: {', '.join(res.person_names)}) -> {dest} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -421,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute every stage (default: resume)")
     _add_config_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("detect", help="2D keypoints from a sequence's images (exo/camXX/images) or imported videos -> processed_data/poses2d",
+                       epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("seq", type=Path, help="sequence folder (cameras in colmap/workplace; frames in exo/camXX/images or the videos in import.json)")
+    p.add_argument("--model", help="pose model: default (embedded BlazePose) or a top-down pose model .onnx (shortcut for --set detect.model=...)")
+    p.add_argument("--work", type=Path, help="cache folder of the passes (default SEQ/.h4d_detect; a rerun resumes from it)")
+    p.add_argument("--force", action="store_true", help="recompute every pass (default: resume)")
+    p.add_argument("--overwrite", action="store_true", help="replace 2D detections that h4d detect did not make")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("run-many", help="run the pipeline on every sequence folder under ROOT (resumable; one GPU, --devices or --ray)",
                        epilog=_config_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)

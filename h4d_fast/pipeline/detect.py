@@ -72,23 +72,38 @@ def load_models(cfg: DetectConfig, device: torch.device) -> tuple[PoseModel, Per
         from ..detect.models import load_person_detector, load_pose_model  # type: ignore[attr-defined]
     except ImportError as e:
         raise InputError(None, f"the pose models are not available in this installation ({e})", field="detect.model") from None
-    pose = load_pose_model(cfg.model or "default", device=device)
-    det = load_person_detector(cfg.detector or "default", device=device)
+    pose = _load(load_pose_model, cfg.model or "default", device, "a pose model", "detect.model")
+    det = _load(load_person_detector, cfg.detector or "default", device, "a person detector", "detect.detector")
     return pose, det
 
 
-def model_key(cfg: DetectConfig, pose: PoseModel, detector: PersonDetector | None) -> dict[str, Any]:
-    """What identifies the models in a cache key (file size and time for a user's file)."""
+def _load(fn: Callable[..., Any], spec: str, device: torch.device, what: str, fld: str) -> Any:
+    """``fn(spec, device=device)``; a failure that is not already one of ours names the file."""
+    from ..errors import H4DError
+
+    try:
+        return fn(spec, device=device)
+    except H4DError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's file that is not a model: one line naming it
+        where = Path(spec) if spec not in ("", "default") else None
+        raise InputError(where, f"cannot load {what} from it ({type(e).__name__}: {e})", field=fld) from None
+
+
+def model_key(cfg: DetectConfig, pose: PoseModel | None = None, detector: PersonDetector | None = None) -> dict[str, Any]:
+    """What identifies the models in a cache key: the settings' names (with a user file's size and
+    time), or the given model objects' names (tests pass their own models)."""
     def ident(spec: str, obj: Any) -> dict[str, Any]:
-        d: dict[str, Any] = {"spec": spec, "name": getattr(obj, "name", type(obj).__name__)}
+        if obj is not None:
+            return {"object": getattr(obj, "name", type(obj).__name__)}
+        d: dict[str, Any] = {"spec": spec}
         p = Path(spec)
         if spec not in ("", "default") and p.is_file():
             st = p.stat()
             d.update(path=str(p.resolve()), size=st.st_size, mtime=st.st_mtime_ns)
         return d
 
-    return {"pose": ident(cfg.model, pose), "detector": ident(cfg.detector, detector) if detector is not None else None,
-            "input_size": list(pose.input_size), "box_scale": float(pose.box_scale)}
+    return {"pose": ident(cfg.model, pose), "detector": ident(cfg.detector, detector)}
 
 
 # ----------------------------------------------------------- the sequence
@@ -193,18 +208,28 @@ def detect_capture(
     sources = frame_sources(seq, cams.names)
     frame_ids = sequence_frame_ids(sources)
     F, V = len(frame_ids), len(cams)
-    if pose is None or detector is None:
-        p0, d0 = load_models(dcfg, device)
-        pose, detector = pose or p0, detector or d0
+    given = (pose, detector)
+    loaded: list[tuple[PoseModel, PersonDetector]] = []
+
+    def models() -> tuple[PoseModel, PersonDetector]:
+        """The models, loaded at first need (not when every part comes from the cache)."""
+        if not loaded:
+            p, d = given
+            if p is None or d is None:
+                p0, d0 = load_models(dcfg, device)
+                p, d = p or p0, d or d0
+            loaded.append((p, d))
+        return loaded[0]
+
     cache = StageCache(work, enabled=not force)
     cfgd = cfg.to_dict()
     d1 = {k: v for k, v in cfgd["detect"].items()
           if not k.startswith("prompt") and k not in ("run", "batch_frames", "crop_batch", "decode_threads", "decoder", "min_visible_joints")}
-    base = {"frames": frames_fingerprint(sources, frame_ids), "models": model_key(dcfg, pose, detector),
+    base = {"frames": frames_fingerprint(sources, frame_ids), "models": model_key(dcfg, *given),
             "init": None if init_boxes is None else hashlib.sha256(init_boxes.numpy().tobytes()).hexdigest()[:16], "names": names}
     key1 = cache.key("detect_pass1", json.dumps(base, sort_keys=True), d1)
     counters = Counters()
-    stats: dict[str, Any] = {"frames": F, "cameras": V, "model": pose.name, "detector": detector.name}
+    stats: dict[str, Any] = {"frames": F, "cameras": V, "model": dcfg.model, "detector": dcfg.detector}
     loader_kw = dict(batch_frames=dcfg.batch_frames, device=device, threads=dcfg.decode_threads, decoder=dcfg.decoder)
     t0 = time.perf_counter()
     hit = cache.load("detect_pass1", key1)
@@ -215,7 +240,7 @@ def detect_capture(
         with FrameLoader(sources, frame_ids, thumb_side=dcfg.detector_size, **loader_kw) as loader, \
                 Progress("detect", F, enabled=cfg.run.progress) as bar:
             stats["decoder"] = loader.decoder
-            flat1 = first_pass(loader, pose, detector, dcfg, cams.size, init_boxes, init_valid, counters, bar.update)
+            flat1 = first_pass(loader, *models(), dcfg, cams.size, init_boxes, init_valid, counters, bar.update)
         cache.save("detect_pass1", key1, flat1.as_arrays())
         stats["pass1_s"] = time.perf_counter() - t0
         log(f"  {'detect':<10} {stats['pass1_s']:7.2f} s  {F} frames x {V} cameras, {counters.n['crops']} crops")
@@ -248,7 +273,7 @@ def detect_capture(
             if pre:
                 with FrameLoader(sources, frame_ids, positions=pre, **loader_kw) as loader, \
                         Progress("prompt", len(pre), enabled=cfg.run.progress) as bar:
-                    flat_pre = prompted_pass(loader, pose, plan, dcfg, cams.size, counters, bar.update)
+                    flat_pre = prompted_pass(loader, models()[0], plan, dcfg, cams.size, counters, bar.update)
             flat = FlatDetections.cat([flat1.select(keep), flat_pre])
             st2: dict[str, Any] = {"prompted_before_contact": plan.reasons, "prompted_frames_before_contact": len(pre),
                                    "first_contact": c0, "replaced_before_contact": int((~keep).sum())}
@@ -257,7 +282,7 @@ def detect_capture(
                 cap_f = Capture(cams, flat.pack(F, V)[0], list(frame_ids), names, init_boxes, init_valid, name=seq.name)
                 with FrameLoader(sources, frame_ids, positions=list(range(c0, F)), **loader_kw) as loader, \
                         Progress("contact", F - c0, enabled=cfg.run.progress) as bar:
-                    flat, track = causal_pass(loader, pose, flat, track, cams, cap_f, cfg, work, counters, bar.update)
+                    flat, track = causal_pass(loader, models()[0], flat, track, cams, cap_f, cfg, work, counters, bar.update)
                 st2["track_order_frames"] = F - c0
             stats.update(st2)
             stats["pass2_s"] = time.perf_counter() - t1
@@ -272,3 +297,76 @@ def detect_capture(
         stats["crops_per_s"] = counters.n["crops"] / max(1e-9, counters.t["crop"] + counters.t["pose"])
     capture = Capture(cams, det, list(frame_ids), names, init_boxes, init_valid, name=seq.name)
     return capture, DetectResult(det, list(frame_ids), names, stats), key
+
+
+# ------------------------------------------------------------ entry points
+def needs_detection(seq: Path, cfg: Config) -> bool:
+    """Whether ``h4d run`` runs stage 0 on ``seq`` (``detect.run``: auto = the sequence has images or
+    imported videos and no 2D detections)."""
+    from ..io.colmap import read_colmap
+    from ..io.frames import has_frame_sources
+    from ..io.harmony4d import SequenceLayout
+
+    mode = cfg.detect.run
+    if mode == "never":
+        return False
+    if mode == "always":
+        return True
+    L = SequenceLayout(Path(seq))
+    if L.poses2d.is_dir() and L.detection_cameras():
+        return False
+    if not (L.colmap / "cameras.txt").is_file() or not (L.colmap / "images.txt").is_file():
+        return False  # read_sequence names the missing file
+    return has_frame_sources(seq, read_colmap(L.colmap, "auto").names)
+
+
+DETECT_INFO = "detect.json"
+"""``SEQ/detect.json``: written by ``h4d detect`` beside the detections it made (model, settings, figures)."""
+
+
+def write_detections(seq: Path, capture: Capture, result: DetectResult, cfg: Config, overwrite: bool = False) -> Path:
+    """Write the detections as ``SEQ/processed_data/poses2d/camXX/rgb/%05d.npy`` (all files into a
+    temporary folder first, which then replaces ``poses2d`` whole: a failure leaves the old one),
+    ``SEQ/detect.json`` and, when the people were estimated, their names in ``SEQ/sequence.json``.
+
+    Detections that did not come from ``h4d detect`` are replaced only with ``overwrite``.
+    """
+    import shutil
+
+    from ..errors import OutputError
+    from ..io.atomic import write_json
+    from ..io.detections import read_json, unpack_detections, write_frame_npy
+    from ..io.harmony4d import SEQUENCE_INFO, SequenceLayout
+    from ..io.parallel import for_each_file
+
+    seq = Path(seq)
+    L = SequenceLayout(seq)
+    if L.poses2d.is_dir() and any(L.poses2d.iterdir()) and not (seq / DETECT_INFO).is_file() and not overwrite:
+        raise OutputError(L.poses2d, "holds 2D detections that h4d detect did not make; pass --overwrite to replace them")
+    tmp = L.processed / f".poses2d.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    per_camera = unpack_detections(result.detections)
+    names = capture.cameras.names
+    tasks = [(v, f) for v in range(len(names)) for f in range(len(result.frame_ids))]
+    try:
+        for_each_file(lambda t: write_frame_npy(tmp / names[t[0]] / "rgb" / f"{result.frame_ids[t[1]]:05d}.npy", per_camera[t[0]][t[1]]), tasks)
+        old = L.processed / f".poses2d.old-{os.getpid()}"
+        if L.poses2d.exists():
+            os.replace(L.poses2d, old)
+        os.replace(tmp, L.poses2d)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    info = seq / SEQUENCE_INFO
+    meta = read_json(info) if info.is_file() else {"name": seq.name, "cameras": list(names), "frames": len(result.frame_ids)}
+    if isinstance(meta, dict) and meta.get("person_names") != list(result.person_names):
+        if capture.init_boxes is None:  # names came from the estimate (or the defaults)
+            meta["person_names"] = list(result.person_names)
+            write_json(info, meta)
+    write_json(seq / DETECT_INFO, {"model": cfg.detect.model, "detector": cfg.detect.detector,
+                                  "settings": cfg.to_dict()["detect"], "person_names": list(result.person_names),
+                                  "stats": result.stats})
+    return L.poses2d

@@ -306,6 +306,11 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
     return fit
 
 
+def _detect_summary(stats: dict) -> dict:
+    keys = ("frames", "cameras", "detections", "crops_per_s", "first_contact", "pass1_s", "pass2_s")
+    return {k: stats[k] for k in keys if k in stats and isinstance(stats[k], (int, float, str))}
+
+
 FIT_COLLISION_OFF_FILE = "fit_collision_off.npz"  # parameters of the fit without the collision term (compare_collision)
 
 
@@ -328,13 +333,30 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
         raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
     _check_output_dir(out)
     log = log or (lambda s: None)
+    detect_record: StageRecord | None = None
+    input_key = fingerprint_inputs(seq)
+    if capture is None:
+        from .detect import needs_detection
+
+        if needs_detection(seq, cfg):  # stage 0: 2D keypoints from the images / videos
+            from .detect import detect_capture
+
+            t0 = time.perf_counter()
+            capture, det_res, det_key = detect_capture(seq, cfg, out / CACHE_DIR, force=force, log=log)
+            _sync(resolve_device(cfg.run.device))
+            detect_record = StageRecord("detect", time.perf_counter() - t0, "pass1_s" not in det_res.stats, _detect_summary(det_res.stats))
+            input_key += "|detect:" + det_key
+            if stop_after == "detect":
+                raise KeyboardInterrupt("stopped after stage detect")
     t0 = time.perf_counter()
     if capture is None:
         capture = read_sequence(seq)
     t_load = time.perf_counter() - t0
     log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
-    result = run_keypoints(capture, out, cfg, input_key=fingerprint_inputs(seq), force=force, log=log, stop_after=stop_after)
+    result = run_keypoints(capture, out, cfg, input_key=input_key, force=force, log=log, stop_after=stop_after)
     result.stages.insert(0, StageRecord("load", t_load, False))
+    if detect_record is not None:
+        result.stages.insert(0, detect_record)
     t1 = time.perf_counter()
     write_keypoint_outputs(result, out)
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
