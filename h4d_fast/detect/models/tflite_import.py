@@ -159,19 +159,24 @@ def read_tflite(path: str | Path, name: str | None = None) -> tuple[dict[str, An
             outside :data:`SUPPORTED_OPS` (named in the message).
     """
     path = Path(path)
-    tfl = _tflite()
     try:
         buf = path.read_bytes()
     except OSError as e:
         raise InputError(path, f"cannot read ({e.strerror or e})") from None
+    return parse_tflite(buf, name or path.stem, where=path)
+
+
+def parse_tflite(buf: bytes, name: str, where: str | Path | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`read_tflite` on the file's bytes; ``where`` names the file in errors."""
+    tfl = _tflite()
     if len(buf) < 8 or buf[4:8] != b"TFL3":
-        raise InputError(path, "not a TensorFlow Lite model (no TFL3 identifier)")
+        raise InputError(where, "not a TensorFlow Lite model (no TFL3 identifier)")
     try:
-        return _read(tfl, buf, name or path.stem)
+        return _read(tfl, buf, name)
     except InputError:
         raise
     except Exception as e:  # a malformed flatbuffer surfaces as anything from struct errors to IndexError
-        raise InputError(path, f"cannot read this TensorFlow Lite model: {e}") from None
+        raise InputError(where, f"cannot read this TensorFlow Lite model: {e}") from None
 
 
 def _read(tfl, buf: bytes, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -247,4 +252,4 @@ def _read(tfl, buf: bytes, name: str) -> tuple[dict[str, Any], dict[str, np.ndar
     return spec, arrays
 
 
-__all__ = ["SPEC_FORMAT", "SPEC_VERSION", "SUPPORTED_OPS", "densify", "read_tflite"]
+__all__ = ["SPEC_FORMAT", "SPEC_VERSION", "SUPPORTED_OPS", "densify", "parse_tflite", "read_tflite"]
