@@ -55,6 +55,28 @@ def upright_rotation(bottom: Tensor, top: Tensor) -> Tensor:
     return torch.atan2(d[..., 0], -d[..., 1])
 
 
+def region_from_keypoints(keypoints: Tensor, min_conf: float = 0.1) -> tuple[Tensor, Tensor]:
+    """Person box and crop rotation in BlazePose's convention from COCO-17 keypoints (e.g. a tracked
+    3D pose projected into the view): the square centred on the mid-hip whose half side is the
+    largest distance from the mid-hip to a keypoint, and :func:`upright_rotation` (mid-hip,
+    mid-shoulder). Enlarged by :data:`BOX_SCALE` it is the region MediaPipe crops when it
+    tracks a pose.
+
+    Args:
+        keypoints: ``[N, 17, 3]`` ``x, y`` (image pixels) and confidence; both hips and both
+            shoulders must be confident for a meaningful result.
+        min_conf: keypoints at or below this confidence are ignored for the size.
+    Returns:
+        ``boxes [N, 4]`` ``x1, y1, x2, y2`` and ``rotation [N]`` (radians).
+    """
+    xy, conf = keypoints[..., :2], keypoints[..., 2]
+    hip = (xy[:, 11] + xy[:, 12]) / 2
+    shoulder = (xy[:, 5] + xy[:, 6]) / 2
+    dist = torch.where(conf > min_conf, (xy - hip[:, None]).norm(dim=-1), torch.zeros_like(conf))
+    half = dist.amax(1, keepdim=True)
+    return torch.cat([hip - half, hip + half], -1), upright_rotation(hip, shoulder)
+
+
 def refine_from_heatmap(xy: Tensor, heatmap: Tensor, kernel: int = HEATMAP_KERNEL,
                         min_confidence: float = MIN_CONFIDENCE_TO_REFINE) -> Tensor:
     """MediaPipe's landmark refinement from heatmaps, vectorised.
@@ -173,4 +195,4 @@ class BlazePoseLandmarks:
         return torch.cat([coco[..., :2], conf[..., None]], -1)
 
 
-__all__ = ["BOX_SCALE", "BlazePoseLandmarks", "refine_from_heatmap", "upright_rotation"]
+__all__ = ["BOX_SCALE", "BlazePoseLandmarks", "refine_from_heatmap", "region_from_keypoints", "upright_rotation"]
