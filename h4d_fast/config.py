@@ -181,6 +181,7 @@ class DetectConfig:
     prompt_match_oks: float = _f(0.3, "a first-pass detection is that person's when its OKS with the person's projected 3D pose exceeds this (else the person counts as missed there)")
     prompt_max_gap: int = _f(15, "through contact, a person unseen for more than this many frames is no longer prompted (the detector's boxes cover them)")
     prompt_box_pad: float = _f(0.1, "a prompt box is the box of the person's projected joints enlarged by this fraction of its size on each side (the joints leave out the head top and feet)")
+    prompt_rotate: bool = _f(True, "turn each prompted crop so that the person's projected shoulders are straight above the hips (pose models are trained on upright people)")
     min_visible_joints: int = _f(6, "a person is prompted in a view when at least this many of its 3D joints project inside the image")
 
 

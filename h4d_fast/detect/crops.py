@@ -28,6 +28,7 @@ __all__ = [
     "crop_images_reference",
     "crop_images_torch",
     "keypoint_boxes",
+    "keypoint_regions",
     "resize_affine",
     "resize_images",
 ]
@@ -265,6 +266,45 @@ def keypoint_boxes(kpts: Tensor, ok: Tensor, pad: float = 0.0) -> Tensor:
     size = (hi - lo).clamp_min(0)
     box = torch.cat([lo - pad * size, hi + pad * size], -1)
     return torch.where(ok.any(-1, keepdim=True), box, torch.zeros_like(box))
+
+
+def keypoint_regions(kpts: Tensor, ok: Tensor, pad: float = 0.0, rotation: Tensor | None = None) -> Tensor:
+    """:func:`keypoint_boxes` measured along a rotated crop's axes.
+
+    With ``rotation`` ``[...]`` (radians, the crop's as in :func:`box_affine`), the keypoints'
+    extent is taken along the crop's x axis ``(cos t, sin t)`` and y axis ``(-sin t, cos t)``; the
+    result is the axis-aligned box with that centre and that width and height, so that
+    ``box_affine(box, ..., rotation)`` crops exactly the keypoints' rotated extent.
+
+    Returns:
+        ``[..., 4]`` (zeros where no keypoint is ok).
+    """
+    if rotation is None:
+        return keypoint_boxes(kpts, ok, pad)
+    c, s = rotation.cos()[..., None], rotation.sin()[..., None]
+    x, y = kpts[..., 0], kpts[..., 1]
+    u = x * c + y * s  # along the crop's x axis
+    v = -x * s + y * c  # along its y axis
+    b = keypoint_boxes(torch.stack([u, v], -1), ok, pad)  # in the rotated frame
+    cu, cv = 0.5 * (b[..., 0] + b[..., 2]), 0.5 * (b[..., 1] + b[..., 3])
+    hw, hh = 0.5 * (b[..., 2] - b[..., 0]), 0.5 * (b[..., 3] - b[..., 1])
+    cx = cu * c[..., 0] - cv * s[..., 0]
+    cy = cu * s[..., 0] + cv * c[..., 0]
+    box = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], -1)
+    return torch.where(ok.any(-1, keepdim=True), box, torch.zeros_like(box))
+
+
+def upright(kpts: Tensor, ok: Tensor) -> Tensor:
+    """``[...]`` crop rotation that puts the mid-shoulder straight above the mid-hip (COCO-17
+    ``kpts [..., 17, 2+]``), 0 where a hip or shoulder is not ``ok``: people bending, lying or seen
+    by a tilted camera come out upright, as pose models are trained."""
+    from .models.blazepose import upright_rotation
+
+    hip = 0.5 * (kpts[..., 11, :2] + kpts[..., 12, :2])
+    sho = 0.5 * (kpts[..., 5, :2] + kpts[..., 6, :2])
+    have = ok[..., 5] & ok[..., 6] & ok[..., 11] & ok[..., 12]
+    r = upright_rotation(hip, sho)
+    return torch.where(have, r, torch.zeros_like(r))
 
 
 def rotation_of(A: Tensor) -> Tensor:

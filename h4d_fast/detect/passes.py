@@ -6,8 +6,8 @@
   projected into the view (:class:`~h4d_fast.detect.prompts.PromptPlan`), for chosen frames.
 * :func:`causal_pass` -- from the first contact on, frames in track order, a chunk at a time:
   every tracked person's pose extrapolated from the track so far gives their crops in the chunk's
-  frames, and the chunk (plus a few frames before it) is tracked before the next chunk's prompts
-  are made (the paper's prompt through contact).
+  frames; each person's prompted detections (their identity is the prompt's) are triangulated
+  before the next chunk's prompts are made (the paper's prompt through contact).
 
 Results are rows (:class:`FlatDetections`) packed into :class:`~h4d_fast.data.Detections` at the end.
 Keypoints come back to the calibration's pixels: image pixels, scaled when the image is a uniformly
@@ -17,8 +17,7 @@ resized version of the calibrated one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -28,11 +27,11 @@ from torch import Tensor
 from ..camera import CameraSet
 from ..config import Config, DetectConfig
 from ..constants import NUM_COCO
-from ..data import Capture, Detections
+from ..data import Detections
 from ..io.frames import FrameBatch, FrameLoader
 from .api import PersonDetector, PoseModel
-from .crops import apply_affine, box_affine, crop_images, keypoint_boxes
-from .prompts import PromptPlan, project_people
+from .crops import apply_affine, box_affine, crop_images
+from .prompts import PromptPlan, project_people, prompt_regions
 
 __all__ = ["Counters", "FlatDetections", "causal_pass", "extrapolate", "first_pass", "prompted_pass", "run_pose"]
 
@@ -104,15 +103,17 @@ def _sync(device: torch.device) -> None:
 
 
 def run_pose(pose: PoseModel, images: Tensor, image_index: Tensor, boxes: Tensor, crop_batch: int = 256,
-             counters: Counters | None = None) -> Tensor:
-    """The pose model on the crops of ``boxes`` ``[N, 4+]`` cut from ``images`` ``[B, H, W, 3]``
-    (``uint8`` RGB, channels last) -> ``[N, 17, 3]`` keypoints in image pixels + confidence."""
+             counters: Counters | None = None, rotation: Tensor | None = None) -> Tensor:
+    """The pose model on the crops of ``boxes`` ``[N, 4+]`` (turned by ``rotation [N]``, radians)
+    cut from ``images`` ``[B, H, W, 3]`` (``uint8`` RGB, channels last) -> ``[N, 17, 3]``
+    keypoints in image pixels + confidence."""
     N = int(boxes.shape[0])
     out = torch.zeros(N, NUM_COCO, 3, dtype=torch.float32, device=images.device)
     if N == 0:
         return out
     hw = (int(pose.input_size[0]), int(pose.input_size[1]))
-    A = box_affine(boxes[:, :4].float().to(images.device), hw, float(pose.box_scale))
+    rot = None if rotation is None else rotation.float().to(images.device)
+    A = box_affine(boxes[:, :4].float().to(images.device), hw, float(pose.box_scale), rot)
     for s in range(0, N, max(1, crop_batch)):
         e = min(N, s + crop_batch)
         t0 = time.perf_counter()
@@ -226,7 +227,8 @@ def prompted_pass(loader: FrameLoader, pose: PoseModel, plan: PromptPlan, cfg: D
         b, v, p = sel.unbind(1)
         fac = _size_factors(batch, cal_size)[b, v]
         boxes = plan.boxes[pos[b], v, p].float() / fac.repeat(1, 2)  # to image pixels
-        k = run_pose(pose, batch.images.flatten(0, 1), b * V + v, boxes, cfg.crop_batch, counters).cpu()
+        k = run_pose(pose, batch.images.flatten(0, 1), b * V + v, boxes, cfg.crop_batch, counters,
+                     plan.rotation[pos[b], v, p]).cpu()
         score = k[..., 2].mean(-1, keepdim=True)
         k, bcal = _to_calibration(k, torch.cat([boxes, score], 1), fac)
         parts.append(FlatDetections(pos[b], v, k, bcal, p.clone()))
@@ -271,40 +273,62 @@ def _rows_in(flat: FlatDetections, lo: int, hi: int) -> Tensor:
     return (flat.f >= lo) & (flat.f < hi)
 
 
-CAUSAL_HISTORY = 4
-"""Frames before each causal chunk re-tracked with it (the motion model's history)."""
+def triangulate_identified(rows: FlatDetections, n_frames: int, cams: CameraSet, num_people: int, cfg: Config) -> Tensor:
+    """3D poses ``[n_frames, P, J, 4]`` of detections that know their person (``rows.identity``,
+    frames ``rows.f`` counted from 0): per person, frame and joint, RANSAC over the views
+    (:func:`~h4d_fast.ops.triangulate_ransac` with ``triangulation.conf_thr_tracked`` /
+    ``err_thr`` / ``min_views``); no matching is needed, the prompt named the person."""
+    from ..ops import triangulate_ransac
+
+    V, P, J = len(cams), num_people, NUM_COCO
+    tc = cfg.triangulation
+    out = torch.zeros(n_frames, P, J, 4, dtype=torch.float64)
+    m = rows.identity >= 0
+    if not bool(m.any()):
+        return out
+    f, v, p, k = rows.f[m], rows.v[m], rows.identity[m], rows.kpts[m].double()
+    obs = torch.zeros(n_frames, P, V, J, 3, dtype=torch.float64)
+    obs[f, p, v] = k  # one prompted crop per person and view (a later row of the same cell wins)
+    c = cams.to(dtype=torch.float64)
+    uv = obs[..., :2].permute(0, 1, 3, 2, 4)  # [n, P, J, V, 2]
+    xy = c.pixels_to_normalized(uv)
+    conf = obs[..., 2].permute(0, 1, 3, 2)  # [n, P, J, V]
+    xy = torch.where((conf > 0)[..., None] & torch.isfinite(xy), xy, torch.full_like(xy, float("nan")))
+    X, _, n = triangulate_ransac(xy, c.extrinsics, torch.nan_to_num(conf), conf_thr=tc.conf_thr_tracked, err_thr=tc.err_thr,
+                                 min_views=tc.min_views, refine_steps=tc.refine_steps, huber_delta=tc.huber_delta)
+    ok = (n >= tc.min_views) & torch.isfinite(X).all(-1)
+    out[..., :3] = torch.where(ok[..., None], X, torch.zeros_like(X))
+    out[..., 3] = ok.double()
+    return out
 
 
 def causal_pass(loader: FrameLoader, pose: PoseModel, flat1: FlatDetections, track: Tensor, cams: CameraSet,
-                capture: Capture, cfg: Config, work: Path, counters: Counters,
-                progress: Callable[[int], None] | None = None) -> tuple[FlatDetections, Tensor]:
+                num_people: int, cfg: Config, counters: Counters, progress: Callable[[int], None] | None = None,
+                fallback: Tensor | None = None) -> tuple[FlatDetections, Tensor]:
     """Frames from the first contact on, in order, a chunk (the loader's batch) at a time.
 
     For each chunk: every person's pose extrapolated from ``track`` (:func:`extrapolate`) is
-    projected into every view; each visible person's box is cropped and run (identity = the
-    person); first-pass detections of the chunk that match a prompted person (OKS above
-    ``detect.prompt_match_oks``) are replaced; then the chunk and the ``CAUSAL_HISTORY`` frames
-    before it are tracked (:func:`~h4d_fast.pipeline.driver.run_keypoints`, people named by their
-    projected boxes at the window's first frame) and their 3D poses extend ``track``.
+    projected into every view; each visible person's crop is run (identity = the person);
+    first-pass detections of the chunk that match a prompted person (OKS above
+    ``detect.prompt_match_oks``) are replaced; each person's prompted detections are triangulated
+    (:func:`triangulate_identified`) and extend ``track`` before the next chunk is prompted.
 
     Args:
         loader: consecutive frame positions from the first causal frame to the end.
-        flat1: the first pass's rows (all frames).
+        flat1: the rows so far (all frames; first pass and any earlier prompts).
         track: ``[F, P, J, 4]`` 3D poses; valid before the loader's first frame (updated in place).
-        capture: the first pass's capture (cameras, frame ids, names, first-frame boxes).
+        fallback: ``[F, P, J, 4]`` poses prompting a joint the track has no recent history of (the
+            first pass's track: at the first contact, or for a person the track order has lost).
     Returns:
-        ``(rows of every frame: kept first-pass rows + prompted rows, the causal track)``.
+        ``(rows of every frame: kept earlier rows + prompted rows, the track-order track)``.
     """
     from ..ops import oks
-    from ..pipeline.driver import run_keypoints
 
     dcfg = cfg.detect
     F, V = track.shape[0], len(cams)
     det1, slot1 = flat1.pack(F, V)
     keep1 = torch.ones(flat1.f.shape[0], dtype=torch.bool)
     prompted: list[FlatDetections] = []
-    wcfg = replace(cfg, run=replace(cfg.run, progress=False), refine=replace(cfg.refine, enabled=False),
-                   triangulation=replace(cfg.triangulation, pre_contact_frames=0))
     cal_size = cams.size
     done = 0
     t_wait = time.perf_counter()
@@ -315,39 +339,28 @@ def causal_pass(loader: FrameLoader, pose: PoseModel, flat1: FlatDetections, tra
         pos = torch.as_tensor(batch.positions, dtype=torch.long)
         s, e = int(pos[0]), int(pos[-1]) + 1
         pred = extrapolate(track[:s], e - s, dcfg.prompt_max_gap)  # [B, P, J, 4]
+        if fallback is not None:
+            pred = torch.where(pred[..., 3:] > 0, pred, fallback[s:e].to(pred))
         kp, ok = project_people(pred, cams)  # [B, V, P, J, 3]
         visible = ok.sum(-1) >= dcfg.min_visible_joints
-        boxes = keypoint_boxes(kp, ok, dcfg.prompt_box_pad)  # [B, V, P, 4]
+        boxes, rot = prompt_regions(kp, ok, dcfg)  # [B, V, P, 4], [B, V, P]
         b, v, p = visible.nonzero().unbind(1)
         fac = _size_factors(batch, cal_size)[b, v]
         img_boxes = boxes[b, v, p].float() / fac.repeat(1, 2)
-        k = run_pose(pose, batch.images.flatten(0, 1), b * V + v, img_boxes, dcfg.crop_batch, counters).cpu()
+        k = run_pose(pose, batch.images.flatten(0, 1), b * V + v, img_boxes, dcfg.crop_batch, counters, rot[b, v, p]).cpu()
         k, bcal = _to_calibration(k, torch.cat([img_boxes, k[..., 2].mean(-1, keepdim=True)], 1), fac)
-        prompted.append(FlatDetections(pos[b], v, k, bcal, p.clone()))
-        # first-pass detections of these frames that a prompted person replaces
+        rows = FlatDetections(pos[b], v, k, bcal, p.clone())
+        prompted.append(rows)
+        # earlier detections of these frames that a prompted person replaces
         so = oks(kp, det1.kpts[pos].float(), backend="torch")  # [B, V, P, D]
         drop = ((so >= dcfg.prompt_match_oks) & visible[..., None]).any(2) & det1.valid[pos]
-        rows = _rows_in(flat1, s, e)
-        keep1[rows] = ~drop[flat1.f[rows] - s, flat1.v[rows], slot1[rows]]
-        # track the chunk with a few frames of history
-        w0 = max(0, s - CAUSAL_HISTORY)
-        cur = FlatDetections.cat([flat1.select(keep1 & _rows_in(flat1, w0, e))]
-                                 + [q.select(_rows_in(q, w0, e)) for q in prompted[-(CAUSAL_HISTORY + 1):]])
-        cur.f = cur.f - w0
-        det_w, _ = cur.pack(e - w0, V)
-        if w0 < s:
-            kw, okw = project_people(track[w0 : w0 + 1], cams)
-            init_valid = (okw.sum(-1) >= dcfg.min_visible_joints)[0]  # [V, P]
-            init_boxes = keypoint_boxes(kw, okw, dcfg.prompt_box_pad)[0].float()
-        else:
-            init_boxes, init_valid = capture.init_boxes, capture.init_valid
-        cap_w = Capture(cams, det_w, list(capture.frame_ids[w0:e]), list(capture.person_names), init_boxes, init_valid,
-                        name=capture.name)
-        res = run_keypoints(cap_w, work / "causal_window", wcfg, input_key=f"causal|{w0}|{e}", force=True)
-        track[s:e] = res.poses3d[s - w0 :].to(track)
+        old = _rows_in(flat1, s, e)
+        keep1[old] = ~drop[flat1.f[old] - s, flat1.v[old], slot1[old]]
+        # the prompted people's 3D poses in these frames
+        rel = FlatDetections(rows.f - s, rows.v, rows.kpts, rows.boxes, rows.identity)
+        track[s:e] = triangulate_identified(rel, e - s, cams, track.shape[1], cfg).to(track)
         done += B
         if progress is not None:
             progress(done)
         t_wait = time.perf_counter()
-    rows = FlatDetections.cat([flat1.select(keep1)] + prompted)
-    return rows, track
+    return FlatDetections.cat([flat1.select(keep1)] + prompted), track

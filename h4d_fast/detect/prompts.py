@@ -26,7 +26,7 @@ from torch import Tensor
 from ..camera import CameraSet
 from ..config import DetectConfig
 from ..data import Detections
-from .crops import keypoint_boxes
+from .crops import keypoint_boxes, keypoint_regions, upright
 
 __all__ = ["PromptPlan", "contact_frames", "overlap_views", "plan_prompts", "project_people"]
 
@@ -37,13 +37,16 @@ class PromptPlan:
 
     Attributes:
         prompt: ``[F, V, P]`` bool -- crop person ``p`` in view ``v`` of frame ``f``.
-        boxes: ``[F, V, P, 4]`` the prompt boxes (image pixels).
+        boxes: ``[F, V, P, 4]`` the prompt boxes (calibration pixels), measured along the crop's
+            axes turned by ``rotation`` (see :func:`~h4d_fast.detect.crops.keypoint_regions`).
+        rotation: ``[F, V, P]`` the crops' rotation (radians).
         drop: ``[F, V, D]`` bool -- first-pass detections the prompted ones replace.
         reasons: counts of prompted person-views by reason (``overlap``, ``missed``).
     """
 
     prompt: Tensor
     boxes: Tensor
+    rotation: Tensor
     drop: Tensor
     reasons: dict[str, int]
 
@@ -72,6 +75,13 @@ def project_people(poses: Tensor, cams: CameraSet) -> tuple[Tensor, Tensor]:
     ok = (poses[..., 3] > 0)[:, None] & (z > 0) & (uv >= 0).all(-1) & (uv < wh).all(-1) & torch.isfinite(uv).all(-1)
     kpts = torch.cat([torch.where(ok[..., None], uv, torch.zeros_like(uv)), ok[..., None].to(uv.dtype)], -1)
     return kpts.float(), ok
+
+
+def prompt_regions(kpts: Tensor, ok: Tensor, cfg: DetectConfig) -> tuple[Tensor, Tensor]:
+    """Prompt boxes ``[..., 4]`` and crop rotations ``[...]`` of projected poses ``kpts [..., J, 3]``
+    (``detect.prompt_box_pad``; upright crops with ``detect.prompt_rotate``)."""
+    rot = upright(kpts, ok) if cfg.prompt_rotate else torch.zeros(kpts.shape[:-2], dtype=kpts.dtype, device=kpts.device)
+    return keypoint_regions(kpts, ok, cfg.prompt_box_pad, rot), rot
 
 
 def contact_frames(poses: Tensor, distance_m: float, dilate: int = 0) -> Tensor:
@@ -121,7 +131,8 @@ def plan_prompts(poses: Tensor, cams: CameraSet, first: Detections, cfg: DetectC
 
     kpts, ok = project_people(poses, cams)  # [F, V, P, J, 3], [F, V, P, J]
     visible = ok.sum(-1) >= cfg.min_visible_joints  # [F, V, P]
-    boxes = keypoint_boxes(kpts, ok, cfg.prompt_box_pad)  # [F, V, P, 4]
+    boxes = keypoint_boxes(kpts, ok, cfg.prompt_box_pad)  # [F, V, P, 4], for overlaps
+    crop_boxes, rot = prompt_regions(kpts, ok, cfg)
     F, V, P = visible.shape
     overlap = overlap_views(boxes, visible, cfg.prompt_overlap) if P > 1 else torch.zeros(F, V, dtype=torch.bool)
     dk = first.kpts.float().to(kpts.device)
@@ -135,4 +146,4 @@ def plan_prompts(poses: Tensor, cams: CameraSet, first: Detections, cfg: DetectC
         prompt[until:] = False
     drop = (matched & prompt[..., None]).any(2) & first.valid.to(kpts.device)  # [F, V, D]
     reasons = {"overlap": int((by_overlap & prompt).sum()), "missed": int((missed & ~by_overlap & prompt).sum())}
-    return PromptPlan(prompt, boxes, drop, reasons)
+    return PromptPlan(prompt, crop_boxes, rot, drop, reasons)

@@ -17,8 +17,10 @@ How detection and tracking interleave:
 4. **From the first contact on, in track order** (:func:`~h4d_fast.detect.passes.causal_pass`):
    chunks of ``batch_frames`` frames; each person's pose extrapolated from the track so far gives
    their crop in every view (the paper's prompt: one person per crop even in contact, identity
-   from the track, not from the detector), then the chunk is tracked before the next one is
-   prompted. First-pass detections nobody's prompt matches (people without a track) stay.
+   from the track, not from the detector); each person's prompted detections are triangulated on
+   their own (RANSAC over the views: the prompt named the person, nothing to match) and extend
+   the track before the next chunk is prompted. First-pass detections nobody's prompt matches
+   (people without a track) stay.
 
 Why not prompt from the first pass's track everywhere: in contact the detector merges the two
 people into one box, pass 1 then holds one detection where two people stand, and its track can
@@ -194,7 +196,7 @@ def detect_capture(
     Args:
         seq: the sequence folder (cameras in ``colmap/workplace``, frames per :mod:`~h4d_fast.io.frames`).
         cfg: the whole configuration (``detect`` and, for the tracks between passes, the keypoint stages).
-        work: cache folder (``work/detect*.npz``, ``work/detect_track/``, ``work/causal_window/``).
+        work: cache folder (``work/detect*.npz``, ``work/detect_track/``).
         pose, detector: models (default: :func:`load_models` from ``cfg.detect``).
         device: compute device (default ``cfg.run.device``).
     """
@@ -279,10 +281,10 @@ def detect_capture(
                                    "first_contact": c0, "replaced_before_contact": int((~keep).sum())}
             if c0 is not None:
                 track[c0:] = 0
-                cap_f = Capture(cams, flat.pack(F, V)[0], list(frame_ids), names, init_boxes, init_valid, name=seq.name)
                 with FrameLoader(sources, frame_ids, positions=list(range(c0, F)), **loader_kw) as loader, \
                         Progress("contact", F - c0, enabled=cfg.run.progress) as bar:
-                    flat, track = causal_pass(loader, models()[0], flat, track, cams, cap_f, cfg, work, counters, bar.update)
+                    flat, track = causal_pass(loader, models()[0], flat, track, cams, len(names), cfg, counters, bar.update,
+                                              fallback=res.poses3d.float())
                 st2["track_order_frames"] = F - c0
             stats.update(st2)
             stats["pass2_s"] = time.perf_counter() - t1
