@@ -70,6 +70,8 @@ class Context:
     frames: int | None = None  # frames of every workload (``--frames``; default: each workload's own)
     anipose: dict[str, float] = field(default_factory=dict)  # aniposelib sampling: points, cap_s, total_s
     sweep_kind: str | None = None  # ``--sweep``: quick / reduced / full (default: by device and --quick/--full)
+    images_src: Path | None = None  # ``--images-src``: the Pose2Sim demo folder (image workloads)
+    onnx_models: list[Path] = field(default_factory=list)  # ``--onnx``: user pose models the detect workload also times
 
     def frames_or(self, default: int) -> int:
         """``--frames`` when given, else ``default``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,22 @@ def headline(R: dict[str, Any]) -> dict[str, Any]:
     else:
         ran = "end_to_end" in (R.get("mode") or {}).get("workloads", ["end_to_end"])
         H["end_to_end_s"] = {"value": None, "reason": e.get("reason") or e.get("absent") or ("not measured" if ran else "not run (--only)")}
+    for wl, key, val, src in (("detect", "detect_crops_per_s", "crops_per_s",
+                               "workloads.detect.models.default.model_crops_per_s (crop warp + embedded pose model, frames on the device)"),
+                              ("images_to_meshes", "images_to_meshes_s", "wall_s",
+                               "workloads.images_to_meshes.wall_s (`h4d run` wall clock, JPEG frames to exported meshes)")):
+        w = W.get(wl, {})
+        ran = wl in (R.get("mode") or {}).get("workloads", [wl])
+        if w.get("available") and w.get(val) is not None:
+            H[key] = {"value": w[val], "from": src}
+            if wl == "detect":
+                m = w["models"]["default"]
+                H[key].update(images_per_s_decode_included=m["pass"]["images_per_s"], crops_per_s_decode_included=m["pass"]["crops_per_s"],
+                              decoder=m.get("decoder"), detector_images_per_s=m.get("detector_images_per_s"))
+            else:
+                H[key].update(warm=w.get("warm"), cold_wall_s=w.get("cold_wall_s"), stages=w.get("stages"), command=w.get("command"))
+        else:
+            H[key] = {"value": None, "reason": w.get("reason") or w.get("absent") or ("not measured" if ran else "not run (--only)")}
     return H
 
 
@@ -193,6 +210,17 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
             note = f"MPJPE {best} {b['mpjpe_mm']:.2f} mm vs torch {a['mpjpe_mm']:.2f} mm (all points)"
     add("triangulation_vs_torch_naive", "triangulation >= 30x faster than the plain batched torch version at equal or better MPJPE",
         30.0, "x", sp.get("value"), False, acc_ok, note, sp.get("reason"), valid)
+    h = H["images_to_meshes_s"]
+    w = W.get("images_to_meshes", {})
+    full = (w.get("workload") or {}).get("frames") == 600 and (w.get("workload") or {}).get("cameras") == 20
+    every = w.get("frames_with_3d")
+    add("images_to_meshes", "images to meshes <= 60 s: 600 frames x 20 cameras of real-size JPEG frames to exported meshes, embedded pose model",
+        60.0, "s", h.get("value"), True, every == 1.0 if isinstance(every, float) else True,
+        (f"frames with 3D: {every:.1%}" if isinstance(every, float) else None), h.get("reason"), cuda and full)
+    h = H["detect_crops_per_s"]
+    add("detect_crops_per_s", "embedded pose model >= 2,000 person crops per second on the GPU", 2000.0, "crops/s", h.get("value"), False,
+        True, (f"decode included: {h['images_per_s_decode_included']:.0f} images/s ({h.get('decoder')})" if h.get("value") else None),
+        h.get("reason"), cuda)
     for gid, key, text, target in (
         ("triangulation_ms", "triangulate_ransac_ms", "triangulation (RANSAC, 20,400 points x 20 views) <= 0.5 ms", 0.5),
         ("dedup_ms", "dedup_oks_ms", "OKS dedup (12,000 view-frames) <= 0.5 ms", 0.5),
@@ -212,6 +240,7 @@ PEERS = {  # workload -> the systems h4d_fast's best backend is compared with, i
     "fitting": ("smplx_autograd",),
 }
 TITLES = {"triangulation": "triangulation (RANSAC)", "dedup": "OKS dedup", "collision": "collision loss fwd+bwd",
+          "detect": "image stage (pose model crops)", "images_to_meshes": "images to meshes (`h4d run`)",
           "fitting": "SMPL fit", "end_to_end": "end to end (`h4d run`)"}
 
 
@@ -277,6 +306,9 @@ def summary_rows(R: dict[str, Any]) -> list[list[str]]:
                 rows.append([title, _size(wl, w.get("workload", {})), "h4d run", "not available: " + str(w.get("reason") or w.get("absent")),
                              "", "", "", ""])
             continue
+        if wl in ("detect", "images_to_meshes"):
+            rows.append(_image_row(wl, title, w))
+            continue
         S = w.get("systems")
         if not S or "workload" not in w:
             rows.append([title, "", "", "not available: " + str(w.get("absent") or w.get("reason") or "no result"), "", "", "", ""])
@@ -299,6 +331,22 @@ def summary_rows(R: dict[str, Any]) -> list[list[str]]:
             rows.append([title, size, f"`{best}`", _t(ours), f"`{peer}` ({r.get('device', '')})", _t(r),
                          ("> " if r.get("lower_bound") else "") + f"{sp:,.1f}x", _accuracy(wl, ours, r, peer)])
     return rows
+
+
+def _image_row(wl: str, title: str, w: dict[str, Any]) -> list[str]:
+    """The summary row of an image workload (detect, images_to_meshes)."""
+    wk = w.get("workload") or {}
+    size = f"{wk.get('frames')} frames x {wk.get('cameras')} cameras (real JPEG frames)"
+    if not w.get("available"):
+        return [title, size, "", "not available: " + str(w.get("reason") or w.get("absent")), "", "", "", ""]
+    if wl == "detect":
+        m = w["models"]["default"]
+        return [title, size, f"`{m.get('name')}` crop + model", f"{m['model_crops_per_s']:,.0f} crops/s",
+                "the same, decode + detector included", f"{m['pass']['images_per_s']:,.0f} images/s ({m.get('decoder')})", "", ""]
+    every = w.get("frames_with_3d")
+    return [title, size, "h4d run (images to meshes)", f"{w['wall_s']:.1f} s" + ("" if w.get("warm") else " (cold)"),
+            "Harmony4D paper (RTX 2080)", "2 h 40 min", f"{9600 / w['wall_s']:,.0f}x",
+            f"frames with 3D {every:.1%}" if isinstance(every, float) else ""]
 
 
 def summary_markdown(R: dict[str, Any]) -> str:
@@ -592,6 +640,14 @@ def markdown(R: dict[str, Any]) -> str:
 
     for wl in R["mode"].get("workloads", []):
         w = W.get(wl)
+        if isinstance(w, dict) and wl in ("detect", "images_to_meshes") and w.get("available"):
+            L.append(f"## {TITLES.get(wl, wl)}")
+            L.append("")
+            L.append("```json")
+            L.append(json.dumps({k: v for k, v in w.items() if k not in ("runs",)}, indent=1, default=str)[:6000])
+            L.append("```")
+            L.append("")
+            continue
         if isinstance(w, dict) and "systems" not in w and wl != "end_to_end":
             L.append(f"## {TITLES.get(wl, wl)}")
             L.append("")

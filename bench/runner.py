@@ -21,7 +21,7 @@ reported absent with the reason.
 
 The JSON carries at top level ``end_to_end_s``, ``triangulation_speedup_vs_aniposelib``,
 ``triangulation_speedup_vs_torch_naive``, ``triangulate_ransac_ms``, ``dedup_oks_ms``,
-``collision_fwd_bwd_ms`` (``headline`` says where each comes from and holds the raw figures of
+``collision_fwd_bwd_ms``, ``detect_crops_per_s``, ``images_to_meshes_s`` (``headline`` says where each comes from and holds the raw figures of
 each ratio), ``goals`` (met / not met and by how much), ``environment`` (device, versions, exact
 command, commit), ``workloads`` (every system's raw figures) and ``sweep``. The Markdown opens with
 one side-by-side table (h4d_fast's fastest backend beside every peer, times and accuracy).
@@ -45,8 +45,8 @@ import torch
 from bench.common import REPO, Budget, Context, environment
 
 # run order: the acceptance figures (triangulation, end to end) first, so that a short budget keeps them
-WORKLOADS = ("triangulation", "end_to_end", "dedup", "collision", "fitting")
-ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation"}
+WORKLOADS = ("triangulation", "end_to_end", "dedup", "collision", "fitting", "detect", "images_to_meshes")
+ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation", "i2m": "images_to_meshes"}
 RESERVE_S = 15.0  # kept for writing the outputs
 
 
@@ -89,6 +89,10 @@ def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argpars
     ap.add_argument("--anipose-cap-s", type=float, default=None, help="cap per aniposelib point in seconds (default 5; --quick 1.5)")
     ap.add_argument("--anipose-total-s", type=float, default=None, help="aniposelib sampling time in seconds (default 40 CUDA, 60 CPU, 8 --quick)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per system (default 20 CUDA, 5 CPU, 3 --quick)")
+    ap.add_argument("--images-src", type=Path, default=None,
+                    help="the Pose2Sim demo folder the image workloads (detect, images_to_meshes) make their frames from "
+                         "(default: $H4D_DEMO_DATA or shared/data/pose2sim_demo near the checkout)")
+    ap.add_argument("--onnx", type=Path, action="append", default=[], help="detect workload: also time this ONNX pose model (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default=None, help="appended to the output basename")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -102,7 +106,7 @@ def finalize(R: dict[str, Any], ctx: Context, paths: dict[str, Path]) -> None:
     H = report.headline(R)
     R["headline"] = H
     for k in ("end_to_end_s", "triangulation_speedup_vs_aniposelib", "triangulation_speedup_vs_torch_naive", "triangulate_ransac_ms",
-              "dedup_oks_ms", "collision_fwd_bwd_ms"):
+              "dedup_oks_ms", "collision_fwd_bwd_ms", "detect_crops_per_s", "images_to_meshes_s"):
         R[k] = H[k].get("value")
     R["kernel_figures_are_cpu"] = R["environment"]["device"] != "cuda"
     R["goals"] = report.goals(R, H)
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     anip = {k: v for k, v in (("points", args.anipose_points), ("cap_s", args.anipose_cap_s), ("total_s", args.anipose_total_s))
             if v is not None}
     ctx = Context(device=dev, quick=args.quick, full=args.full, budget=Budget(budget_s), seed=args.seed, repeats=args.repeats,
-                  verbose=not args.quiet, frames=args.frames, anipose=anip, sweep_kind=args.sweep_kind)
+                  verbose=not args.quiet, frames=args.frames, anipose=anip, sweep_kind=args.sweep_kind,
+                  images_src=args.images_src, onnx_models=list(args.onnx))
     tmp = tempfile.TemporaryDirectory(prefix="h4d_bench_")
     ctx.tmp = Path(tmp.name)
     env = environment(dev)

@@ -170,6 +170,7 @@ class DetectConfig:
     det_score_thr: float = _f(0.5, "person detector: keep boxes scoring above this")
     max_people: int = _f(8, "person detector: at most this many boxes per image (best first)")
     detector_size: int = _f(512, "the detector sees each image resized to this many pixels on its long side (boxes are scaled back)")
+    rotate: bool = _f(True, "turn each crop so the person is upright (pose models are trained on upright people): prompted crops by the projected shoulders over the hips, detector crops by the detector's alignment keypoints where it has them (BlazePose)")
     batch_frames: int = _f(8, "frames decoded and run together (all cameras of each)")
     crop_batch: int = _f(256, "person crops per pose-model call")
     decode_threads: int = _f(0, "CPU threads decoding images and videos (0: one per CPU)")
@@ -181,7 +182,6 @@ class DetectConfig:
     prompt_match_oks: float = _f(0.3, "a first-pass detection is that person's when its OKS with the person's projected 3D pose exceeds this (else the person counts as missed there)")
     prompt_max_gap: int = _f(15, "through contact, a person unseen for more than this many frames is no longer prompted (the detector's boxes cover them)")
     prompt_box_pad: float = _f(0.1, "a prompt box is the box of the person's projected joints enlarged by this fraction of its size on each side (the joints leave out the head top and feet)")
-    prompt_rotate: bool = _f(True, "turn each prompted crop so that the person's projected shoulders are straight above the hips (pose models are trained on upright people)")
     min_visible_joints: int = _f(6, "a person is prompted in a view when at least this many of its 3D joints project inside the image")
 
 

@@ -148,15 +148,23 @@ def _to_calibration(rows: Tensor, boxes: Tensor, fac: Tensor) -> tuple[Tensor, T
 
 
 def _detector_boxes(detector: PersonDetector, batch: FrameBatch, cfg: DetectConfig, counters: Counters) -> list[Tensor]:
-    """Per image of the batch (``b * V + v``) the kept detector boxes ``[K, 5]`` in image pixels."""
-    B, V = batch.sizes.shape[:2]
+    """Per image of the batch (``b * V + v``) the kept detector boxes ``[K, 6]`` in image pixels:
+    ``x1, y1, x2, y2, score, rotation`` (the crop's upright rotation from the detector's alignment
+    keypoints where it gives them, as BlazePose's ``detections`` / ``body_boxes``; else 0)."""
+    from .models.blazepose import upright_rotation
+
     th = batch.thumbs.flatten(0, 1)
     sx, sy = batch.thumb_scale
+    aligned = cfg.rotate and callable(getattr(detector, "detections", None)) and callable(getattr(detector, "body_boxes", None))
     out: list[Tensor] = []
     t0 = time.perf_counter()
     for s in range(0, th.shape[0], 64):
         with torch.inference_mode():
-            res = detector(th[s : s + 64].to(detector.device))
+            if aligned:
+                dets = detector.detections(th[s : s + 64].to(detector.device))
+                res = [torch.cat([detector.body_boxes(d), upright_rotation(d[:, 5:7], d[:, 7:9])[:, None]], 1) for d in dets]
+            else:
+                res = [torch.cat([r, torch.zeros(r.shape[0], 1, dtype=r.dtype, device=r.device)], 1) for r in detector(th[s : s + 64].to(detector.device))]
         for r in res:
             r = r.float()
             r = r[r[:, 4] > cfg.det_score_thr][: cfg.max_people]
@@ -190,19 +198,19 @@ def first_pass(loader: FrameLoader, pose: PoseModel, detector: PersonDetector, c
                 fac = _size_factors(batch, cal_size)[b, v]
                 keep = init_valid[v].nonzero()[:, 0]
                 ib = init_boxes[v, keep].float() / fac.repeat(2).to(init_boxes.device)
-                bx = torch.cat([ib, torch.ones(len(keep), 1)], 1).to(batch.images.device)
+                bx = torch.cat([ib, torch.ones(len(keep), 1), torch.zeros(len(keep), 1)], 1).to(batch.images.device)
                 ident.append(keep.to(torch.long))
             else:
                 ident.append(torch.full((bx.shape[0],), -1, dtype=torch.long))
             boxes.append(bx)
             img.append(torch.full((bx.shape[0],), i, dtype=torch.long))
-        boxes_t = torch.cat(boxes) if boxes else torch.zeros(0, 5)
+        boxes_t = torch.cat(boxes) if boxes else torch.zeros(0, 6)
         img_t = torch.cat(img)
         flat_images = batch.images.flatten(0, 1)
-        k = run_pose(pose, flat_images, img_t, boxes_t, cfg.crop_batch, counters).cpu()
+        k = run_pose(pose, flat_images, img_t, boxes_t[:, :4], cfg.crop_batch, counters, boxes_t[:, 5]).cpu()
         bf, vf = img_t // V, img_t % V
         fac = _size_factors(batch, cal_size)[bf, vf]
-        k, bcal = _to_calibration(k, boxes_t.cpu().float(), fac)
+        k, bcal = _to_calibration(k, boxes_t[:, :5].cpu().float(), fac)
         pos = torch.as_tensor(batch.positions, dtype=torch.long)[bf]
         parts.append(FlatDetections(pos, vf, k, bcal, torch.cat(ident)))
         done += B
@@ -343,7 +351,7 @@ def causal_pass(loader: FrameLoader, pose: PoseModel, flat1: FlatDetections, tra
             pred = torch.where(pred[..., 3:] > 0, pred, fallback[s:e].to(pred))
         kp, ok = project_people(pred, cams)  # [B, V, P, J, 3]
         visible = ok.sum(-1) >= dcfg.min_visible_joints
-        boxes, rot = prompt_regions(kp, ok, dcfg)  # [B, V, P, 4], [B, V, P]
+        boxes, rot = prompt_regions(kp, ok, dcfg, pose)  # [B, V, P, 4], [B, V, P]
         b, v, p = visible.nonzero().unbind(1)
         fac = _size_factors(batch, cal_size)[b, v]
         img_boxes = boxes[b, v, p].float() / fac.repeat(1, 2)

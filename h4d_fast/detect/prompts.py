@@ -19,6 +19,7 @@ no track covers yet, bystanders) stay.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -77,11 +78,43 @@ def project_people(poses: Tensor, cams: CameraSet) -> tuple[Tensor, Tensor]:
     return kpts.float(), ok
 
 
-def prompt_regions(kpts: Tensor, ok: Tensor, cfg: DetectConfig) -> tuple[Tensor, Tensor]:
-    """Prompt boxes ``[..., 4]`` and crop rotations ``[...]`` of projected poses ``kpts [..., J, 3]``
-    (``detect.prompt_box_pad``; upright crops with ``detect.prompt_rotate``)."""
-    rot = upright(kpts, ok) if cfg.prompt_rotate else torch.zeros(kpts.shape[:-2], dtype=kpts.dtype, device=kpts.device)
-    return keypoint_regions(kpts, ok, cfg.prompt_box_pad, rot), rot
+def model_regions(pose: Any) -> Callable[[Tensor], tuple[Tensor, Tensor]] | None:
+    """The pose model's own crop convention for keypoints, when it has one: BlazePose's region
+    (:func:`~h4d_fast.detect.models.region_from_keypoints`: the square about the mid-hip, turned
+    upright), which it was trained on; ``pose.region_from_keypoints`` of any other model; else None."""
+    fn = getattr(pose, "region_from_keypoints", None)
+    if callable(fn):
+        return fn
+    try:
+        from .models import BlazePoseLandmarks, region_from_keypoints
+    except ImportError:  # pragma: no cover - the models ship with the package
+        return None
+    return region_from_keypoints if isinstance(pose, BlazePoseLandmarks) else None
+
+
+def prompt_regions(kpts: Tensor, ok: Tensor, cfg: DetectConfig, pose: Any = None) -> tuple[Tensor, Tensor]:
+    """Prompt boxes ``[..., 4]`` and crop rotations ``[...]`` of projected poses ``kpts [..., J, 3]``.
+
+    The pose model's own convention where it has one (:func:`model_regions`), else the box of the
+    joints padded by ``detect.prompt_box_pad`` along the crop's axes; upright with ``detect.rotate``.
+    """
+    shape = kpts.shape[:-2]
+    fn = model_regions(pose)
+    if fn is not None and ok.numel():
+        k = torch.cat([kpts[..., :2], ok[..., None].to(kpts.dtype)], -1).reshape(-1, kpts.shape[-2], 3)
+        boxes, rot = fn(k.float())
+        boxes, rot = boxes.reshape(*shape, 4).to(kpts.dtype), rot.reshape(shape).to(kpts.dtype)
+        have = ok[..., 5] & ok[..., 6] & ok[..., 11] & ok[..., 12]  # its region needs hips and shoulders
+        gen_rot = upright(kpts, ok)
+        gen = keypoint_regions(kpts, ok, cfg.prompt_box_pad, gen_rot)
+        boxes = torch.where(have[..., None], boxes, gen)
+        rot = torch.where(have, rot, gen_rot)
+    else:
+        rot = upright(kpts, ok)
+        boxes = keypoint_regions(kpts, ok, cfg.prompt_box_pad, rot if cfg.rotate else torch.zeros_like(rot))
+    if not cfg.rotate:
+        rot = torch.zeros_like(rot)
+    return boxes, rot
 
 
 def contact_frames(poses: Tensor, distance_m: float, dilate: int = 0) -> Tensor:
@@ -117,7 +150,8 @@ def overlap_views(boxes: Tensor, visible: Tensor, frac: float) -> Tensor:
     return ((inter / small > frac) & pair).flatten(-2).any(-1)
 
 
-def plan_prompts(poses: Tensor, cams: CameraSet, first: Detections, cfg: DetectConfig, until: int | None = None) -> PromptPlan:
+def plan_prompts(poses: Tensor, cams: CameraSet, first: Detections, cfg: DetectConfig, until: int | None = None,
+                 pose: Any = None) -> PromptPlan:
     """Where to run the prompted pass before contact (module docstring).
 
     Args:
@@ -126,13 +160,14 @@ def plan_prompts(poses: Tensor, cams: CameraSet, first: Detections, cfg: DetectC
         first: the first pass's detections ``[F, V, D]`` (calibration pixels).
         cfg: the ``detect`` settings.
         until: only frames before this position (default: all).
+        pose: the pose model (its crop convention, :func:`prompt_regions`).
     """
     from ..ops import oks
 
     kpts, ok = project_people(poses, cams)  # [F, V, P, J, 3], [F, V, P, J]
     visible = ok.sum(-1) >= cfg.min_visible_joints  # [F, V, P]
     boxes = keypoint_boxes(kpts, ok, cfg.prompt_box_pad)  # [F, V, P, 4], for overlaps
-    crop_boxes, rot = prompt_regions(kpts, ok, cfg)
+    crop_boxes, rot = prompt_regions(kpts, ok, cfg, pose)
     F, V, P = visible.shape
     overlap = overlap_views(boxes, visible, cfg.prompt_overlap) if P > 1 else torch.zeros(F, V, dtype=torch.bool)
     dk = first.kpts.float().to(kpts.device)

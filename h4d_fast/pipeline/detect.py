@@ -268,7 +268,7 @@ def detect_capture(
             t1 = time.perf_counter()
             track = res.poses3d.float().clone()
             c0 = first_contact(track, dcfg)
-            plan = plan_prompts(track, cams, det1, dcfg, until=c0)
+            plan = plan_prompts(track, cams, det1, dcfg, until=c0, pose=models()[0])
             pre = plan.frames
             keep = ~plan.drop[flat1.f, flat1.v, slot1]
             flat_pre = FlatDetections.cat([])
