@@ -143,3 +143,33 @@ def test_nvjpeg_decode_matches_cpu(tmp_path):
     for (g, gt), (c, ct) in zip(gpu, cpu):
         assert (g.int() - c.int()).abs().max() <= 3
         assert (gt - ct).abs().max() < 0.02
+
+
+def test_import_videos_without_keypoints_records_them(tmp_path):
+    """`h4d import --no-keypoints`: calibration + camera videos only; the videos are recorded in
+    import.json, frames = the shortest video, no people named (h4d detect estimates them)."""
+    from helpers import ring_cameras
+
+    from h4d_fast.io.calibration import write_toml_calibration
+    from h4d_fast.io.colmap import read_colmap
+    from h4d_fast.io.importer import import_capture
+
+    cams = ring_cameras(3)
+    src = tmp_path / "capture"
+    write_toml_calibration(src / "calibration" / "Calib.toml", cams)
+    for i, n in enumerate((6, 5, 6)):
+        _write_video(src / "videos" / f"cam{i + 1:02d}.mp4", frames=n, size=(64, 36), seed=i)
+    (src / "pose").mkdir()  # no keypoints anywhere: videos are imported on their own
+    dst = tmp_path / "seq"
+    rep = import_capture(src, dst)
+    assert rep.frames == 5 and rep.people == 0 and rep.camera_names == ["cam01", "cam02", "cam03"]
+    assert any("different frame counts" in w for w in rep.warnings)
+    assert all(c.video and c.video.endswith(f"{c.name}.mp4") for c in rep.cameras)
+    assert not (dst / "processed_data").exists() and read_colmap(dst / "colmap" / "workplace", "auto").names == ["cam01", "cam02", "cam03"]
+    assert json.loads((dst / "sequence.json").read_text())["person_names"] == []
+    src_list = frame_sources(dst, ["cam01", "cam02", "cam03"])
+    assert all(isinstance(s, VideoFile) for s in src_list) and sequence_frame_ids(src_list) == [1, 2, 3, 4, 5]
+    rep2 = import_capture(src, tmp_path / "seq2", no_keypoints=True, people=2)
+    assert rep2.person_names == ["aria01", "aria02"]
+    with pytest.raises(InputError, match="no keypoints found"):
+        import_capture(src, tmp_path / "seq3", keypoints=src / "pose")
