@@ -87,13 +87,13 @@ class ColourPoseModel:
         self.calls += 1
         N, _, h, w = crops.shape
         if N == 0:
-            return torch.zeros(0, NUM_COCO, 3)
+            return torch.zeros(0, NUM_COCO, 3, device=crops.device)
         col = self.colours.to(crops)
         # |c - c_k|^2 = |c|^2 - 2 c.c_k + |c_k|^2, [N, K, h, w]
         d2 = (crops**2).sum(1, keepdim=True) - 2 * torch.einsum("nchw,kc->nkhw", crops, col) + (col**2).sum(1)[None, :, None, None]
         match = torch.exp(-d2.clamp_min(0) / (2 * self.sigma**2))
-        ys = torch.arange(h, dtype=crops.dtype).view(1, 1, h, 1)
-        xs = torch.arange(w, dtype=crops.dtype).view(1, 1, 1, w)
+        ys = torch.arange(h, dtype=crops.dtype, device=crops.device).view(1, 1, h, 1)
+        xs = torch.arange(w, dtype=crops.dtype, device=crops.device).view(1, 1, 1, w)
         idx = match.flatten(2).argmax(-1)  # [N, K]
         py, px = (idx // w).to(crops.dtype), (idx % w).to(crops.dtype)
         conf = match.flatten(2).gather(-1, idx[..., None])[..., 0].clamp(0, 1)  # [N, K]
@@ -111,7 +111,7 @@ class ColourPoseModel:
         my = (y.view(N, self.people, NUM_COCO) * found).sum(-1) / nf.clamp_min(1)
         dist = torch.hypot(mx - cx, my - cy)
         p = torch.where(nf >= 3, dist, torch.full_like(dist, float("inf"))).argmin(-1)  # [N]
-        sel = (p[:, None] * NUM_COCO + torch.arange(NUM_COCO)[None]).to(crops.device)
+        sel = p[:, None] * NUM_COCO + torch.arange(NUM_COCO, device=crops.device)[None]
         return torch.stack([x.gather(1, sel), y.gather(1, sel), conf.gather(1, sel)], -1)
 
 

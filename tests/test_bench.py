@@ -126,3 +126,29 @@ def test_runner_tiny_cpu_run(tmp_path, monkeypatch):
     assert set(D) >= {"cocoapi", "torch_naive", "h4d_numba", "h4d_triton", "h4d_cupy"}
     assert J["end_to_end_s"] is None and "--only" in J["headline"]["end_to_end_s"]["reason"]
     assert "## Side by side" in md and "h4d_numba" in md and "absent: `h4d_triton`" in md
+
+
+def test_image_workloads_headline_and_goals(tmp_path):
+    """`detect_crops_per_s` and `images_to_meshes_s` at top level, from the image workloads' raw figures."""
+    R = _fake_result()
+    R["mode"]["workloads"] += ["detect", "images_to_meshes"]
+    R["workloads"]["detect"] = {
+        "available": True, "workload": {"frames": 100, "cameras": 20}, "crops_per_s": 2500.0, "images_per_s": 900.0,
+        "models": {"default": {"available": True, "name": "blazepose-full", "model_crops_per_s": 2500.0, "decoder": "cpu",
+                               "detector_images_per_s": 3000.0, "pass": {"images_per_s": 900.0, "crops_per_s": 910.0}}}}
+    R["workloads"]["images_to_meshes"] = {"available": True, "workload": {"frames": 600, "cameras": 20}, "wall_s": 75.0, "warm": True,
+                                          "cold_wall_s": 90.0, "stages": {"detect": 30.0}, "frames_with_3d": 1.0, "command": "h4d run SEQ"}
+    ctx = Context(device=__import__("torch").device("cpu"), budget=Budget(100))
+    paths = {"json": tmp_path / "r.json", "md": tmp_path / "r.md"}
+    bench_runner.finalize(R, ctx, paths)
+    J = json.loads(paths["json"].read_text())
+    assert J["detect_crops_per_s"] == pytest.approx(2500.0) and J["images_to_meshes_s"] == pytest.approx(75.0)
+    assert J["headline"]["detect_crops_per_s"]["images_per_s_decode_included"] == pytest.approx(900.0)
+    goals = {g["id"]: g for g in J["goals"]}
+    assert goals["detect_crops_per_s"]["met"] is True and goals["images_to_meshes"]["met"] is False
+    md = paths["md"].read_text()
+    assert "2,500 crops/s" in md and "75.0 s" in md
+    del R["workloads"]["images_to_meshes"]
+    bench_runner.finalize(R, ctx, paths)
+    J = json.loads(paths["json"].read_text())
+    assert J["images_to_meshes_s"] is None and J["headline"]["images_to_meshes_s"]["reason"] == "not measured"

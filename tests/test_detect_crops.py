@@ -113,3 +113,19 @@ def test_resize_images_matches_cv2_area_and_scale():
     assert d.mean() < 0.004 and d.max() < 0.02
     small, s1 = resize_images(torch.from_numpy(img)[None], 500)  # never enlarged
     assert s1 == 1.0 and small.shape == (1, 3, 200, 120)
+
+
+@pytest.mark.gpu
+def test_crops_on_cuda_match_the_reference():
+    img = _image(5, 720, 1280)
+    boxes, rot = _cases(64, seed=3)
+    boxes = boxes * 8
+    A = box_affine(boxes, (256, 192), 1.25, rot)
+    imgs = torch.from_numpy(img)[None]
+    idx = torch.zeros(len(boxes), dtype=torch.long)
+    gpu = crop_images(imgs.cuda(), idx.cuda(), A.cuda(), (256, 192)).cpu()
+    ref = crop_images_reference(imgs.permute(0, 3, 1, 2).float() / 255, idx, A, (256, 192))
+    assert (gpu - ref).abs().max() < 1e-4
+    th, s = resize_images(imgs.cuda(), 320)
+    th_cpu, s_cpu = resize_images(imgs, 320)
+    assert s == s_cpu and (th.cpu() - th_cpu).abs().max() < 2 / 255

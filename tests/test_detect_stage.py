@@ -216,3 +216,18 @@ def test_write_detections_refuses_foreign_detections(synth, runs, tmp_path):
     assert not any(p.name.startswith(".poses2d") for p in (dst / "processed_data").iterdir())
     write_detections(dst, cap, replace(res), _cfg())  # its own detections: replaced without asking
     assert np.isfinite(read_sequence(dst).detections.kpts.numpy()).all()
+
+
+@pytest.mark.gpu
+def test_stage_on_cuda_matches_cpu(synth, runs, tmp_path):
+    """The whole stage with frames, crops and models on the GPU: the same detections as on the CPU
+    (crops by the gather instead of OpenCV: bilinear weights in float instead of fixed point)."""
+    seq, _, _ = synth
+    pose, det = _models()
+    cap, res, _ = detect_capture(seq, _cfg(prompt=True), tmp_path / "work", pose.to("cuda"), det, device=torch.device("cuda"))
+    ref = runs[True][0].detections
+    got = cap.detections
+    assert got.valid.sum() == ref.valid.sum()
+    a = torch.sort(ref.kpts[ref.valid][..., 0].flatten()).values
+    b = torch.sort(got.kpts[got.valid][..., 0].flatten()).values
+    assert (a - b).abs().median() < 0.05
