@@ -77,12 +77,13 @@ def test_2d_keypoints_near_openpose(single):
                 if ko[j, 2] > 0.1:
                     err[j].append(float(np.linalg.norm(k[j, :2] - ko[j, :2])))
     med = {COCO17_NAMES[j]: float(np.median(err[j])) for j in range(17)}
-    # measured (100 frames, 1080/1088 x 1920 portrait): 12-17 px on elbows, wrists, knees, ankles;
-    # 21-37 px on shoulders / hips / face (BlazePose and OpenPose place those joints differently);
-    # OpenPose's own reprojection error is 12 px median (the data's README). Margin: 1.5x.
+    # measured on these 20 frames (1080/1088 x 1920 portrait): elbows, wrists, knees, ankles 11-16 px
+    # (median of the eight 12.7 px), shoulders 13 px, hips 22 px, face 19-24 px (BlazePose and OpenPose
+    # place hips and face points differently); on all 100 frames the same within 1 px. OpenPose's own
+    # reprojection error is 12 px median (the data's README). Margins: 1.6x and 1.5x.
     limbs = [med[COCO17_NAMES[j]] for j in (7, 8, 9, 10, 13, 14, 15, 16)]
-    assert float(np.median(limbs)) < 25, med
-    assert max(med.values()) < 60, med
+    assert float(np.median(limbs)) < 20, med
+    assert max(med.values()) < 36, med
 
 
 def test_3d_limb_joints_near_pose2sim_every_frame(single):
@@ -94,9 +95,9 @@ def test_3d_limb_joints_near_pose2sim_every_frame(single):
     ok = (P[..., 3] > 0) & (ref[..., 3] > 0)
     assert bool(ok[:, LIMBS].all()), "every frame reconstructed: all 12 limb joints"
     d = (P[..., :3] - ref[..., :3]).norm(dim=-1)[:, LIMBS]
-    # measured: median 44.3 mm over all 100 frames (every frame, all 12 limb joints reconstructed);
-    # the goal is <= 50 mm, the test's margin 55 mm on 20 frames
-    assert float(d.median()) < 0.055
+    # measured: median 41.9 mm on these 20 frames, 39.5 mm on all 100 (every frame, all 12 limb
+    # joints reconstructed); the goal is <= 50 mm, held here with that margin
+    assert float(d.median()) < 0.050
 
 
 def test_two_person_clip_both_found_and_kept_apart(blazepose, tmp_path):
@@ -110,12 +111,14 @@ def test_two_person_clip_both_found_and_kept_apart(blazepose, tmp_path):
         P = z["poses3d"]  # [F, 2, 17, 4]
     hips = P[:, :, 11:13]
     ok = (hips[..., 3] > 0).all(-1)  # [F, 2]
-    # both people in every frame (measured: 20 of 20 frames)
+    # both people in every frame (measured: 20 of 20 frames, the number of people estimated as 2 on 13
+    # of the 20 frames, 1 on 7; prompted crops where the two overlap in a view: 22 person-views)
     assert ok.all(), ok.sum(0)
     c = hips[..., :3].mean(2)  # [F, 2, 3] mid-hips
     apart = np.linalg.norm(c[:, 0] - c[:, 1], axis=-1)
     step = np.linalg.norm(np.diff(c, axis=0), axis=-1)  # [F-1, 2] per person between sampled frames (1/12 s)
     swapped = np.linalg.norm(c[1:, 0] - c[:-1, 1], axis=-1) < step[:, 0]
-    # kept apart: never the same place, no jump to the other person's place
-    assert apart.min() > 0.2, apart
+    # kept apart: never the same place, no jump to the other person's place (measured: mid-hips at
+    # least 0.84 m apart, at most 0.09 m of motion between sampled frames)
+    assert apart.min() > 0.3, apart
     assert not swapped.any() and step.max() < 0.5, step
