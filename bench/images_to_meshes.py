@@ -80,20 +80,27 @@ def write_image_sequence(src: Path, seq: Path, frames: int, cameras: int, qualit
     n_base = len(vids)
     encoded: list[list[bytes]] = []
     sizes = []
+    counts = []
+    for v in vids:
+        cap = cv2.VideoCapture(str(v))
+        counts.append(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        cap.release()
+    n_src = min(counts)
+    order = ping_pong(n_src, frames)
+    need = max(order) + 1
     for v in vids:
         cap = cv2.VideoCapture(str(v))
         imgs = []
-        while True:
+        while len(imgs) < need:
             ok, img = cap.read()
             if not ok:
-                break
+                raise RuntimeError(f"{v}: ends after {len(imgs)} frames, {need} needed")
             ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
             imgs.append(buf.tobytes())
+            size = (img.shape[1], img.shape[0])
         cap.release()
         encoded.append(imgs)
-        sizes.append((img.shape[1], img.shape[0]))
-    n_src = min(len(e) for e in encoded)
-    order = ping_pong(n_src, frames)
+        sizes.append(size)
     names = [f"cam{i + 1:02d}" for i in range(cameras)]
     base = [i % n_base for i in range(cameras)]
     idx = torch.as_tensor(base)

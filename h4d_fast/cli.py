@@ -35,13 +35,15 @@ def _log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- config options
-def _add_config_args(p: argparse.ArgumentParser) -> None:
+def _add_config_args(p: argparse.ArgumentParser, fit: bool = True) -> None:
     p.add_argument("--config", type=Path, help="TOML file with any of the settings below")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one setting (repeatable), e.g. --set triangulation.err_thr=0.02")
     p.add_argument("--device", help="shortcut for --set run.device=...")
     p.add_argument("--backend", help="shortcut for --set run.backend=...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    if not fit:
+        return
     p.add_argument("--body-model", help="your SMPL model file or folder (shortcut for --set fit.body_model=...)")
     p.add_argument("--no-fit", action="store_true", help="stop at the 3D keypoints (no SMPL fit)")
 
@@ -451,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=Path, help="cache folder of the passes (default SEQ/.h4d_detect; a rerun resumes from it)")
     p.add_argument("--force", action="store_true", help="recompute every pass (default: resume)")
     p.add_argument("--overwrite", action="store_true", help="replace 2D detections that h4d detect did not make")
-    _add_config_args(p)
+    _add_config_args(p, fit=False)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("run-many", help="run the pipeline on every sequence folder under ROOT (resumable; one GPU, --devices or --ray)",
