@@ -74,7 +74,8 @@ class TorchGraph(nn.Module):
         self.shapes = {int(k): v["shape"] for k, v in spec["tensors"].items()}
         self.consts: dict[int, Tensor] = {}
         for tid in spec["constants"]:
-            self.consts[int(tid)] = torch.from_numpy(np.array(constants[f"t{tid}"]))
+            t = torch.from_numpy(np.array(constants[f"t{tid}"]))
+            self.consts[int(tid)] = t.float() if t.is_floating_point() else t
         # re-lay conv weights once: OHWI -> OIHW; depthwise 1HW(C*M) -> (C*M)1HW
         relaid: dict[int, str] = {}
         for o in self.ops:
@@ -196,7 +197,20 @@ def save_graph(folder: str | Path, name: str, spec: dict[str, Any], constants: d
             np.savez(f, **constants)
     js = folder / f"{name}.json"
     write_json(js, spec, indent=None)
+    for p in (npz, js):
+        _umask_mode(p)
     return js, npz
+
+
+def _umask_mode(path: Path) -> None:
+    """Atomic writes create private (0600) files; a shared cache wants the umask's mode."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
 
 
 def load_graph(folder: str | Path, name: str) -> TorchGraph:
