@@ -29,14 +29,15 @@ _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
 def _act(x: Tensor, name: str) -> Tensor:
+    """A fused activation, in place (``x`` is always the fresh output of the op it is fused to)."""
     if name == "NONE":
         return x
     if name == "RELU":
-        return torch.relu(x)
+        return torch.relu_(x)
     if name == "RELU6":
-        return torch.clamp(x, 0.0, 6.0)
+        return F.hardtanh(x, 0.0, 6.0, inplace=True)
     if name == "RELU_N1_TO_1":
-        return torch.clamp(x, -1.0, 1.0)
+        return F.hardtanh(x, -1.0, 1.0, inplace=True)
     if name == "TANH":
         return torch.tanh(x)
     raise ValueError(f"unsupported fused activation {name}")
@@ -89,6 +90,43 @@ class TorchGraph(nn.Module):
         for tid, t in self.consts.items():
             self.register_buffer(f"t{tid}", t, persistent=False)
         del self.consts
+        self._plan_padding()
+
+    def _plan_padding(self) -> None:
+        """Padding folded into the convolutions where it is symmetric (one kernel instead of a
+        pad + a convolution): a convolution's SAME padding, and a spatial-only symmetric PAD whose
+        only consumer is a VALID convolution / depthwise convolution."""
+        consumers: dict[int, int] = {}
+        for o in self.ops:
+            for t in o["inputs"]:
+                consumers[t] = consumers.get(t, 0) + 1
+        for t in self.outputs:
+            consumers[t] = consumers.get(t, 0) + 1
+        producer = {o["outputs"][0]: o for o in self.ops}
+        for o in self.ops:
+            o.pop("_conv_pad", None)
+            o.pop("_skip", None)
+        for o in self.ops:
+            if o["op"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                continue
+            opt = o["options"]
+            kh, kw = self.shapes[o["inputs"][1]][1:3]
+            n, h, w, c = self.shapes[o["inputs"][0]]
+            if opt.get("Padding") == "SAME":
+                ph = _same_pads(h, kh, opt.get("StrideH", 1), opt.get("DilationHFactor", 1))
+                pw = _same_pads(w, kw, opt.get("StrideW", 1), opt.get("DilationWFactor", 1))
+                if ph[0] == ph[1] and pw[0] == pw[1]:
+                    o["_conv_pad"] = (ph[0], pw[0])
+                continue
+            src = producer.get(o["inputs"][0])
+            if src is None or src["op"] != "PAD" or consumers.get(o["inputs"][0], 0) != 1:
+                continue
+            pads = self._const(src["inputs"][1]).tolist()
+            if len(pads) != 4 or pads[0] != [0, 0] or pads[3] != [0, 0] or pads[1][0] != pads[1][1] or pads[2][0] != pads[2][1]:
+                continue
+            src["_skip"] = True  # the convolution reads the PAD's input and pads itself
+            o["_conv_pad"] = (pads[1][0], pads[2][0])
+            o["_conv_src"] = src["inputs"][0]
 
     def _const(self, tid: int) -> Tensor:
         return getattr(self, f"t{tid}")
@@ -111,22 +149,24 @@ class TorchGraph(nn.Module):
     def forward(self, *inputs: Tensor) -> list[Tensor]:
         env: dict[int, Tensor] = dict(zip(self.inputs, inputs))
         for o in self.ops:
-            env[o["outputs"][0]] = self._run(o, env)
+            if not o.get("_skip"):
+                env[o["outputs"][0]] = self._run(o, env)
         return [env[t] if t in env else self._const(t) for t in self.outputs]
 
     def _run(self, o: dict[str, Any], env: dict[int, Tensor]) -> Tensor:  # noqa: C901 - one branch per op
         op, ins, opt = o["op"], o["inputs"], o["options"]
-        x = self._value(env, ins[0])
+        x = self._value(env, o.get("_conv_src", ins[0]))
         act = opt.get("FusedActivationFunction", "NONE")
         if op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            w = self._const(ins[1]).to(x.dtype)
-            b = self._const(ins[2]).to(x.dtype) if len(ins) > 2 and ins[2] >= 0 else None
+            w = self._const(ins[1])
+            b = self._const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             stride = (opt.get("StrideH", 1), opt.get("StrideW", 1))
             dil = (opt.get("DilationHFactor", 1), opt.get("DilationWFactor", 1))
-            if opt.get("Padding") == "SAME":
+            pad = o.get("_conv_pad", (0, 0))
+            if opt.get("Padding") == "SAME" and "_conv_pad" not in o:
                 x = _pad_same(x, (w.shape[2], w.shape[3]), stride, dil)
             groups = x.shape[1] if op == "DEPTHWISE_CONV_2D" else 1
-            return _act(F.conv2d(x, w, b, stride=stride, dilation=dil, groups=groups), act)
+            return _act(F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil, groups=groups), act)
         if op in ("ADD", "MUL"):
             y = self._value(env, ins[1]) if ins[1] in env else self._const_nchw(ins[1], x)
             if ins[0] not in env:
@@ -179,7 +219,7 @@ class TorchGraph(nn.Module):
         if op == "RELU":
             return torch.relu(x)
         if op == "RELU6":
-            return torch.clamp(x, 0.0, 6.0)
+            return F.hardtanh(x, 0.0, 6.0)
         raise ValueError(f"unsupported op {op}")
 
 
