@@ -410,6 +410,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     else:
         info.update({"path": str(model.path), "head": model._head, "keypoints": model.num_keypoints,
                      "split_ratio": getattr(model, "split_ratio", None), "codec": model.codec if model._head == "heatmap" else None,
+                     "mean": list(model.mean), "std": list(model.std), "bgr": model.bgr,
                      "providers": model._session.get_providers()})
     print(json.dumps(info, indent=2))
     return 0

@@ -95,6 +95,38 @@ def test_heatmap_follows_each_crop(tmp_path):
     assert model(torch.zeros(0, 3, H, W)).shape == (0, 17, 3)
 
 
+def test_normalisation_from_arguments_metadata_or_default(tmp_path, capsys):
+    """The heatmap of the 'following' model is the normalised first input channel (pooled), so
+    its peak value tells which normalisation was applied."""
+    H, W = 32, 32
+    x = torch.zeros(1, 3, H, W)
+    x[0, 0, 8:12, 8:12] = 0.5  # R = 127.5 in the spot
+    x[0, 2, 8:12, 8:12] = 0.25  # B = 63.75
+
+    def peak(**kw):
+        return float(load_pose_model(p, **kw).keypoints_native(x)[0, 0, 2])
+
+    p = following_heatmap_model(tmp_path / "plain.onnx", 17, H, W)
+    assert peak() == pytest.approx((127.5 - 123.675) / 58.395, abs=1e-5)  # mmpose default, RGB
+    assert peak(mean=(0, 0, 0), std=(255, 1, 1)) == pytest.approx(0.5, abs=1e-6)
+    assert peak(mean=(0, 0, 0), std=(255, 1, 1), bgr=True) == pytest.approx(0.25, abs=1e-6)  # channel 0 is B
+    p = following_heatmap_model(tmp_path / "meta.onnx", 17, H, W, metadata={"mean": "[27.5, 0, 0]", "std": "100,1,1", "to_rgb": "false"})
+    m = load_pose_model(p)
+    assert m.mean == (27.5, 0.0, 0.0) and m.std == (100.0, 1.0, 1.0) and m.bgr
+    assert peak() == pytest.approx((63.75 - 27.5) / 100, abs=1e-6)
+    assert peak(mean=(0, 0, 0), std=(255, 1, 1), bgr=False) == pytest.approx(0.5, abs=1e-6)  # arguments win
+    p = following_heatmap_model(tmp_path / "badmeta.onnx", 17, H, W, metadata={"std": "1, 0, 1"})
+    with pytest.raises(InputError) as e:
+        load_pose_model(p)
+    assert str(p) in str(e.value) and e.value.field == "std"
+    from h4d_fast.cli import main
+
+    p = following_heatmap_model(tmp_path / "info.onnx", 17, H, W)
+    assert main(["models", "info", str(p)]) == 0
+    info = __import__("json").loads(capsys.readouterr().out)
+    assert info["head"] == "heatmap" and info["keypoints"] == 17 and info["input_size"] == [H, W]
+
+
 def test_decoders_edge_cells_and_torch_reference():
     """Peaks on the border get no quarter step; random heatmaps agree with a per-element loop."""
     rng = np.random.default_rng(3)

@@ -177,10 +177,11 @@ class BlazePoseLandmarks:
         N = lm.shape[0]
         lm = lm.reshape(N, NUM_LANDMARKS, 5)
         H, W = self.input_size
-        xy = lm[..., :2] / torch.tensor([W, H], device=lm.device, dtype=lm.dtype)
+        # per-axis Python scales: no small host -> device copies in the hot path
+        xy = torch.stack([lm[..., 0] / W, lm[..., 1] / H], -1)
         if self.refine:
             xy = refine_from_heatmap(xy, heat)
-        xy = xy * torch.tensor([W, H], device=lm.device, dtype=lm.dtype) - 0.5
+        xy = torch.stack([xy[..., 0] * W, xy[..., 1] * H], -1) - 0.5
         native = torch.cat([xy, lm[..., 2:3], torch.sigmoid(lm[..., 3:5])], -1)[:, :33]
         return native, flag.reshape(N)
 
