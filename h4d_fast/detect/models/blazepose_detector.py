@@ -147,8 +147,11 @@ class BlazePoseDetector:
         if B == 0:
             return []
         x, tf = self.letterbox(images)
+        x = x.to(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            raw_boxes, raw_scores = self.graph(x.to(self.dtype))
+            raw_boxes, raw_scores = self.graph(x)
         raw_boxes = raw_boxes.float()
         scores = torch.sigmoid(raw_scores.float()[..., 0].clamp(-100.0, 100.0))  # [B, A]
         k = min(self.candidates, scores.shape[1])

@@ -199,7 +199,7 @@ class TorchGraph(nn.Module):
             bs = int(opt["BlockSize"])
             B, C, H, W = x.shape
             c = C // (bs * bs)  # TF channel order is (row offset, column offset, channel)
-            return x.view(B, bs, bs, c, H, W).permute(0, 3, 4, 1, 5, 2).reshape(B, c, H * bs, W * bs)
+            return x.reshape(B, bs, bs, c, H, W).permute(0, 3, 4, 1, 5, 2).reshape(B, c, H * bs, W * bs)
         if op == "RESHAPE":
             shape = self.shapes[o["outputs"][0]]
             if x.dim() == 4:
