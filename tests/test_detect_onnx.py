@@ -218,3 +218,24 @@ def test_cli_refuses_a_bad_model_file(tmp_path, capsys):
     assert main(["models", "info", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "Traceback" not in err
+
+
+@pytest.mark.gpu
+def test_cuda_provider_keeps_results_on_the_gpu(tmp_path):
+    """With onnxruntime-gpu, the same decoded keypoints as on the CPU, returned on the GPU."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("onnxruntime has no CUDA provider here (install onnxruntime-gpu)")
+    H, W = 64, 48
+    hm, *_ = _planted_heatmaps(133, 16, 12, seed=1)
+    sx = np.random.default_rng(2).uniform(0, 1, (17, 96)).astype(np.float32)
+    sy = np.random.default_rng(3).uniform(0, 1, (17, 128)).astype(np.float32)
+    for path in (constant_heatmap_model(tmp_path / "hm.onnx", hm, H, W), constant_simcc_model(tmp_path / "sc.onnx", sx, sy, H, W, batch=4),
+                 following_heatmap_model(tmp_path / "f.onnx", 17, H, W)):
+        crops = torch.rand(9, 3, H, W)
+        cpu = load_pose_model(path)(crops)
+        model = load_pose_model(path, device="cuda")
+        gpu = model(crops.cuda())
+        assert gpu.device.type == "cuda" and model.device.type == "cuda"
+        np.testing.assert_allclose(gpu.cpu().numpy(), cpu.numpy(), atol=1e-4)

@@ -206,6 +206,9 @@ class OnnxPoseModel:
         shapes = {n: tuple(o.shape) for n, o in zip(names, outs)}
         self._head, self._outputs, K = self._classify(names, shapes)
         self.num_keypoints = K
+        # per-crop output shapes and types, for output buffers bound on the GPU
+        self._out_shapes = {n: shapes[n][1:] for n in self._outputs}
+        self._out_f16 = {o.name: "float16" in o.type for o in s.get_outputs()}
 
     def _classify(self, names: list[str], shapes: dict[str, tuple[int, ...]]) -> tuple[str, list[str], int]:
         H, W = self.input_size
@@ -245,7 +248,8 @@ class OnnxPoseModel:
         avail = self._ort.get_available_providers()
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in avail:
-                raise BackendUnavailable("OnnxPoseModel on CUDA needs onnxruntime-gpu (its CUDA provider is not available)")
+                raise BackendUnavailable(f"{self.path}: running an ONNX pose model on CUDA needs onnxruntime-gpu (this onnxruntime "
+                                         f"has {', '.join(avail)}); install it or use device='cpu'")
             idx = device.index if device.index is not None else torch.cuda.current_device()
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
             device = torch.device("cuda", idx)
@@ -279,13 +283,14 @@ class OnnxPoseModel:
         x = x.contiguous()
         elem = np.float16 if x.dtype == torch.float16 else np.float32
         binding.bind_input(self._input_name, "cuda", self.device.index or 0, elem, list(x.shape), x.data_ptr())
-        for n in self._outputs:
-            binding.bind_output(n, "cuda", self.device.index or 0)
-        torch.cuda.current_stream(self.device).synchronize()  # x is written by torch's stream
-        s.run_with_iobinding(binding)
         outs = []
-        for ov in binding.get_outputs():  # OrtValues on the GPU: hand them to torch through DLPack
-            outs.append(torch.from_dlpack(ov.to_dlpack()) if hasattr(ov, "to_dlpack") else torch.from_numpy(ov.numpy()).to(self.device))
+        for n in self._outputs:  # torch-owned output buffers: results stay on the GPU
+            f16 = self._out_f16[n]
+            buf = torch.empty((x.shape[0],) + tuple(self._out_shapes[n]), device=self.device, dtype=torch.float16 if f16 else torch.float32)
+            binding.bind_output(n, "cuda", self.device.index or 0, np.float16 if f16 else np.float32, list(buf.shape), buf.data_ptr())
+            outs.append(buf)
+        torch.cuda.current_stream(self.device).synchronize()  # x was written on torch's stream
+        s.run_with_iobinding(binding)  # returns when the outputs are written
         return outs
 
     def _chunks(self, n: int) -> list[tuple[int, int]]:
