@@ -70,7 +70,7 @@ def bench_landmarks(device: torch.device, batches: list[int], dtypes: list[str],
                 continue
             rows.append(_row("blazepose", dt, b, t, b, "crops_per_s", compiled=compile_))
             print(f"blazepose       {dt:5s} batch {b:5d}: {rows[-1]['crops_per_s']:10.1f} crops/s  ({t['median_ms']:.2f} ms)", flush=True)
-            del sets
+            sets = None  # free before the next batch size allocates
     return rows
 
 
@@ -105,7 +105,7 @@ def bench_crop_landmarks(device: torch.device, batches: list[int], dtypes: list[
             rows.append(_row("blazepose+crop", dt, n, t, n, "crops_per_s", frames_per_s=frames / (t["median_ms"] / 1e3),
                              frame_size=[H, W]))
             print(f"blazepose+crop  {dt:5s} batch {n:5d}: {rows[-1]['crops_per_s']:10.1f} crops/s  ({t['median_ms']:.2f} ms)", flush=True)
-            del imgs
+            imgs = None  # free before the next batch size allocates
     return rows
 
 
@@ -127,7 +127,7 @@ def bench_detector(device: torch.device, batches: list[int], dtypes: list[str], 
                 continue
             rows.append(_row("detector", dt, b, t, b, "images_per_s", frame_size=[H, W]))
             print(f"detector        {dt:5s} batch {b:5d}: {rows[-1]['images_per_s']:10.1f} images/s ({t['median_ms']:.2f} ms)", flush=True)
-            del imgs
+            imgs = None  # free before the next batch size allocates
     return rows
 
 

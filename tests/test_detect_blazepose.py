@@ -330,7 +330,16 @@ def test_cuda_matches_cpu_and_half_precision(model_dir):
     else:
         crops = torch.rand(8, 3, 256, 256, generator=g)
     cpu = load_pose_model(model_dir)(crops)
-    gpu = load_pose_model(model_dir, device="cuda")(crops.cuda()).cpu()
+    gm = load_pose_model(model_dir, device="cuda")
+    cc = crops.cuda()
+    gm(cc)  # warm-up (cuDNN autotuning may sync)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # the batched call must not wait for the GPU
+    try:
+        gpu = gm(cc)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    gpu = gpu.cpu()
     np.testing.assert_allclose(gpu.numpy(), cpu.numpy(), atol=2e-2)
     for dtype, px, conf in ((torch.float16, 1.5, 0.05), (torch.bfloat16, 3.0, 0.1)):
         low = load_pose_model(model_dir, device="cuda", dtype=dtype)(crops.cuda()).cpu()
