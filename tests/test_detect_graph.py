@@ -84,6 +84,10 @@ def test_small_graph_matches_nhwc_reference(H, W, stride):
     np.testing.assert_allclose(padded, np.pad(x, pads), atol=0)
     r = np.maximum(d * b2 + d, 0).reshape(2, -1, O)
     np.testing.assert_allclose(out, np.concatenate([r, r], 1), rtol=1e-4, atol=1e-4)
+    # asking for some outputs runs only the ops they depend on, with the same values
+    assert [o["op"] for o in g.ops_for((2,))] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    (only_dw,) = g(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), outputs=(2,))
+    np.testing.assert_array_equal(to_tflite_layout(only_dw).numpy(), dw)
 
 
 def test_depth_to_space_and_resize_follow_tflite_semantics():

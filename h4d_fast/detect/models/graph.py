@@ -91,6 +91,7 @@ class TorchGraph(nn.Module):
             self.register_buffer(f"t{tid}", t, persistent=False)
         del self.consts
         self._plan_padding()
+        self._ops_for: dict[tuple[int, ...], list[dict[str, Any]]] = {}
 
     def _plan_padding(self) -> None:
         """Padding folded into the convolutions where it is symmetric (one kernel instead of a
@@ -146,12 +147,29 @@ class TorchGraph(nn.Module):
                 return c.permute(0, 3, 1, 2)
         return c
 
-    def forward(self, *inputs: Tensor) -> list[Tensor]:
+    def ops_for(self, outputs: tuple[int, ...]) -> list[dict[str, Any]]:
+        """The ops (in order) that the graph outputs at positions ``outputs`` depend on."""
+        key = tuple(outputs)
+        if key not in self._ops_for:
+            need = {self.outputs[i] for i in key}
+            keep = []
+            for o in reversed(self.ops):
+                if o["outputs"][0] in need:
+                    keep.append(o)
+                    need.update(t for t in o["inputs"] if t >= 0)
+                    if "_conv_src" in o:
+                        need.add(o["_conv_src"])
+            self._ops_for[key] = [o for o in reversed(keep) if not o.get("_skip")]
+        return self._ops_for[key]
+
+    def forward(self, *inputs: Tensor, outputs: tuple[int, ...] | None = None) -> list[Tensor]:
+        """Run the graph; ``outputs``: positions of the graph outputs wanted (default all; ops
+        feeding only other outputs are not run)."""
+        want = tuple(range(len(self.outputs))) if outputs is None else tuple(outputs)
         env: dict[int, Tensor] = dict(zip(self.inputs, inputs))
-        for o in self.ops:
-            if not o.get("_skip"):
-                env[o["outputs"][0]] = self._run(o, env)
-        return [env[t] if t in env else self._const(t) for t in self.outputs]
+        for o in self.ops_for(want):
+            env[o["outputs"][0]] = self._run(o, env)
+        return [env[t] if t in env else self._const(t) for t in (self.outputs[i] for i in want)]
 
     def _run(self, o: dict[str, Any], env: dict[int, Tensor]) -> Tensor:  # noqa: C901 - one branch per op
         op, ins, opt = o["op"], o["inputs"], o["options"]
