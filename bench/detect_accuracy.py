@@ -67,15 +67,27 @@ def region_affine(centre: torch.Tensor, side: torch.Tensor, rotation: torch.Tens
 
 
 def crop(images: torch.Tensor, index: torch.Tensor, A: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear crops ``[N, 3, h, w]`` of ``images[index]`` through the affines ``A`` (border replicated)."""
+    """Bilinear crops ``[N, 3, h, w]`` of ``images[index]`` through the affines ``A`` (border
+    replicated). Frames are not copied per crop: the crops of one frame are sampled together
+    (one ``grid_sample`` over ``[F, 3, H, W]`` with up to K crops per frame; one host sync for K).
+    uint8 frames are converted to float once (values stay 0-255)."""
     N = A.shape[0]
-    H, W = images.shape[2:]
+    Fn, C, H, W = images.shape
     h, w = size
+    if N == 0:
+        return images.new_zeros((0, C, h, w), dtype=torch.float32)
     ys, xs = torch.meshgrid(torch.arange(h, dtype=A.dtype, device=A.device), torch.arange(w, dtype=A.dtype, device=A.device), indexing="ij")
     p = torch.stack([xs, ys, torch.ones_like(xs)], -1).reshape(-1, 3)
     xy = (A @ p.T).transpose(1, 2)
     g = torch.stack([(2 * xy[..., 0] + 1) / W - 1, (2 * xy[..., 1] + 1) / H - 1], -1).reshape(N, h, w, 2)
-    return F.grid_sample(images[index].to(A.dtype), g, mode="bilinear", padding_mode="border", align_corners=False)
+    onehot = F.one_hot(index, Fn)
+    slot = ((onehot.cumsum(0) * onehot).sum(1) - 1)
+    K = int(onehot.sum(0).max())
+    grid = g.new_full((Fn, K, h, w, 2), -2.0)
+    grid[index, slot] = g
+    src = images if images.is_floating_point() else images.float()
+    out = F.grid_sample(src.to(A.dtype), grid.reshape(Fn, K * h, w, 2), mode="bilinear", padding_mode="border", align_corners=False)
+    return out.reshape(Fn, C, K, h, w)[index, :, slot]
 
 
 def to_image(kp: torch.Tensor, A: torch.Tensor) -> torch.Tensor:

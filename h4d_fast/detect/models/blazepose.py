@@ -35,6 +35,9 @@ NUM_LANDMARKS = 39
 """Rows of the landmark tensor: 33 landmarks + 6 auxiliary points (33/34: the next ROI's centre / scale point)."""
 HEATMAP_KERNEL = 7
 MIN_CONFIDENCE_TO_REFINE = 0.5
+KEYPOINT_OUTPUTS = (0, 1, 3)
+"""Graph outputs the keypoints need (landmarks, pose flag, heatmap): the segmentation and world
+landmark heads are not run."""
 BOX_SCALE = 1.25
 """MediaPipe enlarges the detector's (and the tracked pose's) square region by 1.25 before cropping."""
 
@@ -154,33 +157,34 @@ class BlazePoseLandmarks:
     def channels_last(self) -> bool:
         return self.device.type == "cuda" if self._channels_last is None else self._channels_last
 
-    def raw(self, crops: Tensor) -> list[Tensor]:
-        """The graph's five outputs for ``[N, 3, 256, 256]`` crops in ``[0, 1]``: landmarks
-        ``[N, 195]``, pose flag ``[N, 1]``, segmentation ``[N, 1, 256, 256]``, heatmap
-        ``[N, 39, 64, 64]``, world landmarks ``[N, 117]`` (float32)."""
+    def raw(self, crops: Tensor, outputs: tuple[int, ...] | None = None) -> list[Tensor]:
+        """The graph's outputs for ``[N, 3, 256, 256]`` crops in ``[0, 1]`` (float32): 0 landmarks
+        ``[N, 195]``, 1 pose flag ``[N, 1]``, 2 segmentation ``[N, 1, 256, 256]``, 3 heatmap
+        ``[N, 39, 64, 64]``, 4 world landmarks ``[N, 117]``; ``outputs`` selects (default all)."""
         if crops.dim() != 4 or crops.shape[1] != 3 or tuple(crops.shape[2:]) != self.input_size:
             raise ValueError(f"expected crops [N, 3, 256, 256], got {tuple(crops.shape)}")
         x = crops.to(self.device, self.dtype)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            outs = self.graph(x)
+            outs = self.graph(x, outputs=outputs)
         return [o.float() for o in outs]
 
     def keypoints_native(self, crops: Tensor) -> Tensor:
         """``[N, 33, 5]``: ``x, y`` (crop pixels, centres at integers), ``z`` (same scale as x,
         relative to the hips), visibility and presence probabilities."""
-        return self._decode(self.raw(crops))[0]
+        return self._decode(self.raw(crops, KEYPOINT_OUTPUTS))[0]
 
     def _decode(self, outs: list[Tensor]) -> tuple[Tensor, Tensor]:
-        lm, flag, _, heat, _ = outs
+        lm, flag, heat = outs
         N = lm.shape[0]
         lm = lm.reshape(N, NUM_LANDMARKS, 5)
         H, W = self.input_size
-        xy = lm[..., :2] / torch.tensor([W, H], device=lm.device, dtype=lm.dtype)
+        # per-axis Python scales: no small host -> device copies in the hot path
+        xy = torch.stack([lm[..., 0] / W, lm[..., 1] / H], -1)
         if self.refine:
             xy = refine_from_heatmap(xy, heat)
-        xy = xy * torch.tensor([W, H], device=lm.device, dtype=lm.dtype) - 0.5
+        xy = torch.stack([xy[..., 0] * W, xy[..., 1] * H], -1) - 0.5
         native = torch.cat([xy, lm[..., 2:3], torch.sigmoid(lm[..., 3:5])], -1)[:, :33]
         return native, flag.reshape(N)
 
@@ -189,7 +193,7 @@ class BlazePoseLandmarks:
         pixels) and confidence = visibility x pose presence. No host synchronisation."""
         if crops.shape[0] == 0:
             return torch.zeros(0, 17, 3, device=self.device)
-        native, flag = self._decode(self.raw(crops))
+        native, flag = self._decode(self.raw(crops, KEYPOINT_OUTPUTS))
         coco = native.index_select(1, self._coco)
         conf = (coco[..., 3] * flag[:, None]).clamp(0.0, 1.0)
         return torch.cat([coco[..., :2], conf[..., None]], -1)

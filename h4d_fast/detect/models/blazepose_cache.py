@@ -40,7 +40,7 @@ from pathlib import Path
 from ...body.default_model import _build_lock, cache_dir
 from ...errors import H4DError, InputError
 from ...io.atomic import write_json
-from .graph import TorchGraph, load_graph, save_graph
+from .graph import TorchGraph, _umask_mode, load_graph, save_graph
 from .tflite_import import parse_tflite
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ def make_default_pose_models(out_dir: str | Path, wheel: str | Path | None = Non
     write_json(out / "SOURCE.json", {"model": "BlazePose (MediaPipe pose detector + full landmark model)",
                                      "license": "Apache-2.0", "converter_version": CONVERTER_VERSION,
                                      "origin": origin, "files": files})
+    _umask_mode(out / "SOURCE.json")
     log.info("converted the BlazePose models into %s (%.1f s)", out, time.perf_counter() - t0)
     return out
 

@@ -126,9 +126,9 @@ class BlazePoseDetector:
         self.device = device
         return self
 
-    def letterbox(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def letterbox(self, images: Tensor) -> tuple[Tensor, tuple[float, float, float, float]]:
         """``[B, 3, H, W]`` in ``[0, 1]`` -> the network input ``[B, 3, 224, 224]`` in ``[-1, 1]``
-        and ``[4]`` (scale, pad_x, pad_y, 0): image pixel = (letterbox pixel - pad) * scale."""
+        and ``(scale_x, scale_y, pad_x, pad_y)``: image pixel = (letterbox pixel - pad) * scale."""
         B, _, H, W = images.shape
         long = max(H, W)
         nh, nw = max(1, round(H * INPUT / long)), max(1, round(W * INPUT / long))
@@ -136,8 +136,7 @@ class BlazePoseDetector:
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=True)
         px, py = (INPUT - nw) // 2, (INPUT - nh) // 2
         x = F.pad(x, (px, INPUT - nw - px, py, INPUT - nh - py))  # black borders
-        tf = torch.tensor([W / nw, px, py, H / nh], device=self.device)
-        return x * 2.0 - 1.0, tf
+        return x * 2.0 - 1.0, (W / nw, H / nh, float(px), float(py))
 
     def detections(self, images: Tensor) -> list[Tensor]:
         """Per image a ``[K, 13]`` tensor: face box ``x1, y1, x2, y2``, score, then the 4
@@ -148,8 +147,11 @@ class BlazePoseDetector:
         if B == 0:
             return []
         x, tf = self.letterbox(images)
+        x = x.to(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            raw_boxes, raw_scores = self.graph(x.to(self.dtype))
+            raw_boxes, raw_scores = self.graph(x)
         raw_boxes = raw_boxes.float()
         scores = torch.sigmoid(raw_scores.float()[..., 0].clamp(-100.0, 100.0))  # [B, A]
         k = min(self.candidates, scores.shape[1])
@@ -163,11 +165,13 @@ class BlazePoseDetector:
         kps = (anchors[:, :, None, :] * INPUT + raw[..., 4:4 + 2 * NUM_KEYPOINTS].reshape(B, k, NUM_KEYPOINTS, 2))
         nb, nk, ns, valid = weighted_nms(boxes, kps.reshape(B, k, -1), scores, self.min_score,
                                          self.iou_threshold, self.max_people)
-        scale = torch.stack([tf[0], tf[3]])
-        pad = tf[1:3]
-        # letterbox pixels (edges at integers) -> image pixels (centres at integers)
-        nb = ((nb.reshape(B, -1, 2, 2) - pad) * scale - 0.5).reshape(B, -1, 4)
-        nk = (nk.reshape(B, -1, NUM_KEYPOINTS, 2) - pad) * scale - 0.5
+        sx, sy, px, py = tf
+
+        def unbox(p: Tensor) -> Tensor:  # letterbox pixels (edges at integers) -> image pixels (centres at integers)
+            return torch.stack([(p[..., 0] - px) * sx - 0.5, (p[..., 1] - py) * sy - 0.5], -1)
+
+        nb = unbox(nb.reshape(B, -1, 2, 2)).reshape(B, -1, 4)
+        nk = unbox(nk.reshape(B, -1, NUM_KEYPOINTS, 2))
         out = torch.cat([nb, ns[..., None], nk.reshape(B, -1, 2 * NUM_KEYPOINTS)], -1)
         counts = valid.sum(1).tolist()  # the one host sync: how many people per image
         return [out[b, :n] for b, n in enumerate(counts)]
@@ -179,6 +183,15 @@ class BlazePoseDetector:
         c = dets[:, 5:7]
         r = (dets[:, 7:9] - c).norm(dim=-1, keepdim=True)
         return torch.cat([c - r, c + r, dets[:, 4:5]], -1)
+
+    @staticmethod
+    def rotations(dets: Tensor) -> Tensor:
+        """``[K, 13]`` detections -> ``[K]`` crop rotations (radians) that stand each person
+        upright (:func:`~h4d_fast.detect.models.blazepose.upright_rotation` of keypoints 0 -> 1),
+        to pass with :meth:`body_boxes` to the crop, as MediaPipe does."""
+        from .blazepose import upright_rotation
+
+        return upright_rotation(dets[:, 5:7], dets[:, 7:9])
 
     def __call__(self, images: Tensor) -> list[Tensor]:
         """``[B, 3, H, W]`` RGB in ``[0, 1]`` -> per image ``[K, 5]`` body boxes + score, best first."""

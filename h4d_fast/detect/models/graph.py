@@ -29,14 +29,15 @@ _NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
 
 
 def _act(x: Tensor, name: str) -> Tensor:
+    """A fused activation, in place (``x`` is always the fresh output of the op it is fused to)."""
     if name == "NONE":
         return x
     if name == "RELU":
-        return torch.relu(x)
+        return torch.relu_(x)
     if name == "RELU6":
-        return torch.clamp(x, 0.0, 6.0)
+        return F.hardtanh(x, 0.0, 6.0, inplace=True)
     if name == "RELU_N1_TO_1":
-        return torch.clamp(x, -1.0, 1.0)
+        return F.hardtanh(x, -1.0, 1.0, inplace=True)
     if name == "TANH":
         return torch.tanh(x)
     raise ValueError(f"unsupported fused activation {name}")
@@ -74,7 +75,8 @@ class TorchGraph(nn.Module):
         self.shapes = {int(k): v["shape"] for k, v in spec["tensors"].items()}
         self.consts: dict[int, Tensor] = {}
         for tid in spec["constants"]:
-            self.consts[int(tid)] = torch.from_numpy(np.array(constants[f"t{tid}"]))
+            t = torch.from_numpy(np.array(constants[f"t{tid}"]))
+            self.consts[int(tid)] = t.float() if t.is_floating_point() else t
         # re-lay conv weights once: OHWI -> OIHW; depthwise 1HW(C*M) -> (C*M)1HW
         relaid: dict[int, str] = {}
         for o in self.ops:
@@ -88,6 +90,44 @@ class TorchGraph(nn.Module):
         for tid, t in self.consts.items():
             self.register_buffer(f"t{tid}", t, persistent=False)
         del self.consts
+        self._plan_padding()
+        self._ops_for: dict[tuple[int, ...], list[dict[str, Any]]] = {}
+
+    def _plan_padding(self) -> None:
+        """Padding folded into the convolutions where it is symmetric (one kernel instead of a
+        pad + a convolution): a convolution's SAME padding, and a spatial-only symmetric PAD whose
+        only consumer is a VALID convolution / depthwise convolution."""
+        consumers: dict[int, int] = {}
+        for o in self.ops:
+            for t in o["inputs"]:
+                consumers[t] = consumers.get(t, 0) + 1
+        for t in self.outputs:
+            consumers[t] = consumers.get(t, 0) + 1
+        producer = {o["outputs"][0]: o for o in self.ops}
+        for o in self.ops:
+            o.pop("_conv_pad", None)
+            o.pop("_skip", None)
+        for o in self.ops:
+            if o["op"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+                continue
+            opt = o["options"]
+            kh, kw = self.shapes[o["inputs"][1]][1:3]
+            n, h, w, c = self.shapes[o["inputs"][0]]
+            if opt.get("Padding") == "SAME":
+                ph = _same_pads(h, kh, opt.get("StrideH", 1), opt.get("DilationHFactor", 1))
+                pw = _same_pads(w, kw, opt.get("StrideW", 1), opt.get("DilationWFactor", 1))
+                if ph[0] == ph[1] and pw[0] == pw[1]:
+                    o["_conv_pad"] = (ph[0], pw[0])
+                continue
+            src = producer.get(o["inputs"][0])
+            if src is None or src["op"] != "PAD" or consumers.get(o["inputs"][0], 0) != 1:
+                continue
+            pads = self._const(src["inputs"][1]).tolist()
+            if len(pads) != 4 or pads[0] != [0, 0] or pads[3] != [0, 0] or pads[1][0] != pads[1][1] or pads[2][0] != pads[2][1]:
+                continue
+            src["_skip"] = True  # the convolution reads the PAD's input and pads itself
+            o["_conv_pad"] = (pads[1][0], pads[2][0])
+            o["_conv_src"] = src["inputs"][0]
 
     def _const(self, tid: int) -> Tensor:
         return getattr(self, f"t{tid}")
@@ -107,25 +147,44 @@ class TorchGraph(nn.Module):
                 return c.permute(0, 3, 1, 2)
         return c
 
-    def forward(self, *inputs: Tensor) -> list[Tensor]:
+    def ops_for(self, outputs: tuple[int, ...]) -> list[dict[str, Any]]:
+        """The ops (in order) that the graph outputs at positions ``outputs`` depend on."""
+        key = tuple(outputs)
+        if key not in self._ops_for:
+            need = {self.outputs[i] for i in key}
+            keep = []
+            for o in reversed(self.ops):
+                if o["outputs"][0] in need:
+                    keep.append(o)
+                    need.update(t for t in o["inputs"] if t >= 0)
+                    if "_conv_src" in o:
+                        need.add(o["_conv_src"])
+            self._ops_for[key] = [o for o in reversed(keep) if not o.get("_skip")]
+        return self._ops_for[key]
+
+    def forward(self, *inputs: Tensor, outputs: tuple[int, ...] | None = None) -> list[Tensor]:
+        """Run the graph; ``outputs``: positions of the graph outputs wanted (default all; ops
+        feeding only other outputs are not run)."""
+        want = tuple(range(len(self.outputs))) if outputs is None else tuple(outputs)
         env: dict[int, Tensor] = dict(zip(self.inputs, inputs))
-        for o in self.ops:
+        for o in self.ops_for(want):
             env[o["outputs"][0]] = self._run(o, env)
-        return [env[t] if t in env else self._const(t) for t in self.outputs]
+        return [env[t] if t in env else self._const(t) for t in (self.outputs[i] for i in want)]
 
     def _run(self, o: dict[str, Any], env: dict[int, Tensor]) -> Tensor:  # noqa: C901 - one branch per op
         op, ins, opt = o["op"], o["inputs"], o["options"]
-        x = self._value(env, ins[0])
+        x = self._value(env, o.get("_conv_src", ins[0]))
         act = opt.get("FusedActivationFunction", "NONE")
         if op in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            w = self._const(ins[1]).to(x.dtype)
-            b = self._const(ins[2]).to(x.dtype) if len(ins) > 2 and ins[2] >= 0 else None
+            w = self._const(ins[1])
+            b = self._const(ins[2]) if len(ins) > 2 and ins[2] >= 0 else None
             stride = (opt.get("StrideH", 1), opt.get("StrideW", 1))
             dil = (opt.get("DilationHFactor", 1), opt.get("DilationWFactor", 1))
-            if opt.get("Padding") == "SAME":
+            pad = o.get("_conv_pad", (0, 0))
+            if opt.get("Padding") == "SAME" and "_conv_pad" not in o:
                 x = _pad_same(x, (w.shape[2], w.shape[3]), stride, dil)
             groups = x.shape[1] if op == "DEPTHWISE_CONV_2D" else 1
-            return _act(F.conv2d(x, w, b, stride=stride, dilation=dil, groups=groups), act)
+            return _act(F.conv2d(x, w, b, stride=stride, padding=pad, dilation=dil, groups=groups), act)
         if op in ("ADD", "MUL"):
             y = self._value(env, ins[1]) if ins[1] in env else self._const_nchw(ins[1], x)
             if ins[0] not in env:
@@ -158,7 +217,7 @@ class TorchGraph(nn.Module):
             bs = int(opt["BlockSize"])
             B, C, H, W = x.shape
             c = C // (bs * bs)  # TF channel order is (row offset, column offset, channel)
-            return x.view(B, bs, bs, c, H, W).permute(0, 3, 4, 1, 5, 2).reshape(B, c, H * bs, W * bs)
+            return x.reshape(B, bs, bs, c, H, W).permute(0, 3, 4, 1, 5, 2).reshape(B, c, H * bs, W * bs)
         if op == "RESHAPE":
             shape = self.shapes[o["outputs"][0]]
             if x.dim() == 4:
@@ -178,7 +237,7 @@ class TorchGraph(nn.Module):
         if op == "RELU":
             return torch.relu(x)
         if op == "RELU6":
-            return torch.clamp(x, 0.0, 6.0)
+            return F.hardtanh(x, 0.0, 6.0)
         raise ValueError(f"unsupported op {op}")
 
 
@@ -196,7 +255,20 @@ def save_graph(folder: str | Path, name: str, spec: dict[str, Any], constants: d
             np.savez(f, **constants)
     js = folder / f"{name}.json"
     write_json(js, spec, indent=None)
+    for p in (npz, js):
+        _umask_mode(p)
     return js, npz
+
+
+def _umask_mode(path: Path) -> None:
+    """Atomic writes create private (0600) files; a shared cache wants the umask's mode."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(path, 0o666 & ~mask)
 
 
 def load_graph(folder: str | Path, name: str) -> TorchGraph:

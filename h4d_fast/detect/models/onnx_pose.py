@@ -17,8 +17,10 @@ What is read from the file (a probe run on one zero crop at load time):
 * keypoints: ``K`` = 17 (COCO) or 133 (COCO-WholeBody, whose first 17 are COCO's); others are
   refused.
 
-Normalisation: mmpose's default ``mean = (123.675, 116.28, 103.53)``, ``std = (58.395, 57.12,
-57.375)`` on RGB 0-255 unless ``mean=`` / ``std=`` / ``bgr=True`` are given.
+Normalisation: ``mean=`` / ``std=`` (on 0-255 values) and ``bgr=`` when given; else the file's
+metadata entries ``mean`` / ``std`` (three numbers, comma- or space-separated, brackets allowed)
+and ``bgr`` / ``to_rgb`` when present; else mmpose's default ``mean = (123.675, 116.28, 103.53)``,
+``std = (58.395, 57.12, 57.375)`` on RGB.
 
 Device: with ``device="cuda"`` and ONNX Runtime's CUDA provider available, the model runs on the
 GPU and crops / outputs stay on the GPU (I/O binding on torch buffers); else on the CPU (crops are
@@ -114,7 +116,7 @@ class OnnxPoseModel:
     """
 
     def __init__(self, path: str | Path, device: torch.device | str = "cpu", input_size: Sequence[int] | None = None,
-                 mean: Sequence[float] = MMPOSE_MEAN, std: Sequence[float] = MMPOSE_STD, bgr: bool = False,
+                 mean: Sequence[float] | None = None, std: Sequence[float] | None = None, bgr: bool | None = None,
                  codec: str = "udp", box_scale: float = BOX_SCALE, max_batch: int = 256):
         self.path = Path(path)
         self.name = self.path.stem
@@ -122,17 +124,41 @@ class OnnxPoseModel:
         self.codec = codec
         if codec not in ("udp", "msra"):
             raise ValueError(f"codec must be 'udp' or 'msra', not {codec!r}")
-        self.bgr = bool(bgr)
         self.max_batch = int(max_batch)
-        self._mean = torch.tensor([float(v) for v in mean]).view(1, 3, 1, 1)
-        self._std = torch.tensor([float(v) for v in std]).view(1, 3, 1, 1)
         if not self.path.is_file():
             raise InputError(self.path, "no such model file")
         self._ort = _ort()
         self.device = torch.device("cpu")
         self._session = None
         self._input_size_arg = tuple(int(v) for v in input_size) if input_size is not None else None
+        self._mean = self._std = torch.zeros(1, 3, 1, 1)
         self.to(device)
+        meta = self._session.get_modelmeta().custom_metadata_map or {}
+        mean = mean if mean is not None else self._meta_triple(meta, "mean") or MMPOSE_MEAN
+        std = std if std is not None else self._meta_triple(meta, "std") or MMPOSE_STD
+        if bgr is None:
+            flag = (meta.get("bgr") or "").strip().lower()
+            to_rgb = (meta.get("to_rgb") or "").strip().lower()
+            bgr = flag in ("1", "true", "yes") or to_rgb in ("0", "false", "no")
+        self.bgr = bool(bgr)
+        if len(mean) != 3 or len(std) != 3 or any(float(v) == 0 for v in std):
+            raise ValueError(f"{self.path}: mean and std need three values each (std non-zero)")
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+
+    def _meta_triple(self, meta: dict[str, str], key: str) -> tuple[float, ...] | None:
+        text = meta.get(key)
+        if text is None:
+            return None
+        try:
+            vals = tuple(float(v) for v in text.replace("[", " ").replace("]", " ").replace("(", " ").replace(")", " ").replace(",", " ").split())
+        except ValueError:
+            raise InputError(self.path, f"metadata {key!r} is not three numbers: {text[:60]!r}", field=key) from None
+        if len(vals) != 3 or (key == "std" and 0.0 in vals):
+            raise InputError(self.path, f"metadata {key!r} is not three numbers{' (non-zero)' if key == 'std' else ''}: {text[:60]!r}", field=key)
+        return vals
 
     # -- loading and validation -------------------------------------------------------------
     def _open(self, providers: list[str]) -> Any:
@@ -180,6 +206,9 @@ class OnnxPoseModel:
         shapes = {n: tuple(o.shape) for n, o in zip(names, outs)}
         self._head, self._outputs, K = self._classify(names, shapes)
         self.num_keypoints = K
+        # per-crop output shapes and types, for output buffers bound on the GPU
+        self._out_shapes = {n: shapes[n][1:] for n in self._outputs}
+        self._out_f16 = {o.name: "float16" in o.type for o in s.get_outputs()}
 
     def _classify(self, names: list[str], shapes: dict[str, tuple[int, ...]]) -> tuple[str, list[str], int]:
         H, W = self.input_size
@@ -219,7 +248,8 @@ class OnnxPoseModel:
         avail = self._ort.get_available_providers()
         if device.type == "cuda":
             if "CUDAExecutionProvider" not in avail:
-                raise BackendUnavailable("OnnxPoseModel on CUDA needs onnxruntime-gpu (its CUDA provider is not available)")
+                raise BackendUnavailable(f"{self.path}: running an ONNX pose model on CUDA needs onnxruntime-gpu (this onnxruntime "
+                                         f"has {', '.join(avail)}); install it or use device='cpu'")
             idx = device.index if device.index is not None else torch.cuda.current_device()
             providers: list[Any] = [("CUDAExecutionProvider", {"device_id": idx}), "CPUExecutionProvider"]
             device = torch.device("cuda", idx)
@@ -253,13 +283,14 @@ class OnnxPoseModel:
         x = x.contiguous()
         elem = np.float16 if x.dtype == torch.float16 else np.float32
         binding.bind_input(self._input_name, "cuda", self.device.index or 0, elem, list(x.shape), x.data_ptr())
-        for n in self._outputs:
-            binding.bind_output(n, "cuda", self.device.index or 0)
-        torch.cuda.current_stream(self.device).synchronize()  # x is written by torch's stream
-        s.run_with_iobinding(binding)
         outs = []
-        for ov in binding.get_outputs():  # OrtValues on the GPU: hand them to torch through DLPack
-            outs.append(torch.from_dlpack(ov.to_dlpack()) if hasattr(ov, "to_dlpack") else torch.from_numpy(ov.numpy()).to(self.device))
+        for n in self._outputs:  # torch-owned output buffers: results stay on the GPU
+            f16 = self._out_f16[n]
+            buf = torch.empty((x.shape[0],) + tuple(self._out_shapes[n]), device=self.device, dtype=torch.float16 if f16 else torch.float32)
+            binding.bind_output(n, "cuda", self.device.index or 0, np.float16 if f16 else np.float32, list(buf.shape), buf.data_ptr())
+            outs.append(buf)
+        torch.cuda.current_stream(self.device).synchronize()  # x was written on torch's stream
+        s.run_with_iobinding(binding)  # returns when the outputs are written
         return outs
 
     def _chunks(self, n: int) -> list[tuple[int, int]]:

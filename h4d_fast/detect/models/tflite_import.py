@@ -15,6 +15,7 @@ Description layout (``spec``)::
      "tensors": {"<id>": {"name": str, "shape": [..] (TFLite layout, NHWC for 4-d)}},
      "ops": [{"op": "CONV_2D", "inputs": [id | -1], "outputs": [id], "options": {...}}],
      "constants": [tensor id]}           # arrays named "t<id>" in the weights file
+                                         # (float16 where that is lossless, else float32 / int64)
 """
 
 from __future__ import annotations
@@ -246,7 +247,12 @@ def _read(tfl, buf: bytes, name: str) -> tuple[dict[str, Any], dict[str, np.ndar
     arrays = {}
     for tid in constants:
         a = values[tid]
-        arrays[f"t{tid}"] = np.ascontiguousarray(a.astype(np.float32) if a.dtype.kind == "f" else a.astype(np.int64))
+        if a.dtype.kind == "f":
+            a32 = a.astype(np.float32)
+            a16 = a32.astype(np.float16)  # the weights were float16 in the file: keep them so when lossless
+            arrays[f"t{tid}"] = np.ascontiguousarray(a16 if np.array_equal(a16.astype(np.float32), a32) else a32)
+        else:
+            arrays[f"t{tid}"] = np.ascontiguousarray(a.astype(np.int64))
     spec = {"format": SPEC_FORMAT, "version": SPEC_VERSION, "name": name, "inputs": inputs, "outputs": outputs,
             "tensors": tensors, "ops": ops, "constants": constants}
     return spec, arrays
