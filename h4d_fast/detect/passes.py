@@ -150,19 +150,18 @@ def _to_calibration(rows: Tensor, boxes: Tensor, fac: Tensor) -> tuple[Tensor, T
 def _detector_boxes(detector: PersonDetector, batch: FrameBatch, cfg: DetectConfig, counters: Counters) -> list[Tensor]:
     """Per image of the batch (``b * V + v``) the kept detector boxes ``[K, 6]`` in image pixels:
     ``x1, y1, x2, y2, score, rotation`` (the crop's upright rotation from the detector's alignment
-    keypoints where it gives them, as BlazePose's ``detections`` / ``body_boxes``; else 0)."""
-    from .models.blazepose import upright_rotation
-
+    keypoints where it gives them: a detector with ``detections`` / ``body_boxes`` / ``rotations``,
+    as BlazePose's; else 0)."""
     th = batch.thumbs.flatten(0, 1)
     sx, sy = batch.thumb_scale
-    aligned = cfg.rotate and callable(getattr(detector, "detections", None)) and callable(getattr(detector, "body_boxes", None))
+    aligned = cfg.rotate and all(callable(getattr(detector, m, None)) for m in ("detections", "body_boxes", "rotations"))
     out: list[Tensor] = []
     t0 = time.perf_counter()
     for s in range(0, th.shape[0], 64):
         with torch.inference_mode():
             if aligned:
                 dets = detector.detections(th[s : s + 64].to(detector.device))
-                res = [torch.cat([detector.body_boxes(d), upright_rotation(d[:, 5:7], d[:, 7:9])[:, None]], 1) for d in dets]
+                res = [torch.cat([detector.body_boxes(d), detector.rotations(d)[:, None]], 1) for d in dets]
             else:
                 res = [torch.cat([r, torch.zeros(r.shape[0], 1, dtype=r.dtype, device=r.device)], 1) for r in detector(th[s : s + 64].to(detector.device))]
         for r in res:
