@@ -61,6 +61,25 @@ class IdentityConfig:
         0.5,
         "after assignment, drop a keypoint farther than this fraction of the person's box diagonal from its predicted projection (0 disables)",
     )
+    people: str = _f(
+        "auto",
+        "people to reconstruct: auto (everyone found in the data: first-frame identity boxes name the people they cover, "
+        "people who appear later are born with new names) or N, a hard cap of N people",
+    )
+    track_min_keypoints: int = _f(6, "a track is seen in a frame when this many of its keypoints triangulate")
+    birth_min_views: int = _f(3, "a person is born from detections no track claims in at least this many views that agree (epipolar geometry)")
+    min_track_frames: int = _f(5, "a track (of no identity box or prompt) seen in fewer frames is a ghost and dropped")
+    ghost_distance: float = _f(0.2, "a newborn closer than this (mean keypoint distance, metres) to a tracked person is that person's left-over detections")
+    reid_max_difference: float = _f(
+        0.05,
+        "a new track is a returning person when the relative RMS difference of their limb lengths is below this "
+        "(the closest absent person); else a new person. A track ends after `window` frames unseen",
+    )
+    speculate: int = _f(
+        32,
+        "frames the tracker assigns and triangulates as one batch, then verifies (same result as frame by frame, "
+        "far fewer kernel launches); 1 = frame by frame",
+    )
 
 
 @dataclass
