@@ -43,6 +43,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
     p.add_argument("--body-model", help="your SMPL model file or folder (shortcut for --set fit.body_model=...)")
     p.add_argument("--no-fit", action="store_true", help="stop at the 3D keypoints (no SMPL fit)")
+    p.add_argument("--people", help="auto (default: everyone found; identity boxes name the people they cover), N (at most N "
+                                    "people) or names a,b,c (shortcut for --set identity.people=...)")
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -59,6 +61,8 @@ def _config_from_args(args: argparse.Namespace):
         ov.append(f"fit.body_model={args.body_model}")
     if getattr(args, "no_fit", False):
         ov.append("fit.enabled=false")
+    if getattr(args, "people", None) is not None:
+        ov.append(f"identity.people={args.people}")
     return load_config(args.config, ov)
 
 

@@ -75,10 +75,11 @@ class IdentityConfig:
         "a new track is a returning person when the relative RMS difference of their limb lengths is below this "
         "(the closest absent person); else a new person. A track ends after `window` frames unseen",
     )
-    speculate: int = _f(
+    batch_frames: int = _f(
         32,
-        "frames the tracker assigns and triangulates as one batch, then verifies (same result as frame by frame, "
-        "far fewer kernel launches); 1 = frame by frame",
+        "tracker speed, same result: on CUDA up to this many frames are assigned and triangulated as one batch, "
+        "then verified (far fewer kernel launches); on the CPU the steady frames run as one compiled loop; "
+        "1 = the frame-by-frame torch reference",
     )
 
 

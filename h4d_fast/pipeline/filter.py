@@ -54,7 +54,8 @@ def filter_detections(det: Detections, image_size: Tensor, cfg: FilterConfig, ba
         image_size: ``[V, 2]`` width, height per view.
         cfg: thresholds and policy.
     Returns:
-        The detections with an updated ``valid`` mask (and non-finite keypoints zeroed), and counts.
+        The detections with an updated ``valid`` mask (and non-finite keypoints zeroed; boxes and
+        the prompted detections' ``identity`` unchanged), and counts.
     """
     kpts, n_nan = sanitize_keypoints(det.kpts)
     valid = det.valid.clone()
@@ -69,5 +70,5 @@ def filter_detections(det: Detections, image_size: Tensor, cfg: FilterConfig, ba
     valid &= ~small
     keep = dedup_oks(kpts, valid, thr=cfg.oks_thr, policy=cfg.dedup_policy, kpt_thr=cfg.kpt_conf_thr, backend=backend)
     n_dup = int((valid & ~keep).sum())
-    out = Detections(kpts, det.boxes, keep)
+    out = Detections(kpts, det.boxes, keep, det.identity)
     return out, FilterStats(n_in, int(few.sum()), int(small.sum()), n_dup, n_nan)

@@ -5,7 +5,9 @@ Clean-up (vectorised over frames, people and keypoints):
 2. limb outliers: per person and rigid limb, a length farther than ``limb_std_thr`` robust
    standard deviations from the person's median length invalidates the endpoint that strays
    more from its own temporal median;
-3. gaps of up to ``gap_fill_max`` frames are filled by linear interpolation (held at the ends).
+3. gaps of up to ``gap_fill_max`` frames are filled by linear interpolation (held at the ends),
+   within each run of frames where the person is present (``present [F, P]``: nothing is filled,
+   smoothed or written across an absence, before a track starts or after it ends).
 
 Global refinement: all frames and people at once, LBFGS (strong Wolfe) on
 
@@ -107,16 +109,36 @@ def reject_limb_outliers(X: Tensor, valid: Tensor, thr: float) -> Tensor:
     return out & ~(da > 0)
 
 
-def fill_gaps(X: Tensor, valid: Tensor, max_gap: int) -> tuple[Tensor, Tensor]:
+def present_runs(present: Tensor) -> tuple[Tensor, Tensor]:
+    """First and last frame of the run of presence each frame belongs to: ``present [F, P]`` ->
+    ``(start [F, P], end [F, P])`` (for absent frames: ``start > end``)."""
+    F = present.shape[0]
+    t = torch.arange(F, device=present.device).view(F, *([1] * (present.dim() - 1))).expand_as(present)
+    before = torch.cat([torch.zeros_like(present[:1]), present[:-1]], 0)
+    after = torch.cat([present[1:], torch.zeros_like(present[:1])], 0)
+    start = torch.where(present & ~before, t, torch.full_like(t, -1)).cummax(0).values
+    end = torch.where(present & ~after, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
+    return torch.where(present, start, torch.full_like(t, F)), torch.where(present, end, torch.full_like(t, -1))
+
+
+def fill_gaps(X: Tensor, valid: Tensor, max_gap: int, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Linear interpolation over runs of at most ``max_gap`` invalid frames.
 
     ``X [F, P, J, 3]``, ``valid [F, P, J]`` -> filled ``X`` and the new validity. At the start
     and end of the sequence the nearest valid sample is held (also up to ``max_gap`` frames).
+    With ``present [F, P]`` the same happens within each run of frames where the person is
+    present: nothing is filled across an absence or outside the runs.
     """
     F = X.shape[0]
     t = torch.arange(F, device=X.device).view(F, *([1] * (valid.dim() - 1))).expand_as(valid)
+    if present is not None:
+        valid = valid & present[..., None]
     prev = torch.where(valid, t, torch.full_like(t, -1)).cummax(0).values
     nxt = torch.where(valid, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
+    if present is not None:
+        start, end = present_runs(present)
+        prev = torch.where(prev >= start[..., None], prev, torch.full_like(prev, -1))
+        nxt = torch.where(nxt <= end[..., None], nxt, torch.full_like(nxt, F))
     has_p, has_n = prev >= 0, nxt < F
     pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
     Xp = torch.gather(X, 0, pi[..., None].expand_as(X))
@@ -132,6 +154,8 @@ def fill_gaps(X: Tensor, valid: Tensor, max_gap: int) -> tuple[Tensor, Tensor]:
     out = torch.where(head[..., None], Xn, out)
     out = torch.where(tail[..., None], Xp, out)
     new_valid = valid | ((inner | head | tail) & ~valid)
+    if present is not None:
+        new_valid &= present[..., None]
     out = torch.where(valid[..., None], X, out)
     return out, new_valid
 
@@ -175,16 +199,24 @@ def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: Re
     return total
 
 
-def refine_sequence(poses: Tensor, cfg: RefineConfig) -> tuple[Tensor, RefineStats]:
-    """Run stage 4 on ``poses [F, P, J, 4]`` (x, y, z, valid) -> refined ``[F, P, J, 4]``."""
+def refine_sequence(poses: Tensor, cfg: RefineConfig, present: Tensor | None = None) -> tuple[Tensor, RefineStats]:
+    """Run stage 4 on ``poses [F, P, J, 4]`` (x, y, z, valid) -> refined ``[F, P, J, 4]``.
+
+    ``present [F, P]`` (default: everyone everywhere): where a person is absent nothing is
+    filled, smoothed or written (zeros, invalid), and no gap is filled or smoothed across an
+    absence or past the ends of a run of presence.
+    """
     X = poses[..., :3].clone()
     valid = poses[..., 3] > 0.5
+    if present is not None:
+        present = present.to(device=valid.device, dtype=torch.bool)
+        valid = valid & present[..., None]
     n0 = int(valid.sum())
     v1 = reject_spikes(X, valid, cfg.jump_thr)
     n_spk = n0 - int(v1.sum())
     v2 = reject_limb_outliers(X, v1, cfg.limb_std_thr)
     n_limb = int(v1.sum()) - int(v2.sum())
-    Xf, avail = fill_gaps(X, v2, cfg.gap_fill_max)
+    Xf, avail = fill_gaps(X, v2, cfg.gap_fill_max, present)
     n_fill = int(avail.sum()) - int(v2.sum())
     Xf = torch.where(avail[..., None], Xf, torch.zeros_like(Xf))
     if not cfg.enabled or not bool(avail.any()):

@@ -23,14 +23,15 @@ Whether a newborn is a new person or a returning one, and which tracks are ghost
 whole tracks afterwards (:mod:`h4d_fast.pipeline.tracks`).
 
 Speed: frame ``t`` needs the poses of frame ``t-1``, so the reference runs frame by frame
-(``identity.speculate = 1``). The default runs up to ``identity.speculate`` frames as one batch:
+(``identity.batch_frames = 1``). On CUDA the default runs up to ``identity.batch_frames`` frames as one batch:
 it assigns them all from a guess of their predecessors' poses (the last pose held), triangulates
 them all, recomputes every assignment from the poses just triangulated, and accepts the frames up
 to the first whose assignment (or gate) changed -- those are exactly what the frame loop computes,
 since each one's inputs came from accepted frames -- then repeats from there with the recomputed
 assignments (each round accepts at least one more frame). Frames where a track may be born run
 through the frame-by-frame step. All work inside a batch is batched over frames, views, tracks and
-keypoints, so the number of kernel launches per frame drops by the batch's length.
+keypoints, so the number of kernel launches per frame drops by the batch's length. On the CPU the
+frames between possible births run as one compiled loop instead (:mod:`h4d_fast.pipeline._track_numba`).
 """
 
 from __future__ import annotations
@@ -495,17 +496,59 @@ class _Tracker:
             X[redo], ok[redo], n[redo] = Xr, okr, nr
             self.stats["frames_retriangulated"] = self.stats.get("frames_retriangulated", 0) + int(redo.numel())
 
+    # ------------------------------------------------------------------ compiled loop (CPU)
+    def _use_numba(self) -> bool:
+        if self.dev.type != "cpu" or self.id.predictor != "previous" or (self.backend or "auto") not in ("auto", "numba"):
+            return False
+        try:
+            import numba  # noqa: F401
+        except ImportError:  # pragma: no cover - numba is a dependency
+            return False
+        return True
+
+    def steady_numba(self, f: int, b: int) -> tuple[int, bool]:
+        """Frames ``f .. b-1`` through :func:`~h4d_fast.pipeline._track_numba.steady_frames` (same
+        contract as :meth:`batch`)."""
+        import numpy as np
+
+        from ..constants import COCO_SIGMAS
+        from ..ops._triangulate_numba import _as_dtype
+        from ._track_numba import steady_frames
+
+        if not hasattr(self, "_nb"):
+            c = self.cams.to(dtype=torch.float64)
+            hint = self.hint if self.hint is not None else torch.full((self.F, self.V, self.D), -1, dtype=torch.long)
+            self._nb = tuple(np.ascontiguousarray(x) for x in (
+                self.kpts.double().numpy(), self.valid.numpy(), self.xyc[..., :2].double().numpy(), hint.numpy(),
+                c.R.numpy(), c.t.numpy(), c.intrinsics.numpy(), c.dist.numpy(), c.model_id.numpy(),
+                c.size.double().numpy(), c.extrinsics.numpy(), ((2 * np.asarray(COCO_SIGMAS, dtype=np.float64)) ** 2)[: self.J]))
+        self.hx, self.hok, self.hseen = self.hx.contiguous(), self.hok.contiguous(), self.hseen.contiguous()
+        for name in ("X", "Xok", "N", "A", "seen"):
+            setattr(self, name, getattr(self, name).contiguous())
+        dt, tri = self.dtype, self.tri
+        nxt = steady_frames(
+            f, b, *self._nb[:10], self._nb[10], self._nb[11], self.slot_person.numpy(),
+            self.hx.numpy(), self.hok.numpy(), self.hseen.numpy(), float(self.id.min_match_oks), float(self.id.gate_px_frac),
+            _as_dtype(tri.conf_thr_tracked, dt), _as_dtype(tri.err_thr, dt), int(tri.min_views), int(tri.refine_steps),
+            _as_dtype(tri.huber_delta, dt), self.min_kpts, self.birth_views, -1 if self.cap is None else int(self.cap),
+            dt == torch.float32, self.X.numpy(), self.Xok.numpy(), self.N.numpy(), self.A.numpy(), self.seen.numpy())
+        if nxt > f:
+            self.ever_seen |= self.seen[f:nxt].any(0)
+            self.stats["frames_compiled"] = self.stats.get("frames_compiled", 0) + (nxt - f)
+        return int(nxt), nxt < b
+
     # ------------------------------------------------------------------ driver
     def run(self, progress: Optional[Callable[[int], None]] = None) -> None:
         f = 0
-        K = max(1, int(self.id.speculate))
+        K = max(1, int(self.id.batch_frames))
         seq_until = max(self.tri.pre_contact_frames, self.box_frames if self.init_boxes is not None else 0)
+        compiled = K > 1 and self._use_numba()
         while f < self.F:
             if K == 1 or f < seq_until or self.S == 0:
                 self.step(f)
                 f += 1
             else:
-                f, event = self.batch(f, min(self.F, f + K))
+                f, event = self.steady_numba(f, self.F) if compiled else self.batch(f, min(self.F, f + K))
                 if event:  # a birth is possible here
                     self.step(f)
                     f += 1
