@@ -115,6 +115,7 @@ class RefineConfig:
     )
     iters: int = _f(60, "LBFGS iterations (strong Wolfe line search)")
     robust_init: bool = _f(True, "use a robust (Charbonnier) distance to the triangulation so left-over outliers are pulled in")
+    cuda_graph: bool = _f(True, "on CUDA, evaluate the objective and its gradient as one captured CUDA graph (same result, one launch per evaluation)")
 
 
 FIT_TERMS: tuple[str, ...] = ("joint", "reg", "limb", "symm", "temporal", "shape", "collision")

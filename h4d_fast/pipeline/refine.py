@@ -30,12 +30,14 @@ with the spine and neck) to constant length; limbs here are the rigid ones (:dat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from ..config import RefineConfig
 from ..constants import COCO_LIMBS, COCO_SYMMETRIC_LIMB_PAIRS
+from ._threads import single_thread
 
 # Limbs whose length is fixed by the skeleton (face limbs ride on the rigid head): all COCO limbs
 # but the torso sides (5,11), (6,12) and the ear-shoulder ones (3,5), (4,6).
@@ -57,9 +59,18 @@ class RefineStats:
         return dict(self.__dict__)
 
 
+@lru_cache(maxsize=8)
 def _limb_index(device: torch.device) -> tuple[Tensor, Tensor]:
     l = torch.tensor(COCO_LIMBS, dtype=torch.long, device=device)
     return l[:, 0], l[:, 1]
+
+
+@lru_cache(maxsize=8)
+def _rigid_index(device: torch.device) -> tuple[Tensor, Tensor]:
+    """Indices of :data:`RIGID_LIMBS` and the ``[n, 2]`` :data:`RIGID_PAIRS` (cached per device, so
+    the objective creates no tensor from host data and can be captured in a CUDA graph)."""
+    return (torch.tensor(RIGID_LIMBS, dtype=torch.long, device=device),
+            torch.tensor(RIGID_PAIRS, dtype=torch.long, device=device).reshape(-1, 2))
 
 
 def limb_lengths(X: Tensor) -> Tensor:
@@ -88,7 +99,7 @@ def reject_spikes(X: Tensor, valid: Tensor, thr: float) -> Tensor:
 def reject_limb_outliers(X: Tensor, valid: Tensor, thr: float) -> Tensor:
     """Remove the straying endpoint of limbs whose length is a robust outlier for that person."""
     a, b = _limb_index(X.device)
-    rig = torch.tensor(RIGID_LIMBS, dtype=torch.long, device=X.device)
+    rig = _rigid_index(X.device)[0]
     a, b = a[rig], b[rig]
     L = (X[..., a, :] - X[..., b, :]).norm(dim=-1)  # [F, P, Lr]
     both = valid[..., a] & valid[..., b]
@@ -163,7 +174,7 @@ def fill_gaps(X: Tensor, valid: Tensor, max_gap: int, present: Tensor | None = N
 def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: RefineConfig) -> Tensor:
     """The global refinement objective (module docstring). ``X, X0 [F, P, J, 3]``, ``w_obs, avail [F, P, J]``."""
     dev = X.device
-    rig = torch.tensor(RIGID_LIMBS, dtype=torch.long, device=dev)
+    rig, pairs = _rigid_index(dev)
     a, b = _limb_index(dev)
     L = (X[..., a, :] - X[..., b, :]).norm(dim=-1)  # [F, P, 19]
     mL = (avail[..., a] & avail[..., b]).to(X.dtype)  # [F, P, 19]
@@ -174,7 +185,6 @@ def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: Re
         r = (Lr - mean_len) / S_LEN
         total = total + cfg.w_limb * (r * r * mr).sum() / mr.sum().clamp_min(1)
     if cfg.w_symm:
-        pairs = torch.tensor(RIGID_PAIRS, dtype=torch.long, device=dev)
         l_, r_ = pairs[:, 0], pairs[:, 1]
         m = mL[..., l_] * mL[..., r_]
         d = (L[..., l_] - L[..., r_]) / S_SYM
@@ -206,6 +216,11 @@ def refine_sequence(poses: Tensor, cfg: RefineConfig, present: Tensor | None = N
     filled, smoothed or written (zeros, invalid), and no gap is filled or smoothed across an
     absence or past the ends of a run of presence.
     """
+    with single_thread(poses.device):
+        return _refine(poses, cfg, present)
+
+
+def _refine(poses: Tensor, cfg: RefineConfig, present: Tensor | None) -> tuple[Tensor, RefineStats]:
     X = poses[..., :3].clone()
     valid = poses[..., 3] > 0.5
     if present is not None:
@@ -235,6 +250,8 @@ def refine_sequence(poses: Tensor, cfg: RefineConfig, present: Tensor | None = N
         loss.backward()
         return loss
 
+    if Xv.is_cuda and cfg.cuda_graph:
+        closure = graphed_closure(lambda: refinement_loss(Xv, X0, w_obs, avail, cfg), Xv)
     with torch.no_grad():
         l0 = float(refinement_loss(X0, X0, w_obs, avail, cfg))
     opt.step(closure)
@@ -243,3 +260,30 @@ def refine_sequence(poses: Tensor, cfg: RefineConfig, present: Tensor | None = N
         Xr = torch.where(avail[..., None], Xv.detach(), torch.zeros_like(X0)).to(poses.dtype)
     out = torch.cat([Xr, avail[..., None].to(poses.dtype)], -1)
     return out, RefineStats(n_spk, n_limb, n_fill, l0, l1)
+
+
+def graphed_closure(loss_fn, x: Tensor):
+    """An LBFGS closure that replays one CUDA graph of ``loss_fn()`` and its backward.
+
+    The graph reads ``x`` in place (LBFGS moves it in place) and writes the loss and ``x.grad``
+    into static buffers, so one evaluation is one graph launch instead of ~100 small kernels.
+    The closure never resets ``x.grad`` (the graph owns it). Same values as the eager closure.
+    """
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the graph (lazy inits, autograd buffers)
+            x.grad = None
+            loss_fn().backward()
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    x.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = loss_fn()
+        static_loss.backward()
+
+    def closure() -> Tensor:
+        graph.replay()
+        return static_loss
+
+    return closure

@@ -133,15 +133,16 @@ def proportion_distance(a: Tensor, b: Tensor, min_limbs: int = 4) -> float:
 
 
 def people_from_tracks(out: dict, names: list[str], cfg: IdentityConfig, max_people: Optional[int] = None,
-                       has_boxes: Optional[bool] = None):
+                       boxed: Optional[Sequence[bool]] = None):
     """Tracks -> people (module docstring): a :class:`~h4d_fast.pipeline.triangulate.TrackResult`.
 
     Args:
         out: the tracker's output (``poses [F, S, J, 4]``, ``seen``, ``assign [F, V, S]``,
             ``n_inliers``, ``births``, ``stats``).
         names: the declared names (people ``0..M-1`` of ``births``).
-        has_boxes: the declared people are bound to identity boxes (they are output columns even
-            when never seen); default: some birth names a declared person.
+        boxed: per declared person, whether an identity box names them (those are output columns
+            even when never seen; the other declared names are taken by new people in order).
+            Default: none.
     """
     from .triangulate import TrackResult
 
@@ -152,13 +153,10 @@ def people_from_tracks(out: dict, names: list[str], cfg: IdentityConfig, max_peo
     min_frames = max(1, int(cfg.min_track_frames))
     ghosts = [t for t in tracks if t.person < 0 and t.seen_frames < min_frames]
     tracks = [t for t in tracks if not (t.person < 0 and t.seen_frames < min_frames)]
-    if has_boxes is None:
-        has_boxes = any(t.person >= 0 for t in tracks)
-    # people: index -> (name, intervals, limb samples)
-    people: list[dict] = []
-    if has_boxes:
-        people = [{"name": n, "tracks": [], "declared": i} for i, n in enumerate(names)]
-    pool = [] if has_boxes else list(names)  # declared names new people take first (no boxes)
+    bound = [False] * len(names) if boxed is None else [bool(b) for b in boxed]
+    # people: name, tracks, declared index
+    people: list[dict] = [{"name": n, "tracks": [], "declared": i} for i, n in enumerate(names) if bound[i]]
+    pool = [n for i, n in enumerate(names) if not bound[i]]  # declared names new people take first
     reid, dropped, forced = 0, 0, 0
 
     def absent(p: dict, t: Track) -> bool:
@@ -173,15 +171,12 @@ def people_from_tracks(out: dict, names: list[str], cfg: IdentityConfig, max_peo
 
     for t in tracks:
         if t.person >= 0:
-            if has_boxes:
-                p = people[t.person]
-            else:
-                p = next((q for q in people if q.get("declared") == t.person), None)
-                if p is None:
-                    p = {"name": names[t.person], "tracks": [], "declared": t.person}
-                    if names[t.person] in pool:
-                        pool.remove(names[t.person])
-                    people.append(p)
+            p = next((q for q in people if q.get("declared") == t.person), None)
+            if p is None:
+                p = {"name": names[t.person], "tracks": [], "declared": t.person}
+                if names[t.person] in pool:
+                    pool.remove(names[t.person])
+                people.append(p)
             if absent(p, t):
                 p["tracks"].append(t)
                 continue

@@ -36,7 +36,6 @@ frames between possible births run as one compiled loop instead (:mod:`h4d_fast.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -47,6 +46,7 @@ from ..camera import CameraSet
 from ..config import IdentityConfig, TriangulationConfig
 from ..data import Detections
 from ..ops import triangulate_ransac
+from ._threads import single_thread
 from .identity import assign_by_boxes, assign_by_prediction, bootstrap_people, gather_assigned, predict_next
 
 
@@ -118,41 +118,16 @@ def triangulate_sequence(
         return _run(det, cams, names, id_cfg, tri_cfg, init_boxes, init_valid, backend, progress, max_people)
 
 
-@contextmanager
-def single_thread(device: torch.device):
-    """On the CPU, run torch and numba with one thread inside the block.
-
-    The per-frame work is small: intra-op threads only add synchronisation, and on a busy machine
-    the thread pools' wake-ups make every call many times slower (measured on a loaded 2-core
-    machine: 10-23 ms per numba call with 2 threads against 6 us with one).
-    """
-    if device.type != "cpu":
-        yield
-        return
-    n_torch = torch.get_num_threads()
-    nb = None
-    try:
-        import numba
-
-        nb = (numba, numba.get_num_threads())
-        numba.set_num_threads(1)
-    except ImportError:  # pragma: no cover - numba is a dependency
-        pass
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n_torch)
-        if nb is not None:
-            nb[0].set_num_threads(nb[1])
-
-
 def _run(det, cams, names, id_cfg, tri_cfg, init_boxes, init_valid, backend, progress, max_people) -> TrackResult:
     from .tracks import people_from_tracks
 
     tr = _Tracker(det, cams, len(names), id_cfg, tri_cfg, init_boxes, init_valid, backend, max_people)
     tr.run(progress)
-    return people_from_tracks(tr.output(), names, id_cfg, max_people, has_boxes=init_boxes is not None)
+    boxed = None
+    if init_boxes is not None:
+        iv = torch.ones(init_boxes.shape[:2], dtype=torch.bool) if init_valid is None else init_valid.cpu()
+        boxed = iv.any(0).tolist()
+    return people_from_tracks(tr.output(), names, id_cfg, max_people, boxed=boxed)
 
 
 class _Tracker:
