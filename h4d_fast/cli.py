@@ -85,6 +85,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         kw["noise_px"] = args.noise_px
     if args.outliers is not None:
         kw["outlier_frac"] = args.outliers
+    if args.people is not None:
+        if args.people < 1:
+            raise InputError(None, f"the number of people must be at least 1, got {args.people}", field="--people")
+        kw["num_people"] = args.people
+    if args.enter_leave:
+        kw["enter_leave"] = True
     capture, gt, meta = make_capture(**kw)
     write_sequence(Path(args.out), capture, gt=gt, scale_transform=meta.get("scale_transform"), meta=_jsonable_meta(meta, kw))
     _log(f"wrote synthetic capture: {capture.num_frames} frames, {capture.num_views} cameras, "
@@ -468,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="h4d", description="h4d_fast: multi-view two-person capture to 3D keypoints (Harmony4D pipeline, GPU-accelerated)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic two-person capture with ground truth")
+    p = sub.add_parser("synth", help="write a synthetic capture with ground truth (two people in contact, or --people N --enter-leave)")
     p.add_argument("out", type=Path)
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--cameras", type=int, default=20)
@@ -476,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pinhole", action="store_true", help="pinhole cameras instead of fisheye")
     p.add_argument("--noise-px", type=float, default=None, help="2D detector noise (px), default 2")
     p.add_argument("--outliers", type=float, default=None, help="fraction of gross 2D outliers, default 0.10")
+    p.add_argument("--people", type=int, default=None, help="number of people (default 2; other than 2 implies --enter-leave)")
+    p.add_argument("--enter-leave", action="store_true",
+                   help="people in pairs walk in, interact, walk out and come back (ground truth marks who is present)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("run", help="run the pipeline on a sequence folder", epilog=_config_epilog(),
