@@ -332,8 +332,6 @@ def _script(rng: np.random.Generator, F: int, fps: float, heights: list[float], 
 # ------------------------------------------------------------ local rotations
 def _local_rotations(ch: dict[str, Any], skels: list[Skeleton], fps: float) -> tuple[Tensor, Tensor, np.ndarray]:
     """Joint-angle channels -> local rotations ``[F, P, 24, 3, 3]`` (arms free), root xy ``[F, P, 2]``, gait info."""
-    F = len(ch["t"])
-    P = len(skels)
     d, al, dl, c = ch["d"], ch["alpha"], ch["delta"], ch["centre"]
     u = np.stack([np.cos(al), np.sin(al)], -1)
     n = np.stack([-np.sin(al), np.cos(al)], -1)
