@@ -70,6 +70,7 @@ class IdentityConfig:
     birth_min_views: int = _f(3, "a person is born from detections no track claims in at least this many views that agree (epipolar geometry)")
     min_track_frames: int = _f(5, "a track (of no identity box or prompt) seen in fewer frames is a ghost and dropped")
     ghost_distance: float = _f(0.2, "a newborn closer than this (mean keypoint distance, metres) to a tracked person is that person's left-over detections")
+    explained_oks: float = _f(0.5, "a detection no track took is that of a person triangulated in the frame (no birth material) above this OKS with their projection")
     reid_max_difference: float = _f(
         0.05,
         "a new track is a returning person when the relative RMS difference of their limb lengths is below this "

@@ -251,3 +251,14 @@ def test_refine_cuda_graph_matches_eager(crowd):
     cfg.cuda_graph = True
     graphed, st1 = refine_sequence(poses, cfg, present)
     assert torch.allclose(eager, graphed, atol=1e-4) and abs(st0.loss_after - st1.loss_after) < 1e-3 * max(1.0, st0.loss_after)
+
+
+def test_left_over_detections_of_a_tracked_person_are_no_birth(pair):
+    """A box names a person in a few views only: their detections in the other views are explained
+    by the person's projection, so no second track is born from them."""
+    cap, _, _ = pair
+    iv = cap.init_valid.clone()
+    iv[4:] = False  # boxes in the first four views only
+    res = _track(dataclasses.replace(cap, init_valid=iv))
+    assert res.person_names == cap.person_names
+    assert res.stats["births"] == 2 and res.stats["birth_candidates_rejected"] == 0

@@ -15,7 +15,9 @@ A *track* (one slot of the tracker) follows one person from its birth to its end
 * **birth** -- detections no track claims, in at least ``identity.birth_min_views`` views, are
   associated across views by epipolar agreement (:func:`~h4d_fast.pipeline.identity.bootstrap_people`)
   and triangulated; a candidate becomes a track when enough keypoints triangulate and it is not a
-  tracked person's left-over detections (``identity.ghost_distance``). At the first frames the
+  tracked person's left-over detections (a detection that matches the projection of a person
+  triangulated in the frame, ``identity.explained_oks``, is no birth material; a candidate within
+  ``identity.ghost_distance`` of a tracked person is dropped). At the first frames the
   identity boxes name the people they cover; prompted detections of a person without a track
   start that person's track.
 
@@ -45,7 +47,7 @@ from torch import Tensor
 from ..camera import CameraSet
 from ..config import IdentityConfig, TriangulationConfig
 from ..data import Detections
-from ..ops import triangulate_ransac
+from ..ops import oks, triangulate_ransac
 from ._threads import single_thread
 from .identity import assign_by_boxes, assign_by_prediction, bootstrap_people, gather_assigned, predict_next
 
@@ -377,6 +379,18 @@ class _Tracker:
             self.births.append((f, s, int(i)))
         return a
 
+    def _explained(self, f: int, X: Tensor, ok: Tensor) -> Tensor:
+        """``[V, D]`` detections of frame ``f`` that a person triangulated in it explains: OKS above
+        ``identity.explained_oks`` with that person's projection (left-over detections of a tracked
+        person -- a duplicate, a view its track did not take -- are no birth material)."""
+        if X.shape[0] == 0 or not bool(ok.any()):
+            return torch.zeros(self.V, self.D, dtype=torch.bool, device=self.dev)
+        uv, z = self.cams.project(X)  # [S, J, V, 2], [S, J, V]
+        vis = ok[..., None] & (z > 0)
+        pose = torch.cat([uv, vis[..., None].to(uv.dtype)], -1).permute(2, 0, 1, 3)  # [V, S, J, 3]
+        o = oks(pose, self.kpts[f], kpt_thr=0.2, backend=self.backend)  # [V, S, D]
+        return (o > self.id.explained_oks).any(1) & self.valid[f]
+
     def _births(self, f, fr, X, ok, n, a, seen, thr):
         """New tracks from the detections no track claimed (module docstring)."""
         free = self._unclaimed(fr, a)[0]  # [V, D]
@@ -387,6 +401,9 @@ class _Tracker:
         if room is not None and room <= 0:
             return X, ok, n, a, seen
         self.stats["birth_checks"] += 1
+        free &= ~self._explained(f, X[0], ok[0])
+        if int(free.any(-1).sum()) < self.birth_views:
+            return X, ok, n, a, seen
         n_max = int(free.sum(-1).max())
         if room is not None:
             n_max = min(n_max, room)
