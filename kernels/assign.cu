@@ -22,7 +22,7 @@ __device__ void assign_problem(const double* __restrict__ s, int R, int C, long 
   bool used[kMaxN + 1];
   for (int j = 0; j <= m; ++j) { v[j] = 0.0; p[j] = 0; way[j] = 0; }
   for (int i = 0; i <= n; ++i) u[i] = 0.0;
-  const double inf = Num<double>::max() * 2.0;  // +inf
+  const double inf = __longlong_as_double(0x7ff0000000000000LL);  // +inf
   for (int i = 1; i <= n; ++i) {
     p[0] = i;
     int j0 = 0;

@@ -71,6 +71,22 @@ def match_people(pred: Tensor, gt: Tensor, pred_present: Tensor, gt_present: Ten
     return linear_assignment(score, 0.0), dist
 
 
+def align_people(pred: Tensor, gt: Tensor, pred_present: Optional[Tensor] = None, gt_present: Optional[Tensor] = None,
+                 max_distance: float = MATCH_DISTANCE_M) -> Tensor:
+    """The output re-indexed to the ground-truth people by the per-frame matching: ``[F, Pg, J, 4]``
+    (zeros, invalid, where a ground-truth person has no match), ready for
+    :func:`h4d_fast.eval.metrics.keypoint_report` against ``gt``."""
+    pred, gt = pred.double(), gt.double().to(pred.device)
+    F, Pg, J, _ = gt.shape
+    gp = presence_of(gt, gt_present)
+    match, _ = match_people(pred, gt, presence_of(pred, pred_present), gp, max_distance)
+    hit = (match >= 0) & gp
+    if pred.shape[1] == 0:
+        return torch.zeros_like(gt)
+    aligned = torch.gather(pred, 1, match.clamp_min(0)[..., None, None].expand(F, Pg, J, 4))
+    return torch.where(hit[..., None, None], aligned, torch.zeros_like(aligned))
+
+
 def _with_virtual(X: Tensor) -> Tensor:
     """``[..., J, 4]`` -> ``[..., J + 2, 4]`` with mid-shoulders and mid-hips appended (valid when both are)."""
     def mid(a: int, b: int) -> Tensor:
@@ -101,9 +117,7 @@ def skeleton_report(pred: Tensor, gt: Tensor, pred_present: Optional[Tensor] = N
     match, _ = match_people(pred, gt, pp, gp, max_distance)  # [F, Pg]
     names = list(gt_names) if gt_names is not None else [f"person{g}" for g in range(Pg)]
     hit = (match >= 0) & gp
-    idx = match.clamp_min(0)
-    aligned = torch.gather(pred, 1, idx[..., None, None].expand(F, Pg, J, 4)) if pred.shape[1] else torch.zeros_like(gt)
-    aligned = torch.where(hit[..., None, None], aligned, torch.zeros_like(aligned))
+    aligned = align_people(pred, gt, pp, gp, max_distance)
     # ghosts: present output people matched to no ground-truth person
     matched_out = torch.zeros(pp.shape, dtype=torch.bool, device=pp.device)
     fi, gi = hit.nonzero(as_tuple=True)
