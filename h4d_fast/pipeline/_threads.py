@@ -1,4 +1,4 @@
-"""Thread settings of the CPU stages that run many small operations (track, refine)."""
+"""Thread settings of the CPU stages that run many small operations (filter, track, refine)."""
 
 from __future__ import annotations
 

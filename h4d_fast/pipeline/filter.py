@@ -20,6 +20,7 @@ from ..config import FilterConfig
 from ..data import Detections
 from ..ops import dedup_oks
 from ..ops._oks_torch import keypoint_box_area
+from ._threads import single_thread
 
 
 @dataclass
@@ -57,6 +58,11 @@ def filter_detections(det: Detections, image_size: Tensor, cfg: FilterConfig, ba
         The detections with an updated ``valid`` mask (and non-finite keypoints zeroed; boxes and
         the prompted detections' ``identity`` unchanged), and counts.
     """
+    with single_thread(det.kpts.device):
+        return _filter(det, image_size, cfg, backend)
+
+
+def _filter(det: Detections, image_size: Tensor, cfg: FilterConfig, backend: str) -> tuple[Detections, FilterStats]:
     kpts, n_nan = sanitize_keypoints(det.kpts)
     valid = det.valid.clone()
     n_in = int(valid.sum())
