@@ -68,6 +68,12 @@ def _timed(fn, dev: torch.device, repeats: int):
     return out, statistics.median(ts), ts
 
 
+def _config(args) -> Config:
+    from h4d_fast.config import apply_overrides
+
+    return apply_overrides(Config(), args.overrides)
+
+
 def _score(poses, present, gt) -> dict:
     rep = skeleton_report(poses.cpu(), gt.poses3d, None if present is None else present.cpu())
     rep.pop("_aligned")
@@ -110,13 +116,14 @@ def mode_stages(args) -> dict:
     t0 = time.perf_counter()
     cap, gt, _ = make_capture(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed,
                               body=None if args.body == "none" else args.body)
-    res = {"mode": "stages", "device": str(dev), "frames": args.frames, "cameras": args.cameras, "people": cap.num_people,
+    res = {"mode": "stages", "device": str(dev), "overrides": list(args.overrides), "frames": args.frames, "cameras": args.cameras, "people": cap.num_people,
            "synth_s": time.perf_counter() - t0, "budgets_s": BUDGETS_S, "variants": {}, "versions": versions()}
     if dev.type == "cuda":
         res["gpu"] = torch.cuda.get_device_name(dev)
-    for name, bf in (("batched", Config().identity.batch_frames), ("frame_loop", 1)):
-        cfg = Config()
-        cfg.identity.batch_frames = bf
+    for name in ("batched", "frame_loop"):
+        cfg = _config(args)
+        if name == "frame_loop":
+            cfg.identity.batch_frames = 1
         res["variants"][name] = run_stages(cap, gt, dev, args.repeats if name == "batched" else max(1, args.repeats // 2),
                                            cfg, args.profile)
         print(name, json.dumps({k: res["variants"][name][k] for k in ("stage_s", "accuracy_refined")}), flush=True)
@@ -134,7 +141,7 @@ def mode_people(args) -> dict:
         cap, gt, meta = make_capture(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed, num_people=n, enter_leave=True,
                                      body=None if args.body == "none" else args.body)
         synth_s = time.perf_counter() - t0
-        cfg = Config()
+        cfg = _config(args)
         det = cap.detections.to(device=dev)
         cams = cap.cameras.to(device=dev)
         filt, _ = filter_detections(det, cams.size, cfg.filter)
@@ -168,6 +175,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--people", default="2,4,8", help="--mode people: the people counts")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="count the CUDA kernels of one track run")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="configuration override for every variant (e.g. identity.batch_frames=64)")
     ap.add_argument("--json", type=Path, help="write the result here")
     args = ap.parse_args(argv)
     res = mode_stages(args) if args.mode == "stages" else mode_people(args)

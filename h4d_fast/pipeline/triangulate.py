@@ -320,7 +320,7 @@ class _Tracker:
         a, keep = self._assign(fr, pred, pok, alive)
         if self.init_boxes is not None and f < self.box_frames:
             a = self._boxes(f, a, alive)
-        a = self._hint_births(f, a, alive, keep)
+        a = self._hint_births(f, a, alive)
         if a.shape[-1] != keep.shape[-2]:  # slots were added
             keep = torch.cat([keep, torch.ones(1, self.V, a.shape[-1] - keep.shape[-2], self.J, dtype=torch.bool, device=self.dev)], 2)
         thr = self._thr(f)
@@ -350,7 +350,7 @@ class _Tracker:
         out[:, :M] = torch.where(pending[None, :], a_box, a0[:, :M])
         return out[None]
 
-    def _hint_births(self, f: int, a: Tensor, alive: Tensor, keep: Tensor) -> Tensor:
+    def _hint_births(self, f: int, a: Tensor, alive: Tensor) -> Tensor:
         """A person with prompted detections in >= 2 views and no live track starts one here."""
         if self.hint is None:
             return a
@@ -447,13 +447,10 @@ class _Tracker:
         whether it needs the frame-by-frame step (a birth is possible there)."""
         K = b - f
         fr = torch.arange(f, b, device=self.dev)
-        # first guess of every frame's predecessor: the last pose moved on at its last velocity
+        # first guess of every frame's predecessor: the last pose held (as if standing still; a
+        # constant-velocity guess from noisy single-frame differences changed more assignments)
         pred0, pok0, alive0 = self._predict(self.hx, self.hok, self.hseen, 1)
-        both = self.hok[-1] & self.hok[-2] if self.W >= 2 else torch.zeros_like(self.hok[-1])
-        vel = torch.where(both[..., None], self.hx[-1] - self.hx[-2], torch.zeros_like(self.hx[-1]))  # [S, J, 3]
-        steps = torch.arange(1, K, dtype=self.dtype, device=self.dev).view(-1, 1, 1, 1)
-        guess = pred0 + steps * vel
-        Hx = torch.cat([self.hx, guess], 0)
+        Hx = torch.cat([self.hx, pred0.expand(K - 1, -1, -1, -1)], 0)
         Hok = torch.cat([self.hok, pok0.expand(K - 1, -1, -1)], 0)
         Hseen = torch.cat([self.hseen, alive0.expand(K - 1, -1)], 0)
         pred, pok, alive = self._predict(Hx, Hok, Hseen, K)
