@@ -46,6 +46,8 @@ def _add_config_args(p: argparse.ArgumentParser, fit: bool = True) -> None:
         return
     p.add_argument("--body-model", help="your SMPL model file or folder (shortcut for --set fit.body_model=...)")
     p.add_argument("--no-fit", action="store_true", help="stop at the 3D keypoints (no SMPL fit)")
+    p.add_argument("--people", help="auto (default: everyone found; identity boxes name the people they cover), N (at most N "
+                                    "people) or names a,b,c (shortcut for --set identity.people=...)")
 
 
 def _config_from_args(args: argparse.Namespace):
@@ -62,6 +64,8 @@ def _config_from_args(args: argparse.Namespace):
         ov.append(f"fit.body_model={args.body_model}")
     if getattr(args, "no_fit", False):
         ov.append("fit.enabled=false")
+    if getattr(args, "people", None) is not None:
+        ov.append(f"identity.people={args.people}")
     return load_config(args.config, ov)
 
 
@@ -84,6 +88,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
         kw["noise_px"] = args.noise_px
     if args.outliers is not None:
         kw["outlier_frac"] = args.outliers
+    if args.people is not None:
+        if args.people < 1:
+            raise InputError(None, f"the number of people must be at least 1, got {args.people}", field="--people")
+        kw["num_people"] = args.people
+    if args.enter_leave:
+        kw["enter_leave"] = True
     capture, gt, meta = make_capture(**kw)
     write_sequence(Path(args.out), capture, gt=gt, scale_transform=meta.get("scale_transform"), meta=_jsonable_meta(meta, kw))
     _log(f"wrote synthetic capture: {capture.num_frames} frames, {capture.num_views} cameras, "
@@ -143,6 +153,19 @@ def cmd_run_many(args: argparse.Namespace) -> int:
     return cli(args, _config_from_args(args), _log)
 
 
+def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
+    """``h4d eval`` (see :func:`h4d_fast.eval.report.evaluate_output`)."""
+    from .eval.report import evaluate_output as run
+
+    return run(out, gt_seq)
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    from .eval.report import format_report as fmt
+
+    return fmt(rep)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     report = evaluate_output(Path(args.out), Path(args.gt))
     if args.json:
@@ -194,161 +217,6 @@ def _eval_verb(argv: list[str]) -> list[str]:
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] in _EVAL_VERBS and not (Path(argv[1]) / "poses3d.npz").exists():
         return [_EVAL_VERBS[argv[1]], *argv[2:]]
     return argv
-
-
-def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    from .errors import InputError
-    from .eval.metrics import keypoint_report
-    from .io.harmony4d import read_ground_truth
-
-    f = out / "poses3d.npz"
-    if not f.exists():
-        raise InputError(f, "no pipeline output here (run `h4d run SEQ --out OUT` first)")
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            pred = torch.from_numpy(z["poses3d"])
-            raw = torch.from_numpy(z["raw_poses3d"]) if "raw_poses3d" in z.files else None
-            frame_ids = z["frame_ids"].tolist()
-            names = [str(s) for s in z["person_names"]]
-    except (KeyError, ValueError, OSError) as e:
-        raise InputError(f, f"unreadable pipeline output ({e})") from None
-    gt = read_ground_truth(gt_seq)
-    if gt is None:
-        raise InputError(gt_seq / "ground_truth", "no ground truth in this sequence")
-    gtp = gt.poses3d
-    if gtp.shape[0] != pred.shape[0]:
-        # the output may cover a frame range of the sequence
-        idx = torch.as_tensor([i - 1 for i in frame_ids])
-        if int(idx.max()) >= gtp.shape[0]:
-            raise InputError(f, f"frames {frame_ids[0]}..{frame_ids[-1]} exceed the ground truth's {gtp.shape[0]}")
-        gtp = gtp[idx]
-    report = keypoint_report(pred, torch.as_tensor(gtp), names)
-    if raw is not None:
-        r = keypoint_report(raw, torch.as_tensor(gtp), names)
-        report["before_refinement"] = {k: r[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "recovered", "identity_swaps")}
-    if (out / "processed_data" / "sequence.npz").exists() and gt.smpl is not None and "betas" in gt.smpl:
-        report.update(mesh_report(out, gt_seq, gt, frame_ids))
-    timing = out / "timing.json"
-    if timing.exists():
-        try:
-            report["timing"] = json.loads(timing.read_text())
-        except ValueError:
-            pass
-    return report
-
-
-def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int]) -> dict[str, Any]:
-    """Fitted meshes against the ground-truth body parameters (same body model): PVE and MPJPE on
-    the 24 SMPL joints in the world frame (no alignment; pelvis-aligned and Procrustes beside),
-    plus the collision stage's penetration figures from the fit."""
-    import numpy as np
-    import torch
-
-    from .body import load_body_model
-    from .body.fast import FastBody
-    from .eval.mesh import mpjpe24, pve
-    from .io.harmony4d import read_meta
-    from .io.smpl_layout import read_smpl_sequence
-
-    fit = read_smpl_sequence(out / "processed_data")
-    meta = read_meta(gt_seq) or {}
-    gt_body = meta.get("body_model") or "default"
-    rep: dict[str, Any] = {}
-    try:
-        body = load_body_model(None if gt_body in ("default", "", None) else gt_body)
-    except H4DError as e:
-        return {"mesh": {"skipped": f"ground-truth body model unavailable: {e}"}}
-    fast = FastBody(body)
-    idx = torch.as_tensor([i - 1 for i in frame_ids])
-    g = {k: torch.as_tensor(np.asarray(gt.smpl[k]), dtype=torch.float32) for k in ("global_orient", "body_pose", "transl", "betas")}
-    F, P = len(frame_ids), g["betas"].shape[0]
-    if "vertices" in fit and fit["vertices"].shape[-2] != fast.v_template.shape[0]:
-        return {"mesh": {"skipped": "the fit used a body model with another mesh than the ground truth"}}
-    from .pipeline.driver import FIT_COLLISION_OFF_FILE
-
-    off_file = out / FIT_COLLISION_OFF_FILE
-    off = None
-    if off_file.exists():  # the compared fit without the collision term
-        with np.load(off_file) as z:
-            off = {k: np.asarray(z[k]) for k in ("global_orient", "body_pose", "betas", "transl")}
-        if off["global_orient"].shape[:2] != (F, P):
-            off = None
-    errs = {"pve": [], "mpjpe": [], "pve_root": [], "mpjpe_root": [], "mpjpe_pa": [], "pve_off": [], "mpjpe_off": []}
-    with torch.no_grad():
-        for s in range(0, F, 64):
-            e = min(F, s + 64)
-            n = (e - s) * P
-            gi = idx[s:e]
-            gv, gj = fast.vertices(g["global_orient"][gi].reshape(n, 3), g["body_pose"][gi].reshape(n, 69),
-                                   g["betas"][None].expand(e - s, P, -1).reshape(n, -1), g["transl"][gi].reshape(n, 3))
-            if off is not None:
-                ov, oj = fast.vertices(*(torch.as_tensor(off[k][s:e]).reshape(n, -1).float() for k in ("global_orient", "body_pose")),
-                                       torch.as_tensor(off["betas"]).float()[None].expand(e - s, P, -1).reshape(n, -1),
-                                       torch.as_tensor(off["transl"][s:e]).reshape(n, 3).float())
-                errs["pve_off"].append(pve(ov, gv))
-                errs["mpjpe_off"].append(mpjpe24(oj, gj))
-            if "vertices" in fit:
-                pv = torch.as_tensor(fit["vertices"][s:e]).reshape(n, -1, 3).float()
-                pj = torch.as_tensor(fit["joints"][s:e]).reshape(n, -1, 3).float()
-            else:
-                pv, pj = fast.vertices(*(torch.as_tensor(fit[k][s:e]).reshape(n, -1).float() for k in ("global_orient", "body_pose", "betas", "transl")))
-            errs["pve"].append(pve(pv, gv))
-            errs["pve_root"].append(pve(pv, gv, "root", pj[:, 0], gj[:, 0]))
-            errs["mpjpe"].append(mpjpe24(pj, gj))
-            errs["mpjpe_root"].append(mpjpe24(pj, gj, "root"))
-            errs["mpjpe_pa"].append(mpjpe24(pj, gj, "procrustes"))
-    m = {k: float(torch.cat(v).mean()) for k, v in errs.items() if v}
-    rep["pve_mm"] = m["pve"]
-    rep["mpjpe_smpl_mm"] = m["mpjpe"]
-    rep["mesh"] = {"pve_pelvis_aligned_mm": m["pve_root"], "mpjpe_smpl_pelvis_aligned_mm": m["mpjpe_root"],
-                   "pa_mpjpe_smpl_mm": m["mpjpe_pa"], "body_model": gt_body}
-    if "pve_off" in m:  # the same fit without the collision term (fit.compare_collision)
-        rep["mesh"]["pve_without_collision_mm"] = m["pve_off"]
-        rep["mesh"]["mpjpe_smpl_without_collision_mm"] = m["mpjpe_off"]
-    stats_file = out / "fit_stats.json"
-    if stats_file.exists():
-        st = json.loads(stats_file.read_text())
-        rep["penetration_reduction"] = st.get("penetration_reduction")
-        for k in ("penetration_before_cm3", "penetration_without_collision_cm3", "penetration_after_cm3",
-                  "kp_error_mm", "kp_error_without_collision_mm"):
-            if k in st:
-                rep["mesh"][k] = st[k]
-    return rep
-
-
-def format_report(rep: dict[str, Any]) -> str:
-    lines = [
-        f"3D keypoints vs ground truth: {rep['frames']} frames, {rep['people']} people",
-        f"  MPJPE            {rep['mpjpe_mm']:8.2f} mm   (PA-MPJPE {rep['pa_mpjpe_mm']:.2f} mm, median {rep['median_error_mm']:.2f}, p95 {rep['p95_error_mm']:.2f})",
-        f"  recovered        {100 * rep['recovered']:8.2f} %  of ground-truth keypoints",
-        f"  identity swaps   {rep['identity_swaps']:8d}     frames with the people exchanged",
-    ]
-    if "before_refinement" in rep:
-        b = rep["before_refinement"]
-        lines.append(f"  (triangulation only: MPJPE {b['mpjpe_mm']:.2f} mm, recovered {100 * b['recovered']:.2f} %)")
-    if "pve_mm" in rep:
-        m = rep["mesh"]
-        lines.append(f"  SMPL meshes      PVE {rep['pve_mm']:.2f} mm, MPJPE (24 SMPL joints) {rep['mpjpe_smpl_mm']:.2f} mm  "
-                     f"(pelvis-aligned {m['mpjpe_smpl_pelvis_aligned_mm']:.2f}, PA {m['pa_mpjpe_smpl_mm']:.2f})")
-        if rep.get("penetration_reduction") is not None:
-            lines.append(f"  interpenetration {m.get('penetration_without_collision_cm3', float('nan')):.1f} -> {m.get('penetration_after_cm3', float('nan')):.1f} cm^3 per frame "
-                         f"with the collision stage ({100 * rep['penetration_reduction']:.1f}% removed)")
-            if "pve_without_collision_mm" in m:
-                lines.append(f"  without it       PVE {m['pve_without_collision_mm']:.2f} mm, MPJPE (24 SMPL joints) {m['mpjpe_smpl_without_collision_mm']:.2f} mm")
-        elif "penetration_after_cm3" in m:
-            lines.append(f"  interpenetration {m['penetration_after_cm3']:.1f} cm^3 per frame after the collision stage")
-    elif "mesh" in rep:
-        lines.append(f"  SMPL meshes      {rep['mesh'].get('skipped', '')}")
-    for name, pp in rep["per_person"].items():
-        lines.append(f"  {name:<16} MPJPE {pp['mpjpe_mm']:7.2f} mm, PA {pp['pa_mpjpe_mm']:6.2f} mm, recovered {100 * pp['recovered']:6.2f} %")
-    if "timing" in rep:
-        t = rep["timing"]
-        stages = ", ".join(f"{s['name']} {s['seconds']:.2f}s" + (" (cached)" if s.get("cached") else "") for s in t["stages"])
-        lines.append(f"  time             {t['total_s']:.2f} s on {t['device']}: {stages}")
-    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -459,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="h4d", description="h4d_fast: multi-view two-person capture to 3D keypoints (Harmony4D pipeline, GPU-accelerated)")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("synth", help="write a synthetic two-person capture with ground truth")
+    p = sub.add_parser("synth", help="write a synthetic capture with ground truth (two people in contact, or --people N --enter-leave)")
     p.add_argument("out", type=Path)
     p.add_argument("--frames", type=int, default=600)
     p.add_argument("--cameras", type=int, default=20)
@@ -467,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pinhole", action="store_true", help="pinhole cameras instead of fisheye")
     p.add_argument("--noise-px", type=float, default=None, help="2D detector noise (px), default 2")
     p.add_argument("--outliers", type=float, default=None, help="fraction of gross 2D outliers, default 0.10")
+    p.add_argument("--people", type=int, default=None, help="number of people (default 2; other than 2 implies --enter-leave)")
+    p.add_argument("--enter-leave", action="store_true",
+                   help="people in pairs walk in, interact, walk out and come back (ground truth marks who is present)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("run", help="run the pipeline on a sequence folder", epilog=_config_epilog(),

@@ -61,6 +61,27 @@ class IdentityConfig:
         0.5,
         "after assignment, drop a keypoint farther than this fraction of the person's box diagonal from its predicted projection (0 disables)",
     )
+    people: str = _f(
+        "auto",
+        "people to reconstruct: auto (everyone found in the data: first-frame identity boxes name the people they cover, "
+        "people who appear later are born with new names) or N, a hard cap of N people",
+    )
+    track_min_keypoints: int = _f(6, "a track is seen in a frame when this many of its keypoints triangulate")
+    birth_min_views: int = _f(3, "a person is born from detections no track claims in at least this many views that agree (epipolar geometry)")
+    min_track_frames: int = _f(5, "a track (of no identity box or prompt) seen in fewer frames is a ghost and dropped")
+    ghost_distance: float = _f(0.2, "a newborn closer than this (mean keypoint distance, metres) to a tracked person is that person's left-over detections")
+    explained_oks: float = _f(0.5, "a detection no track took is that of a person triangulated in the frame (no birth material) above this OKS with their projection")
+    reid_max_difference: float = _f(
+        0.05,
+        "a new track is a returning person when the relative RMS difference of their limb lengths is below this "
+        "(the closest absent person); else a new person. A track ends after `window` frames unseen",
+    )
+    batch_frames: int = _f(
+        32,
+        "tracker speed, same result: on CUDA up to this many frames are assigned and triangulated as one batch, "
+        "then verified (far fewer kernel launches); on the CPU the steady frames run as one compiled loop; "
+        "1 = the frame-by-frame torch reference",
+    )
 
 
 @dataclass
@@ -95,6 +116,7 @@ class RefineConfig:
     )
     iters: int = _f(60, "LBFGS iterations (strong Wolfe line search)")
     robust_init: bool = _f(True, "use a robust (Charbonnier) distance to the triangulation so left-over outliers are pulled in")
+    cuda_graph: bool = _f(True, "on CUDA, evaluate the objective and its gradient as one captured CUDA graph (same result, one launch per evaluation)")
 
 
 FIT_TERMS: tuple[str, ...] = ("joint", "reg", "limb", "symm", "temporal", "shape", "collision")

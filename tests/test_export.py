@@ -136,3 +136,19 @@ def test_released_style_files_without_vertices_load(body, tmp_path):
         read_smpl_sequence(folder)
     with pytest.raises(InputError):
         read_smpl_sequence(tmp_path / "nothing")
+
+
+def test_export_leaves_absent_people_out_of_their_frames(body, tmp_path):
+    res = _result(F=3)
+    cams = ring_cameras(2, model="pinhole")
+    present = np.array([[True, True], [True, False], [False, True]])
+    export_harmony4d(tmp_path, res, body, [1, 2, 3], NAMES, cameras=cams, present=present)
+    for f, fid in enumerate([1, 2, 3]):
+        want = [n for p, n in enumerate(NAMES) if present[f, p]]
+        assert sorted(read_npy(tmp_path / "smpl" / f"{fid:05d}.npy")) == want
+        assert sorted(read_npy(tmp_path / "poses3d" / f"{fid:05d}.npy")) == want
+        assert sorted(read_npy(tmp_path / "poses2d" / "cam01" / f"{fid:05d}.npy")) == want
+        assert set(read_npy(tmp_path / "bbox" / "cam02" / f"{fid:05d}.npy")) <= set(want)
+    back = read_smpl_sequence(tmp_path, prefer="files")
+    assert back["valid"].tolist() == present.tolist()
+    assert read_smpl_sequence(tmp_path, prefer="npz")["valid"].tolist() == present.tolist()

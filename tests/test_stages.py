@@ -217,3 +217,61 @@ def test_bootstrap_people_clusters_views_by_person():
         assert ids.count(major) >= len(ids) - 1
         found.add(major)
     assert found == {0, 1}
+
+
+def test_refine_honours_presence():
+    """Nothing is filled, smoothed or written where a person is absent, nor past a run's ends."""
+    from h4d_fast.pipeline.refine import present_runs
+
+    poses = _walk(60, P=2, seed=2)
+    present = torch.ones(60, 2, dtype=torch.bool)
+    present[20:35, 0] = False  # person 0 leaves for 15 frames (shorter than gap_fill_max + 1)
+    present[50:, 1] = False  # person 1's track ends at frame 49
+    poses[~present] = 0.0
+    poses[19, 0, :, 3] = 0  # the last frame before leaving has no keypoints
+    start, end = present_runs(present)
+    assert start[25, 0] > end[25, 0] and int(start[40, 0]) == 35 and int(end[10, 0]) == 19 and int(end[10, 1]) == 49
+    X, v = poses[..., :3], poses[..., 3] > 0
+    Xf, vf = fill_gaps(X, v, 15, present)
+    assert not bool(vf[20:35, 0].any()) and not bool(vf[50:, 1].any())
+    assert bool(vf[19, 0].all()) and torch.equal(Xf[19, 0], X[18, 0])  # held within the run, not bridged to 35
+    cfg = Config().refine
+    out, _ = refine_sequence(poses, cfg, present)
+    assert not bool(out[20:35, 0, :, 3].any()) and not bool(out[50:, 1, :, 3].any())
+    assert float(out[~present][..., :3].abs().max()) == 0.0
+    # each run is refined as if alone: the part after the absence does not feel the part before it
+    alone = poses.clone()
+    alone[:35, 0] = 0
+    out_alone, _ = refine_sequence(alone[:, :1], cfg, present[:, :1] & (torch.arange(60) >= 35)[:, None])
+    assert torch.allclose(out[35:, 0, :, :3], out_alone[35:, 0, :, :3], atol=2e-3)
+
+
+def test_skeleton_measures_on_known_cases():
+    from h4d_fast.eval.skeleton import PCP_LIMBS, skeleton_report
+
+    gt = _walk(10, P=2)
+    gt[:, 1, :, 0] += 1.0
+    pred = gt.flip(1).clone()  # the output lists the people in the other order
+    pred[..., 2] += 0.010
+    rep = skeleton_report(pred, gt)
+    assert math.isclose(rep["mpjpe_mm"], 10.0, rel_tol=1e-9)
+    assert rep["recall"] == 1.0 and rep["ghost_person_frames"] == 0 and rep["identity_swaps"] == 0
+    assert rep["pcp"]["mean"] == 1.0
+    # a ghost, a missed person-frame and an identity switch (one person's output id changes at frame 5)
+    ghost = torch.cat([pred, pred[:, :1] + torch.tensor([0.0, 3.0, 0.0, 0.0], dtype=pred.dtype)], 1)  # 3 m away
+    present = torch.ones(10, 3, dtype=torch.bool)
+    present[7, 1] = False
+    ghost[7, 1, :, 3] = 0
+    sw = ghost.clone()
+    sw[5:, [0, 1]] = ghost[5:, [1, 0]]
+    present[5:, [0, 1]] = present[5:, [1, 0]].clone()
+    rep = skeleton_report(sw, gt, present)
+    assert rep["ghost_person_frames"] == 10 and rep["output_person_frames"] == 29
+    assert math.isclose(rep["recall"], 19 / 20)
+    assert rep["identity_swaps"] == 2  # both ground-truth people switch output person once
+    # PCP: a lower arm whose wrist is off by more than the forearm's length is wrong, the rest right
+    bad = pred.clone()
+    bad[:, 0, 9, :3] += 1.0
+    rep = skeleton_report(bad, gt)
+    assert rep["pcp"]["per_limb"]["left_lower_arm"] == 0.5 and rep["pcp"]["per_limb"]["right_lower_arm"] == 1.0
+    assert math.isclose(rep["pcp"]["mean"], 1 - 1 / (2 * len(PCP_LIMBS)))

@@ -434,3 +434,28 @@ def test_axis_angle_gradient_is_finite_at_zero():
     axis_angle_to_matrix(aa).sum().backward()
     assert bool(torch.isfinite(aa.grad).all())
     torch.autograd.gradcheck(axis_angle_to_matrix, (torch.randn(4, 3, dtype=torch.float64, requires_grad=True),))
+
+
+def test_people_enter_and_leave():
+    """Pairs walk in, interact, walk out and come back; the absent are in no image and not in the ground truth."""
+    cap, gt, meta = make_capture(num_frames=300, num_cameras=8, seed=2, body=None, num_people=5, enter_leave=True)
+    F, P = 300, 5
+    present = meta["present"]
+    assert tuple(present.shape) == (F, P) and cap.person_names == [f"aria{i:02d}" for i in range(1, 6)]
+    assert torch.equal(gt.poses3d[..., 3] > 0, present[..., None].expand(F, P, 17))
+    runs = (present[1:] & ~present[:-1]).sum(0) + present[0].long()
+    assert int(runs.max()) >= 2  # somebody comes back
+    assert int(present[0].sum()) < P  # and somebody arrives later
+    lab = meta["labels"]
+    sp = lab["slot_person"]  # [F, V, D] person of each detection slot
+    for p in range(P):
+        absent = ~present[:, p]
+        assert not bool((sp[absent] == p).any())  # never detected while away
+    assert bool((~cap.init_valid[:, ~present[0]]).all())  # no identity box for those not there at frame 0
+    X = gt.poses3d[..., :3]
+    step = (X[1:] - X[:-1]).norm(dim=-1).amax(-1)[present[1:] & present[:-1]]
+    assert float(step.max()) < 0.25  # no teleports while present (a turning hand moves < 25 cm a frame)
+    ankles = X[..., 15:17, 2].amin(-1)[present]
+    assert float(ankles.min()) > 0.0 and float(ankles.max()) < 0.6  # on the floor (a crouch lifts a little)
+    pair_gap = (X[:, 0, 11:13].mean(1) - X[:, 1, 11:13].mean(1)).norm(dim=-1)[present[:, 0] & present[:, 1]]
+    assert float(pair_gap.min()) < 0.6  # the pair comes close (interaction)

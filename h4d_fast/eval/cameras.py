@@ -81,6 +81,7 @@ def camera_sweep(
     from ..io.harmony4d import read_ground_truth, read_sequence
     from ..pipeline.driver import resolve_device, run_keypoints
     from .metrics import keypoint_report
+    from .skeleton import align_people
 
     seq = Path(seq)
     log = log or (lambda s: None)
@@ -120,11 +121,13 @@ def camera_sweep(
                 res, sec = ref, ref_s
             else:
                 res, sec = timed(capture.select_views(list(range(n))), work / f"cams{n:02d}")
-            rep = keypoint_report(res.poses3d, ref.poses3d)
+            # people matched frame by frame (a run with fewer cameras may find them in another order or miss one)
+            rep = keypoint_report(align_people(res.poses3d, ref.poses3d, res.present, ref.present), ref.poses3d)
             row: dict[str, Any] = {"cameras": n, "mpjpe_mm": rep["mpjpe_mm"], "seconds": sec,
                                    "pa_mpjpe_mm": rep["pa_mpjpe_mm"], "recovered": rep["recovered"]}
             if gtp is not None:
-                rg = keypoint_report(res.poses3d, torch.as_tensor(gtp))
+                g = torch.as_tensor(gtp)
+                rg = keypoint_report(align_people(res.poses3d, g, res.present), g)
                 row.update({"mpjpe_gt_mm": rg["mpjpe_mm"], "pa_mpjpe_gt_mm": rg["pa_mpjpe_mm"], "recovered_gt": rg["recovered"]})
             rows.append(row)
             log(f"  {n:2d} cameras: MPJPE {row['mpjpe_mm']:.2f} mm vs all" + (f", {row['mpjpe_gt_mm']:.2f} mm vs ground truth" if "mpjpe_gt_mm" in row else "") + f", {sec:.2f} s")

@@ -398,8 +398,10 @@ def write_poses3d(
     frame_ids: Sequence[int],
     person_names: Sequence[str],
     workers: int | None = None,
+    present: np.ndarray | None = None,
 ) -> None:
-    """Write ``poses [F, P, 17, 4]`` as ``folder/%05d.npy`` dicts ``person -> (17, 4)`` float32 (atomic per file)."""
+    """Write ``poses [F, P, 17, 4]`` as ``folder/%05d.npy`` dicts ``person -> (17, 4)`` float32 (atomic per file);
+    with ``present [F, P]`` a frame's dict holds only the people present in it."""
     a = poses.detach().cpu().numpy() if isinstance(poses, Tensor) else np.asarray(poses)
     a = np.asarray(a, dtype=np.float32)
     F = len(frame_ids)
@@ -407,8 +409,10 @@ def write_poses3d(
         raise ValueError(f"write_poses3d: expected poses of shape {(F, len(person_names), NUM_COCO, 4)}, got {a.shape}")
     folder = Path(folder)
 
+    pres = np.ones(a.shape[:2], dtype=bool) if present is None else np.asarray(present, dtype=bool)
+
     def one(f: int) -> None:
-        write_npy(folder / f"{int(frame_ids[f]):05d}.npy", {name: a[f, p].copy() for p, name in enumerate(person_names)})
+        write_npy(folder / f"{int(frame_ids[f]):05d}.npy", {name: a[f, p].copy() for p, name in enumerate(person_names) if pres[f, p]})
 
     for_each_file(one, range(F), workers)
 

@@ -81,7 +81,13 @@ class StageRecord:
 
 @dataclass
 class RunResult:
-    """What a run produced: final 3D poses ``[F, P, J, 4]`` and the per-stage records."""
+    """What a run produced: final 3D poses ``[F, P, J, 4]``, who is in which frame, and the
+    per-stage records.
+
+    ``present [F, P]`` bool: person ``p`` is in frame ``f`` (a person absent in a frame has no
+    entry in that frame's outputs; their poses there are zeros with valid 0). ``None`` = everyone
+    in every frame.
+    """
 
     poses3d: torch.Tensor
     raw_poses3d: torch.Tensor
@@ -90,9 +96,57 @@ class RunResult:
     stages: list[StageRecord]
     out: Path
     extra: dict[str, Any] = field(default_factory=dict)
+    present: torch.Tensor | None = None
 
     def timing(self) -> dict[str, float]:
         return {s.name: s.seconds for s in self.stages}
+
+    @property
+    def presence(self) -> torch.Tensor:
+        """``[F, P]`` bool (all True when ``present`` is None)."""
+        if self.present is not None:
+            return self.present
+        return torch.ones(self.poses3d.shape[:2], dtype=torch.bool)
+
+
+def resolve_people(capture: Capture, cfg: Config) -> tuple[list[str], int | None]:
+    """The declared people and the cap from ``identity.people`` (``--people``).
+
+    ``auto``: the capture's people (identity boxes name them; without boxes their names are the
+    ones people found take first), no cap. ``N``: the same with at most ``N`` people. A list of
+    names ``a,b,c``: those people, at most that many; with identity boxes every name needs a box
+    and every box a name.
+
+    Raises:
+        InputError: ``0``, a negative number, fewer people than boxes, a name without a box, a box
+        of a person not named.
+    """
+    from .tracks import parse_people
+
+    raw = str(cfg.identity.people).strip()
+    boxed = capture.init_boxes is not None
+    if "," in raw or (raw and not raw.lstrip("-").isdigit() and raw.lower() != "auto"):
+        names = [n.strip() for n in raw.split(",") if n.strip()]
+        if len(set(names)) != len(names) or not names:
+            raise InputError(None, f"expected distinct person names, got {raw!r}", field="identity.people")
+        if boxed:
+            have = list(capture.person_names)
+            unknown = [n for n in have if n not in names]
+            if unknown:
+                raise InputError(None, f"identity boxes (processed_data/bboxes) of people not named in --people: {', '.join(unknown)}",
+                                 field="identity.people")
+            missing = [n for n in names if n not in have]
+            if missing:
+                raise InputError(None, f"more names than identity boxes: no box for {', '.join(missing)} "
+                                       f"(boxes for {', '.join(have)})", field="identity.people")
+            return have, len(names)
+        return names, len(names)
+    cap = parse_people(raw)
+    names = list(capture.person_names)
+    if cap is not None and boxed and len(names) > cap:
+        raise InputError(None, f"{len(names)} people have identity boxes ({', '.join(names)}) but --people is {cap}",
+                         field="identity.people")
+    return names, cap
 
 
 class StageCache:
@@ -189,8 +243,9 @@ def run_keypoints(
         return {"valid": filtered.valid.cpu().numpy(), "kpts": filtered.kpts.cpu().numpy().astype(np.float32)}, st.as_dict()
 
     k1, a1 = stage("filter", input_key + f"|{F}x{V}x{D}", cfgd["filter"], do_filter)
+    ident = capture.detections.identity
     det_f = Detections(torch.from_numpy(a1["kpts"]).to(device=seq_device, dtype=dtype), det.boxes.to(seq_device),
-                       torch.from_numpy(a1["valid"]).to(seq_device))
+                       torch.from_numpy(a1["valid"]).to(seq_device), None if ident is None else ident.to(seq_device))
 
     # ---- stages 2+3: identity + triangulation
     def do_track():
@@ -198,23 +253,33 @@ def run_keypoints(
             res = triangulate_sequence(
                 det_f, cams.to(device=seq_device), P, cfg.identity, cfg.triangulation,
                 init_boxes=capture.init_boxes, init_valid=capture.init_valid, backend=backend, progress=bar.update,
+                person_names=names, max_people=cap,
             )
         valid = res.poses[..., 3] > 0
-        stats = {"valid_fraction": float(valid.float().mean()), "mean_inliers": float(res.n_inliers[valid].float().mean()) if bool(valid.any()) else 0.0}
-        return {"poses": res.poses.cpu().numpy(), "assign": res.assign.cpu().numpy(), "n_inliers": res.n_inliers.cpu().numpy()}, stats
+        stats = {"valid_fraction": float(valid.float().mean()) if valid.numel() else 0.0,
+                 "mean_inliers": float(res.n_inliers[valid].float().mean()) if bool(valid.any()) else 0.0,
+                 **{k: v for k, v in res.stats.items() if isinstance(v, (int, float))}}
+        return {"poses": res.poses.cpu().numpy(), "assign": res.assign.cpu().numpy(), "n_inliers": res.n_inliers.cpu().numpy(),
+                "present": res.present.cpu().numpy(), "person_names": np.asarray(res.person_names, dtype=str)}, stats
 
-    k2, a2 = stage("track", k1, {"identity": cfgd["identity"], "triangulation": cfgd["triangulation"], "P": P}, do_track)
+    names, cap = resolve_people(capture, cfg)
+    ident_key = "" if ident is None else hashlib.sha256(ident.cpu().numpy().tobytes()).hexdigest()[:16]
+    k2, a2 = stage("track", k1, {"identity": cfgd["identity"], "triangulation": cfgd["triangulation"], "P": P, "names": names,
+                                 "prompts": ident_key}, do_track)
     raw = torch.from_numpy(a2["poses"])
+    present = torch.from_numpy(a2["present"]).bool() if "present" in a2 else torch.ones(raw.shape[:2], dtype=torch.bool)
+    person_names = [str(s) for s in a2["person_names"]] if "person_names" in a2 else list(capture.person_names)
 
     # ---- stage 4: clean-up + global refinement
     def do_refine():
-        refined, st = refine_sequence(raw.to(device=seq_device, dtype=dtype), cfg.refine)
+        refined, st = refine_sequence(raw.to(device=seq_device, dtype=dtype), cfg.refine, present.to(seq_device))
         return {"poses": refined.cpu().numpy()}, st.as_dict()
 
     k3, a3 = stage("refine", k2, cfgd["refine"], do_refine)
     poses = torch.from_numpy(a3["poses"])
-    return RunResult(poses, raw, list(capture.frame_ids), list(capture.person_names), records, out,
-                     extra={"assign": a2["assign"], "n_inliers": a2["n_inliers"], "keys": {"filter": k1, "track": k2, "refine": k3}})
+    return RunResult(poses, raw, list(capture.frame_ids), person_names, records, out,
+                     extra={"assign": a2["assign"], "n_inliers": a2["n_inliers"], "keys": {"filter": k1, "track": k2, "refine": k3}},
+                     present=present)
 
 
 def _short(stats: dict) -> str:
@@ -228,17 +293,20 @@ def _short(stats: dict) -> str:
 
 
 def write_keypoint_outputs(result: RunResult, out: Path) -> None:
-    """``OUT/processed_data/poses3d/%05d.npy`` (dict person -> (17, 4)) plus ``OUT/poses3d.npz``."""
+    """``OUT/processed_data/poses3d/%05d.npy`` (dict person -> (17, 4) of the people present in
+    the frame) plus ``OUT/poses3d.npz`` (``poses3d [F, P, 17, 4]``, ``present [F, P]``)."""
     from ..io.harmony4d import write_poses3d
 
     poses = result.poses3d.float().numpy()
-    write_poses3d(out / "processed_data" / "poses3d", poses, result.frame_ids, result.person_names)
+    present = result.presence.cpu().numpy()
+    write_poses3d(out / "processed_data" / "poses3d", poses, result.frame_ids, result.person_names, present=present)
     atomic.write_npz(
         out / "poses3d.npz",
         poses3d=poses,
         raw_poses3d=result.raw_poses3d.float().numpy(),
         frame_ids=np.asarray(result.frame_ids),
-        person_names=np.asarray(result.person_names),
+        person_names=np.asarray(result.person_names, dtype=str),
+        present=present,
     )
 
 
@@ -280,9 +348,9 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         result.stages.append(StageRecord("fit", time.perf_counter() - t0, True, stats))
         log(f"  {'fit':<10} cached")
     else:
-        P = capture.num_people
+        P = len(result.person_names)
         with Progress("fit", fit_iterations(cfg.fit, P), enabled=cfg.run.progress) as bar:
-            fit = fit_sequence(result.poses3d.to(device), body, cfg.fit, device, progress=bar.update)
+            fit = fit_sequence(result.poses3d.to(device), body, cfg.fit, device, progress=bar.update, present=result.presence)
         _sync(device)
         dt = time.perf_counter() - t0
         cache.save("fit", key, {**fit.as_arrays(), "__stats__": np.array(json.dumps(fit.stats, default=float))})
@@ -298,7 +366,7 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         raise KeyboardInterrupt("stopped after stage fit")
     t1 = time.perf_counter()
     st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
-                          cameras=capture.cameras, write_poses3d=False)
+                          cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy())
     _sync(device)
     result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))
     log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  smpl/, poses2d/, bbox/, sequence.npz")
@@ -360,7 +428,9 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     t1 = time.perf_counter()
     write_keypoint_outputs(result, out)
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
-    if cfg.fit.enabled:
+    if cfg.fit.enabled and not result.person_names:
+        log("  fit        skipped: nobody was found")
+    elif cfg.fit.enabled:
         run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
     total = sum(s.seconds for s in result.stages)
     atomic.write_json(out / "timing.json", {

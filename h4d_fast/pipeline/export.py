@@ -69,6 +69,7 @@ def export_harmony4d(
     write_vertices: bool = True,
     write_poses3d: bool = True,
     workers: int | None = None,
+    present: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write the fit in the Harmony4D layout under ``out`` (e.g. ``OUT/processed_data``).
 
@@ -83,6 +84,8 @@ def export_harmony4d(
         write_poses3d: write ``poses3d/`` (COCO joints of the fitted model); False keeps a
             ``poses3d/`` written by the keypoint stages (the model's are still in the npz).
         workers: processes of the file writer (:func:`~h4d_fast.io.parallel.for_each_file`).
+        present: ``[F, P]`` bool, who is in which frame: an absent person has no entry in that
+            frame's files (``sequence.npz`` keeps every array whole, with ``valid = present``).
     Returns:
         stats: file counts and seconds (compute, write).
     """
@@ -117,18 +120,23 @@ def export_harmony4d(
 
     fids = [int(f) for f in frame_ids]
     names = list(person_names)
+    pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
     bbox_of = _bbox_frame(bbox, names) if bbox is not None else None
+
+    def here(f: int, d: dict) -> dict:  # only the people present in frame f
+        return {n: x for p, (n, x) in enumerate(d.items()) if pres[f, p]} if not pres[f].all() else d
 
     def make(task: tuple[str, int, int]) -> tuple[Path, dict]:
         kind, v, f = task
         name = f"{fids[f]:05d}.npy"
         if kind == "smpl":
-            return out / "smpl" / name, smpl_frame_dict(arrays, f, names)
+            return out / "smpl" / name, here(f, smpl_frame_dict(arrays, f, names))
         if kind == "poses3d":
-            return out / "poses3d" / name, {n: np.ascontiguousarray(p3[f, p]) for p, n in enumerate(names)}
+            return out / "poses3d" / name, here(f, {n: np.ascontiguousarray(p3[f, p]) for p, n in enumerate(names)})
         if kind == "poses2d":
-            return out / "poses2d" / cam_names[v] / name, {n: np.ascontiguousarray(uv[v, f, p]) for p, n in enumerate(names)}
-        return out / "bbox" / cam_names[v] / name, bbox_of(v, f)
+            return out / "poses2d" / cam_names[v] / name, here(f, {n: np.ascontiguousarray(uv[v, f, p]) for p, n in enumerate(names)})
+        b = bbox_of(v, f)
+        return out / "bbox" / cam_names[v] / name, {n: x for n, x in b.items() if pres[f, names.index(n)]}
 
     tasks = [("smpl", 0, f) for f in range(F)] + ([("poses3d", 0, f) for f in range(F)] if write_poses3d else [])
     tasks += [(k, v, f) for v in range(len(cam_names)) for k in ("poses2d", "bbox") for f in range(F)]
@@ -156,6 +164,7 @@ def export_harmony4d(
         poses3d=p3,
         poses2d=uv,
         bbox=bbox,
+        valid=pres,
     )
     t2 = time.perf_counter()
     return {"files": len(tasks) + 1, "cameras": len(cam_names), "compute_seconds": t1 - t0, "write_seconds": t2 - t1}

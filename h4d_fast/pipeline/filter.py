@@ -20,6 +20,7 @@ from ..config import FilterConfig
 from ..data import Detections
 from ..ops import dedup_oks
 from ..ops._oks_torch import keypoint_box_area
+from ._threads import single_thread
 
 
 @dataclass
@@ -54,8 +55,14 @@ def filter_detections(det: Detections, image_size: Tensor, cfg: FilterConfig, ba
         image_size: ``[V, 2]`` width, height per view.
         cfg: thresholds and policy.
     Returns:
-        The detections with an updated ``valid`` mask (and non-finite keypoints zeroed), and counts.
+        The detections with an updated ``valid`` mask (and non-finite keypoints zeroed; boxes and
+        the prompted detections' ``identity`` unchanged), and counts.
     """
+    with single_thread(det.kpts.device):
+        return _filter(det, image_size, cfg, backend)
+
+
+def _filter(det: Detections, image_size: Tensor, cfg: FilterConfig, backend: str) -> tuple[Detections, FilterStats]:
     kpts, n_nan = sanitize_keypoints(det.kpts)
     valid = det.valid.clone()
     n_in = int(valid.sum())
@@ -69,5 +76,5 @@ def filter_detections(det: Detections, image_size: Tensor, cfg: FilterConfig, ba
     valid &= ~small
     keep = dedup_oks(kpts, valid, thr=cfg.oks_thr, policy=cfg.dedup_policy, kpt_thr=cfg.kpt_conf_thr, backend=backend)
     n_dup = int((valid & ~keep).sum())
-    out = Detections(kpts, det.boxes, keep)
+    out = Detections(kpts, det.boxes, keep, det.identity)
     return out, FilterStats(n_in, int(few.sum()), int(small.sum()), n_dup, n_nan)

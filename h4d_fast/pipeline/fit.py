@@ -300,9 +300,11 @@ def _init_array(init: Mapping[str, Any] | None, key: str, shape: tuple[int, ...]
 class _Fitter:
     """Holds targets, parameters and the loss of one sequence."""
 
-    def __init__(self, kp: Tensor, weight: Tensor, fast: FastBody, cfg: FitConfig, params: dict[str, Tensor]):
+    def __init__(self, kp: Tensor, weight: Tensor, fast: FastBody, cfg: FitConfig, params: dict[str, Tensor],
+                 present: Tensor | None = None):
         self.kp, self.w, self.fast, self.cfg = kp, weight, fast, cfg
         self.F, self.P = kp.shape[:2]
+        self.present = present  # [F, P] bool or None (everyone everywhere)
         self.p = params
         self.coco_idx = torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=kp.device)
         valid = weight > 0
@@ -495,7 +497,10 @@ class _Fitter:
         lo_, hi_ = torch.cat(lo), torch.cat(hi)  # [F, P, 3]
         near = torch.zeros(F, dtype=torch.bool, device=self.kp.device)
         for a, b in L.person_pairs(P):
-            near |= ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
+            close = ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
+            if self.present is not None:  # only people present in the frame can be in contact
+                close &= self.present[:, a] & self.present[:, b]
+            near |= close
         self.contact = near.nonzero()[:, 0]
         return self.contact
 
@@ -537,6 +542,7 @@ def fit_sequence(
     device: str | torch.device = "cpu",
     init: Mapping[str, Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    present: Tensor | None = None,
 ) -> FitResult:
     """Fit SMPL to a sequence of 3D keypoints (module docstring).
 
@@ -552,6 +558,9 @@ def fit_sequence(
             otherwise both come from the Kabsch initialisation.
         progress: called with the cumulative number of optimizer iterations (the total is
             :func:`fit_iterations`).
+        present: ``[F, P]`` bool, who is in which frame (default: everyone everywhere). Absent
+            person-frames carry no keypoint weight; the collision stage only considers frames
+            where a pair of present people comes close.
     Returns:
         :class:`FitResult` on ``device``.
     """
@@ -569,6 +578,9 @@ def fit_sequence(
     x = poses3d.to(device=device, dtype=dt)
     w = x[..., 3].clamp(0, 1)
     w = torch.where(torch.isfinite(x[..., :3]).all(-1), w, torch.zeros_like(w))
+    if present is not None:
+        present = present.to(device=device, dtype=torch.bool)
+        w = w * present[..., None].to(w.dtype)
     kp = torch.where(w[..., None] > 0, x[..., :3], torch.zeros_like(x[..., :3]))
     K = fast.num_betas
 
@@ -585,7 +597,7 @@ def fit_sequence(
     if body_pose is None:
         body_pose = init_limb_pose(kp, w, go, fast, betas) if cfg.init_limbs else torch.zeros(F, P, NUM_BODY_POSE, dtype=dt, device=device)
     params = {"global_orient": go.clone(), "body_pose": body_pose.clone(), "betas": betas.clone(), "transl": tr.clone()}
-    fitter = _Fitter(kp, w, fast, cfg, params)
+    fitter = _Fitter(kp, w, fast, cfg, params, present)
 
     done = [0]
 

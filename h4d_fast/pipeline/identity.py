@@ -5,18 +5,17 @@ Harmony4D, the ground-truth boxes in the synthetic capture): detections are matc
 by IoU. Afterwards a motion model predicts each person's pose from their own 3D track, the
 prediction is projected into every view, and detections are matched to the projections by
 OKS with an optimal (Hungarian-equivalent) assignment, so the two people stay apart through
-contact. All functions are batched over views and run on any device without host syncs.
+contact. All functions are batched over any leading dimensions (frames, views) and run on any
+device; the assignment is exact for any number of people (:mod:`h4d_fast.ops.assign`).
 """
 
 from __future__ import annotations
-
-import itertools
-from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from ..ops import oks
+from ..ops.assign import linear_assignment
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -32,46 +31,19 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
-@lru_cache(maxsize=32)
-def _assignments(P: int, D: int) -> tuple[tuple[int, ...], ...]:
-    """Every injective partial map of ``P`` people onto ``D`` slots (-1 = unassigned)."""
-    out = []
-    for k in range(min(P, D), -1, -1):
-        for people in itertools.combinations(range(P), k):
-            for slots in itertools.permutations(range(D), k):
-                a = [-1] * P
-                for p, s in zip(people, slots):
-                    a[p] = s
-                out.append(tuple(a))
-    return tuple(out)
-
-
-def best_assignment(score: Tensor, min_score: float) -> Tensor:
+def best_assignment(score: Tensor, min_score: float, backend: str = "auto") -> Tensor:
     """Maximum-total-score one-to-one assignment of people to detection slots.
 
-    Equivalent to the Hungarian method for the small sizes of this problem (people x slots per
-    view), done by enumerating all injective maps at once so it stays on the device and batched.
-    Pairs scoring ``<= min_score`` are never assigned.
+    The exact linear assignment of :func:`h4d_fast.ops.assign.linear_assignment` (the Hungarian
+    method: any number of people and slots, batched over the leading dimensions). Pairs scoring
+    ``<= min_score`` are never assigned.
 
     Args:
         score: ``[..., P, D]`` match scores (e.g. OKS or IoU).
     Returns:
         ``[..., P]`` int64 slot per person, -1 for none.
     """
-    *lead, P, D = score.shape
-    if D == 0 or P == 0:
-        return torch.full((*lead, P), -1, dtype=torch.long, device=score.device)
-    table = torch.tensor(_assignments(P, D), dtype=torch.long, device=score.device)  # [C, P]
-    s = torch.where(score > min_score, score, torch.zeros_like(score))
-    sp = torch.cat([s, torch.zeros_like(s[..., :1])], -1)  # slot D = "none"
-    idx = torch.where(table < 0, torch.full_like(table, D), table)  # [C, P]
-    gathered = sp[..., torch.arange(P, device=score.device)[None, :], idx]  # [..., C, P]
-    total = gathered.sum(-1)  # [..., C]
-    # An assignment may not use a pair at or below the threshold.
-    allowed = ((gathered > 0) | (table < 0)).all(-1)
-    total = torch.where(allowed, total, torch.full_like(total, -1.0))
-    best = total.argmax(-1)  # [...]
-    return table[best]
+    return linear_assignment(score, min_score, backend=backend)
 
 
 def assign_by_boxes(boxes: Tensor, valid: Tensor, person_boxes: Tensor, person_valid: Tensor, min_iou: float) -> Tensor:
@@ -89,30 +61,62 @@ def assign_by_boxes(boxes: Tensor, valid: Tensor, person_boxes: Tensor, person_v
 
 
 def assign_by_prediction(
-    kpts: Tensor, valid: Tensor, pred_uv: Tensor, pred_ok: Tensor, min_oks: float, backend: str = "auto"
+    kpts: Tensor, valid: Tensor, pred_uv: Tensor, pred_ok: Tensor, min_oks: float, backend: str = "auto",
+    hint: Tensor | None = None, slot_person: Tensor | None = None,
 ) -> Tensor:
     """Identity from each person's predicted pose projected into every view.
 
     Args:
-        kpts: ``[V, D, J, 3]`` detections; valid ``[V, D]``.
-        pred_uv: ``[V, P, J, 2]`` projected predictions; pred_ok ``[V, P, J]`` usable keypoints.
+        kpts: ``[..., V, D, J, 3]`` detections; valid ``[..., V, D]``.
+        pred_uv: ``[..., V, P, J, 2]`` projected predictions; pred_ok ``[..., V, P, J]`` usable keypoints.
+        hint: ``[..., V, D]`` long, the person a detection is known to belong to (a crop prompted by
+            that person's 3D track; -1 = unknown). Such a detection goes to the person whose
+            ``slot_person`` equals the hint (when that person has a prediction in the view) and
+            is never matched to anyone else.
+        slot_person: ``[P]`` long, the declared person each track carries (-1 = anonymous).
     Returns:
-        ``[V, P]`` slot per person (-1 = none).
+        ``[..., V, P]`` slot per person (-1 = none).
     """
-    pred = torch.cat([pred_uv, pred_ok[..., None].to(pred_uv.dtype)], -1)  # [V, P, J, 3]
+    pred = torch.cat([pred_uv, pred_ok[..., None].to(pred_uv.dtype)], -1)  # [..., V, P, J, 3]
     # OKS with the pair's mean keypoint-box area, so a larger (nearer) person's prediction is
     # not more tolerant of distance than a smaller one's when both compete for a detection.
-    score = oks(pred, kpts.to(pred.dtype), kpt_thr=0.2, backend=backend)  # [V, P, D]
-    score = torch.where(valid[:, None, :], score, torch.zeros_like(score))
-    return best_assignment(score, min_oks)
+    score = oks(pred, kpts.to(pred.dtype), kpt_thr=0.2, backend=backend)  # [..., V, P, D]
+    score = torch.where(valid[..., None, :], score, torch.zeros_like(score))
+    if hint is None or slot_person is None or slot_person.numel() == 0:
+        return best_assignment(score, min_oks)
+    forced, slot = hinted_slots(hint, valid, slot_person, pred_ok.any(-1))  # [..., V, P]
+    hinted = valid & (hint >= 0)
+    score = torch.where(hinted[..., None, :] | forced[..., :, None], torch.zeros_like(score), score)
+    return torch.where(forced, slot, best_assignment(score, min_oks))
+
+
+def hinted_slots(hint: Tensor, valid: Tensor, slot_person: Tensor, live: Tensor) -> tuple[Tensor, Tensor]:
+    """Which track takes which prompted detection.
+
+    Args:
+        hint: ``[..., V, D]`` person per detection (-1 = unknown); valid ``[..., V, D]``.
+        slot_person: ``[P]`` person of each track (-1 = anonymous); live ``[..., V, P]`` tracks
+            that can take a detection in the view.
+    Returns:
+        ``(forced [..., V, P] bool, slot [..., V, P] long)``: the lowest-numbered valid detection
+        prompted for the track's person, where there is one.
+    """
+    D = hint.shape[-1]
+    m = valid[..., None, :] & (hint[..., None, :] >= 0) & (hint[..., None, :] == slot_person[:, None]) & live[..., None]
+    d = torch.arange(D, device=hint.device)
+    first = torch.where(m, d, torch.full_like(d, D)).amin(-1)  # [..., V, P]
+    forced = first < D
+    return forced, torch.where(forced, first, torch.full_like(first, -1))
 
 
 def gather_assigned(kpts: Tensor, assign: Tensor) -> Tensor:
-    """``kpts [V, D, J, 3]``, ``assign [V, P]`` -> ``[V, P, J, 3]`` (zeros where unassigned)."""
-    V, D, J, _ = kpts.shape
-    idx = assign.clamp_min(0)  # [V, P]
-    out = torch.gather(kpts, 1, idx[:, :, None, None].expand(-1, -1, J, 3))
-    return torch.where((assign >= 0)[:, :, None, None], out, torch.zeros_like(out))
+    """``kpts [..., V, D, J, C]``, ``assign [..., V, P]`` -> ``[..., V, P, J, C]`` (zeros where unassigned)."""
+    J, C = kpts.shape[-2:]
+    idx = assign.clamp_min(0)  # [..., V, P]
+    if kpts.shape[-3] == 0:
+        return kpts.new_zeros(*assign.shape, J, C)
+    out = torch.gather(kpts, -3, idx[..., None, None].expand(*idx.shape, J, C))
+    return torch.where((assign >= 0)[..., None, None], out, torch.zeros_like(out))
 
 
 def predict_next(history: Tensor, valid: Tensor, mode: str) -> tuple[Tensor, Tensor]:
@@ -123,29 +127,30 @@ def predict_next(history: Tensor, valid: Tensor, mode: str) -> tuple[Tensor, Ten
     the window (least squares over the valid samples) and extrapolates one frame.
 
     Args:
-        history: ``[W, P, J, 3]`` the last ``W`` frames (oldest first).
-        valid: ``[W, P, J]`` bool.
+        history: ``[..., W, P, J, 3]`` the last ``W`` frames (oldest first); leading dims batch
+            independent predictions (e.g. several frames at once).
+        valid: ``[..., W, P, J]`` bool.
     Returns:
-        ``(pred [P, J, 3], ok [P, J])``.
+        ``(pred [..., P, J, 3], ok [..., P, J])``.
     """
-    W = history.shape[0]
-    t = torch.arange(W, dtype=history.dtype, device=history.device)
+    W = history.shape[-4]
+    t = torch.arange(W, dtype=history.dtype, device=history.device).view(W, 1, 1)  # broadcasts over [W, P, J]
     # last valid sample per keypoint
-    last_idx = torch.where(valid, t[:, None, None], torch.full_like(t[:, None, None].expand_as(valid).to(history.dtype), -1.0)).amax(0)
+    last_idx = torch.where(valid, t, torch.full_like(t, -1.0)).amax(-3)  # [..., P, J]
     ok = last_idx >= 0
-    li = last_idx.clamp_min(0).long()  # [P, J]
-    last = torch.gather(history, 0, li[None, ..., None].expand(1, -1, -1, 3))[0]
+    li = last_idx.clamp_min(0).long()
+    last = torch.gather(history, -4, li.unsqueeze(-3)[..., None].expand(*li.shape[:-2], 1, *li.shape[-2:], 3)).squeeze(-4)
     if mode == "previous":
         return last, ok
     if mode != "constant-velocity":
         raise ValueError(f"unknown motion model {mode!r}")
-    w = valid.to(history.dtype)  # [W, P, J]
-    n = w.sum(0)
-    tm = (w * t[:, None, None]).sum(0) / n.clamp_min(1)
-    xm = (w[..., None] * history).sum(0) / n.clamp_min(1)[..., None]
-    dt = (t[:, None, None] - tm) * w
-    var = (dt * (t[:, None, None] - tm)).sum(0)
-    cov = (dt[..., None] * (history - xm)).sum(0)
+    w = valid.to(history.dtype)  # [..., W, P, J]
+    n = w.sum(-3)
+    tm = (w * t).sum(-3) / n.clamp_min(1)
+    xm = (w[..., None] * history).sum(-4) / n.clamp_min(1)[..., None]
+    dt = (t - tm.unsqueeze(-3)) * w
+    var = (dt * (t - tm.unsqueeze(-3))).sum(-3)
+    cov = (dt[..., None] * (history - xm.unsqueeze(-4))).sum(-4)
     slope = cov / var.clamp_min(1e-9)[..., None]
     pred = xm + slope * (W - tm)[..., None]
     use_lin = (n >= 3) & (var > 0)

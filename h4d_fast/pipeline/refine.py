@@ -5,7 +5,9 @@ Clean-up (vectorised over frames, people and keypoints):
 2. limb outliers: per person and rigid limb, a length farther than ``limb_std_thr`` robust
    standard deviations from the person's median length invalidates the endpoint that strays
    more from its own temporal median;
-3. gaps of up to ``gap_fill_max`` frames are filled by linear interpolation (held at the ends).
+3. gaps of up to ``gap_fill_max`` frames are filled by linear interpolation (held at the ends),
+   within each run of frames where the person is present (``present [F, P]``: nothing is filled,
+   smoothed or written across an absence, before a track starts or after it ends).
 
 Global refinement: all frames and people at once, LBFGS (strong Wolfe) on
 
@@ -28,12 +30,14 @@ with the spine and neck) to constant length; limbs here are the rigid ones (:dat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from torch import Tensor
 
 from ..config import RefineConfig
 from ..constants import COCO_LIMBS, COCO_SYMMETRIC_LIMB_PAIRS
+from ._threads import single_thread
 
 # Limbs whose length is fixed by the skeleton (face limbs ride on the rigid head): all COCO limbs
 # but the torso sides (5,11), (6,12) and the ear-shoulder ones (3,5), (4,6).
@@ -55,9 +59,18 @@ class RefineStats:
         return dict(self.__dict__)
 
 
+@lru_cache(maxsize=8)
 def _limb_index(device: torch.device) -> tuple[Tensor, Tensor]:
     l = torch.tensor(COCO_LIMBS, dtype=torch.long, device=device)
     return l[:, 0], l[:, 1]
+
+
+@lru_cache(maxsize=8)
+def _rigid_index(device: torch.device) -> tuple[Tensor, Tensor]:
+    """Indices of :data:`RIGID_LIMBS` and the ``[n, 2]`` :data:`RIGID_PAIRS` (cached per device, so
+    the objective creates no tensor from host data and can be captured in a CUDA graph)."""
+    return (torch.tensor(RIGID_LIMBS, dtype=torch.long, device=device),
+            torch.tensor(RIGID_PAIRS, dtype=torch.long, device=device).reshape(-1, 2))
 
 
 def limb_lengths(X: Tensor) -> Tensor:
@@ -86,7 +99,7 @@ def reject_spikes(X: Tensor, valid: Tensor, thr: float) -> Tensor:
 def reject_limb_outliers(X: Tensor, valid: Tensor, thr: float) -> Tensor:
     """Remove the straying endpoint of limbs whose length is a robust outlier for that person."""
     a, b = _limb_index(X.device)
-    rig = torch.tensor(RIGID_LIMBS, dtype=torch.long, device=X.device)
+    rig = _rigid_index(X.device)[0]
     a, b = a[rig], b[rig]
     L = (X[..., a, :] - X[..., b, :]).norm(dim=-1)  # [F, P, Lr]
     both = valid[..., a] & valid[..., b]
@@ -107,16 +120,36 @@ def reject_limb_outliers(X: Tensor, valid: Tensor, thr: float) -> Tensor:
     return out & ~(da > 0)
 
 
-def fill_gaps(X: Tensor, valid: Tensor, max_gap: int) -> tuple[Tensor, Tensor]:
+def present_runs(present: Tensor) -> tuple[Tensor, Tensor]:
+    """First and last frame of the run of presence each frame belongs to: ``present [F, P]`` ->
+    ``(start [F, P], end [F, P])`` (for absent frames: ``start > end``)."""
+    F = present.shape[0]
+    t = torch.arange(F, device=present.device).view(F, *([1] * (present.dim() - 1))).expand_as(present)
+    before = torch.cat([torch.zeros_like(present[:1]), present[:-1]], 0)
+    after = torch.cat([present[1:], torch.zeros_like(present[:1])], 0)
+    start = torch.where(present & ~before, t, torch.full_like(t, -1)).cummax(0).values
+    end = torch.where(present & ~after, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
+    return torch.where(present, start, torch.full_like(t, F)), torch.where(present, end, torch.full_like(t, -1))
+
+
+def fill_gaps(X: Tensor, valid: Tensor, max_gap: int, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Linear interpolation over runs of at most ``max_gap`` invalid frames.
 
     ``X [F, P, J, 3]``, ``valid [F, P, J]`` -> filled ``X`` and the new validity. At the start
     and end of the sequence the nearest valid sample is held (also up to ``max_gap`` frames).
+    With ``present [F, P]`` the same happens within each run of frames where the person is
+    present: nothing is filled across an absence or outside the runs.
     """
     F = X.shape[0]
     t = torch.arange(F, device=X.device).view(F, *([1] * (valid.dim() - 1))).expand_as(valid)
+    if present is not None:
+        valid = valid & present[..., None]
     prev = torch.where(valid, t, torch.full_like(t, -1)).cummax(0).values
     nxt = torch.where(valid, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
+    if present is not None:
+        start, end = present_runs(present)
+        prev = torch.where(prev >= start[..., None], prev, torch.full_like(prev, -1))
+        nxt = torch.where(nxt <= end[..., None], nxt, torch.full_like(nxt, F))
     has_p, has_n = prev >= 0, nxt < F
     pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
     Xp = torch.gather(X, 0, pi[..., None].expand_as(X))
@@ -132,6 +165,8 @@ def fill_gaps(X: Tensor, valid: Tensor, max_gap: int) -> tuple[Tensor, Tensor]:
     out = torch.where(head[..., None], Xn, out)
     out = torch.where(tail[..., None], Xp, out)
     new_valid = valid | ((inner | head | tail) & ~valid)
+    if present is not None:
+        new_valid &= present[..., None]
     out = torch.where(valid[..., None], X, out)
     return out, new_valid
 
@@ -139,7 +174,7 @@ def fill_gaps(X: Tensor, valid: Tensor, max_gap: int) -> tuple[Tensor, Tensor]:
 def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: RefineConfig) -> Tensor:
     """The global refinement objective (module docstring). ``X, X0 [F, P, J, 3]``, ``w_obs, avail [F, P, J]``."""
     dev = X.device
-    rig = torch.tensor(RIGID_LIMBS, dtype=torch.long, device=dev)
+    rig, pairs = _rigid_index(dev)
     a, b = _limb_index(dev)
     L = (X[..., a, :] - X[..., b, :]).norm(dim=-1)  # [F, P, 19]
     mL = (avail[..., a] & avail[..., b]).to(X.dtype)  # [F, P, 19]
@@ -150,7 +185,6 @@ def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: Re
         r = (Lr - mean_len) / S_LEN
         total = total + cfg.w_limb * (r * r * mr).sum() / mr.sum().clamp_min(1)
     if cfg.w_symm:
-        pairs = torch.tensor(RIGID_PAIRS, dtype=torch.long, device=dev)
         l_, r_ = pairs[:, 0], pairs[:, 1]
         m = mL[..., l_] * mL[..., r_]
         d = (L[..., l_] - L[..., r_]) / S_SYM
@@ -175,16 +209,29 @@ def refinement_loss(X: Tensor, X0: Tensor, w_obs: Tensor, avail: Tensor, cfg: Re
     return total
 
 
-def refine_sequence(poses: Tensor, cfg: RefineConfig) -> tuple[Tensor, RefineStats]:
-    """Run stage 4 on ``poses [F, P, J, 4]`` (x, y, z, valid) -> refined ``[F, P, J, 4]``."""
+def refine_sequence(poses: Tensor, cfg: RefineConfig, present: Tensor | None = None) -> tuple[Tensor, RefineStats]:
+    """Run stage 4 on ``poses [F, P, J, 4]`` (x, y, z, valid) -> refined ``[F, P, J, 4]``.
+
+    ``present [F, P]`` (default: everyone everywhere): where a person is absent nothing is
+    filled, smoothed or written (zeros, invalid), and no gap is filled or smoothed across an
+    absence or past the ends of a run of presence.
+    """
+    with single_thread(poses.device):
+        return _refine(poses, cfg, present)
+
+
+def _refine(poses: Tensor, cfg: RefineConfig, present: Tensor | None) -> tuple[Tensor, RefineStats]:
     X = poses[..., :3].clone()
     valid = poses[..., 3] > 0.5
+    if present is not None:
+        present = present.to(device=valid.device, dtype=torch.bool)
+        valid = valid & present[..., None]
     n0 = int(valid.sum())
     v1 = reject_spikes(X, valid, cfg.jump_thr)
     n_spk = n0 - int(v1.sum())
     v2 = reject_limb_outliers(X, v1, cfg.limb_std_thr)
     n_limb = int(v1.sum()) - int(v2.sum())
-    Xf, avail = fill_gaps(X, v2, cfg.gap_fill_max)
+    Xf, avail = fill_gaps(X, v2, cfg.gap_fill_max, present)
     n_fill = int(avail.sum()) - int(v2.sum())
     Xf = torch.where(avail[..., None], Xf, torch.zeros_like(Xf))
     if not cfg.enabled or not bool(avail.any()):
@@ -203,6 +250,8 @@ def refine_sequence(poses: Tensor, cfg: RefineConfig) -> tuple[Tensor, RefineSta
         loss.backward()
         return loss
 
+    if Xv.is_cuda and cfg.cuda_graph:
+        closure = graphed_closure(lambda: refinement_loss(Xv, X0, w_obs, avail, cfg), Xv)
     with torch.no_grad():
         l0 = float(refinement_loss(X0, X0, w_obs, avail, cfg))
     opt.step(closure)
@@ -211,3 +260,30 @@ def refine_sequence(poses: Tensor, cfg: RefineConfig) -> tuple[Tensor, RefineSta
         Xr = torch.where(avail[..., None], Xv.detach(), torch.zeros_like(X0)).to(poses.dtype)
     out = torch.cat([Xr, avail[..., None].to(poses.dtype)], -1)
     return out, RefineStats(n_spk, n_limb, n_fill, l0, l1)
+
+
+def graphed_closure(loss_fn, x: Tensor):
+    """An LBFGS closure that replays one CUDA graph of ``loss_fn()`` and its backward.
+
+    The graph reads ``x`` in place (LBFGS moves it in place) and writes the loss and ``x.grad``
+    into static buffers, so one evaluation is one graph launch instead of ~100 small kernels.
+    The closure never resets ``x.grad`` (the graph owns it). Same values as the eager closure.
+    """
+    side = torch.cuda.Stream(device=x.device)
+    side.wait_stream(torch.cuda.current_stream(x.device))
+    with torch.cuda.stream(side):
+        for _ in range(2):  # warm-up outside the graph (lazy inits, autograd buffers)
+            x.grad = None
+            loss_fn().backward()
+    torch.cuda.current_stream(x.device).wait_stream(side)
+    x.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_loss = loss_fn()
+        static_loss.backward()
+
+    def closure() -> Tensor:
+        graph.replay()
+        return static_loss
+
+    return closure

@@ -6,7 +6,8 @@ calibrated GoPro-like cameras around it, and simulates a top-down COCO-17 detect
 occlusion, noise, outliers, limb swaps, duplicates, misses and false positives. Everything is
 deterministic from ``seed``.
 
-Returns ``(Capture, GroundTruth, metadata)``; see :func:`make_capture`.
+``num_people`` / ``enter_leave`` switch to people who walk in, interact in pairs, walk out and come
+back (:mod:`h4d_fast.synth.crowd`). Returns ``(Capture, GroundTruth, metadata)``; see :func:`make_capture`.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ class SynthConfig:
     fps: float = 30.0
     name: str = "synth"
     person_names: tuple[str, ...] = DEFAULT_PERSON_NAMES
+    # people who enter and leave (h4d_fast.synth.crowd): num_people in pairs walk in, interact, walk
+    # out and come back; names aria01.. unless person_names has num_people entries
+    num_people: int = 2
+    enter_leave: bool = False
     # bodies (body model: shapes are redrawn until both heights lie in height_range and differ by min_height_gap)
     height_range: tuple[float, float] = (1.62, 1.90)
     min_height_gap: float = 0.03
@@ -156,16 +161,23 @@ def make_capture(cfg: SynthConfig | None = None, **overrides: Any) -> tuple[Capt
             ``skeletons``, ``timing`` (seconds per stage), ``config``.
     """
     cfg = dataclasses.replace(cfg or SynthConfig(), **overrides)
-    if len(cfg.person_names) != 2:
+    crowd = cfg.enter_leave or cfg.num_people != 2
+    if cfg.num_people < 1:
+        raise ValueError(f"make_capture: num_people must be at least 1, got {cfg.num_people}")
+    if not crowd and len(cfg.person_names) != 2:
         raise ValueError("make_capture: the interaction script is for exactly two people")
     if cfg.num_frames < 2:
         raise ValueError("make_capture: num_frames must be at least 2")
+    if crowd:
+        from .crowd import make_crowd_capture as make
+    else:
+        make = _make_capture
     if cfg.num_threads is None:
-        return _make_capture(cfg)
+        return make(cfg)
     prev = torch.get_num_threads()
     torch.set_num_threads(int(cfg.num_threads))
     try:
-        return _make_capture(cfg)
+        return make(cfg)
     finally:
         torch.set_num_threads(prev)
 
@@ -297,14 +309,15 @@ def _resolve_body(spec: Any):
 
 
 def _body_skeletons(body, rng: np.random.Generator, beta_std: float, height_range: tuple[float, float] = (1.62, 1.90),
-                    min_height_gap: float = 0.03) -> tuple[list[Skeleton], torch.Tensor]:
-    """Two people of the body model with random shapes: skeletons (rest joints and face points
-    from the model) and their ``betas [2, K]``.
+                    min_height_gap: float = 0.03, n: int = 2) -> tuple[list[Skeleton], torch.Tensor]:
+    """``n`` people of the body model with random shapes: skeletons (rest joints and face points
+    from the model) and their ``betas [n, K]``.
 
     Shapes are drawn ``betas ~ N(0, beta_std^2)`` (clipped to +-2.5) in batches from ``rng``; the first
     candidate whose standing height (:meth:`Skeleton.from_rest`) lies in ``height_range`` is person 0,
-    the next one in range that differs from it by at least ``min_height_gap`` metres is person 1
-    (deterministic; two clearly different people). After 8 batches the closest admissible pair is used.
+    each next one in range that differs from every chosen one by at least ``min_height_gap`` metres
+    is the next person (deterministic; clearly different people). After 8 batches (``4 n``
+    for more than two people) the admissible heights farthest apart are used.
     """
     from ..body.fast import FastBody
 
@@ -313,7 +326,7 @@ def _body_skeletons(body, rng: np.random.Generator, beta_std: float, height_rang
     lo, hi = height_range
     cands, hs = [], []
     chosen: list[int] = []
-    for _ in range(8):
+    for _ in range(8 if n <= 2 else 4 * n):
         b = torch.as_tensor(np.clip(rng.normal(0.0, beta_std, (16, K)), -2.5, 2.5), dtype=torch.float64)
         h = _model_heights(fb, b)
         for i in range(len(b)):
@@ -321,22 +334,21 @@ def _body_skeletons(body, rng: np.random.Generator, beta_std: float, height_rang
             hs.append(float(h[i]))
             if not lo <= hs[-1] <= hi:
                 continue
-            if not chosen:
+            if all(abs(hs[-1] - hs[c]) >= min_height_gap for c in chosen):
                 chosen.append(len(cands) - 1)
-            elif abs(hs[-1] - hs[chosen[0]]) >= min_height_gap:
-                chosen.append(len(cands) - 1)
-                break
-        if len(chosen) == 2:
+                if len(chosen) == n:
+                    break
+        if len(chosen) == n:
             break
-    if len(chosen) < 2:  # unreachable in practice: the two admissible heights farthest apart (else any two)
-        ok = [i for i, x in enumerate(hs) if lo <= x <= hi] or list(range(len(hs)))
-        chosen = [min(ok, key=lambda i: hs[i]), max(ok, key=lambda i: hs[i])]
+    if len(chosen) < n:  # unreachable in practice: admissible heights spread over the range (else any)
+        ok = sorted([i for i, x in enumerate(hs) if lo <= x <= hi] or list(range(len(hs))), key=lambda i: hs[i])
+        chosen = [ok[round(k * (len(ok) - 1) / max(n - 1, 1))] for k in range(n)]
     betas = torch.stack([cands[i] for i in chosen])
-    J = fb.rest_joints(betas)  # [2, 24, 3]
-    zero = torch.zeros(2, 3, dtype=torch.float64)
-    face = fb.joints(zero, torch.zeros(2, 69, dtype=torch.float64), betas)[:, 24:29]  # [2, 5, 3] nose, reye, leye, rear, lear
+    J = fb.rest_joints(betas)  # [n, 24, 3]
+    zero = torch.zeros(n, 3, dtype=torch.float64)
+    face = fb.joints(zero, torch.zeros(n, 69, dtype=torch.float64), betas)[:, 24:29]  # [n, 5, 3] nose, reye, leye, rear, lear
     coco_face = face[:, [0, 2, 1, 4, 3]]  # COCO order: nose, left eye, right eye, left ear, right ear
-    skels = [Skeleton.from_rest(J[i], coco_face[i] - J[i, HEAD], name=f"body{i}") for i in range(2)]
+    skels = [Skeleton.from_rest(J[i], coco_face[i] - J[i, HEAD], name=f"body{i}") for i in range(n)]
     # capsules fitted to each mesh, and its collision proxies (the motion keeps the meshes apart)
     from .proxy import build_proxies, mesh_capsule_radii, shoulder_top
 

@@ -186,12 +186,14 @@ def simulate_detections(
     pelvis_distance: Tensor,
     rng: np.random.Generator,
     prm: DetectorParams,
+    present: Tensor | None = None,
 ) -> tuple[Detections, Tensor, Tensor, dict[str, Any]]:
     """Simulate the detector over a whole capture.
 
     Args:
         cameras: ``V`` cameras; kpts3d ``[F, P, 17, 3]``; capsules ``[F, P, C, 3]`` x2, radii ``[P, C]``;
-        face_normals ``[F, P, 5, 3]``; pelvis_distance ``[F]`` (metres, for contact swaps).
+        face_normals ``[F, P, 5, 3]``; pelvis_distance ``[F]`` (metres, for contact swaps);
+        present ``[F, P]`` bool (default all): an absent person is in no image (never detected).
     Returns:
         detections (float32, ``D`` slots), init_boxes ``[V, P, 4]``, init_valid ``[V, P]``, and a dict with
         per-entry labels and counts.
@@ -200,6 +202,8 @@ def simulate_detections(
     V = len(cameras)
     K = NUM_COCO
     uv, depth, in_img, occ = project_and_occlude(cameras, kpts3d, caps_a, caps_b, radii, face_normals, prm.occlusion_stop, prm.chunk_frames)
+    if present is not None:
+        in_img = in_img & present.to(torch.bool)[:, None, :, None]
     occ = occ & in_img
     Wv = cameras.size[:, 0].to(torch.float64)  # [V]
     Hv = cameras.size[:, 1].to(torch.float64)

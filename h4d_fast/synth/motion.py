@@ -332,14 +332,27 @@ def _script(rng: np.random.Generator, F: int, fps: float, heights: list[float], 
 # ------------------------------------------------------------ local rotations
 def _local_rotations(ch: dict[str, Any], skels: list[Skeleton], fps: float) -> tuple[Tensor, Tensor, np.ndarray]:
     """Joint-angle channels -> local rotations ``[F, P, 24, 3, 3]`` (arms free), root xy ``[F, P, 2]``, gait info."""
-    F = len(ch["t"])
-    P = len(skels)
     d, al, dl, c = ch["d"], ch["alpha"], ch["delta"], ch["centre"]
     u = np.stack([np.cos(al), np.sin(al)], -1)
     n = np.stack([-np.sin(al), np.cos(al)], -1)
     hs = ch["params"]["hug_side"]
     xy = np.stack([c - 0.5 * d[:, None] * u + hs * dl[:, None] * n, c + 0.5 * d[:, None] * u - hs * dl[:, None] * n], 1)  # [F, P, 2]
     yaw = np.stack([al, al + np.pi], 1) + ch["yaw_off"] * DEG  # [F, P]
+    R, gait = pose_from_root(ch, xy, yaw, skels, fps)
+    return R, _t(xy), gait
+
+
+def pose_from_root(ch: dict[str, Any], xy: np.ndarray, yaw: np.ndarray, skels: list[Skeleton], fps: float) -> tuple[Tensor, np.ndarray]:
+    """Joint-angle channels and a root path -> local rotations ``[F, P, 24, 3, 3]`` (arms free) and gait info.
+
+    Args:
+        ch: per-person channels ``[F, P]`` (``lean, side, crouch, spine_pitch, spine_side, head_pitch,
+            head_yaw, head_side, shrug, stance`` in degrees / crouch in [0, 1]) and per-person styles
+            ``[P]`` (``hip_swing, knee_swing, arm_flex0, arm_swing, arm_abd, arm_elbow0, gait_phase0``).
+        xy: ``[F, P, 2]`` root positions (metres); yaw ``[F, P]`` facing directions (radians; the gait
+            follows the root velocity along and across them).
+    """
+    F, P = xy.shape[:2]
     # gait from the root velocity (forward and lateral components)
     vel = np.gradient(xy, axis=0) * fps if F > 1 else np.zeros_like(xy)
     fwd = np.stack([np.cos(yaw), np.sin(yaw)], -1)
@@ -393,7 +406,7 @@ def _local_rotations(ch: dict[str, Any], skels: list[Skeleton], fps: float) -> t
             B = _basis(Mp @ nom_u, Mp @ nom_a)
             R[:, p, sh] = B @ _basis(u0, a0).T
             R[:, p, el] = _axis_angle(a0.expand(F, 3), elbow[:, p] * DEG - th0)
-    return R, _t(xy), np.stack([g, phi], -1)
+    return R, np.stack([g, phi], -1)
 
 
 def _arm_rest(sk: Skeleton, sgn: float) -> tuple[Tensor, Tensor, Tensor]:
