@@ -120,7 +120,14 @@ def cmd_run_many(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    report = evaluate_output(Path(args.out), Path(args.gt))
+    kw = {"contact_mm": args.contact_mm, "penetration_mm": args.penetration_mm, "fps": args.fps, "device": args.device}
+    if args.gt is None:  # quality measures of the fit alone
+        from .eval.interaction import interaction_report
+
+        report = interaction_report(Path(args.out), None, **kw)
+        print(json.dumps(report, indent=2) if args.json else format_interaction(report))
+        return 0
+    report = evaluate_output(Path(args.out), Path(args.gt), interaction=kw)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -172,7 +179,7 @@ def _eval_verb(argv: list[str]) -> list[str]:
     return argv
 
 
-def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
+def evaluate_output(out: Path, gt_seq: Path, interaction: dict[str, Any] | None = None) -> dict[str, Any]:
     import numpy as np
     import torch
 
@@ -207,6 +214,9 @@ def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
         report["before_refinement"] = {k: r[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "recovered", "identity_swaps")}
     if (out / "processed_data" / "sequence.npz").exists() and gt.smpl is not None and "betas" in gt.smpl:
         report.update(mesh_report(out, gt_seq, gt, frame_ids))
+    from .eval.interaction import interaction_report
+
+    report.update(interaction_report(out, gt_seq, **(interaction or {})))
     timing = out / "timing.json"
     if timing.exists():
         try:
@@ -318,12 +328,37 @@ def format_report(rep: dict[str, Any]) -> str:
             lines.append(f"  interpenetration {m['penetration_after_cm3']:.1f} cm^3 per frame after the collision stage")
     elif "mesh" in rep:
         lines.append(f"  SMPL meshes      {rep['mesh'].get('skipped', '')}")
+    if "max_penetration_mm" in rep:
+        lines.append(format_interaction(rep))
     for name, pp in rep["per_person"].items():
         lines.append(f"  {name:<16} MPJPE {pp['mpjpe_mm']:7.2f} mm, PA {pp['pa_mpjpe_mm']:6.2f} mm, recovered {100 * pp['recovered']:6.2f} %")
     if "timing" in rep:
         t = rep["timing"]
         stages = ", ".join(f"{s['name']} {s['seconds']:.2f}s" + (" (cached)" if s.get("cached") else "") for s in t["stages"])
         lines.append(f"  time             {t['total_s']:.2f} s on {t['device']}: {stages}")
+    return "\n".join(lines)
+
+
+def format_interaction(rep: dict[str, Any]) -> str:
+    """The interaction measures of a report (:mod:`h4d_fast.eval.interaction`) as text lines."""
+    if "max_penetration_mm" not in rep:
+        return "  interaction      (no SMPL fit of two or more people)"
+    mp = rep["max_penetration_mm"]
+    lines = [f"  penetration      max depth {mp['mean']:.1f} mm per frame (worst {mp['max']:.1f}), mean depth {rep['mean_penetration_mm']:.1f} mm, "
+             f"{100 * rep['frames_penetrating']:.1f}% of frames deeper than the threshold"]
+    if "contact_f1" in rep:
+        lines.append(f"  contact          F1 {rep['contact_f1']:.3f} (precision {rep['contact_precision']:.3f}, recall {rep['contact_recall']:.3f}) "
+                     f"at {rep['contact_mm']:g} mm")
+    acc = rep.get("accel_mm_s2") or {}
+    parts = []
+    if "inter_mm" in rep:
+        parts.append(f"inter-person distances {rep['inter_mm']:.2f} mm")
+    if acc.get("error") is not None:
+        parts.append(f"acceleration error {acc['error']:.0f} mm/s^2")
+    if acc.get("jitter") is not None:
+        parts.append(f"jitter {acc['jitter']:.0f} mm/s^2")
+    if parts:
+        lines.append("  interaction      " + ", ".join(parts) + f" ({rep.get('interaction_joints')}, {rep['interaction_seconds']:.1f} s)")
     return "\n".join(lines)
 
 
@@ -443,8 +478,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="also: `h4d eval hmr --pred PRED --gt SEQ` (monocular predictions, `h4d eval hmr --help`) and "
                               "`h4d eval cameras SEQ` (accuracy vs camera count, `h4d eval cameras --help`)")
     p.add_argument("out", type=Path, help="output folder of `h4d run`")
-    p.add_argument("--gt", type=Path, required=True, help="sequence folder holding ground_truth/")
+    p.add_argument("--gt", type=Path, help="sequence folder holding ground_truth/ (without it: the fit's quality measures alone)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--contact-mm", type=float, help="contact threshold (default: the run's contact.contact_mm, 10)")
+    p.add_argument("--penetration-mm", type=float, help="frames_penetrating threshold (default: the run's contact.penetration_mm, 10)")
+    p.add_argument("--fps", type=float, help="frame rate of the acceleration measures (default: the ground truth's, else 30)")
+    p.add_argument("--device", help="where the interaction measures run (default: cuda when present)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-hmr", prog="h4d eval hmr", help="`h4d eval hmr`: a monocular method's per-camera SMPL predictions, Harmony4D benchmark protocol",

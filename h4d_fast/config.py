@@ -161,6 +161,14 @@ class FitConfig:
 
 
 @dataclass
+class ContactConfig:
+    """Vertex-level contact between people and the interaction measures (export and ``h4d eval``)."""
+
+    contact_mm: float = _f(10.0, "a vertex touches the other person when it lies within this distance (mm) of their surface, or inside their body")
+    penetration_mm: float = _f(10.0, "h4d eval: a frame counts in frames_penetrating when its deepest penetration exceeds this (mm)")
+
+
+@dataclass
 class RunConfig:
     """Execution settings."""
 
@@ -190,6 +198,7 @@ class Config:
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     fit: FitConfig = field(default_factory=FitConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
