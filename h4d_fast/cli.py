@@ -348,7 +348,7 @@ def format_interaction(rep: dict[str, Any]) -> str:
              f"{100 * rep['frames_penetrating']:.1f}% of frames deeper than the threshold"]
     if "contact_f1" in rep:
         lines.append(f"  contact          F1 {rep['contact_f1']:.3f} (precision {rep['contact_precision']:.3f}, recall {rep['contact_recall']:.3f}) "
-                     f"at {rep['contact_mm']:g} mm")
+                     f"at {rep['contact_mm']:g} mm" + (f"; body parts F1 {rep['contact_region_f1']:.3f}" if "contact_region_f1" in rep else ""))
     acc = rep.get("accel_mm_s2") or {}
     parts = []
     if "inter_mm" in rep:
