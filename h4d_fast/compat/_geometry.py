@@ -118,7 +118,8 @@ def _adjugate4(M: Tensor) -> Tensor:
 def homogeneous_dlt(M: Tensor, steps: int = 8) -> Tensor:
     """The homogeneous DLT point ``[..., 3]`` of normal matrices ``M [..., 4, 4]`` (module docstring).
 
-    NaN where ``M`` has rank below 3 (fewer than two independent views).
+    With rank below 3 (fewer than two independent views) the result is meaningless (NaN when the
+    adjugate vanishes exactly): callers count the views.
     """
     x0, _ = solve3x3(M[..., :3, :3], -M[..., :3, 3])
     v = torch.cat([x0, torch.ones_like(x0[..., :1])], -1)

@@ -30,6 +30,8 @@ What aniposelib 0.8 computes, and how it is matched:
   :func:`h4d_fast.ops.triangulate_ransac` instead (view pairs as hypotheses, inliers within
   ``threshold`` px converted per camera to normalized units, robust refinement): different
   semantics, so different points where views disagree, and orders of magnitude less work.
+  A point without any view makes aniposelib raise (``ValueError`` from stacking no cameras);
+  here it comes back NaN, not picked, error 0.
 """
 
 from __future__ import annotations
