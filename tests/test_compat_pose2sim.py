@@ -236,8 +236,14 @@ def test_custom_skeleton_order():
         P2S.keypoint_model({"pose": {"pose_model": "NOT_A_MODEL_ANYWHERE"}})
 
 
-def test_toy_project_without_pose2sim(tmp_path):
-    """The adapter alone on a generated project: one TRC per person, Y-up, close to the truth."""
+def test_toy_project_without_pose2sim(tmp_path, monkeypatch):
+    """The adapter alone (Pose2Sim hidden) on a generated project: one TRC per person, Y-up, close to the truth."""
+    import sys
+
+    for m in ("Pose2Sim", "Pose2Sim.Pose2Sim", "Pose2Sim.skeletons", "Pose2Sim.common"):
+        monkeypatch.setitem(sys.modules, m, None)  # import fails as if not installed
+    with pytest.raises(AttributeError, match="not installed"):
+        P2S.filtering  # noqa: B018 - the other steps are Pose2Sim's
     proj = toy_project(tmp_path, 2, seed=5, multi=True)
     paths = P2S.triangulation(str(proj / "Config.toml"), device="cpu")
     # the frame range ends at the smallest count of json files in a camera folder (Pose2Sim's rule; files are missing)
