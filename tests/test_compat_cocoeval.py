@@ -17,46 +17,10 @@ K = 17
 def make_data(seed: int = 0, n_img: int = 120, n_cat: int = 3, wholebody: bool = False) -> tuple[dict, list]:
     """Ground truth with images without annotations, crowd, zero-area and no-visible-keypoint
     annotations, several categories; detections with tied scores, false positives, more than 20
-    per cell in places."""
-    rng = np.random.RandomState(seed)
-    parts = {"foot_kpts": 6, "face_kpts": 4, "lefthand_kpts": 3, "righthand_kpts": 3} if wholebody else {}
-    imgs = [{"id": i + 1, "width": 640, "height": 480} for i in range(n_img)]
-    cats = [{"id": c + 1, "name": f"c{c}", "keypoints": [str(k) for k in range(K)], "skeleton": []} for c in range(n_cat)]
-    anns, dts = [], []
+    per cell in places (the benchmark's generator)."""
+    from bench.adapters import coco_keypoint_data
 
-    def kp(x, y, w, h, n, vis=True):
-        k = np.stack([x + rng.uniform(0, w, n), y + rng.uniform(0, h, n), rng.choice([0, 1, 2], n, p=[0.3, 0.2, 0.5]) if vis else np.zeros(n)], 1)
-        k[k[:, 2] == 0, :2] = 0
-        return k
-
-    for im in imgs:
-        if rng.rand() < 0.1:
-            continue
-        for c in range(n_cat):
-            for _ in range(rng.randint(0, 4)):
-                x, y, w, h = rng.uniform(50, 500), rng.uniform(50, 350), rng.uniform(5, 120), rng.uniform(5, 150)
-                k = kp(x, y, w, h, K, vis=rng.rand() > 0.1)
-                a = {"id": len(anns) + 1, "image_id": im["id"], "category_id": c + 1, "bbox": [x, y, w, h],
-                     "area": 0.0 if rng.rand() < 0.05 else w * h * rng.uniform(0.3, 0.9), "iscrowd": int(rng.rand() < 0.08),
-                     "keypoints": k.ravel().tolist(), "num_keypoints": int((k[:, 2] > 0).sum())}
-                for name, n in parts.items():
-                    a[name] = kp(x, y, w, h, n).ravel().tolist()
-                anns.append(a)
-                for _ in range(rng.randint(0, 3)):
-                    d = k.copy()
-                    d[:, :2] += rng.normal(0, rng.uniform(1, 15), (K, 2))
-                    d[:, 2] = rng.uniform(0, 1, K)
-                    det = {"image_id": im["id"], "category_id": c + 1, "keypoints": d.ravel().tolist(), "score": float(rng.choice([0.5, rng.rand()]))}
-                    for name, n in parts.items():
-                        det[name] = (np.asarray(a[name]).reshape(-1, 3) + [rng.normal(0, 5), rng.normal(0, 5), 0]).ravel().tolist()
-                    dts.append(det)
-        for _ in range(rng.randint(0, 3) + (25 if rng.rand() < 0.03 else 0)):  # false positives; some cells over maxDets
-            d = np.stack([rng.uniform(0, 640, K), rng.uniform(0, 480, K), rng.uniform(0, 1, K)], 1)
-            det = {"image_id": im["id"], "category_id": int(rng.randint(1, n_cat + 1)), "keypoints": d.ravel().tolist(), "score": float(rng.rand())}
-            for name, n in parts.items():
-                det[name] = np.stack([rng.uniform(0, 640, n), rng.uniform(0, 480, n), np.ones(n)], 1).ravel().tolist()
-            dts.append(det)
-    return {"images": imgs, "categories": cats, "annotations": anns}, dts
+    return coco_keypoint_data(seed, n_img, n_cat, K, wholebody)
 
 
 def run(orig_cls, ours_cls, coco_mod, gt_dict, dts, **kw):

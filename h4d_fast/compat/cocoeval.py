@@ -58,56 +58,88 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def _rows(anns: list, iou_type: str, width: int) -> np.ndarray:
+    """``[n, width]`` keypoint rows of annotations (one pass, no per-cell work)."""
+    if not anns:
+        return np.zeros((0, width))
+    if iou_type in _PARTS:
+        return np.asarray([_kpts(a, iou_type) for a in anns], dtype=np.float64).reshape(len(anns), width)
+    return np.asarray([a["keypoints"] for a in anns], dtype=np.float64).reshape(len(anns), width)
+
+
 def oks_cells(cells: Sequence[tuple[list, list]], sigmas: np.ndarray, max_dets: int, iou_type: str = "keypoints",
               use_area: bool = True, score_key: str = "score", device: str | torch.device | None = None) -> list:
     """``computeOks`` of many cells: each cell ``(dts, gts)`` -> ``[]`` or ``[D, G]`` float64 array.
 
-    The cells are batched in float64 torch (module docstring for the formula).
+    All annotations are read in one pass into arrays; the per-cell ordering (stable, by
+    descending score) and the ``maxDets`` cut are vectorised; cells of similar size are batched in
+    float64 torch (module docstring for the formula).
     """
     dev = _device(device)
     sig = torch.as_tensor(np.asarray(sigmas, dtype=np.float64), device=dev)
     K = sig.numel()
     var = (sig * 2) ** 2
-    results: list = [[] for _ in cells]
-    todo = []
-    for ci, (dts, gts) in enumerate(cells):
-        if len(dts) == 0 or len(gts) == 0:
-            continue
-        order = np.argsort([-d[score_key] for d in dts], kind="mergesort")
-        dsel = [dts[i] for i in order[:max_dets]]
-        todo.append((ci, dsel, gts))
-    if not todo:
+    n_cells = len(cells)
+    results: list = [[] for _ in range(n_cells)]
+    nd = np.fromiter((len(d) for d, _ in cells), dtype=np.int64, count=n_cells)
+    ng = np.fromiter((len(g) for _, g in cells), dtype=np.int64, count=n_cells)
+    live = np.nonzero((nd > 0) & (ng > 0))[0]
+    if live.size == 0:
         return results
-    # batch cells of similar sizes together: sort by D * G
-    todo.sort(key=lambda t: len(t[1]) * len(t[2]))
+    all_d = [a for ci in live for a in cells[ci][0]]
+    all_g = [a for ci in live for a in cells[ci][1]]
+    d_rows = _rows(all_d, iou_type, 3 * K)
+    g_rows = _rows(all_g, iou_type, 3 * K)
+    score = np.fromiter((a[score_key] for a in all_d), dtype=np.float64, count=len(all_d))
+    bbox = np.asarray([a["bbox"][:4] for a in all_g], dtype=np.float64).reshape(-1, 4)
+    area = (np.fromiter((a["area"] for a in all_g), dtype=np.float64, count=len(all_g)) if use_area
+            else bbox[:, 3] * bbox[:, 2] * 0.53)
+    # per detection: its cell (0..L-1) and its rank there after a stable sort by descending score
+    L = live.size
+    d_cell = np.repeat(np.arange(L), nd[live])
+    g_cell = np.repeat(np.arange(L), ng[live])
+    order = np.lexsort((np.arange(len(all_d)), -score, d_cell))  # by cell, then score desc, then position
+    d_start = np.concatenate([[0], np.cumsum(nd[live])[:-1]])
+    rank = np.empty(len(all_d), dtype=np.int64)
+    rank[order] = np.arange(len(all_d)) - d_start[d_cell[order]]
+    g_start = np.concatenate([[0], np.cumsum(ng[live])[:-1]])
+    g_rank = np.arange(len(all_g)) - g_start[g_cell]
+    D = np.minimum(nd[live], max_dets)
+    G = ng[live]
+    keep = rank < max_dets
+    # batches of cells of similar size (by D * G), each padded to its largest cell
+    by_size = np.argsort(D * G, kind="stable")
     i = 0
-    while i < len(todo):
-        Dm, Gm = len(todo[i][1]), len(todo[i][2])
+    while i < L:
         j = i
-        while j < len(todo):
-            Dm2, Gm2 = max(Dm, len(todo[j][1])), max(Gm, len(todo[j][2]))
-            if (j - i + 1) * Dm2 * Gm2 * K > _CELLS and j > i:
+        Dm = Gm = 0
+        while j < L:
+            c = by_size[j]
+            Dm2, Gm2 = max(Dm, int(D[c])), max(Gm, int(G[c]))
+            if j > i and (j - i + 1) * Dm2 * Gm2 * K > _CELLS:
                 break
             Dm, Gm = Dm2, Gm2
             j += 1
-        batch = todo[i:j]
-        B = len(batch)
+        batch = by_size[i:j]
+        slot = np.full(L, -1, dtype=np.int64)
+        slot[batch] = np.arange(batch.size)
+        B = batch.size
         d = np.zeros((B, Dm, 3 * K))
         g = np.zeros((B, Gm, 3 * K))
-        area = np.ones((B, Gm))
-        box = np.zeros((B, Gm, 4))
-        for b, (_, dsel, gts) in enumerate(batch):
-            for r, a in enumerate(dsel):
-                d[b, r] = np.asarray(_kpts(a, iou_type), dtype=np.float64)
-            for r, a in enumerate(gts):
-                g[b, r] = np.asarray(_kpts(a, iou_type), dtype=np.float64)
-                bb = a["bbox"]
-                box[b, r] = bb[:4]
-                area[b, r] = a["area"] if use_area else bb[3] * bb[2] * 0.53
-        o = _oks_dense(torch.as_tensor(d, device=dev), torch.as_tensor(g, device=dev), torch.as_tensor(area, device=dev),
-                       torch.as_tensor(box, device=dev), var).cpu().numpy()
-        for b, (ci, dsel, gts) in enumerate(batch):
-            results[ci] = np.ascontiguousarray(o[b, : len(dsel), : len(gts)])
+        ar = np.ones((B, Gm))
+        bx = np.zeros((B, Gm, 4))
+        sd = slot[d_cell]
+        md = keep & (sd >= 0)
+        d[sd[md], rank[md]] = d_rows[md]
+        sg = slot[g_cell]
+        mg = sg >= 0
+        g[sg[mg], g_rank[mg]] = g_rows[mg]
+        ar[sg[mg], g_rank[mg]] = area[mg]
+        bx[sg[mg], g_rank[mg]] = bbox[mg]
+        o = _oks_dense(torch.as_tensor(d, device=dev), torch.as_tensor(g, device=dev), torch.as_tensor(ar, device=dev),
+                       torch.as_tensor(bx, device=dev), var).cpu().numpy()
+        for b, c in enumerate(batch.tolist()):
+            results[int(live[c])] = np.ascontiguousarray(o[b, : D[c], : G[c]])
         i = j
     return results
 
