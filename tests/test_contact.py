@@ -91,6 +91,20 @@ def test_surface_query_without_numba_matches(monkeypatch):
     torch.testing.assert_close(t.vertex_dist, q.vertex_dist, atol=1e-12, rtol=0)
 
 
+def test_batched_query_matches_numba_path():
+    """The frames-batched query (the GPU path) run on CPU tensors gives the numba path's labels."""
+    from h4d_fast.eval import contact as C
+
+    a, b = two_spheres([-0.03, -0.004, 0.004, 0.012, 0.3])
+    q = surface_query(a, b, SPH_F, 0.01)
+    lo, hi = b.amin(1), b.amax(1)
+    cand = ((a >= lo[:, None] - 0.01) & (a <= hi[:, None] + 0.01)).all(-1)
+    out = C.SurfaceQuery(torch.full(cand.shape, float("inf"), dtype=a.dtype), torch.zeros(cand.shape, dtype=torch.bool), torch.zeros(cand.shape, dtype=a.dtype))
+    C._query_gpu(a, b, _mesh._topology(SPH_F, b.shape[1]), cand, 8, out)
+    assert torch.equal(q.inside | (q.dist <= 0.01), out.inside | (out.dist <= 0.01))
+    torch.testing.assert_close(out.vertex_dist, q.vertex_dist, atol=1e-12, rtol=0)
+
+
 def test_pair_contact_both_directions_and_far_frames():
     a, b = two_spheres([-0.02, 0.005, 0.5])
     pc = pair_contact(a, b, SPH_F, contact_mm=10.0)
