@@ -100,7 +100,9 @@ def test_batched_query_matches_numba_path():
     lo, hi = b.amin(1), b.amax(1)
     cand = ((a >= lo[:, None] - 0.01) & (a <= hi[:, None] + 0.01)).all(-1)
     out = C.SurfaceQuery(torch.full(cand.shape, float("inf"), dtype=a.dtype), torch.zeros(cand.shape, dtype=torch.bool), torch.zeros(cand.shape, dtype=a.dtype))
-    C._query_gpu(a, b, _mesh._topology(SPH_F, b.shape[1]), cand, 8, out)
+    need = C._gpu_needed(a, b, SPH_F, cand, 0.01)
+    assert bool((need <= cand).all())
+    C._query_gpu(a, b, _mesh._topology(SPH_F, b.shape[1]), need, 8, out)
     assert torch.equal(q.inside | (q.dist <= 0.01), out.inside | (out.dist <= 0.01))
     torch.testing.assert_close(out.vertex_dist, q.vertex_dist, atol=1e-12, rtol=0)
 
@@ -216,6 +218,15 @@ def test_default_body_contact_culls_nothing_in_reach(default_body):
     got = q.inside[0, idx] | (q.dist[0, idx] <= 0.01)
     assert int(truth.sum()) > 20  # the set-up does touch
     assert torch.equal(got, truth)
+    # the GPU path's coarse cull (run here on CPU tensors) drops most box candidates and no contact
+    from h4d_fast.eval import contact as C
+
+    need = C._gpu_needed(v, b, faces, box[None], 0.01)
+    assert int(need.sum()) < 0.5 * int(box.sum())
+    out = C.SurfaceQuery(torch.full(box[None].shape, float("inf"), dtype=v.dtype), torch.zeros(box[None].shape, dtype=torch.bool),
+                         torch.zeros(box[None].shape, dtype=v.dtype))
+    C._query_gpu(v, b, _mesh._topology(faces, b.shape[1]), need, 8, out)
+    assert torch.equal((out.inside | (out.dist <= 0.01))[0, idx], truth)
 
 
 # ----------------------------------------------------------------------------- files
