@@ -269,3 +269,25 @@ def test_surface_query_gpu_matches_cpu():
     torch.testing.assert_close(qg.vertex_dist.cpu(), qc.vertex_dist, atol=1e-9, rtol=0)
     pc = pair_contact(a.cuda().float(), b.cuda().float(), SPH_F.cuda())
     assert pc.contact.is_cuda and math.isfinite(float(pc.max_vertex_depth().max()))
+
+
+def test_export_and_ground_truth_contact(default_body, tmp_path):
+    """The export's arrays from ground-truth parameters: two default bodies placed into each other's reach."""
+    from h4d_fast.eval.contact import export_contact, ground_truth_contact
+
+    F, P = 2, 2
+    params = {"global_orient": torch.zeros(F, P, 3), "body_pose": torch.zeros(F, P, 69), "betas": torch.zeros(P, 10),
+              "transl": torch.tensor([[[0.0, 0, 0], [0.45, 0, 0.04]], [[0.0, 0, 0], [2.0, 0, 0]]])}
+    c = ground_truth_contact(params, default_body)
+    parts = body_parts(default_body)
+    N = default_body.num_vertices
+    assert c["contact"].shape == (F, 1, 2, N) and c["contact_pairs"].tolist() == [[0, 1]] and float(c["contact_mm"]) == 10.0
+    assert c["contact"][0].any() and not c["contact"][1].any()  # touching, then 2 m apart
+    assert c["contact_regions"].shape == (F, 1, 2, len(parts.names)) and list(c["part_names"]) == list(parts.names)
+    hands = [parts.names.index(n) for n in ("left_hand", "right_hand", "left_forearm", "right_forearm", "left_upper_arm", "right_upper_arm")]
+    assert c["contact_regions"][0, 0, :, hands].any()  # arms / hands meet
+    # written and read back as the synthetic ground truth would be
+    p = write_contact(tmp_path / "contact.npz", torch.as_tensor(c["contact"]), [(0, 1)], [1, 2], 10.0, parts.names, parts.vertex_part)
+    assert torch.equal(read_contact(p).contact, torch.as_tensor(c["contact"]))
+    v = torch.zeros(1, 2, N, 3)
+    assert export_contact(v, default_body.faces)["contact"].shape == (1, 1, 2, N)

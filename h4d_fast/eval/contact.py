@@ -38,6 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -344,6 +345,43 @@ def vertex_contact(verts: Tensor, faces: Tensor, contact_mm: float = DEFAULT_CON
     return out, pairs
 
 
+def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: float = DEFAULT_CONTACT_MM) -> dict[str, Any]:
+    """What the export writes about contact, from the meshes of a sequence.
+
+    Args:
+        verts: ``[F, P, N, 3]`` metres (any device; the GPU path runs on CUDA tensors).
+        faces: ``[T, 3]``; parts: a :class:`~h4d_fast.body.parts.BodyParts` (``body_parts(body)``)
+            for the region names, or None.
+        contact_mm: ``cfg.contact.contact_mm``.
+    Returns:
+        numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
+        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``;
+        with ``parts``: ``contact_regions`` bool ``[F, Q, 2, R]``, ``part_names`` str ``[R]``,
+        ``vertex_part`` int16 ``[N]``.
+    """
+    v = torch.as_tensor(verts)
+    labels, pairs = vertex_contact(v, torch.as_tensor(faces).to(v.device), contact_mm)
+    out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
+                           "contact_mm": np.asarray(float(contact_mm))}
+    if parts is not None:
+        out["contact_regions"] = parts.regions(labels.cpu()).numpy()
+        out["part_names"] = np.asarray(parts.names)
+        out["vertex_part"] = parts.vertex_part.cpu().numpy().astype(np.int16)
+    return out
+
+
+def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu") -> dict[str, Any]:
+    """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
+    ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
+    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels."""
+    from ..body.parts import body_parts
+    from ..io.smpl_layout import recompute_meshes
+
+    p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
+    v, _ = recompute_meshes(body, p, device=device)
+    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm)
+
+
 def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
     """Precision, recall and F1 of predicted vertex contact against ground truth.
 
@@ -367,6 +405,8 @@ def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
 
 __all__ = [
     "DEFAULT_CONTACT_MM",
+    "export_contact",
+    "ground_truth_contact",
     "PairContact",
     "SurfaceQuery",
     "contact_scores",
