@@ -163,8 +163,9 @@ def test_toy_projects_match_pose2sim(tmp_path):
 
 @pytest.mark.skipif(not (DEMO / "single_person").is_dir(), reason="Pose2Sim demo data absent")
 def test_demo_close_to_the_shipped_pose2sim_result(tmp_path):
-    """The demo's TRC was made by Pose2Sim 0.8.4 (other defaults then): the same points to a
-    median well under a millimetre where both have them (measured 0.0 mm median, 0.3 mm p90)."""
+    """The demo's TRC was made by Pose2Sim 0.8.4 (other defaults then): measured identical to
+    1e-12 mm for 99.2% of the 2,100 marker positions, 17 differ by up to 108 mm (the two versions'
+    camera exclusion and interpolation settings); the bounds leave room for that."""
     pytest.importorskip("anytree")
     _pose2sim()
     proj = demo_project(tmp_path)
@@ -174,7 +175,7 @@ def test_demo_close_to_the_shipped_pose2sim_result(tmp_path):
     assert ours.markers == ref.markers and ours.xyz.shape == ref.xyz.shape
     d = np.linalg.norm(ours.xyz - ref.xyz, axis=-1)
     d = d[np.isfinite(d)]
-    assert np.median(d) < 1e-3 and np.percentile(d, 90) < 5e-3
+    assert np.median(d) < 1e-6 and np.percentile(d, 90) < 1e-6 and (d > 1e-3).mean() < 0.05
 
 
 # ----------------------------------------------------------------------------- always
