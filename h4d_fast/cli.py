@@ -343,26 +343,9 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def format_interaction(rep: dict[str, Any]) -> str:
-    """The interaction measures of a report (:mod:`h4d_fast.eval.interaction`) as text lines."""
-    if "max_penetration_mm" not in rep:
-        return "  interaction      (no SMPL fit of two or more people)"
-    mp = rep["max_penetration_mm"]
-    lines = [f"  penetration      max depth {mp['mean']:.1f} mm per frame (worst {mp['max']:.1f}), mean depth {rep['mean_penetration_mm']:.1f} mm, "
-             f"{100 * rep['frames_penetrating']:.1f}% of frames deeper than the threshold"]
-    if "contact_f1" in rep:
-        lines.append(f"  contact          F1 {rep['contact_f1']:.3f} (precision {rep['contact_precision']:.3f}, recall {rep['contact_recall']:.3f}) "
-                     f"at {rep['contact_mm']:g} mm" + (f"; body parts F1 {rep['contact_region_f1']:.3f}" if "contact_region_f1" in rep else ""))
-    acc = rep.get("accel_mm_s2") or {}
-    parts = []
-    if "inter_mm" in rep:
-        parts.append(f"inter-person distances {rep['inter_mm']:.2f} mm")
-    if acc.get("error") is not None:
-        parts.append(f"acceleration error {acc['error']:.0f} mm/s^2")
-    if acc.get("jitter") is not None:
-        parts.append(f"jitter {acc['jitter']:.0f} mm/s^2")
-    if parts:
-        lines.append("  interaction      " + ", ".join(parts) + f" ({rep.get('interaction_joints')}, {rep['interaction_seconds']:.1f} s)")
-    return "\n".join(lines)
+    from .eval.interaction import format_measures
+
+    return format_measures(rep)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -128,6 +128,10 @@ def test_interaction_report_and_cli(tiny_run, capsys):
     rep = interaction_report(out, seq, device="cpu")
     assert rep["fps"] == 30.0 and rep["ground_truth_contact"] == "meshes"
     assert rep["inter_mm"] > 0 and rep["accel_mm_s2"]["error"] is not None and "contact_f1" in rep and "contact_region_f1" in rep
+    from h4d_fast.eval.interaction import format_measures
+
+    text = format_measures(rep)
+    assert "penetration" in text and f"F1 {rep['contact_f1']:.3f}" in text and "inter-person distances" in text
     # quality measures alone, without ground truth
     assert main(["eval", str(out), "--json", "--device", "cpu"]) == 0
     q = json.loads(capsys.readouterr().out)
