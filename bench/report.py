@@ -293,6 +293,11 @@ def summary_rows(R: dict[str, Any]) -> list[list[str]]:
         if w is None:
             continue
         title = TITLES.get(wl, wl)
+        if wl == "adapters":  # one row per adapter against its original
+            from bench.adapters import summary_rows as adapter_rows
+
+            rows += adapter_rows(w)
+            continue
         if wl == "end_to_end":
             if w.get("available"):
                 acc = w.get("accuracy") or {}
@@ -648,7 +653,7 @@ def markdown(R: dict[str, Any]) -> str:
             L.append("```")
             L.append("")
             continue
-        if isinstance(w, dict) and "systems" not in w and wl != "end_to_end":
+        if isinstance(w, dict) and "systems" not in w and wl != "end_to_end" and "adapters" not in w:
             L.append(f"## {TITLES.get(wl, wl)}")
             L.append("")
             L.append(f"not available: {w.get('absent') or w.get('reason')}")

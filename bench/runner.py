@@ -6,7 +6,8 @@
 
 Runs, in this order, each under its own time caps and the run's overall budget (``--budget-s``;
 a workload or sweep point that no longer fits is skipped and listed): triangulation, end to end
-(``h4d run``), OKS dedup, collision, SMPL fit, then the scaling sweep. After every workload the
+(``h4d run``), OKS dedup, collision, SMPL fit, the drop-in adapters against their originals
+(``bench/adapters.py``), then the scaling sweep. After every workload the
 results are written to ``<out>/<date>-<device>[-quick].json`` and ``.md`` (so an interrupted
 run still leaves its figures), and at the end the plot ``.png`` next to them. ``--out`` defaults
 to ``bench/results``; on the GPU machine pass ``--out $OUT``.
@@ -45,8 +46,8 @@ import torch
 from bench.common import REPO, Budget, Context, environment
 
 # run order: the acceptance figures (triangulation, end to end) first, so that a short budget keeps them
-WORKLOADS = ("triangulation", "end_to_end", "dedup", "collision", "fitting", "detect", "images_to_meshes")
-ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation", "i2m": "images_to_meshes"}
+WORKLOADS = ("triangulation", "end_to_end", "dedup", "collision", "fitting", "detect", "images_to_meshes", "adapters")
+ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation", "i2m": "images_to_meshes", "compat": "adapters"}
 RESERVE_S = 15.0  # kept for writing the outputs
 
 
@@ -79,7 +80,7 @@ def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argpars
     ap.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     ap.add_argument("--out", "--out-dir", dest="out_dir", type=Path, default=REPO / "bench" / "results",
                     help="folder of the JSON/MD/PNG (default bench/results; on the GPU machine: $OUT)")
-    ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(WORKLOADS) + " (aliases: oks, e2e, fit, tri)")
+    ap.add_argument("--only", default=None, help="comma-separated subset of " + ",".join(WORKLOADS) + " (aliases: oks, e2e, fit, tri, compat)")
     ap.add_argument("--frames", type=int, default=None,
                     help="frames of every workload (default 600; --quick: 60, collision 20, fit 8); the sweep is centred there")
     ap.add_argument("--no-sweep", action="store_true", help="skip the scaling sweep")

@@ -153,11 +153,11 @@ def cmd_run_many(args: argparse.Namespace) -> int:
     return cli(args, _config_from_args(args), _log)
 
 
-def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
+def evaluate_output(out: Path, gt_seq: Path, interaction: dict[str, Any] | None = None) -> dict[str, Any]:
     """``h4d eval`` (see :func:`h4d_fast.eval.report.evaluate_output`)."""
     from .eval.report import evaluate_output as run
 
-    return run(out, gt_seq)
+    return run(out, gt_seq, interaction)
 
 
 def format_report(rep: dict[str, Any]) -> str:
@@ -167,7 +167,14 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    report = evaluate_output(Path(args.out), Path(args.gt))
+    kw = {"contact_mm": args.contact_mm, "penetration_mm": args.penetration_mm, "fps": args.fps, "device": args.device}
+    if args.gt is None:  # quality measures of the fit alone
+        from .eval.interaction import interaction_report
+
+        report = interaction_report(Path(args.out), None, **kw)
+        print(json.dumps(report, indent=2) if args.json else format_interaction(report))
+        return 0
+    report = evaluate_output(Path(args.out), Path(args.gt), interaction=kw)
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -217,6 +224,12 @@ def _eval_verb(argv: list[str]) -> list[str]:
     if len(argv) >= 2 and argv[0] == "eval" and argv[1] in _EVAL_VERBS and not (Path(argv[1]) / "poses3d.npz").exists():
         return [_EVAL_VERBS[argv[1]], *argv[2:]]
     return argv
+
+
+def format_interaction(rep: dict[str, Any]) -> str:
+    from .eval.interaction import format_measures
+
+    return format_measures(rep)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -380,8 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="also: `h4d eval hmr --pred PRED --gt SEQ` (monocular predictions, `h4d eval hmr --help`) and "
                               "`h4d eval cameras SEQ` (accuracy vs camera count, `h4d eval cameras --help`)")
     p.add_argument("out", type=Path, help="output folder of `h4d run`")
-    p.add_argument("--gt", type=Path, required=True, help="sequence folder holding ground_truth/")
+    p.add_argument("--gt", type=Path, help="sequence folder holding ground_truth/ (without it: the fit's quality measures alone)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    p.add_argument("--contact-mm", type=float, help="contact threshold (default: the run's contact.contact_mm, 10)")
+    p.add_argument("--penetration-mm", type=float, help="frames_penetrating threshold (default: the run's contact.penetration_mm, 10)")
+    p.add_argument("--fps", type=float, help="frame rate of the acceleration measures (default: the ground truth's, else 30)")
+    p.add_argument("--device", help="where the interaction measures run (default: cuda when present)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("eval-hmr", prog="h4d eval hmr", help="`h4d eval hmr`: a monocular method's per-camera SMPL predictions, Harmony4D benchmark protocol",

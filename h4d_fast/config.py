@@ -208,6 +208,14 @@ class DetectConfig:
 
 
 @dataclass
+class ContactConfig:
+    """Vertex-level contact between people and the interaction measures (export and ``h4d eval``)."""
+
+    contact_mm: float = _f(10.0, "a vertex touches the other person when it lies within this distance (mm) of their surface, or inside their body")
+    penetration_mm: float = _f(10.0, "h4d eval: a frame counts in frames_penetrating when its deepest penetration exceeds this (mm)")
+
+
+@dataclass
 class RunConfig:
     """Execution settings."""
 
@@ -238,6 +246,7 @@ class Config:
     refine: RefineConfig = field(default_factory=RefineConfig)
     fit: FitConfig = field(default_factory=FitConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    contact: ContactConfig = field(default_factory=ContactConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import H4DError
 
 
-def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
+def evaluate_output(out: Path, gt_seq: Path, interaction: dict[str, Any] | None = None) -> dict[str, Any]:
     """``h4d eval``: the run's 3D keypoints against the sequence's ground truth. Output people are
     matched to ground-truth people frame by frame (:mod:`h4d_fast.eval.skeleton`); the MPJPE family
     is computed on the matched pairs, beside recall, ghosts, identity switches and PCP."""
@@ -70,6 +70,12 @@ def evaluate_output(out: Path, gt_seq: Path) -> dict[str, Any]:
         report["before_refinement"] = {k: r[k] for k in ("mpjpe_mm", "pa_mpjpe_mm", "recovered", "identity_swaps", "recall")}
     if (out / "processed_data" / "sequence.npz").exists() and gt.smpl is not None and "betas" in gt.smpl:
         report.update(mesh_report(out, gt_seq, gt, frame_ids, pred, gtp, present))
+    from .interaction import interaction_report
+
+    try:
+        report.update(interaction_report(out, gt_seq, **(interaction or {})))
+    except H4DError as e:  # e.g. the run's body model file is not here: the other figures stand
+        report["interaction"] = {"skipped": str(e)}
     timing = out / "timing.json"
     if timing.exists():
         try:
@@ -222,6 +228,10 @@ def format_report(rep: dict[str, Any]) -> str:
             lines.append(f"  interpenetration {m['penetration_after_cm3']:.1f} cm^3 per frame after the collision stage")
     elif "mesh" in rep:
         lines.append(f"  SMPL meshes      {rep['mesh'].get('skipped', '')}")
+    if "max_penetration_mm" in rep:
+        from .interaction import format_measures
+
+        lines.append(format_measures(rep))
     for name, pp in rep["per_person"].items():
         lines.append(f"  {name:<16} MPJPE {pp['mpjpe_mm']:7.2f} mm, PA {pp['pa_mpjpe_mm']:6.2f} mm, recovered {100 * pp['recovered']:6.2f} %")
     if "timing" in rep:

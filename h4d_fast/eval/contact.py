@@ -1,0 +1,417 @@
+"""Vertex-level contact between people, and the per-vertex surface query it rests on.
+
+Definition (issue 15): in a frame, a vertex of person ``a`` *touches* person ``b`` when it lies
+within ``contact_mm`` of ``b``'s surface or inside ``b``'s body. Per frame and pair of people the
+result is ``contact [2, V]``: row 0 = ``a``'s vertices touching ``b``, row 1 = ``b``'s touching
+``a``. The default ``contact_mm`` (10 mm) is ``ExportConfig.contact_mm`` in the config.
+
+The surface query (:func:`surface_query`) is :mod:`h4d_fast.eval.mesh`'s machinery -- closest
+triangle among those around the ``k`` nearest vertices, inside test by the angle-weighted
+pseudo-normal of that triangle's closest feature -- run on the points that can matter:
+
+1. frames whose two boxes are farther apart than the band (``contact_mm``) are skipped;
+2. points outside the other mesh's box grown by the band are outside and out of reach;
+3. CPU: of the rest, the exact query runs on the points whose nearest vertex of the other mesh
+   is within ``band + r`` (``r`` = the longest triangle edge / sqrt(3) of that mesh: every
+   surface point lies within ``r`` of a vertex of its triangle, so farther points are more than
+   ``band`` from the surface) and on the points the mesh module's cell cull cannot place outside
+   (inside cells and cells its triangles touch); every other point is outside and out of reach.
+   GPU (frames batched): the same distance bound from a coarse vertex subset (one vertex per
+   3 cm voxel; ``c`` = how far every vertex is from its subset vertex): the exact query runs on
+   the points within ``band + r + c`` of a subset vertex, and on the farther ones whose nearest
+   subset vertex's normal faces away from them; the rest count as outside. So on the GPU a point
+   deeper than ~``band + r + c`` (about 8 cm for the default body) inside the other body is found
+   only when that normal test says so (it does inside locally convex parts, i.e. limbs and torso).
+
+Outputs per queried point: ``dist`` (distance to the closest surface point, metres; ``inf`` where
+the point was placed out of reach without a query), ``inside`` and ``vertex_dist`` (distance to
+the nearest *vertex* of the other mesh where inside, 0 elsewhere: the penetration depth as the
+Harmony4D benchmark measures it, ``benchmark/script/collision.py``). Nothing is differentiable.
+
+    res = pair_contact(verts_a, verts_b, faces)             # verts [F, N, 3], metres
+    res.contact                                             # [F, 2, N] bool
+    labels, pairs = vertex_contact(verts [F, P, N, 3], faces)   # [F, Q, 2, N], Q = P(P-1)/2
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import mesh as _mesh
+
+DEFAULT_CONTACT_MM = 10.0
+_GPU_POINTS = 1 << 28  # point x vertex distances per batch of the GPU query (1 GiB of float32)
+
+
+@dataclass
+class SurfaceQuery:
+    """Points of one mesh against the other mesh (see the module docstring), each ``[F, M]``."""
+
+    dist: Tensor
+    inside: Tensor
+    vertex_dist: Tensor
+
+
+@dataclass
+class PairContact:
+    """Both directions of one pair of people over ``F`` frames.
+
+    Attributes:
+        contact: ``[F, 2, N]`` bool (row 0 = a's vertices touching b, row 1 = b's touching a;
+            needs equal vertex counts, else see ``contact_a`` / ``contact_b``).
+        a_in_b, b_in_a: the :class:`SurfaceQuery` of each direction.
+        contact_m: the threshold used (metres).
+    """
+
+    a_in_b: SurfaceQuery
+    b_in_a: SurfaceQuery
+    contact_m: float
+
+    @property
+    def contact_a(self) -> Tensor:
+        q = self.a_in_b
+        return q.inside | (q.dist <= self.contact_m)
+
+    @property
+    def contact_b(self) -> Tensor:
+        q = self.b_in_a
+        return q.inside | (q.dist <= self.contact_m)
+
+    @property
+    def contact(self) -> Tensor:
+        a, b = self.contact_a, self.contact_b
+        if a.shape != b.shape:
+            raise ValueError(f"people have {a.shape[-1]} and {b.shape[-1]} vertices: use contact_a / contact_b")
+        return torch.stack([a, b], 1)
+
+    def max_vertex_depth(self) -> Tensor:
+        """``[F]`` the benchmark's per-frame maximum penetration: the largest nearest-vertex
+        distance of a vertex inside the other body, over both directions (metres, 0 if none)."""
+        return torch.maximum(self.a_in_b.vertex_dist.amax(-1), self.b_in_a.vertex_dist.amax(-1))
+
+
+def _boxes(v: Tensor) -> tuple[Tensor, Tensor]:
+    return v.amin(-2), v.amax(-2)
+
+
+def _max_tri_radius(verts: Tensor, faces: Tensor) -> Tensor:
+    """``[F]`` the longest triangle edge / sqrt(3): every point of a triangle is within this of one
+    of its vertices (circumradius of an acute triangle, half the longest edge otherwise)."""
+    f = faces.long()
+    p = verts[:, f]  # [F, T, 3, 3]
+    e = torch.stack([(p[:, :, 1] - p[:, :, 0]).norm(dim=-1), (p[:, :, 2] - p[:, :, 1]).norm(dim=-1),
+                     (p[:, :, 0] - p[:, :, 2]).norm(dim=-1)], -1)
+    return e.amax((-1, -2)) / math.sqrt(3.0)
+
+
+def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: int = 8) -> SurfaceQuery:
+    """Distance to and inside flag w.r.t. a closed mesh, for the points that can be within ``band``
+    of it or inside it (module docstring).
+
+    Args:
+        points: ``[F, M, 3]``; verts ``[F, N, 3]`` (closed, outward-oriented); faces ``[T, 3]``.
+        band: metres; points farther than this from the surface and outside may get ``dist = inf``.
+        k: nearest vertices whose triangles are searched.
+    Returns:
+        :class:`SurfaceQuery` of ``[F, M]`` tensors on ``points``' device.
+    """
+    if points.dim() != 3 or verts.dim() != 3 or points.shape[0] != verts.shape[0]:
+        raise ValueError(f"surface_query: expected points [F, M, 3] and verts [F, N, 3], got {tuple(points.shape)}, {tuple(verts.shape)}")
+    F, M = points.shape[:2]
+    dev = points.device
+    dist = torch.full((F, M), float("inf"), dtype=points.dtype, device=dev)
+    inside = torch.zeros((F, M), dtype=torch.bool, device=dev)
+    vdist = torch.zeros((F, M), dtype=points.dtype, device=dev)
+    out = SurfaceQuery(dist, inside, vdist)
+    if F == 0 or M == 0:
+        return out
+    with torch.no_grad():
+        points, verts = points.detach(), verts.detach()
+        lo, hi = _boxes(verts)
+        cand = ((points >= lo[:, None] - band) & (points <= hi[:, None] + band)).all(-1)  # [F, M]
+        topo = _mesh._topology(faces, verts.shape[1])
+        if dev.type != "cpu":
+            _query_gpu(points, verts, topo, _gpu_needed(points, verts, faces, cand, band), k, out)
+            return out
+        nb = _mesh._numba_depth()
+        if nb is None:
+            _query_torch(points, verts, topo, cand, k, out)
+        else:
+            _query_numba(nb, points, verts, faces, topo, cand, band, k, out)
+    return out
+
+
+def _query_numba(nb, points: Tensor, verts: Tensor, faces: Tensor, topo, cand: Tensor, band: float, k: int, out: SurfaceQuery) -> None:
+    from scipy.spatial import cKDTree
+
+    f_np = faces.detach().long().cpu().numpy()
+    v2f, adj = topo.v2f.cpu().numpy(), topo.edge_adj.cpu().numpy()
+    kk = min(k, verts.shape[1])
+    rad = _max_tri_radius(verts, faces).double().numpy()
+    for fi in cand.any(-1).nonzero()[:, 0].tolist():
+        vv = verts[fi].double().numpy()
+        ext = float((vv.max(0) - vv.min(0)).max())
+        if not math.isfinite(ext) or ext <= 0:
+            continue
+        box_idx = cand[fi].nonzero()[:, 0].numpy()
+        pts = points[fi].double().numpy()[box_idx]
+        tree = cKDTree(vv, balanced_tree=False)  # built per frame: the unbalanced build is ~2x faster
+        dv, _ = tree.query(pts, k=1, distance_upper_bound=band + float(rad[fi]), workers=-1)
+        keep = np.isfinite(dv)
+        far = np.nonzero(~keep)[0]
+        if far.size:  # the mesh module's cell cull: inside cells and cells its triangles touch
+            keep[far] = nb.candidates(np.ascontiguousarray(pts[far]), vv, f_np, ext / _mesh._CELL_DIVISIONS).astype(bool)
+        sel = np.nonzero(keep)[0]
+        if sel.size == 0:
+            continue
+        fn, vn, en = nb.normals(vv, f_np, adj)
+        dnn, nn = tree.query(pts[sel], k=kk, workers=-1)
+        dnn = np.asarray(dnn).reshape(sel.size, kk)
+        nn = np.ascontiguousarray(np.asarray(nn, dtype=np.int64).reshape(sel.size, kk))
+        d, ins = nb.closest_features(np.ascontiguousarray(pts[sel]), vv, f_np, v2f, nn, fn, vn, en)
+        ins = ins.astype(bool)
+        rows = torch.from_numpy(box_idx[sel])
+        out.dist[fi, rows] = torch.from_numpy(d).to(out.dist.dtype)
+        out.inside[fi, rows] = torch.from_numpy(ins)
+        out.vertex_dist[fi, rows] = torch.from_numpy(np.where(ins, dnn[:, 0], 0.0)).to(out.dist.dtype)
+
+
+def _query_torch(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out: SurfaceQuery) -> None:
+    """Without numba: the mesh module's torch search, frame by frame, on the box candidates."""
+    for fi in cand.any(-1).nonzero()[:, 0].tolist():
+        idx = cand[fi].nonzero()[:, 0]
+        p = points[fi, idx]
+        d, ins = _mesh._depth_fast(p, verts[fi], topo, k)
+        out.dist[fi, idx] = d
+        out.inside[fi, idx] = ins
+        if bool(ins.any()):
+            vd = torch.cdist(p[ins], verts[fi]).amin(-1)
+            out.vertex_dist[fi, idx[ins]] = vd
+
+
+def _voxel_subset(v: Tensor, cell: float) -> Tensor:
+    """Indices of one vertex per ``cell``-sized voxel of ``v [N, 3]`` (the first of each)."""
+    key = torch.floor((v - v.amin(0)) / cell).long()
+    dims = key.amax(0) + 1
+    flat = (key[:, 0] * dims[1] + key[:, 1]) * dims[2] + key[:, 2]
+    uniq, inv = torch.unique(flat, return_inverse=True)
+    first = torch.full((uniq.numel(),), v.shape[0], dtype=torch.long, device=v.device)
+    first.scatter_reduce_(0, inv, torch.arange(v.shape[0], device=v.device), reduce="amin")
+    return first
+
+
+def _vertex_normals(verts: Tensor, faces: Tensor) -> Tensor:
+    """``[G, N, 3]`` area-weighted vertex normals (unnormalised) of ``verts [G, N, 3]``."""
+    f = faces.long()
+    p = verts[:, f]  # [G, T, 3, 3]
+    n = torch.linalg.cross(p[:, :, 1] - p[:, :, 0], p[:, :, 2] - p[:, :, 0], dim=-1)
+    out = torch.zeros_like(verts)
+    for c in range(3):
+        out.index_add_(1, f[:, c], n)
+    return out
+
+
+_SUBSET_CELL = 0.03  # metres: voxel of the GPU path's coarse vertex subset
+
+
+def _gpu_needed(points: Tensor, verts: Tensor, faces: Tensor, cand: Tensor, band: float) -> Tensor:
+    """``[F, M]`` the box candidates the GPU path queries exactly: those that may lie within
+    ``band`` of the surface (a lower bound of the distance to the nearest vertex from a coarse
+    subset of vertices), and the farther ones whose nearest subset vertex's normal faces away
+    from them (candidates for deep penetration)."""
+    F, M = cand.shape
+    N = verts.shape[1]
+    sub = _voxel_subset(verts[0], _SUBSET_CELL)  # [S]
+    nS = sub.numel()
+    assign = torch.cdist(verts[0], verts[0, sub]).argmin(-1)  # each vertex's subset vertex in frame 0
+    need = torch.zeros_like(cand)
+    g = max(1, _GPU_POINTS // max(1, M * nS))
+    for i in range(0, F, g):
+        vv = verts[i : i + g]
+        vs = vv[:, sub]  # [G, S, 3]
+        cover = (vv - vs[:, assign]).norm(dim=-1).amax(-1)  # [G] every vertex lies within this of a subset vertex
+        reach = band + _max_tri_radius(vv, faces) + cover  # [G]
+        d, j = torch.cdist(points[i : i + g], vs).min(-1)  # [G, M]
+        near = d <= reach[:, None]
+        nrm = _vertex_normals(vv, faces)[:, sub]  # [G, S, 3]
+        idx = j[..., None].expand(-1, -1, 3)
+        facing = ((points[i : i + g] - vs.gather(1, idx)) * nrm.gather(1, idx)).sum(-1) < 0
+        need[i : i + g] = cand[i : i + g] & (near | facing)
+    return need
+
+
+def _query_gpu(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out: SurfaceQuery) -> None:
+    """Frames batched: the needed points of each frame (see :func:`_gpu_needed`) packed to the
+    front (as the mesh module's GPU path), the mesh module's batched closest-feature search, then
+    the nearest-vertex distance of the inside points."""
+    F, M = cand.shape
+    N = verts.shape[1]
+    counts = cand.sum(-1)
+    frames = (counts > 0).nonzero()[:, 0]
+    if frames.numel() == 0:
+        return
+    mc = int(counts.max())
+    order = torch.argsort((~cand[frames]).to(torch.int8), dim=-1, stable=True)[:, :mc]  # [Fc, mc]
+    used = torch.arange(mc, device=points.device)[None] < counts[frames][:, None]
+    order = torch.where(used, order, order[:, :1])
+    g = max(1, _GPU_POINTS // max(1, mc * N))
+    for i in range(0, frames.numel(), g):
+        fi, oi, ui = frames[i : i + g], order[i : i + g], used[i : i + g]
+        pts = points[fi].gather(1, oi[..., None].expand(-1, -1, 3))
+        vv = verts[fi]
+        d, ins = _mesh._depth_fast_frames(pts, vv, topo, k)
+        ins = ins & ui
+        vd = torch.where(ins, torch.cdist(pts, vv).amin(-1), torch.zeros_like(d)) if bool(ins.any()) else torch.zeros_like(d)
+        cols = torch.where(ui, oi, torch.full_like(oi, M))  # column M takes the padding
+        for dst, val in ((out.dist, torch.where(ui, d, torch.full_like(d, float("inf")))), (out.inside, ins), (out.vertex_dist, vd)):
+            rows = torch.zeros((fi.numel(), M + 1), dtype=dst.dtype, device=dst.device)
+            if dst.dtype != torch.bool:
+                rows.fill_(float("inf") if dst is out.dist else 0.0)
+            rows.scatter_(1, cols, val.to(dst.dtype))
+            dst[fi] = rows[:, :M]
+
+
+def pair_contact(
+    verts_a: Tensor,
+    verts_b: Tensor,
+    faces_a: Tensor,
+    faces_b: Tensor | None = None,
+    contact_mm: float = DEFAULT_CONTACT_MM,
+    k: int = 8,
+) -> PairContact:
+    """Contact and penetration of two people over frames.
+
+    Args:
+        verts_a: ``[F, Na, 3]``; verts_b ``[F, Nb, 3]`` (metres, closed meshes).
+        faces_a: ``[Ta, 3]``; faces_b ``[Tb, 3]`` (default ``faces_a``).
+        contact_mm: a vertex touches within this distance of the other surface (or inside it).
+    Returns:
+        :class:`PairContact`.
+    """
+    if contact_mm < 0 or not math.isfinite(contact_mm):
+        raise ValueError(f"contact_mm must be a finite distance >= 0, got {contact_mm}")
+    if faces_b is None:
+        faces_b = faces_a
+    band = contact_mm / 1000.0
+    va, vb = verts_a.detach(), verts_b.detach()
+    # frames whose boxes are farther apart than the band cannot touch: skip them whole
+    la, ha = _boxes(va)
+    lb, hb = _boxes(vb)
+    near = ((la <= hb + band) & (lb <= ha + band)).all(-1)  # [F]
+    F = va.shape[0]
+    if bool(near.all()) or F == 0:
+        return PairContact(surface_query(va, vb, faces_b, band, k), surface_query(vb, va, faces_a, band, k), band)
+    idx = near.nonzero()[:, 0]
+    qa, qb = surface_query(va[idx], vb[idx], faces_b, band, k), surface_query(vb[idx], va[idx], faces_a, band, k)
+
+    def full(q: SurfaceQuery, n: int) -> SurfaceQuery:
+        o = SurfaceQuery(torch.full((F, n), float("inf"), dtype=va.dtype, device=va.device),
+                         torch.zeros((F, n), dtype=torch.bool, device=va.device), torch.zeros((F, n), dtype=va.dtype, device=va.device))
+        o.dist[idx], o.inside[idx], o.vertex_dist[idx] = q.dist, q.inside, q.vertex_dist
+        return o
+
+    return PairContact(full(qa, va.shape[1]), full(qb, vb.shape[1]), band)
+
+
+def person_pairs(num_people: int) -> list[tuple[int, int]]:
+    """The pairs ``(a, b), a < b`` in the order of :func:`vertex_contact`'s pair axis."""
+    return list(itertools.combinations(range(num_people), 2))
+
+
+def vertex_contact(verts: Tensor, faces: Tensor, contact_mm: float = DEFAULT_CONTACT_MM, k: int = 8) -> tuple[Tensor, list[tuple[int, int]]]:
+    """Contact labels of every pair of people, per frame.
+
+    Args:
+        verts: ``[F, P, N, 3]`` metres (one body model for everyone); faces ``[T, 3]``.
+        contact_mm: threshold (config ``export.contact_mm``).
+    Returns:
+        ``([F, Q, 2, N] bool, pairs)`` with ``Q = P (P - 1) / 2`` pairs ``(a, b)`` in
+        :func:`person_pairs` order; ``[f, q, 0]`` = a's vertices touching b, ``[f, q, 1]`` = b's touching a.
+    """
+    if verts.dim() != 4:
+        raise ValueError(f"vertex_contact: expected verts [F, P, N, 3], got {tuple(verts.shape)}")
+    F, P, N = verts.shape[:3]
+    pairs = person_pairs(P)
+    out = torch.zeros((F, len(pairs), 2, N), dtype=torch.bool, device=verts.device)
+    for q, (a, b) in enumerate(pairs):
+        out[:, q] = pair_contact(verts[:, a], verts[:, b], faces, contact_mm=contact_mm, k=k).contact
+    return out, pairs
+
+
+def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: float = DEFAULT_CONTACT_MM) -> dict[str, Any]:
+    """What the export writes about contact, from the meshes of a sequence.
+
+    Args:
+        verts: ``[F, P, N, 3]`` metres (any device; the GPU path runs on CUDA tensors).
+        faces: ``[T, 3]``; parts: a :class:`~h4d_fast.body.parts.BodyParts` (``body_parts(body)``)
+            for the region names, or None.
+        contact_mm: ``cfg.contact.contact_mm``.
+    Returns:
+        numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
+        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``;
+        with ``parts``: ``contact_regions`` bool ``[F, Q, 2, R]``, ``part_names`` str ``[R]``,
+        ``vertex_part`` int16 ``[N]``.
+    """
+    v = torch.as_tensor(verts)
+    labels, pairs = vertex_contact(v, torch.as_tensor(faces).to(v.device), contact_mm)
+    out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
+                           "contact_mm": np.asarray(float(contact_mm))}
+    if parts is not None:
+        out["contact_regions"] = parts.regions(labels.cpu()).numpy()
+        out["part_names"] = np.asarray(parts.names)
+        out["vertex_part"] = parts.vertex_part.cpu().numpy().astype(np.int16)
+    return out
+
+
+def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu") -> dict[str, Any]:
+    """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
+    ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
+    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels."""
+    from ..body.parts import body_parts
+    from ..io.smpl_layout import recompute_meshes
+
+    p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
+    v, _ = recompute_meshes(body, p, device=device)
+    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm)
+
+
+def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
+    """Precision, recall and F1 of predicted vertex contact against ground truth.
+
+    Args:
+        pred, gt: bool tensors of one shape (e.g. ``[F, Q, 2, N]``); every element is one decision.
+    Returns:
+        ``{"precision", "recall", "f1", "tp", "fp", "fn", "gt_positives"}``; precision (recall) is
+        1.0 when nothing is predicted (in the ground truth), F1 likewise when both are empty.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"contact_scores: prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ")
+    p, g = pred.bool(), gt.bool()
+    tp = int((p & g).sum())
+    fp = int((p & ~g).sum())
+    fn = int((~p & g).sum())
+    prec = tp / (tp + fp) if tp + fp else 1.0
+    rec = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "gt_positives": tp + fn}
+
+
+__all__ = [
+    "DEFAULT_CONTACT_MM",
+    "export_contact",
+    "ground_truth_contact",
+    "PairContact",
+    "SurfaceQuery",
+    "contact_scores",
+    "pair_contact",
+    "person_pairs",
+    "surface_query",
+    "vertex_contact",
+]

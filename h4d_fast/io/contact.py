@@ -1,0 +1,140 @@
+"""Vertex-contact labels on disk: one ``.npz`` per sequence, and the per-frame export dicts.
+
+``contact.npz`` (ground truth: ``SEQ/ground_truth/contact.npz``; a run may write the same file)::
+
+    contact_index   int32 [K, 4]   (frame index, pair, side, vertex) of every touching vertex
+    shape           int64 [4]      F, Q, 2, N of the dense labels
+    pairs           int64 [Q, 2]   person indices (a, b) of each pair; side 0 = a's vertices touching b
+    frame_ids       int64 [F]      frame numbers (1-based, as the frame files)
+    contact_mm      float64 []     the threshold the labels were computed with
+    part_names      str [R]        body parts of the segmentation (optional, with vertex_part)
+    vertex_part     int16 [N]      part index of every vertex (optional)
+
+The sparse index keeps the file small (a few hundred touching vertices per contact frame out of
+2 x 13,380). :func:`contact_frame_dict` gives the per-frame dict of the Harmony4D-style layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InputError
+from .atomic import write_npz
+
+CONTACT_FILE = "contact.npz"
+
+
+@dataclass
+class ContactLabels:
+    """Dense labels read back: ``contact [F, Q, 2, N]`` bool and what describes them."""
+
+    contact: Tensor
+    pairs: list[tuple[int, int]]
+    frame_ids: list[int]
+    contact_mm: float
+    part_names: tuple[str, ...] | None = None
+    vertex_part: Tensor | None = None
+
+
+def contact_arrays(
+    contact: Tensor,
+    pairs: Sequence[tuple[int, int]],
+    frame_ids: Sequence[int],
+    contact_mm: float,
+    part_names: Sequence[str] | None = None,
+    vertex_part: Tensor | None = None,
+) -> dict[str, np.ndarray]:
+    """The arrays of ``contact.npz`` (module docstring) from dense ``contact [F, Q, 2, N]`` bool."""
+    c = torch.as_tensor(contact).bool().cpu()
+    if c.dim() != 4 or c.shape[2] != 2:
+        raise ValueError(f"contact: expected [F, Q, 2, N] bool, got {tuple(c.shape)}")
+    if len(pairs) != c.shape[1] or len(frame_ids) != c.shape[0]:
+        raise ValueError(f"contact {tuple(c.shape)}: {len(pairs)} pairs and {len(frame_ids)} frame ids given")
+    out = {
+        "contact_index": c.nonzero().to(torch.int32).numpy().reshape(-1, 4),
+        "shape": np.asarray(c.shape, dtype=np.int64),
+        "pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
+        "frame_ids": np.asarray(frame_ids, dtype=np.int64),
+        "contact_mm": np.asarray(float(contact_mm)),
+    }
+    if part_names is not None and vertex_part is not None:
+        out["part_names"] = np.asarray([str(n) for n in part_names])
+        out["vertex_part"] = torch.as_tensor(vertex_part).cpu().numpy().astype(np.int16)
+    return out
+
+
+def write_contact(path: str | Path, contact: Tensor, pairs: Sequence[tuple[int, int]], frame_ids: Sequence[int], contact_mm: float,
+                  part_names: Sequence[str] | None = None, vertex_part: Tensor | None = None) -> Path:
+    """Write ``contact.npz`` atomically (see :func:`contact_arrays`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_npz(path, **contact_arrays(contact, pairs, frame_ids, contact_mm, part_names, vertex_part))
+    return path
+
+
+def read_contact(path: str | Path) -> ContactLabels:
+    """Read ``contact.npz`` back into dense labels (bad content: :class:`InputError` naming the field)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: np.asarray(z[k]) for k in z.files}
+    except Exception as e:  # noqa: BLE001 - corrupt or not an npz
+        raise InputError(path, f"not a readable .npz file ({type(e).__name__}: {e})") from None
+    for k in ("contact_index", "shape", "pairs", "frame_ids", "contact_mm"):
+        if k not in d:
+            raise InputError(path, "missing array", k)
+    shape = tuple(int(s) for s in d["shape"].reshape(-1))
+    if len(shape) != 4 or shape[2] != 2 or min(shape) < 0:
+        raise InputError(path, f"expected [F, Q, 2, N], got {shape}", "shape")
+    idx = d["contact_index"]
+    if idx.ndim != 2 or idx.shape[1] != 4 or not np.issubdtype(idx.dtype, np.integer):
+        raise InputError(path, f"expected integer rows [K, 4], got {idx.dtype} {idx.shape}", "contact_index")
+    if idx.size and ((idx < 0).any() or (idx >= np.asarray(shape)).any()):
+        raise InputError(path, f"indices outside the shape {shape}", "contact_index")
+    pairs = d["pairs"].reshape(-1, 2)
+    if pairs.shape[0] != shape[1]:
+        raise InputError(path, f"{pairs.shape[0]} pairs for {shape[1]} pair rows", "pairs")
+    fids = d["frame_ids"].reshape(-1)
+    if fids.size != shape[0]:
+        raise InputError(path, f"{fids.size} frame ids for {shape[0]} frames", "frame_ids")
+    dense = torch.zeros(shape, dtype=torch.bool)
+    if idx.size:
+        t = torch.from_numpy(idx.astype(np.int64))
+        dense[t[:, 0], t[:, 1], t[:, 2], t[:, 3]] = True
+    names, vp = None, None
+    if "part_names" in d and "vertex_part" in d:
+        names = tuple(str(s) for s in d["part_names"].reshape(-1))
+        vp = torch.from_numpy(d["vertex_part"].astype(np.int64).reshape(-1))
+        if vp.numel() != shape[3] or (vp.numel() and (int(vp.min()) < 0 or int(vp.max()) >= len(names))):
+            raise InputError(path, f"expected {shape[3]} part indices below {len(names)}", "vertex_part")
+    return ContactLabels(dense, [(int(a), int(b)) for a, b in pairs], [int(f) for f in fids], float(d["contact_mm"]), names, vp)
+
+
+def contact_frame_dict(contact: Tensor, f: int, pairs: Sequence[tuple[int, int]], person_names: Sequence[str],
+                       regions: Tensor | None = None, part_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The per-frame dict of frame index ``f`` for ``processed_data/contact/%05d.npy``.
+
+    Args:
+        contact: ``[F, Q, 2, N]`` bool; regions ``[F, Q, 2, R]`` bool with ``part_names [R]``.
+    Returns:
+        ``{"aria01-aria02": {"people": [a, b], "contact": bool [2, N],
+        "regions": [[a's touching parts], [b's touching parts]]}, ...}`` (regions only when given).
+    """
+    out: dict[str, Any] = {}
+    for q, (a, b) in enumerate(pairs):
+        na, nb = str(person_names[a]), str(person_names[b])
+        d: dict[str, Any] = {"people": [na, nb], "contact": np.ascontiguousarray(torch.as_tensor(contact[f, q]).cpu().numpy().astype(bool))}
+        if regions is not None and part_names is not None:
+            r = torch.as_tensor(regions[f, q]).cpu().numpy()
+            d["regions"] = [[str(n) for n, h in zip(part_names, r[s]) if h] for s in range(2)]
+        out[f"{na}-{nb}"] = d
+    return out
+
+
+__all__ = ["CONTACT_FILE", "ContactLabels", "contact_arrays", "contact_frame_dict", "read_contact", "write_contact"]
