@@ -56,6 +56,7 @@ class IdentityConfig:
     )
     window: int = _f(10, "frames in the motion model's sliding window")
     min_match_oks: float = _f(0.15, "a detection is assigned to a person only above this OKS with the person's projected prediction")
+    prompt_bonus: float = _f(0.1, "a detection prompted by a person's track (Detections.identity) that fits that person's prediction gets this added to its OKS with them (decides between people in contact; not a hard assignment)")
     init_box_min_iou: float = _f(0.3, "first frame: a detection is assigned to a given person box above this IoU")
     gate_px_frac: float = _f(
         0.5,

@@ -60,7 +60,7 @@ def _project(X, R, t, intr, dist, model, v):
 
 @numba.njit(cache=True, error_model="numpy")
 def steady_frames(f0, f1, kpts, valid, xy, hint, R, t, intr, dist, model, wh, P, var, slot_person,
-                  hx, hok, hseen, min_oks, gate_frac, conf_thr, err_thr, min_views, refine_steps, delta,
+                  hx, hok, hseen, min_oks, hint_bonus, gate_frac, conf_thr, err_thr, min_views, refine_steps, delta,
                   min_kpts, birth_views, cap, store_f32, X_out, ok_out, n_out, a_out, seen_out):
     """Frames ``f0 .. f1-1`` until the first where a birth is possible; returns that frame (or ``f1``).
 
@@ -80,7 +80,6 @@ def steady_frames(f0, f1, kpts, valid, xy, hint, R, t, intr, dist, model, wh, P,
     okv = np.zeros((V, S, J), np.bool_)
     p3 = np.zeros((J, 3))
     score = np.zeros((S, D))
-    col = np.empty(S, np.int64)
     a = np.empty((V, S), np.int64)
     keep = np.ones((V, S, J), np.bool_)
     xyp = np.zeros((V, 2))
@@ -125,25 +124,19 @@ def steady_frames(f0, f1, kpts, valid, xy, hint, R, t, intr, dist, model, wh, P,
                     p3[j, 1] = uv[v, s, j, 1]
                     p3[j, 2] = 1.0 if okv[v, s, j] else 0.0
                 area_p = _box_area(p3, 0.2)
-                forced = -1
-                for d in range(D):
-                    if valid[f, v, d] and hint[f, v, d] >= 0 and hint[f, v, d] == slot_person[s] and forced < 0:
-                        live = False
-                        for j in range(J):
-                            if okv[v, s, j]:
-                                live = True
-                        if live:
-                            forced = d
+                live = False
+                for j in range(J):
+                    if okv[v, s, j]:
+                        live = True
                 for d in range(D):
                     sc = 0.0
-                    if valid[f, v, d] and hint[f, v, d] < 0 and forced < 0:
+                    if valid[f, v, d]:
                         sc = _oks_pair(p3, kpts[f, v, d], 0.5 * (area_p + _box_area(kpts[f, v, d], 0.2)), var, 0.2)
-                    score[s, d] = sc if (sc > min_oks and sc > 0.0) else 0.0
-                col[s] = forced
+                    sc = sc if (sc > min_oks and sc > 0.0) else 0.0
+                    if sc > 0.0 and live and hint[f, v, d] >= 0 and hint[f, v, d] == slot_person[s]:
+                        sc += hint_bonus  # as identity.assign_by_prediction
+                    score[s, d] = sc
             assign_one(score, a[v])
-            for s in range(S):
-                if col[s] >= 0:
-                    a[v, s] = col[s]
             # gate relative to the diagonal of the predicted pose's box in this view
             for s in range(S):
                 for j in range(J):

@@ -236,7 +236,7 @@ class _Tracker:
         ok = pok[:, None] & (z > 0) & inside  # [K, V, S, J]
         hint = None if self.hint is None else self.hint[fr]
         a = assign_by_prediction(self.kpts[fr], self.valid[fr], uv, ok, self.id.min_match_oks, backend=self.backend,
-                                 hint=hint, slot_person=self.slot_person)
+                                 hint=hint, slot_person=self.slot_person, hint_bonus=self.id.prompt_bonus)
         keep = torch.ones_like(ok)
         if self.id.gate_px_frac > 0:
             # gate relative to the diagonal of the predicted pose's box in this view
@@ -517,7 +517,7 @@ class _Tracker:
         dt, tri = self.dtype, self.tri
         nxt = steady_frames(
             f, b, *self._nb[:10], self._nb[10], self._nb[11], self.slot_person.numpy(),
-            self.hx.numpy(), self.hok.numpy(), self.hseen.numpy(), float(self.id.min_match_oks), float(self.id.gate_px_frac),
+            self.hx.numpy(), self.hok.numpy(), self.hseen.numpy(), float(self.id.min_match_oks), float(self.id.prompt_bonus), float(self.id.gate_px_frac),
             _as_dtype(tri.conf_thr_tracked, dt), _as_dtype(tri.err_thr, dt), int(tri.min_views), int(tri.refine_steps),
             _as_dtype(tri.huber_delta, dt), self.min_kpts, self.birth_views, -1 if self.cap is None else int(self.cap),
             dt == torch.float32, self.X.numpy(), self.Xok.numpy(), self.N.numpy(), self.A.numpy(), self.seen.numpy())
