@@ -1,4 +1,4 @@
-"""CuPy backend of the linear assignment op: ``kernels/assign.cu``, one GPU thread per problem.
+"""CuPy backend of the linear assignment op: ``h4d_fast/csrc/assign.cu``, one GPU thread per problem.
 
 The same Hungarian method as :mod:`h4d_fast.ops._assign_torch` (float64, same order of steps),
 launched on the current torch stream without host synchronisation. ``min(R, C)`` and ``max(R, C)``
@@ -15,7 +15,7 @@ from torch import Tensor
 from . import _cuda_source as cs
 from ._assign_torch import clean_scores
 
-MAX_N = 64  # h4d::kMaxN in kernels/assign.cu
+MAX_N = 64  # h4d::kMaxN in h4d_fast/csrc/assign.cu
 BLOCK = 64
 
 

@@ -1,7 +1,7 @@
 """One dispatch point per op: a registry of backends and the rule that picks one.
 
 Backends: ``torch`` (the reference, any device), ``numba`` (CPU, parallel), ``triton`` (CUDA)
-and ``cupy`` (CUDA, ``kernels/*.cu``). ``backend="auto"`` picks triton for CUDA tensors and
+and ``cupy`` (CUDA, ``h4d_fast/csrc/*.cu``). ``backend="auto"`` picks triton for CUDA tensors and
 numba for CPU tensors when they are importable, else torch, quietly. An explicitly requested
 backend that cannot run raises :class:`~h4d_fast.errors.BackendUnavailable`. The environment
 variable ``H4D_BACKEND`` (or ``H4D_BACKEND_<OP>``, e.g. ``H4D_BACKEND_TRIANGULATE_RANSAC``)

@@ -1,7 +1,7 @@
-"""CuPy backend of the collision loss: the CUDA kernels of ``kernels/collision.cu``.
+"""CuPy backend of the collision loss: the CUDA kernels of ``h4d_fast/csrc/collision.cu``.
 
 Method: :mod:`h4d_fast.ops.collision` ("Kernel method"); launch layouts in the header of
-``kernels/collision.cu``. Same buffers and launch sequence as the Triton backend
+``h4d_fast/csrc/collision.cu``. Same buffers and launch sequence as the Triton backend
 (:mod:`h4d_fast.ops._collision_triton`): per direction a raster, a mark, a persistent distance and
 a sample launch, on the current torch stream, no host synchronisation. float32 arithmetic.
 """

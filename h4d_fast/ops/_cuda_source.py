@@ -1,8 +1,8 @@
-"""Locate, compile (CuPy/NVRTC, cached per device) and launch the CUDA kernels of ``kernels/*.cu``.
+"""Locate, compile (CuPy/NVRTC, cached per device) and launch the CUDA kernels of ``h4d_fast/csrc/*.cu``.
 
-Sources are found through the package ``h4d_fast._cuda_src`` (the wheel maps the top-level
-``kernels/`` directory there, see pyproject) and, in a source checkout, in ``<repo>/kernels``.
-Local ``#include "..."`` lines are inlined before compiling, so NVRTC needs no include path and an
+The sources are package data (``h4d_fast/csrc``, carried by the wheel), read through
+:mod:`importlib.resources`, so an installed h4d_fast finds them as a checkout does. Local
+``#include "..."`` lines are inlined before compiling, so NVRTC needs no include path and an
 installed (possibly zipped) package works. The same files are built ahead of time by the top-level
 CMakeLists.txt (fatbin + test programs); this module only uses the runtime-compiled path.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -29,33 +28,19 @@ _PRAGMA_ONCE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.MULTILINE
 NVRTC_OPTIONS: tuple[str, ...] = ("--std=c++17",)
 
 
-def _candidate_dirs() -> list[Any]:
-    dirs: list[Any] = []
-    try:
-        dirs.append(resources.files("h4d_fast._cuda_src"))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    dirs.append(Path(__file__).resolve().parents[2] / "kernels")
-    return dirs
-
-
 def _read(name: str) -> str:
-    for d in _candidate_dirs():
-        f = d / name
-        try:
-            if f.is_file():
-                return f.read_text(encoding="utf-8")
-        except OSError:
-            continue
-    raise FileNotFoundError(
-        f"CUDA source {name!r} not found (looked in package h4d_fast._cuda_src and <repo>/kernels); "
-        "reinstall h4d_fast or run from a source checkout"
-    )
+    f = resources.files("h4d_fast") / "csrc" / name
+    try:
+        return f.read_text(encoding="utf-8")
+    except (OSError, FileNotFoundError):
+        raise FileNotFoundError(
+            f"CUDA source {name!r} not found in the package (h4d_fast/csrc); the installation is incomplete: reinstall h4d_fast"
+        ) from None
 
 
 @lru_cache(maxsize=None)
 def kernel_source(name: str) -> str:
-    """Text of ``kernels/<name>`` with its local ``#include "..."`` files inlined (each once)."""
+    """Text of ``h4d_fast/csrc/<name>`` with its local ``#include "..."`` files inlined (each once)."""
     seen: set[str] = set()
 
     def expand(fname: str) -> str:
@@ -81,7 +66,7 @@ def _module(name: str, device: int) -> Any:
 
 @lru_cache(maxsize=None)
 def get_function(name: str, kernel: str, device: int) -> Any:
-    """The ``extern "C"`` kernel ``kernel`` of ``kernels/<name>``, compiled for CUDA device ``device``."""
+    """The ``extern "C"`` kernel ``kernel`` of ``h4d_fast/csrc/<name>``, compiled for CUDA device ``device``."""
     import cupy
 
     with cupy.cuda.Device(device):
@@ -116,7 +101,7 @@ def suffix(dtype: torch.dtype) -> str:
 
 
 def launch(source: str, kernel: str, device: torch.device, grid: int, block: int, args: Sequence[Any]) -> None:
-    """Launch ``kernel`` of ``kernels/<source>`` on ``device``'s current torch stream (asynchronous)."""
+    """Launch ``kernel`` of ``h4d_fast/csrc/<source>`` on ``device``'s current torch stream (asynchronous)."""
     import cupy
 
     index = device.index if device.index is not None else torch.cuda.current_device()

@@ -1,7 +1,7 @@
-"""CuPy backend of OKS and OKS duplicate removal: the CUDA kernels of ``kernels/oks.cu``.
+"""CuPy backend of OKS and OKS duplicate removal: the CUDA kernels of ``h4d_fast/csrc/oks.cu``.
 
 Definitions: :mod:`h4d_fast.ops._oks_torch`. Launch layouts (details in the header of
-``kernels/oks.cu``):
+``h4d_fast/csrc/oks.cu``):
 
 * ``h4d_oks_{f32,f64}`` -- one thread per pose pair over all ``T * A * B`` pairs.
 * ``h4d_dedup_{f32,f64}`` -- one warp per view-frame (4 per block), lane = detection slot (D <= 32):
@@ -27,7 +27,7 @@ from . import _cuda_source as cs
 
 MAX_DETECTIONS = 32
 OKS_BLOCK = 128
-DEDUP_WARPS = 4  # h4d::kDedupWarps in kernels/oks.cu
+DEDUP_WARPS = 4  # h4d::kDedupWarps in h4d_fast/csrc/oks.cu
 
 
 def _check_dtype(op: str, k: Tensor) -> None:

@@ -1,4 +1,4 @@
-"""CuPy backend of weighted DLT and RANSAC view-set triangulation: the CUDA kernels of ``kernels/triangulate.cu``.
+"""CuPy backend of weighted DLT and RANSAC view-set triangulation: the CUDA kernels of ``h4d_fast/csrc/triangulate.cu``.
 
 Algorithm: the rule of :mod:`h4d_fast.ops._triangulate_torch` (candidates, lexicographic 2-view
 hypotheses with the adjugate DLT solve, void unless both own views are inliers -- in front of the
@@ -10,7 +10,7 @@ Launch layout: ``h4d_ransac_{f32,f64}`` -- one warp per point, 4 points per 128-
 butterfly arg-max over packed ``(count, -pair)`` keys picks the winner (earliest pair on ties),
 and the final DLT / refinement steps sum per-view terms across the lanes. ``h4d_dlt_{f32,f64}`` --
 one thread per point, any V. Kernels run on the current torch stream, no host synchronisation.
-Details in the header of ``kernels/triangulate.cu``.
+Details in the header of ``h4d_fast/csrc/triangulate.cu``.
 
 Gradients: X is differentiable in xy, conf (and P) through :mod:`h4d_fast.ops._triangulate_common`.
 """
@@ -35,7 +35,7 @@ from ._triangulate_common import (
     split_projections,
 )
 
-RANSAC_WARPS = 4  # h4d::kRansacWarps in kernels/triangulate.cu
+RANSAC_WARPS = 4  # h4d::kRansacWarps in h4d_fast/csrc/triangulate.cu
 DLT_BLOCK = 128
 
 

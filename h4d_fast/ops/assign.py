@@ -7,7 +7,7 @@ see :mod:`h4d_fast.ops._assign_torch` for the definition and the optimality argu
 sizes: ``O(n^2 m)`` per problem with ``n = min(R, C)``, ``m = max(R, C)``.
 
 Backends: ``torch`` (the reference, plain loops on the host), ``numba`` (CPU, one thread per
-problem), ``cupy`` (CUDA, ``kernels/assign.cu``, one GPU thread per problem, ``n, m <= 64``).
+problem), ``cupy`` (CUDA, ``h4d_fast/csrc/assign.cu``, one GPU thread per problem, ``n, m <= 64``).
 ``auto`` picks numba on the CPU, cupy on CUDA, and on CUDA without CuPy runs numba on a host copy.
 """
 
