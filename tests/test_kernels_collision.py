@@ -28,6 +28,7 @@ from test_collision import box_mesh, icosphere, sphere_pair  # noqa: E402
 
 from h4d_fast.ops import collision_loss  # noqa: E402
 from h4d_fast.ops.collision import CLUSTER, face_clusters, kernel_inputs  # noqa: E402
+from h4d_fast.ops._cuda_source import kernel_source  # noqa: E402
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 HAS_TRITON = importlib.util.find_spec("triton") is not None
@@ -228,7 +229,7 @@ _CTYPES = {"int": np.int32, "long long": np.int64, "float": np.float32}
 
 
 def _cu_signatures() -> dict[str, list[type]]:
-    text = (REPO / "kernels" / "collision.cu").read_text()
+    text = kernel_source("collision.cu")
     sigs = {}
     for name, params in re.findall(r"(h4d_collision_\w+)\(([^)]*)\)\s*\{", text):
         kinds = []

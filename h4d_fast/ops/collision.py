@@ -8,7 +8,7 @@ Backends (one dispatch point, :mod:`h4d_fast.ops._backend`):
 
 * ``torch``: the reference, brute force (all grid points x all faces, as the reference CUDA
   kernel), then ``grid_sample``. Any device; slow for SMPL-sized meshes.
-* ``numba`` (CPU), ``triton`` (CUDA), ``cupy`` (CUDA, ``kernels/collision.cu``): the same
+* ``numba`` (CPU), ``triton`` (CUDA), ``cupy`` (CUDA, ``h4d_fast/csrc/collision.cu``): the same
   values without building the grids. Only the grid points that the trilinear samples actually
   read are evaluated (see "Kernel method" below).
 

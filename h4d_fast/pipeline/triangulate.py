@@ -19,7 +19,7 @@ A *track* (one slot of the tracker) follows one person from its birth to its end
   triangulated in the frame, ``identity.explained_oks``, is no birth material; a candidate within
   ``identity.ghost_distance`` of a tracked person is dropped). At the first frames the
   identity boxes name the people they cover; prompted detections of a person without a track
-  start that person's track.
+  name the anonymous track that took them, or else start that person's track.
 
 Whether a newborn is a new person or a returning one, and which tracks are ghosts, is decided on
 whole tracks afterwards (:mod:`h4d_fast.pipeline.tracks`).
@@ -361,6 +361,18 @@ class _Tracker:
             if i in live:
                 continue
             m = v & (h == i)  # [V, D]
+            # an anonymous live track that took this person's prompted detections is that person
+            # (born from the detector's boxes before the image stage first prompted them)
+            a0 = a[0, :, : alive.shape[1]]  # [V, S]
+            took = torch.gather(m, 1, a0.clamp_min(0)) & (a0 >= 0)  # [V, S]
+            votes = torch.where(alive[0] & (self.slot_person[: alive.shape[1]] < 0), took.sum(0), torch.zeros_like(took[0], dtype=torch.long))
+            if votes.numel() and int(votes.max()) > 0:
+                s = int(votes.argmax())
+                self.slot_person[s] = i
+                k = max(j for j, b in enumerate(self.births) if b[1] == s)  # the birth of its current track
+                self.births[k] = (self.births[k][0], s, int(i))
+                live.add(i)
+                continue
             if int(m.any(-1).sum()) < 2:
                 continue
             if self.cap is not None and int(alive[0].sum()) + 1 > self.cap:
