@@ -313,6 +313,7 @@ class _Fitter:
         self.faces = fast.faces.to(kp.device)
         self.contact: Tensor | None = None  # [Fc] frame indices for the collision term
         self.evals = 0
+        self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
 
     def _forward_joints(self, need_rot6d: bool) -> tuple[Tensor, Tensor | None]:
         F, P = self.F, self.P
@@ -408,6 +409,12 @@ class _Fitter:
 
     def run_stage(self, stage: int, weights: Mapping[str, float], iters: int, on_iter: Callable[[int], None]) -> dict[str, Any]:
         cfg = self.cfg
+        if cfg.optimizer == "gn":
+            if self._gn is None:
+                from .fit_gn import GaussNewton
+
+                self._gn = GaussNewton(self)
+            return self._gn.run_stage(stage, weights, iters, on_iter)
         names = STAGE_PARAMS[stage]
         params = [self.p[n] for n in names]
         for n, x in self.p.items():
@@ -524,10 +531,18 @@ class _Fitter:
 
 def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:
     """Upper bound of the optimizer iterations :func:`fit_sequence` runs (the progress total)."""
-    total = int(cfg.epochs) * (int(cfg.iters_stage1) + int(cfg.iters_stage2) + int(cfg.iters_stage3))
+    its = stage_iterations(cfg)
+    total = int(cfg.epochs) * (its[1] + its[2] + its[3])
     if num_people >= 2 and cfg.collision and cfg.w3_collision != 0:
-        total += int(cfg.iters_collision) * (2 if cfg.compare_collision else 1)
+        total += its["collision"] * (2 if cfg.compare_collision else 1)
     return total
+
+
+def stage_iterations(cfg: FitConfig) -> dict:
+    """Iterations of stages 1, 2, 3 and ``"collision"`` for the configured optimizer."""
+    if cfg.optimizer == "gn":
+        return {1: int(cfg.gn_iters_stage1), 2: int(cfg.gn_iters_stage2), 3: int(cfg.gn_iters_stage3), "collision": int(cfg.gn_iters_collision)}
+    return {1: int(cfg.iters_stage1), 2: int(cfg.iters_stage2), 3: int(cfg.iters_stage3), "collision": int(cfg.iters_collision)}
 
 
 def fit_sequence(
@@ -557,8 +572,8 @@ def fit_sequence(
     """
     if poses3d.dim() != 4 or poses3d.shape[2:] != (NUM_COCO, 4):
         raise ValueError(f"fit_sequence: expected poses3d [F, P, {NUM_COCO}, 4], got {tuple(poses3d.shape)}")
-    if cfg.optimizer not in ("lbfgs", "adam"):
-        raise ValueError(f"fit.optimizer must be 'lbfgs' or 'adam', got {cfg.optimizer!r}")
+    if cfg.optimizer not in ("gn", "lbfgs", "adam"):
+        raise ValueError(f"fit.optimizer must be 'gn', 'lbfgs' or 'adam', got {cfg.optimizer!r}")
     t_start = time.perf_counter()
     device = torch.device(device)
     if poses3d.shape[0] == 0 or poses3d.shape[1] == 0:
@@ -602,9 +617,10 @@ def fit_sequence(
         "stages": [],
     }
     collision_off: dict[str, Tensor] | None = None
-    coll_on = P >= 2 and cfg.collision and cfg.w3_collision != 0 and cfg.iters_collision > 0
+    its = stage_iterations(cfg)
+    coll_on = P >= 2 and cfg.collision and cfg.w3_collision != 0 and its["collision"] > 0
     for e in range(int(cfg.epochs)):
-        for s, iters in ((1, cfg.iters_stage1), (2, cfg.iters_stage2), (3, cfg.iters_stage3)):
+        for s, iters in ((1, its[1]), (2, its[2]), (3, its[3])):
             wts = cfg.stage_weights(s)
             wts["collision"] = 0.0  # only the collision stage uses it
             rec = fitter.run_stage(s, wts, int(iters), on_iter)
@@ -627,7 +643,7 @@ def fit_sequence(
         wts = cfg.stage_weights(3)
         if cfg.compare_collision and contact.numel():
             snap = {k: v.detach().clone() for k, v in fitter.p.items()}
-            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, int(cfg.iters_collision), on_iter)
+            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, its["collision"], on_iter)
             rec["epoch"] = "collision-off"
             stats["collision_off_stage"] = rec
             stats["penetration_without_collision_cm3"] = float(penetration().mean())
@@ -636,7 +652,7 @@ def fit_sequence(
             for k, v in snap.items():
                 fitter.p[k].copy_(v)
         if contact.numel():
-            rec = fitter.run_stage(3, wts, int(cfg.iters_collision), on_iter)
+            rec = fitter.run_stage(3, wts, its["collision"], on_iter)
             rec["epoch"] = "collision"
             stats["stages"].append(rec)
         pen1 = penetration()

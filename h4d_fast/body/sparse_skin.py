@@ -1,0 +1,121 @@
+"""Sparse linear blend skinning and its analytic pose gradient (the fit's collision stage).
+
+A body model's skinning weights are sparse (the embedded default model: 1.6 non-zero weights per
+vertex on average, SMPL: at most 4), so the posed mesh is a sum over the ``E`` non-zero entries
+``e = (vertex n_e, joint j_e, weight w_e)`` instead of over all ``N x 24`` pairs::
+
+    v_n = sum_{e: n_e = n} w_e q_e,   q_e = G_{j_e} (u_{n_e} - J_{j_e}) + X_{j_e}
+
+(``u`` the shaped rest vertices, ``J`` the rest joints, ``G, X`` the world rotations and posed
+joints of the forward kinematics). The shaped rest mesh depends on the betas only, so it is
+computed once per person, not per frame.
+
+The gradient of a function of the vertices, given ``g_n = dL/dv_n``, with respect to the pose
+(axis-angle ``theta_i``, see :mod:`h4d_fast.body.jacobian`) follows from ``dq_e = w_i x (q_e -
+X_i)`` for every joint ``i`` that is ``j_e`` or one of its ancestors (``w_i = G_i J_r(theta_i)
+d theta_i``)::
+
+    dL/dtheta_i = (G_i J_r)^T sum_{j: i <= j} (M_j - X_i x F_j),
+    F_j = sum_{e: j_e = j} w_e g_{n_e},   M_j = sum_{e: j_e = j} w_e q_e x g_{n_e}
+
+and ``dL/dtransl = sum_n g_n``. Models with pose correctives (``posedirs``) are not handled here
+(their callers differentiate the full mesh with autograd).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..constants import NUM_SMPL_JOINTS
+from .fast import FastBody
+from .jacobian import _structure, so3_right_jacobian
+
+
+class SparseSkin:
+    """The non-zero skinning entries of one :class:`FastBody` (on its device and dtype).
+
+    Args:
+        fast: the body model.
+        chunk_entries: bodies x entries processed per step (bounds the ``[b, E, 3, 3]`` gathers).
+    """
+
+    def __init__(self, fast: FastBody, chunk_entries: int = 1 << 22):
+        self.fast = fast
+        W = fast.lbs_weights  # [N, 24]
+        n, j = (W != 0).nonzero(as_tuple=True)
+        self.vertex = n  # [E]
+        self.joint = j  # [E]
+        self.weight = W[n, j]  # [E]
+        self.num_vertices = int(W.shape[0])
+        self.chunk = max(1, int(chunk_entries) // max(1, int(n.numel())))
+
+    def rest(self, betas: Tensor) -> Tensor:
+        """Shaped rest meshes ``[P, N, 3]`` of ``betas [P, K]`` (no pose correctives)."""
+        fast = self.fast
+        betas = fast._betas(betas, betas.shape[0])
+        return fast.v_template + torch.einsum("nck,pk->pnc", fast.shapedirs, betas)
+
+    def _q(self, GR: Tensor, Gt: Tensor, J: Tensor, u: Tensor) -> Tensor:
+        """``q_e`` ``[b, E, 3]`` for bodies with kinematics ``GR [b, 24, 3, 3]``, ``Gt, J [b, 24, 3]``
+        and rest meshes ``u [b, N, 3]``."""
+        j, n = self.joint, self.vertex
+        rel = u.index_select(1, n) - J.index_select(1, j)  # [b, E, 3]
+        return torch.einsum("bexy,bey->bex", GR.index_select(1, j), rel) + Gt.index_select(1, j)
+
+    def vertices(self, GR: Tensor, Gt: Tensor, J: Tensor, u: Tensor, person: Tensor, transl: Tensor | None = None) -> Tensor:
+        """Posed meshes ``[B, N, 3]``.
+
+        Args:
+            GR, Gt, J: kinematics of ``B`` bodies (:meth:`FastBody.kinematics`, rest joints).
+            u: ``[P, N, 3]`` shaped rest meshes (:meth:`rest`); person ``[B]`` long: each body's row of ``u``.
+            transl: ``[B, 3]`` or None.
+        """
+        B = GR.shape[0]
+        out = u.new_zeros(B, self.num_vertices, 3)
+        for s in range(0, B, self.chunk):
+            sl = slice(s, min(B, s + self.chunk))
+            q = self._q(GR[sl], Gt[sl], J[sl], u.index_select(0, person[sl]))
+            out[sl].index_add_(1, self.vertex, q * self.weight[:, None])
+        if transl is not None:
+            out = out + transl[:, None, :]
+        return out
+
+    def pose_gradient(self, grad: Tensor, pose: Tensor, GR: Tensor, Gt: Tensor, J: Tensor, u: Tensor, person: Tensor) -> tuple[Tensor, Tensor]:
+        """Gradient of ``L`` with respect to pose and translation, given ``grad = dL/dv [B, N, 3]``
+        (module docstring).
+
+        Args:
+            pose: ``[B, 72]`` axis-angle (for the right Jacobians); the rest as :meth:`vertices`.
+        Returns:
+            ``d_pose [B, 24, 3]`` and ``d_transl [B, 3]``.
+        """
+        B = GR.shape[0]
+        nj = NUM_SMPL_JOINTS
+        Fj = grad.new_zeros(B, nj, 3)
+        Mj = grad.new_zeros(B, nj, 3)
+        for s in range(0, B, self.chunk):
+            sl = slice(s, min(B, s + self.chunk))
+            q = self._q(GR[sl], Gt[sl], J[sl], u.index_select(0, person[sl]))  # [b, E, 3]
+            ge = grad[sl].index_select(1, self.vertex) * self.weight[:, None]  # [b, E, 3]
+            Fj[sl].index_add_(1, self.joint, ge)
+            Mj[sl].index_add_(1, self.joint, torch.linalg.cross(q, ge, dim=-1))
+        anc = _structure(self.fast).anc_incl  # [24(j), 24(i)]
+        Fs = torch.einsum("ji,bjx->bix", anc, Fj)  # subtree sums
+        Ms = torch.einsum("ji,bjx->bix", anc, Mj)
+        tau = Ms - torch.linalg.cross(Gt, Fs, dim=-1)  # [B, 24, 3] torque about each joint
+        Om = GR @ so3_right_jacobian(pose.reshape(B, nj, 3))  # [B, 24, 3, 3]
+        d_pose = (Om.transpose(-1, -2) @ tau[..., None])[..., 0]
+        return d_pose, grad.sum(1)
+
+
+def sparse_skin(fast: FastBody) -> SparseSkin:
+    """The :class:`SparseSkin` of ``fast`` (cached on it)."""
+    sk = getattr(fast, "_sparse_skin", None)
+    if sk is None or sk.weight.device != fast.device or sk.weight.dtype != fast.dtype:
+        sk = SparseSkin(fast)
+        fast._sparse_skin = sk
+    return sk
+
+
+__all__ = ["SparseSkin", "sparse_skin"]
