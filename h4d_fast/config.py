@@ -116,6 +116,11 @@ class FitConfig:
     iters_collision: int = _f(30, "optimizer iterations of the collision stage (full meshes: the costly part)")
     optimizer: str = _f("lbfgs", "gn: Gauss-Newton / Levenberg-Marquardt with analytic Jacobians (gn_iters_*); "
                                  "lbfgs: LBFGS with strong-Wolfe line search (iters_*); adam", ("gn", "lbfgs", "adam"))
+    gradients: str = _f("analytic", "gradients of the first-order optimizers: analytic (a few batched operations per "
+                                    "evaluation, h4d_fast.pipeline.fit_objective) or autograd", ("analytic", "autograd"))
+    cuda_graphs: bool = _f(True, "on CUDA, replay each stage's analytic loss and gradient from a CUDA graph (captured once)")
+    cpu_threads: int = _f(1, "torch threads of the fit on a CPU (0: torch's default). Its many small operations gain "
+                             "little from more threads and stall at every thread barrier when another process is busy")
     gn_iters_stage1: int = _f(5, "optimizer=gn: steps of stage 1 per epoch")
     gn_iters_stage2: int = _f(3, "optimizer=gn: steps of stage 2 per epoch")
     gn_iters_stage3: int = _f(10, "optimizer=gn: steps of stage 3 per epoch")

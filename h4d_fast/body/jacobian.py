@@ -114,6 +114,11 @@ class JointsJacobian:
     d_pose: Tensor | None
     d_betas: Tensor | None
     d_rot6d: Tensor | None
+    GR: Tensor | None = None  # [B, 24, 3, 3] world rotations
+    Gt: Tensor | None = None  # [B, 24, 3] posed tree joints without transl
+    J: Tensor | None = None  # [B, 24, 3] rest joints
+    q: Tensor | None = None  # [B, M, 24, 3] vertex joints carried rigidly by each joint (M > 0)
+    pose: Tensor | None = None  # [B, 24, 3] the axis-angles
 
 
 def joints_with_jacobian(
@@ -143,7 +148,7 @@ def joints_with_jacobian(
     J = fast.rest_joints(betas)  # [B, 24, 3]
     GR, Gt = fast.kinematics(rot, J)
     M = fast.vj_ids.numel()
-    vj = None
+    vj = q = None
     if M:
         u = fast.vj_template + torch.einsum("mck,bk->bmc", fast.vj_shapedirs, betas)  # [B, M, 3]
         if fast.vj_posedirs is not None:
@@ -205,7 +210,55 @@ def joints_with_jacobian(
         d_r6 = torch.stack(cols, 3).reshape(B, NUM_SMPL_JOINTS - 1, 6, 3)  # rows (r, c) -> 2 r + c as rot6d
     if transl is not None:
         X = X + transl[:, None, :]
-    return JointsJacobian(X, rot, d_pose, d_betas, d_r6)
+    return JointsJacobian(X, rot, d_pose, d_betas, d_r6, GR, Gt, J, q, aa)
 
 
-__all__ = ["JointsJacobian", "joints_with_jacobian", "skew", "so3_right_jacobian"]
+def joints_vjp(fast: FastBody, jj: JointsJacobian, grad: Tensor, grad_rot6d: Tensor | None = None) -> Tensor:
+    """Reverse mode of the joints-only forward: ``dL/dpose [B, 24, 3]`` given ``grad = dL/djoints
+    [B, 24 + M, 3]`` (and optionally ``grad_rot6d = dL/drot6d [B, 23, 6]`` of the body joints'
+    local rotations), from the forward's state ``jj`` (any ``want_*``).
+
+    Same derivatives as ``d_pose`` (module docstring) contracted with ``grad`` without forming the
+    Jacobian: per joint ``i`` the torque ``tau_i = sum_k [i < k] (X_k - X_i) x grad_k`` (+ the
+    vertex joints' ``(Q_mi - a_mi X_i) x grad_m``), then ``dL/dtheta_i = (G_i J_r)^T tau_i``.
+    (``dL/dtransl`` is ``grad.sum(1)``.)
+    """
+    st = _structure(fast)
+    B = grad.shape[0]
+    nj = NUM_SMPL_JOINTS
+    Gt, GR = jj.Gt, jj.GR
+    gt = grad[:, :nj]
+    Fs = torch.einsum("ki,bkx->bix", st.anc_strict, gt)  # [B, 24] force of the strict subtree
+    Ms = torch.einsum("ki,bkx->bix", st.anc_strict, torch.linalg.cross(Gt, gt, dim=-1))
+    M = grad.shape[1] - nj
+    if M:
+        gm = grad[:, nj:]  # [B, M, 3]
+        Ms = Ms + torch.einsum("mji,bmjx->bix", st.vj_C, torch.linalg.cross(jj.q, gm[:, :, None, :].expand_as(jj.q), dim=-1))
+        Fs = Fs + torch.einsum("mi,bmx->bix", st.vj_a, gm)
+    tau = Ms - torch.linalg.cross(Gt, Fs, dim=-1)
+    Jr = so3_right_jacobian(jj.pose)
+    out = ((GR @ Jr).transpose(-1, -2) @ tau[..., None])[..., 0]  # [B, 24, 3]
+    if M and fast.vj_posedirs is not None:
+        # pose correctives of the vertex joints: d v_m / d theta_ic += T_m du_m/dtheta_ic
+        dR = jj.rot[:, 1:, None] @ skew(Jr[:, 1:].transpose(-1, -2))  # [B, 23, 3(c), 3, 3]
+        PD = fast.vj_posedirs.view(nj - 1, 9, M, 3)
+        T = torch.einsum("mj,bjxy->bmxy", fast.vj_weights, GR)
+        gu = torch.einsum("bmxy,bmx->bmy", T, grad[:, nj:])  # T^T grad [B, M, 3]
+        out = out + torch.cat([torch.zeros_like(out[:, :1]),
+                               torch.einsum("bicq,iqmy,bmy->bic", dR.reshape(B, nj - 1, 3, 9), PD, gu)], 1)
+    if grad_rot6d is not None:
+        R = jj.rot[:, 1:]
+        Jb = Jr[:, 1:]
+        g6 = grad_rot6d.reshape(B, nj - 1, 3, 2)  # rows r, columns c of R
+        # d(R e_c) = -R [e_c]x J_r d  =>  dL/dtheta = -J_r^T [e_c]x^T R^T g_c = J_r^T (e_c x (R^T g_c))
+        acc = torch.zeros_like(out[:, 1:])
+        for c in (0, 1):
+            e = torch.zeros(3, dtype=R.dtype, device=R.device)
+            e[c] = 1.0
+            h = (R.transpose(-1, -2) @ g6[..., c, None])[..., 0]  # [B, 23, 3]
+            acc = acc + torch.linalg.cross(e.expand_as(h), h, dim=-1)
+        out = out + torch.cat([torch.zeros_like(out[:, :1]), (Jb.transpose(-1, -2) @ acc[..., None])[..., 0]], 1)
+    return out
+
+
+__all__ = ["JointsJacobian", "joints_vjp", "joints_with_jacobian", "skew", "so3_right_jacobian"]

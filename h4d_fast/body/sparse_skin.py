@@ -33,22 +33,22 @@ from .jacobian import _structure, so3_right_jacobian
 
 
 class SparseSkin:
-    """The non-zero skinning entries of one :class:`FastBody` (on its device and dtype).
+    """The non-zero skinning entries of one :class:`FastBody`, grouped by joint (on its device and dtype).
 
-    Args:
-        fast: the body model.
-        chunk_entries: bodies x entries processed per step (bounds the ``[b, E, 3, 3]`` gathers).
+    Each joint's entries are evaluated together (a ``[B, E_j, 3] x [B, 3, 3]`` product), so the
+    work and the memory are those of the ``E`` entries, never ``B x E x 3 x 3`` gathers.
     """
 
-    def __init__(self, fast: FastBody, chunk_entries: int = 1 << 22):
+    def __init__(self, fast: FastBody):
         self.fast = fast
         W = fast.lbs_weights  # [N, 24]
-        n, j = (W != 0).nonzero(as_tuple=True)
-        self.vertex = n  # [E]
-        self.joint = j  # [E]
-        self.weight = W[n, j]  # [E]
         self.num_vertices = int(W.shape[0])
-        self.chunk = max(1, int(chunk_entries) // max(1, int(n.numel())))
+        self.groups: list[tuple[int, Tensor, Tensor]] = []  # (joint, vertex ids [E_j], weights [E_j])
+        for j in range(W.shape[1]):
+            n = (W[:, j] != 0).nonzero()[:, 0]
+            if n.numel():
+                self.groups.append((j, n, W[n, j]))
+        self.device, self.dtype = W.device, W.dtype
 
     def rest(self, betas: Tensor) -> Tensor:
         """Shaped rest meshes ``[P, N, 3]`` of ``betas [P, K]`` (no pose correctives)."""
@@ -56,12 +56,11 @@ class SparseSkin:
         betas = fast._betas(betas, betas.shape[0])
         return fast.v_template + torch.einsum("nck,pk->pnc", fast.shapedirs, betas)
 
-    def _q(self, GR: Tensor, Gt: Tensor, J: Tensor, u: Tensor) -> Tensor:
-        """``q_e`` ``[b, E, 3]`` for bodies with kinematics ``GR [b, 24, 3, 3]``, ``Gt, J [b, 24, 3]``
-        and rest meshes ``u [b, N, 3]``."""
-        j, n = self.joint, self.vertex
-        rel = u.index_select(1, n) - J.index_select(1, j)  # [b, E, 3]
-        return torch.einsum("bexy,bey->bex", GR.index_select(1, j), rel) + Gt.index_select(1, j)
+    @staticmethod
+    def _q(GR: Tensor, Gt: Tensor, J: Tensor, ub: Tensor, j: int, n: Tensor) -> Tensor:
+        """``q`` ``[B, E_j, 3]``: vertices ``n`` of the rest meshes ``ub [B, N, 3]`` carried rigidly by joint ``j``."""
+        rel = ub.index_select(1, n) - J[:, j, None, :]
+        return rel @ GR[:, j].transpose(-1, -2) + Gt[:, j, None, :]
 
     def vertices(self, GR: Tensor, Gt: Tensor, J: Tensor, u: Tensor, person: Tensor, transl: Tensor | None = None) -> Tensor:
         """Posed meshes ``[B, N, 3]``.
@@ -72,11 +71,10 @@ class SparseSkin:
             transl: ``[B, 3]`` or None.
         """
         B = GR.shape[0]
+        ub = u.index_select(0, person)
         out = u.new_zeros(B, self.num_vertices, 3)
-        for s in range(0, B, self.chunk):
-            sl = slice(s, min(B, s + self.chunk))
-            q = self._q(GR[sl], Gt[sl], J[sl], u.index_select(0, person[sl]))
-            out[sl].index_add_(1, self.vertex, q * self.weight[:, None])
+        for j, n, w in self.groups:
+            out.index_add_(1, n, self._q(GR, Gt, J, ub, j, n) * w[:, None])
         if transl is not None:
             out = out + transl[:, None, :]
         return out
@@ -92,17 +90,16 @@ class SparseSkin:
         """
         B = GR.shape[0]
         nj = NUM_SMPL_JOINTS
-        Fj = grad.new_zeros(B, nj, 3)
-        Mj = grad.new_zeros(B, nj, 3)
-        for s in range(0, B, self.chunk):
-            sl = slice(s, min(B, s + self.chunk))
-            q = self._q(GR[sl], Gt[sl], J[sl], u.index_select(0, person[sl]))  # [b, E, 3]
-            ge = grad[sl].index_select(1, self.vertex) * self.weight[:, None]  # [b, E, 3]
-            Fj[sl].index_add_(1, self.joint, ge)
-            Mj[sl].index_add_(1, self.joint, torch.linalg.cross(q, ge, dim=-1))
+        ub = u.index_select(0, person)
+        Fj = [grad.new_zeros(B, 3)] * nj
+        Mj = [grad.new_zeros(B, 3)] * nj
+        for j, n, w in self.groups:
+            ge = grad.index_select(1, n) * w[:, None]  # [B, E_j, 3]
+            Fj[j] = ge.sum(1)
+            Mj[j] = torch.linalg.cross(self._q(GR, Gt, J, ub, j, n), ge, dim=-1).sum(1)
         anc = _structure(self.fast).anc_incl  # [24(j), 24(i)]
-        Fs = torch.einsum("ji,bjx->bix", anc, Fj)  # subtree sums
-        Ms = torch.einsum("ji,bjx->bix", anc, Mj)
+        Fs = torch.einsum("ji,bjx->bix", anc, torch.stack(Fj, 1))  # subtree sums
+        Ms = torch.einsum("ji,bjx->bix", anc, torch.stack(Mj, 1))
         tau = Ms - torch.linalg.cross(Gt, Fs, dim=-1)  # [B, 24, 3] torque about each joint
         Om = GR @ so3_right_jacobian(pose.reshape(B, nj, 3))  # [B, 24, 3, 3]
         d_pose = (Om.transpose(-1, -2) @ tau[..., None])[..., 0]
@@ -112,7 +109,7 @@ class SparseSkin:
 def sparse_skin(fast: FastBody) -> SparseSkin:
     """The :class:`SparseSkin` of ``fast`` (cached on it)."""
     sk = getattr(fast, "_sparse_skin", None)
-    if sk is None or sk.weight.device != fast.device or sk.weight.dtype != fast.dtype:
+    if sk is None or sk.device != fast.device or sk.dtype != fast.dtype:
         sk = SparseSkin(fast)
         fast._sparse_skin = sk
     return sk

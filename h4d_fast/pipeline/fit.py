@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -314,6 +315,8 @@ class _Fitter:
         self.contact: Tensor | None = None  # [Fc] frame indices for the collision term
         self.evals = 0
         self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
+        self._obj = None  # the autograd-free objective (fit.gradients = "analytic"), built on first use
+        self._graphs: dict = {}  # CUDA graphs of the objective, per stage and weights
 
     def _forward_joints(self, need_rot6d: bool) -> tuple[Tensor, Tensor | None]:
         F, P = self.F, self.P
@@ -417,17 +420,24 @@ class _Fitter:
             return self._gn.run_stage(stage, weights, iters, on_iter)
         names = STAGE_PARAMS[stage]
         params = [self.p[n] for n in names]
+        analytic = cfg.gradients == "analytic"
         for n, x in self.p.items():
-            x.requires_grad_(n in names)
+            x.requires_grad_(n in names and not analytic)
         t0 = time.perf_counter()
         ev0 = self.evals
         last: dict[str, Any] = {}
+        evaluate = self._evaluator(stage, weights, names) if analytic else None
 
         def closure() -> Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss, _ = self.total(stage, weights)
-            if loss.requires_grad:
-                loss.backward()
+            if evaluate is not None:  # value and gradient without autograd (fit_objective)
+                loss, grads = evaluate()
+                for n, x in zip(names, params):
+                    x.grad = grads[n]
+            else:
+                opt.zero_grad(set_to_none=True)
+                loss, _ = self.total(stage, weights)
+                if loss.requires_grad:
+                    loss.backward()
             self.evals += 1
             last["loss"] = loss.detach()
             return loss
@@ -485,6 +495,34 @@ class _Fitter:
             "seconds": time.perf_counter() - t0,
         }
 
+    def objective(self):
+        """The autograd-free objective (:class:`~h4d_fast.pipeline.fit_objective.Objective`), built once."""
+        if self._obj is None:
+            from .fit_objective import Objective
+
+            self._obj = Objective(self)
+        return self._obj
+
+    def _evaluator(self, stage: int, weights: Mapping[str, float], names: tuple[str, ...]) -> Callable[[], tuple[Tensor, dict[str, Tensor]]]:
+        """``() -> (loss, {name: grad})`` at the current parameters; on CUDA (``fit.cuda_graphs``)
+        replayed from a CUDA graph captured once per stage and weights (not with the collision term,
+        whose op runs eagerly)."""
+        obj = self.objective()
+        w = dict(weights)
+
+        def fn() -> tuple[Tensor, dict[str, Tensor]]:
+            return obj.value_and_grad(stage, w, names)
+
+        coll = bool(w.get("collision")) and self.P >= 2 and self.contact is not None and self.contact.numel() > 0
+        if self.kp.device.type != "cuda" or not self.cfg.cuda_graphs or coll:
+            return fn
+        key = (stage, tuple(sorted(w.items())), names)
+        g = self._graphs.get(key)
+        if g is None:
+            g = self._graphs[key] = _graph_or_eager(fn)
+        return g
+
+
     # -- collision helpers
     def select_contact(self, margin: float, chunk: int = 256) -> Tensor:
         """Frames where some pair's vertex boxes come within ``margin`` (metres) of each other."""
@@ -527,6 +565,34 @@ class _Fitter:
             d = (J.index_select(2, self.coco_idx) - self.kp).norm(dim=-1)
             m = (self.w > 0).to(d.dtype)
             return float((d * m).sum() / m.sum().clamp_min(1)) * 1000.0
+
+
+def _graph_or_eager(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` captured in a CUDA graph (its outputs are overwritten at every replay), or ``fn`` itself
+    when capture fails (the failure is recorded in ``GRAPH_FAILURES``)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: lazy initialisation, allocator
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+    except Exception as e:  # noqa: BLE001 - any capture problem: run eagerly
+        GRAPH_FAILURES.append(f"{type(e).__name__}: {e}")
+        torch.cuda.synchronize()
+        return fn
+
+    def replay() -> Any:
+        graph.replay()
+        return out
+
+    return replay
+
+
+GRAPH_FAILURES: list[str] = []
 
 
 def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:
@@ -574,10 +640,29 @@ def fit_sequence(
         raise ValueError(f"fit_sequence: expected poses3d [F, P, {NUM_COCO}, 4], got {tuple(poses3d.shape)}")
     if cfg.optimizer not in ("gn", "lbfgs", "adam"):
         raise ValueError(f"fit.optimizer must be 'gn', 'lbfgs' or 'adam', got {cfg.optimizer!r}")
-    t_start = time.perf_counter()
     device = torch.device(device)
     if poses3d.shape[0] == 0 or poses3d.shape[1] == 0:
         raise ValueError(f"fit_sequence: no frames or no people (poses3d {tuple(poses3d.shape)})")
+    with cpu_threads(int(cfg.cpu_threads) if device.type == "cpu" else 0):
+        return _fit_sequence(poses3d, body, cfg, device, init, progress)
+
+
+@contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op threads set to ``n`` (> 0) for the block, restored afterwards."""
+    old = torch.get_num_threads()
+    if n > 0 and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torch.device, init: Mapping[str, Any] | None,
+                  progress: Callable[[int], None] | None) -> FitResult:
+    t_start = time.perf_counter()
     dt = torch.float32 if body.dtype != torch.float64 else torch.float64
     fast = FastBody(body).to(device=device, dtype=dt)
     F, P = poses3d.shape[:2]

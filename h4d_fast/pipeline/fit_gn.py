@@ -37,205 +37,25 @@ import torch
 from torch import Tensor
 
 from ..body.fast import rot6d
-from ..body.jacobian import JointsJacobian, joints_with_jacobian
-from ..body.sparse_skin import sparse_skin
+from ..body.jacobian import JointsJacobian
 from ..constants import NUM_SMPL_JOINTS
 from . import fit_losses as L
+from .fit_objective import Objective
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import _Fitter
 
-NUM_POSE = 3 * NUM_SMPL_JOINTS
-LAMBDA0 = 1e-3
-LAMBDA_MIN, LAMBDA_MAX = 1e-9, 1e9
+import os as _os
+LAMBDA0 = float(_os.environ.get("H4D_GN_L0", 1e-3))
+LAMBDA_MIN, LAMBDA_MAX = float(_os.environ.get("H4D_GN_LMIN", 1e-9)), 1e9
 EPS_REL = 1e-9  # absolute damping floor relative to the mean curvature of the stage
-
-
-# ----------------------------------------------------------------------------- temporal band
-class TemporalBand:
-    """``D^T D`` of the temporal difference operator over ``F`` frames (banded, symmetric).
-
-    ``D`` is the second difference (``"acceleration"``: rows ``x_t - 2 x_{t+1} + x_{t+2}``) or the
-    first difference (``"velocity"``). ``coeff[k][s] = (D^T D)[s, s + k]``.
-    """
-
-    def __init__(self, F: int, mode: str, dtype: torch.dtype, device: torch.device):
-        if mode == "acceleration":
-            st = (1.0, -2.0, 1.0)
-        elif mode == "velocity":
-            st = (-1.0, 1.0)
-        else:
-            raise ValueError(f"temporal mode must be 'acceleration' or 'velocity', got {mode!r}")
-        self.stencil = st
-        self.F = F
-        self.T = max(0, F - len(st) + 1)  # rows of D
-        self.coeff: list[Tensor] = []
-        for k in range(len(st)):
-            c = torch.zeros(max(F - k, 0), dtype=dtype, device=device)
-            for a in range(len(st) - k):
-                if self.T:
-                    c[a : a + self.T] += st[a] * st[a + k]
-            self.coeff.append(c)
-
-    def diff(self, x: Tensor) -> Tensor:
-        """``D x`` along dim 0: ``[F, ...]`` -> ``[T, ...]``."""
-        return L._diff(x, "acceleration" if len(self.stencil) == 3 else "velocity")
-
-    def adjoint(self, d: Tensor) -> Tensor:
-        """``D^T d``: ``[T, ...]`` -> ``[F, ...]``."""
-        out = d.new_zeros(self.F, *d.shape[1:])
-        for a, s in enumerate(self.stencil):
-            out[a : a + self.T] += s * d
-        return out
-
-    def _c(self, k: int, like: Tensor) -> Tensor:
-        return self.coeff[k].view(-1, *([1] * (like.dim() - 1))).to(like.dtype)
-
-    def diagonal(self) -> Tensor:
-        """``[F]`` diagonal of ``D^T D``."""
-        return self.coeff[0]
-
-    def offdiag(self, y: Tensor) -> Tensor:
-        """``(D^T D - diag) y`` along dim 0 (``y [F, ...]``)."""
-        out = torch.zeros_like(y)
-        F = self.F
-        for k in range(1, len(self.coeff)):
-            if F <= k or not self.T:
-                continue
-            c = self._c(k, y)
-            out[: F - k] += c * y[k:]
-            out[k:] += c * y[: F - k]
-        return out
-
-
-# ----------------------------------------------------------------------------- the solver
-class GaussNewton:
+class GaussNewton(Objective):
     """Gauss-Newton / LM stages over a :class:`~h4d_fast.pipeline.fit._Fitter`'s parameters."""
 
     def __init__(self, fitter: "_Fitter"):
-        self.f = fitter
-        fast = fitter.fast
-        self.fast = fast
-        self.F, self.P = fitter.F, fitter.P
-        dev, dt = fitter.kp.device, fitter.kp.dtype
-        self.dev, self.dt = dev, dt
-        self.NJ = NUM_SMPL_JOINTS + int(fast.vj_ids.numel())
-        self.coco = fitter.coco_idx
-        lim = torch.tensor(L.FIT_LIMBS, dtype=torch.long, device=dev)
-        self.limb_a, self.limb_b = self.coco[lim[:, 0]], self.coco[lim[:, 1]]  # model joint ids
-        self.pairs = torch.tensor(L.FIT_LIMB_PAIRS, dtype=torch.long, device=dev)
-        self.band = TemporalBand(self.F, fitter.cfg.temporal, dt, dev)
-        self.sw = fitter.w.sum().clamp_min(1e-12)
-        self.sw1 = fitter.w_stage1.sum().clamp_min(1e-12)
-        self.sparse = fast.posedirs is None
-        self.skin = sparse_skin(fast) if self.sparse else None
-        self.person_of = torch.arange(self.P, device=dev)
-        self.observed = observed_joints(fast, [int(i) for i in fitter.coco_idx.tolist()])
+        super().__init__(fitter)
+        self.observed = observed_joints(self.fast, [int(i) for i in fitter.coco_idx.tolist()])
         self._vars: dict[int, _Vars] = {}
-
-    # -- parameters
-    def pose(self) -> Tensor:
-        p = self.f.p
-        return torch.cat([p["global_orient"], p["body_pose"]], -1)  # [F, P, 72]
-
-    def forward(self, pose: Tensor, betas: Tensor, transl: Tensor, want_pose: bool = False, want_betas: bool = False,
-                want_rot6d: bool = False, pose_joints: list[int] | None = None) -> JointsJacobian:
-        F, P = self.F, self.P
-        B = F * P
-        be = betas[None].expand(F, P, -1).reshape(B, -1)
-        return joints_with_jacobian(self.fast, pose.reshape(B, NUM_POSE), be, transl.reshape(B, 3), want_pose=want_pose,
-                                    want_betas=want_betas, want_rot6d=want_rot6d, pose_joints=pose_joints)
-
-    # -- the loss, split into per-body and per-person parts
-    def losses(self, X: Tensor, rot: Tensor, pose: Tensor, betas: Tensor, stage: int, w: Mapping[str, float]) -> tuple[Tensor, Tensor]:
-        """``(body [F, P], person [P])`` parts of the stage's loss without the collision term
-        (their total equals :meth:`_Fitter.total` without collision; tested)."""
-        f, cfg = self.f, self.f.cfg
-        F, P = self.F, self.P
-        body = X.new_zeros(F, P)
-        person = X.new_zeros(P)
-        coco = X.index_select(2, self.coco)
-        if w["joint"]:
-            wk = f.w_stage1 if stage == 1 else f.w
-            d2 = ((coco - f.kp) ** 2).sum(-1)
-            rho = L.gmof(d2, cfg.kp_sigma) if cfg.kp_sigma and cfg.kp_sigma > 0 else d2
-            body = body + w["joint"] * (wk * rho).sum(-1) / ((self.sw1 if stage == 1 else self.sw) * L.S_KP ** 2)
-        bp = pose[..., 3:]
-        if w["reg"]:
-            body = body + w["reg"] * (bp * bp).sum(-1) / (F * P * bp.shape[-1])
-        if stage == 3 and cfg.w_hyperext:
-            a = (bp.index_select(-1, L._index(L.HYPEREXT_INDEX, bp.device)) * self._hyp_sign(bp)).clamp_min(0)
-            body = body + cfg.w_hyperext * (torch.expm1(a) ** 2).sum(-1) / (F * P * len(L.HYPEREXT_INDEX))
-        if w["limb"] or w["symm"]:
-            Ln = L.limb_lengths(coco)  # [F, P, 12]
-            if w["limb"]:
-                r = (Ln - f.limb_tgt) / L.S_LEN
-                den = (f.limb_ok.sum() * F).clamp_min(1e-12)
-                body = body + w["limb"] * (f.limb_ok * r * r).sum(-1) / den
-            if w["symm"]:
-                d = (Ln.index_select(-1, self.pairs[:, 0]) - Ln.index_select(-1, self.pairs[:, 1])) / L.S_SYM
-                body = body + w["symm"] * (d * d).sum(-1) / (F * P * self.pairs.shape[0])
-        if w["temporal"] and self.band.T:
-            T = self.band.T
-            dr = self.band.diff(rot6d(rot[:, :, 1:]))  # [T, P, 23, 6]
-            dx = self.band.diff(X)
-            S_R, S_P = L.S_ROT[cfg.temporal], L.S_POS[cfg.temporal]
-            person = person + w["temporal"] * ((dr * dr).sum((0, 2, 3)) / (T * P * (NUM_SMPL_JOINTS - 1) * S_R ** 2)
-                                               + (dx * dx).sum((0, 2, 3)) / (T * P * X.shape[2] * S_P ** 2))
-        if w["shape"]:
-            person = person + w["shape"] * (betas * betas).sum(-1) / betas.numel()
-        return body, person
-
-    def _hyp_sign(self, like: Tensor) -> Tensor:
-        return torch.tensor(L.HYPEREXT_SIGN, dtype=like.dtype, device=like.device)
-
-    # -- gradient and Gauss-Newton rows in joint space
-    def joint_terms(self, X: Tensor, stage: int, w: Mapping[str, float]) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor, Tensor, Tensor]]]:
-        """dE/dX ``[F, P, NJ, 3]``, the isotropic curvature per joint ``[F, P, NJ]`` and the
-        length rows ``(joints_plus [R], joints_minus [R], unit vectors [F, P, R, 3] or pairs, sqrt-weights)``."""
-        f, cfg = self.f, self.f.cfg
-        F, P, NJ = self.F, self.P, self.NJ
-        gX = torch.zeros_like(X)
-        m = X.new_zeros(F, P, NJ)
-        rows: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []
-        coco = X.index_select(2, self.coco)
-        if w["joint"]:
-            wk = f.w_stage1 if stage == 1 else f.w
-            r = coco - f.kp
-            d2 = (r * r).sum(-1)
-            if cfg.kp_sigma and cfg.kp_sigma > 0:
-                s2 = cfg.kp_sigma ** 2
-                rp = (s2 / (s2 + d2)) ** 2
-            else:
-                rp = torch.ones_like(d2)
-            c = 2 * w["joint"] / ((self.sw1 if stage == 1 else self.sw) * L.S_KP ** 2) * wk * rp  # [F, P, 17]
-            gX.index_add_(2, self.coco, c[..., None] * r)
-            m.index_add_(2, self.coco, c)
-        if w["limb"] or w["symm"]:
-            a, b = self.limb_a, self.limb_b
-            vec = X.index_select(2, a) - X.index_select(2, b)  # [F, P, 12, 3]
-            ln = vec.norm(dim=-1)
-            u = vec / ln.clamp_min(1e-9)[..., None]
-            if w["limb"]:
-                den = (f.limb_ok.sum() * F).clamp_min(1e-12)
-                om = w["limb"] * f.limb_ok / den  # [P, 12]
-                r = (ln - f.limb_tgt) / L.S_LEN
-                gv = (2 * om * r / L.S_LEN)[..., None] * u  # dE/dX_a
-                gX.index_add_(2, torch.cat([a, b]), torch.cat([gv, -gv], 2))
-                rows.append(("limb", u, (2 * om).sqrt().expand(F, P, -1) / L.S_LEN, None))
-            if w["symm"]:
-                p1, p2 = self.pairs[:, 0], self.pairs[:, 1]
-                om = w["symm"] / (F * P * p1.numel())
-                r = (ln.index_select(-1, p1) - ln.index_select(-1, p2)) / L.S_SYM  # [F, P, 4]
-                g1 = (2 * om * r / L.S_SYM)[..., None] * u.index_select(2, p1)
-                g2 = (2 * om * r / L.S_SYM)[..., None] * u.index_select(2, p2)
-                gX.index_add_(2, torch.cat([a[p1], b[p1], a[p2], b[p2]]), torch.cat([g1, -g1, -g2, g2], 2))
-                rows.append(("symm", u, X.new_full((F, P, p1.numel()), math.sqrt(2 * om) / L.S_SYM), None))
-        if w["temporal"] and self.band.T:
-            om = w["temporal"] / (self.band.T * P * NJ * L.S_POS[cfg.temporal] ** 2)
-            gX = gX + 2 * om * self.band.adjoint(self.band.diff(X))
-            m = m + (2 * om) * self.band.diagonal().view(F, 1, 1)
-        return gX, m, rows
 
     def _length_rows(self, A: Tensor, rows, F: int, P: int) -> list[Tensor]:
         """Jacobian rows ``[B, R, n]`` of the length terms from the joint Jacobian ``A [B, NJ, 3, n]``."""
@@ -338,66 +158,31 @@ class GaussNewton:
         return out
 
     def solve(self, g: Tensor, H: Tensor, lam: Tensor, temporal_pos, rt, cg_iters: int) -> Tensor:
-        """Levenberg-Marquardt step ``-(H + lam D)^-1 g``; ``lam [F, P]``. In float64."""
+        """Levenberg-Marquardt step ``-(H + lam D)^-1 g`` (``lam [F, P]``, ``D = diag(H) + eps``).
+
+        The per-body blocks are factorised in float64 (they can be ill-conditioned); with the
+        temporal band, their inverses precondition conjugate gradients in the working dtype.
+        """
         F, P, n = g.shape
-        Hd = H.double()
-        diag = Hd.diagonal(dim1=-2, dim2=-1)
+        diag = H.diagonal(dim1=-2, dim2=-1)
         eps = EPS_REL * diag.mean().clamp_min(1e-30)
-        damp = lam.double()[..., None] * (diag + eps) + eps
-        Hd = Hd + torch.diag_embed(damp)
-        Lc, info = torch.linalg.cholesky_ex(Hd)
-        gd = -g.double()
+        Hd = H + torch.diag_embed(lam[..., None] * (diag + eps) + eps)
+        Lc, _ = torch.linalg.cholesky_ex(Hd.double())
         if temporal_pos is None and rt is None:
-            return torch.cholesky_solve(gd[..., None], Lc)[..., 0].to(g.dtype)
+            return torch.cholesky_solve(-g.double()[..., None], Lc)[..., 0].to(g.dtype)
+        Minv = torch.cholesky_inverse(Lc).to(g.dtype)  # [F, P, n, n]
 
         def precond(r: Tensor) -> Tensor:
-            return torch.cholesky_solve(r[..., None], Lc)[..., 0]
+            return (Minv @ r[..., None])[..., 0]
 
         def matvec(v: Tensor) -> Tensor:
             return (Hd @ v[..., None])[..., 0] + self.temporal_matvec(v, temporal_pos, rt)
 
-        return pcg(matvec, precond, gd, cg_iters).to(g.dtype)
-
-    # -- collision term at a point (contact frames only)
-    def collision(self, pose: Tensor, betas: Tensor, transl: Tensor, jj: JointsJacobian | None) -> tuple[Tensor, Tensor, Tensor]:
-        """Value and gradient (``[F, P, 72]`` pose, ``[F, P, 3]`` transl) of the collision term."""
-        f, cfg = self.f, self.f.cfg
-        F, P = self.F, self.P
-        idx = f.contact
-        kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend)
-        gp = pose.new_zeros(F, P, NUM_POSE)
-        gt = pose.new_zeros(F, P, 3)
-        Fc = idx.numel()
-        if not self.sparse:  # pose correctives: autograd through the full meshes
-            with torch.enable_grad():
-                po = pose.index_select(0, idx).detach().requires_grad_(True)
-                tr = transl.index_select(0, idx).detach().requires_grad_(True)
-                v, _ = self.fast.vertices(po[..., :3].reshape(-1, 3), po[..., 3:].reshape(-1, NUM_POSE - 3),
-                                          betas[None].expand(Fc, P, -1).reshape(Fc * P, -1), tr.reshape(-1, 3))
-                lc = L.collision_term(v.view(Fc, P, -1, 3), f.faces, F, **kw)
-                dpo, dtr = torch.autograd.grad(lc, (po, tr))
-            return lc.detach(), gp.index_copy(0, idx, dpo), gt.index_copy(0, idx, dtr)
-        B = F * P
-        bidx = (idx[:, None] * P + self.person_of[None]).reshape(-1)
-        be = betas[None].expand(F, P, -1).reshape(B, -1)
-        if jj is None:
-            jj = self.forward(pose, betas, transl)
-        J = self.fast.rest_joints(be.index_select(0, bidx))
-        GR, Gt = self.fast.kinematics(jj.rot.index_select(0, bidx), J)
-        u = self.skin.rest(betas)
-        person = self.person_of.repeat(Fc)
-        tr = transl.reshape(B, 3).index_select(0, bidx)
-        V = self.skin.vertices(GR, Gt, J, u, person, tr).view(Fc, P, -1, 3)
-        with torch.enable_grad():
-            Vd = V.detach().requires_grad_(True)
-            lc = L.collision_term(Vd, f.faces, F, **kw)
-            (gv,) = torch.autograd.grad(lc, Vd)
-        dpo, dtr = self.skin.pose_gradient(gv.reshape(Fc * P, -1, 3), pose.reshape(B, NUM_POSE).index_select(0, bidx), GR, Gt, J, u, person)
-        return lc.detach(), gp.index_copy(0, idx, dpo.reshape(Fc, P, NUM_POSE)), gt.index_copy(0, idx, dtr.reshape(Fc, P, 3))
+        return pcg(matvec, precond, -g, cg_iters)
 
     # -- stages
     def run_stage(self, stage: int, weights: Mapping[str, float], iters: int, on_iter: Callable[[int], None]) -> dict[str, Any]:
-        f, cfg = self.f, self.f.cfg
+        f = self.f
         t0 = time.perf_counter()
         ev0 = f.evals
         with torch.no_grad():
@@ -559,6 +344,7 @@ class GaussNewton:
         return done
 
 
+
 class _Vars:
     """Index maps of a per-body stage's variables: the pose values of ``joints`` (3 each, in order),
     then the translation."""
@@ -614,18 +400,19 @@ def pcg(matvec: Callable[[Tensor], Tensor], precond: Callable[[Tensor], Tensor],
     z = precond(r)
     p = z.clone()
     rz = (r * z).sum((0, 2))
+    tiny = torch.finfo(b.dtype).tiny
     for _ in range(max(0, int(iters))):
         Ap = matvec(p)
         pAp = (p * Ap).sum((0, 2))
-        alpha = torch.where(pAp > 0, rz / pAp.clamp_min(1e-300), torch.zeros_like(pAp))
+        alpha = torch.where(pAp > 0, rz / pAp.clamp_min(tiny), torch.zeros_like(pAp))
         x = x + alpha[None, :, None] * p
         r = r - alpha[None, :, None] * Ap
         z = precond(r)
         rz_new = (r * z).sum((0, 2))
-        beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))
+        beta = torch.where(rz > 0, rz_new / rz.clamp_min(tiny), torch.zeros_like(rz))
         p = z + beta[None, :, None] * p
         rz = rz_new
     return x
 
 
-__all__ = ["GaussNewton", "TemporalBand", "pcg"]
+__all__ = ["GaussNewton", "observed_joints", "pcg"]
