@@ -57,6 +57,7 @@ from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 from . import fit_losses as L
+from .lbfgs import LBFGS
 
 NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
 STAGE1_KEYPOINTS: tuple[int, ...] = (5, 6, 11, 12)  # shoulders and hips (COCO)
@@ -425,22 +426,22 @@ class _Fitter:
             x.requires_grad_(n in names and not analytic)
         t0 = time.perf_counter()
         ev0 = self.evals
-        last: dict[str, Any] = {}
         evaluate = self._evaluator(stage, weights, names) if analytic else None
 
-        def closure() -> Tensor:
-            if evaluate is not None:  # value and gradient without autograd (fit_objective)
+        def value_and_grad() -> tuple[Tensor, list[Tensor]]:
+            if evaluate is not None:  # without autograd (fit_objective), maybe a CUDA-graph replay
                 loss, grads = evaluate()
-                for n, x in zip(names, params):
-                    x.grad = grads[n]
+                out = [grads[n] for n in names]
             else:
-                opt.zero_grad(set_to_none=True)
-                loss, _ = self.total(stage, weights)
-                if loss.requires_grad:
-                    loss.backward()
+                with torch.enable_grad():
+                    for x in params:
+                        x.grad = None
+                    loss, _ = self.total(stage, weights)
+                    if loss.requires_grad:
+                        loss.backward()
+                out = [x.grad if x.grad is not None else torch.zeros_like(x) for x in params]
             self.evals += 1
-            last["loss"] = loss.detach()
-            return loss
+            return loss.detach(), out
 
         with torch.no_grad():
             l0 = float(self.total(stage, weights)[0])
@@ -450,27 +451,40 @@ class _Fitter:
         if iters > 0 and any(weights.values()):
             chunk = max(1, int(cfg.check_every))
             if cfg.optimizer == "lbfgs":
-                opt = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=chunk, history_size=int(cfg.history_size),
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14)
+                sizes = [x.numel() for x in params]
+
+                def put(xv: Tensor) -> None:
+                    with torch.no_grad():
+                        for x, part in zip(params, xv.split(sizes)):
+                            x.copy_(part.view_as(x))
+
+                def flat_eval(xv: Tensor) -> tuple[Tensor, Tensor]:
+                    put(xv)
+                    loss, grads = value_and_grad()
+                    return loss, torch.cat([g.reshape(-1) for g in grads])
+
+                xflat = torch.cat([x.detach().reshape(-1) for x in params])
+                opt = LBFGS(xflat, flat_eval, lr=cfg.lr, history_size=int(cfg.history_size), tolerance_grad=1e-10, tolerance_change=1e-14)
             else:
-                opt = torch.optim.Adam(params, lr=cfg.adam_lr)
+                adam = torch.optim.Adam(params, lr=cfg.adam_lr)
             while done < iters:
                 n = min(chunk, iters - done)
                 if cfg.optimizer == "lbfgs":
-                    opt.param_groups[0]["max_iter"] = n
-                    opt.param_groups[0]["max_eval"] = 5 * n
-                    st = opt.state[params[0]]
-                    k0 = int(st.get("n_iter", 0))
-                    opt.step(closure)
-                    k = int(st.get("n_iter", 0)) - k0
+                    k = opt.step(n, 5 * n)
+                    put(xflat)
                     done += k
                     stalled = k == 0  # LBFGS made no step (converged on its own tolerances)
+                    cur = float(opt.loss)
                 else:
                     for _ in range(n):
-                        opt.step(closure)
+                        adam.zero_grad(set_to_none=True)
+                        loss, grads = value_and_grad()
+                        for x, gr in zip(params, grads):
+                            x.grad = gr
+                        adam.step()
                     done += n
                     stalled = False
-                cur = float(last["loss"])
+                    cur = float(loss)
                 on_iter(n)
                 if not math.isfinite(cur):
                     break

@@ -310,7 +310,7 @@ class Objective:
                 grads["body_pose"] = grads["body_pose"] + w["collision"] * cgp[..., 3:]
             if "transl" in grads:
                 grads["transl"] = grads["transl"] + w["collision"] * cgt
-        return E, {k: grads[k] for k in names}
+        return E, {k: grads[k].contiguous() for k in names}
 
     def body_pose_grad(self, bp: Tensor, stage: int, w: Mapping[str, float]) -> Tensor:
         """Gradient of the parameter-space terms (pose regularisation, hyper-extension) ``[F, P, 69]``."""
