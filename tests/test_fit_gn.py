@@ -5,6 +5,7 @@ and gradients per stage, the PCG step against a dense solve, and the collision g
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 
 import pytest
@@ -87,9 +88,12 @@ def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
     assert Jp.abs().max() > 0.1 and Jb.abs().max() > 0.01  # not trivially zero
 
 
-def test_sparse_skin_and_pose_gradient_match_autograd(body):
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_sparse_skin_and_pose_gradient_match_autograd(body, use_numba):
     fast = FastBody(body).to(dtype=torch.float64)
-    sk = SparseSkin(fast)
+    sk = SparseSkin(fast, use_numba=use_numba)
+    if use_numba and importlib.util.find_spec("numba") is not None:
+        assert sk._numba() is not None  # the CPU kernels run
     g = torch.Generator().manual_seed(3)
     B, P = 5, 2
     person = torch.tensor([0, 1, 0, 1, 1])
@@ -282,3 +286,39 @@ def test_objective_value_and_grad_match_autograd(body, stage, weights):
     assert set(grads) == set(names)
     for k in names:
         torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-8, atol=1e-10 * float(p[k].grad.abs().max()), msg=k)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs the numba collision backend (torch is minutes per frame)")
+@pytest.mark.parametrize("P", [2, 3])
+def test_collision_stage_gradient_matches_autograd(body, P):
+    """The analytic collision-stage gradient (op vertex gradient -> pose, sparse skinning) equals
+    autograd through the full meshes; three people: every close pair counts."""
+    fitter, cfg = _fitter(body, F=3, P=2, dtype=torch.float32)
+    if P == 3:  # a third person between the two (overlapping both)
+        kp = torch.cat([fitter.kp, fitter.kp[:, :1] + torch.tensor([0.3, 0.0, 0.0])], 1)
+        w = torch.cat([fitter.w, fitter.w[:, :1]], 1)
+        p = {k: torch.cat([v, v[:, :1] + (torch.tensor([0.3, 0.0, 0.0]) if k == "transl" else 0)], 1) if k != "betas"
+             else torch.cat([v, v[:1]], 0) for k, v in fitter.p.items()}
+        fitter = FT._Fitter(kp, w, fitter.fast, cfg, p)
+    p = fitter.p
+    with torch.no_grad():  # bring the people into contact as in facing_pair
+        p["transl"][..., 0] = torch.linspace(-0.17, 0.17, P)
+    fitter.contact = torch.tensor([0, 2])
+    w = cfg.stage_weights(3)
+    w["collision"] = 1.0
+    names = FT.STAGE_PARAMS[3]
+    for k, v in p.items():
+        v.requires_grad_(k in names)
+    ref = fitter.total(3, w)[0]
+    ref.backward()
+    with torch.no_grad():
+        val, grads = fitter.objective().value_and_grad(3, w, names)
+        _, no_coll = fitter.objective().value_and_grad(3, {**w, "collision": 0.0}, names)
+        assert float(fitter.collision()) > 0
+    torch.testing.assert_close(val, ref.detach(), rtol=1e-5, atol=1e-6)
+    for k in names:
+        # float32 sums over thousands of vertices in another order: relative to the gradient's scale
+        scale = float(p[k].grad.abs().max())
+        torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-3, atol=1e-4 * max(scale, 1.0), msg=k)
+        assert float((grads[k] - no_coll[k]).abs().max()) > 0  # the collision term contributes
+    torch.testing.assert_close(grads["transl"][1], no_coll["transl"][1])  # frame 1 is not in the contact set

@@ -39,8 +39,9 @@ class SparseSkin:
     work and the memory are those of the ``E`` entries, never ``B x E x 3 x 3`` gathers.
     """
 
-    def __init__(self, fast: FastBody):
+    def __init__(self, fast: FastBody, use_numba: bool = True):
         self.fast = fast
+        self.use_numba = use_numba
         W = fast.lbs_weights  # [N, 24]
         self.num_vertices = int(W.shape[0])
         self.groups: list[tuple[int, Tensor, Tensor]] = []  # (joint, vertex ids [E_j], weights [E_j])
@@ -49,6 +50,29 @@ class SparseSkin:
             if n.numel():
                 self.groups.append((j, n, W[n, j]))
         self.device, self.dtype = W.device, W.dtype
+        self._csr = None  # numba CSR arrays (CPU), on first use
+
+    def _numba(self):
+        """The CPU kernels and CSR arrays, or None (not on the CPU, or numba unavailable)."""
+        if self.device.type != "cpu" or not self.use_numba:
+            return None
+        if self._csr is None:
+            try:
+                from . import _skin_numba as nb
+            except Exception:  # noqa: BLE001 - numba missing or broken: the torch code
+                self._csr = False
+                return None
+            v = torch.cat([n for _, n, _ in self.groups]).numpy()
+            j = torch.cat([torch.full_like(n, jj) for jj, n, _ in self.groups]).numpy()
+            w = torch.cat([wt for _, _, wt in self.groups]).numpy()
+            self._csr = (nb, *nb.csr(v, j, w, self.num_vertices))
+        return self._csr or None
+
+    @staticmethod
+    def _affine(GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
+        """``[B, 24, 12]``: per joint the rotation and ``X_j - R_j J_j``."""
+        t = Gt - (GR @ J[..., None])[..., 0]
+        return torch.cat([GR.reshape(*GR.shape[:2], 9), t], -1).contiguous()
 
     def rest(self, betas: Tensor) -> Tensor:
         """Shaped rest meshes ``[P, N, 3]`` of ``betas [P, K]`` (no pose correctives)."""
@@ -71,6 +95,14 @@ class SparseSkin:
             transl: ``[B, 3]`` or None.
         """
         B = GR.shape[0]
+        nb = self._numba()
+        if nb is not None:
+            kern, ptr, joint, weight = nb
+            out = u.new_empty(B, self.num_vertices, 3)
+            tr = transl if transl is not None else u.new_zeros(B, 3)
+            kern.skin(self._affine(GR, Gt, J).numpy(), u.contiguous().numpy(), person.numpy(), ptr, joint,
+                      weight, tr.contiguous().numpy(), out.numpy())
+            return out
         ub = u.index_select(0, person)
         out = u.new_zeros(B, self.num_vertices, 3)
         for j, n, w in self.groups:
@@ -90,16 +122,25 @@ class SparseSkin:
         """
         B = GR.shape[0]
         nj = NUM_SMPL_JOINTS
-        ub = u.index_select(0, person)
-        Fj = [grad.new_zeros(B, 3)] * nj
-        Mj = [grad.new_zeros(B, 3)] * nj
-        for j, n, w in self.groups:
-            ge = grad.index_select(1, n) * w[:, None]  # [B, E_j, 3]
-            Fj[j] = ge.sum(1)
-            Mj[j] = torch.linalg.cross(self._q(GR, Gt, J, ub, j, n), ge, dim=-1).sum(1)
-        anc = _structure(self.fast).anc_incl  # [24(j), 24(i)]
-        Fs = torch.einsum("ji,bjx->bix", anc, torch.stack(Fj, 1))  # subtree sums
-        Ms = torch.einsum("ji,bjx->bix", anc, torch.stack(Mj, 1))
+        nb = self._numba()
+        if nb is not None:
+            kern, ptr, joint, weight = nb
+            Fjt = grad.new_zeros(B, nj, 3)
+            Mjt = grad.new_zeros(B, nj, 3)
+            kern.forces(self._affine(GR, Gt, J).to(grad.dtype).numpy(), u.to(grad.dtype).contiguous().numpy(), person.numpy(),
+                        ptr, joint, weight.astype(grad.numpy().dtype), grad.contiguous().numpy(), Fjt.numpy(), Mjt.numpy())
+        else:
+            ub = u.index_select(0, person)
+            Fj = [grad.new_zeros(B, 3)] * nj
+            Mj = [grad.new_zeros(B, 3)] * nj
+            for j, n, w in self.groups:
+                ge = grad.index_select(1, n) * w[:, None]  # [B, E_j, 3]
+                Fj[j] = ge.sum(1)
+                Mj[j] = torch.linalg.cross(self._q(GR, Gt, J, ub, j, n), ge, dim=-1).sum(1)
+            Fjt, Mjt = torch.stack(Fj, 1), torch.stack(Mj, 1)
+        anc = _structure(self.fast).anc_incl.to(grad.dtype)  # [24(j), 24(i)]
+        Fs = torch.einsum("ji,bjx->bix", anc, Fjt)  # subtree sums
+        Ms = torch.einsum("ji,bjx->bix", anc, Mjt)
         tau = Ms - torch.linalg.cross(Gt, Fs, dim=-1)  # [B, 24, 3] torque about each joint
         Om = GR @ so3_right_jacobian(pose.reshape(B, nj, 3))  # [B, 24, 3, 3]
         d_pose = (Om.transpose(-1, -2) @ tau[..., None])[..., 0]

@@ -110,32 +110,41 @@ def _pt_tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     return qx * qx + qy * qy + qz * qz
 
 
+@njit(cache=True, inline="always")
+def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best):
+    """Smallest squared distance to the faces of cluster ``c`` that is below ``best`` (else ``best``)."""
+    for f in range(c * cs, c * cs + cs):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        d2 = _pt_tri_d2(
+            qx, qy, qz, Pn[i0, 0], Pn[i0, 1], Pn[i0, 2], Pn[i1, 0], Pn[i1, 1], Pn[i1, 2], Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
+        )
+        if d2 < best:
+            best = d2
+    return best
+
+
 @njit(cache=True)
 def _nearest(qx, qy, qz, Pn, faces, aabb, n_clusters, lb, cs):
-    """Exact distance to the nearest face: best-first over cluster AABBs."""
+    """Exact distance to the nearest face: the cluster with the lowest AABB bound first (a tight
+    first bound), then every cluster whose bound is below the best distance so far. Each cluster's
+    bound is computed once and tested once, so a query costs ``O(clusters + 32 x visited)``."""
+    cmin = -1
+    m = np.inf
     for c in range(n_clusters):
         dx = max(aabb[c, 0] - qx, qx - aabb[c, 3], 0.0)
         dy = max(aabb[c, 1] - qy, qy - aabb[c, 4], 0.0)
         dz = max(aabb[c, 2] - qz, qz - aabb[c, 5], 0.0)
-        lb[c] = dx * dx + dy * dy + dz * dz
-    best = np.inf
-    while True:
-        cmin = -1
-        m = np.inf
-        for c in range(n_clusters):
-            if lb[c] < m:
-                m = lb[c]
-                cmin = c
-        if cmin < 0 or m >= best:
-            break
-        lb[cmin] = np.inf
-        for f in range(cmin * cs, cmin * cs + cs):
-            i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-            d2 = _pt_tri_d2(
-                qx, qy, qz, Pn[i0, 0], Pn[i0, 1], Pn[i0, 2], Pn[i1, 0], Pn[i1, 1], Pn[i1, 2], Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
-            )
-            if d2 < best:
-                best = d2
+        d = dx * dx + dy * dy + dz * dz
+        lb[c] = d
+        if d < m:
+            m = d
+            cmin = c
+    if cmin < 0:
+        return math.sqrt(m)
+    best = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, np.inf)
+    for c in range(n_clusters):
+        if c != cmin and lb[c] < best:
+            best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
     return math.sqrt(best)
 
 
@@ -145,10 +154,13 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     h = 2.0 / (G - 1)
     N = P.shape[0]
     Pn = np.empty((N, 3))
+    Gr = np.empty((N, 2))  # (y, z) in row units: row j is at Gr = j (monotone map: min/max commute with it)
     for v in range(N):
         Pn[v, 0] = (P[v, 0] - cx) / s
         Pn[v, 1] = (P[v, 1] - cy) / s
         Pn[v, 2] = (P[v, 2] - cz) / s
+        Gr[v, 0] = (Pn[v, 1] + 1.0) / h - off
+        Gr[v, 1] = (Pn[v, 2] + 1.0) / h - off
 
     # parity: toggles[k, j, i] at the first grid point beyond each crossing of row (j, k)
     tog = np.zeros((G, G, G + 1), np.uint8)
@@ -157,10 +169,12 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
         x0, y0, z0 = Pn[i0, 0], Pn[i0, 1], Pn[i0, 2]
         x1, y1, z1 = Pn[i1, 0], Pn[i1, 1], Pn[i1, 2]
         x2, y2, z2 = Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
-        jlo = max(int(math.ceil((min(y0, y1, y2) + 1.0) / h - off - _EPS_ROW)), 0)
-        jhi = min(int(math.floor((max(y0, y1, y2) + 1.0) / h - off + _EPS_ROW)), G - 1)
-        klo = max(int(math.ceil((min(z0, z1, z2) + 1.0) / h - off - _EPS_ROW)), 0)
-        khi = min(int(math.floor((max(z0, z1, z2) + 1.0) / h - off + _EPS_ROW)), G - 1)
+        jlo = max(int(math.ceil(min(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) - _EPS_ROW)), 0)
+        jhi = min(int(math.floor(max(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) + _EPS_ROW)), G - 1)
+        if jhi < jlo:
+            continue
+        klo = max(int(math.ceil(min(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) - _EPS_ROW)), 0)
+        khi = min(int(math.floor(max(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) + _EPS_ROW)), G - 1)
         for k in range(klo, khi + 1):
             zc = -1.0 + (k + off) * h
             for j in range(jlo, jhi + 1):
@@ -174,13 +188,10 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
                     t = math.floor((xc + 1.0) / h - off) + 1.0
                     i = int(min(max(t, 0.0), float(G)))
                     tog[k, j, i] ^= 1
-    inside = np.zeros((G, G, G), np.uint8)
-    for k in range(G):
-        for j in range(G):
-            acc = 0
-            for i in range(G):
-                acc ^= tog[k, j, i]
-                inside[k, j, i] = acc
+    # inside = prefix xor of the toggles along each row, computed for the rows the samples read
+    # (row_done), together with the distance cache of those rows
+    inside = np.empty((G, G, G), np.uint8)
+    row_done = np.zeros((G, G), np.uint8)
 
     # cluster AABBs
     aabb = np.empty((n_clusters, 6))
@@ -197,7 +208,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     lb = np.empty(n_clusters)
 
     # samples
-    cache = np.full(G * G * G, -1.0)
+    cache = np.empty(G * G * G)
     half_g = 0.5 * (G - 1)
     gscale = half_g / s
     total = 0.0
@@ -219,6 +230,14 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             ix, iy, iz = ix0 + dx, iy0 + dy, iz0 + dz
             if ix < 0 or ix >= G or iy < 0 or iy >= G or iz < 0 or iz >= G:
                 continue
+            if row_done[iz, iy] == 0:
+                acc = 0
+                base = (iz * G + iy) * G
+                for i in range(G):
+                    acc ^= tog[iz, iy, i]
+                    inside[iz, iy, i] = acc
+                    cache[base + i] = -1.0
+                row_done[iz, iy] = 1
             if inside[iz, iy, ix] == 0:
                 continue
             flat = (iz * G + iy) * G + ix

@@ -350,28 +350,9 @@ def collision_loss(
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
     """
-    _check_verts("verts_a", verts_a)
-    _check_verts("verts_b", verts_b)
-    if verts_a.shape[0] != verts_b.shape[0]:
-        raise ValueError(f"collision_loss: frame counts differ ({verts_a.shape[0]} vs {verts_b.shape[0]})")
-    if verts_a.device != verts_b.device:
-        raise ValueError(f"collision_loss: verts_a on {verts_a.device}, verts_b on {verts_b.device}")
-    if faces_b is None:
-        faces_b = faces_a
-    _check_faces("faces_a", faces_a, verts_a.shape[1], verts_a.device)
-    _check_faces("faces_b", faces_b, verts_b.shape[1], verts_b.device)
-    if not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"collision_loss: grid_size must be an int >= 2, got {grid_size!r}")
-    if not (isinstance(pad, (int, float)) and math.isfinite(pad) and pad > 0):
-        raise ValueError(f"collision_loss: pad must be a positive number, got {pad!r}")
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"collision_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    if normalize not in ("mean", "sum"):
-        raise ValueError(f"collision_loss: normalize must be 'mean' or 'sum', got {normalize!r}")
-    if cell_centers not in _CELL_CENTERS:
-        raise ValueError(f"collision_loss: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
-    if inside not in _INSIDE:
-        raise ValueError(f"collision_loss: inside must be one of {_INSIDE}, got {inside!r}")
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside)
     if inside != "parity":
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"collision_loss: inside={inside!r} is implemented by the torch backend only")
@@ -390,6 +371,73 @@ def collision_loss(
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside) -> Tensor:
+    """Argument checks of :func:`collision_loss` / :func:`collision_loss_grad`; returns ``faces_b``."""
+    _check_verts("verts_a", verts_a)
+    _check_verts("verts_b", verts_b)
+    if verts_a.shape[0] != verts_b.shape[0]:
+        raise ValueError(f"collision_loss: frame counts differ ({verts_a.shape[0]} vs {verts_b.shape[0]})")
+    if verts_a.device != verts_b.device:
+        raise ValueError(f"collision_loss: verts_a on {verts_a.device}, verts_b on {verts_b.device}")
+    if faces_b is None:
+        faces_b = faces_a
+    _check_faces("faces_a", faces_a, verts_a.shape[1], verts_a.device)
+    _check_faces("faces_b", faces_b, verts_b.shape[1], verts_b.device)
+    if not isinstance(grid_size, int) or grid_size < 2:
+        raise ValueError(f"collision_loss: grid_size must be an int >= 2, got {grid_size!r}")
+    if not (isinstance(pad, (int, float)) and math.isfinite(pad) and pad > 0):
+        raise ValueError(f"collision_loss: pad must be a positive number, got {pad!r}")
+    if normalize not in ("mean", "sum"):
+        raise ValueError(f"collision_loss: normalize must be 'mean' or 'sum', got {normalize!r}")
+    if cell_centers not in _CELL_CENTERS:
+        raise ValueError(f"collision_loss: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
+    if inside not in _INSIDE:
+        raise ValueError(f"collision_loss: inside must be one of {_INSIDE}, got {inside!r}")
+    return faces_b
+
+
+def collision_loss_grad(
+    verts_a: Tensor,
+    verts_b: Tensor,
+    faces_a: Tensor,
+    faces_b: Tensor | None = None,
+    grid_size: int = 32,
+    *,
+    pad: float = PAD,
+    cell_centers: str = "aligned",
+    normalize: str = "mean",
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`collision_loss` per frame and its gradient, without autograd.
+
+    Returns ``loss [B]`` and ``grad_a [B, Na, 3]``, ``grad_b [B, Nb, 3]``: the derivatives of
+    ``loss.sum()`` (frame ``b``'s loss depends on frame ``b``'s vertices only), in the vertices'
+    dtype. The kernel backends return the derivatives their forward pass stores; the torch
+    backend differentiates itself with autograd. Same values as ``collision_loss`` and its
+    backward (tested).
+    """
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity")
+    if verts_a.shape[0] == 0:
+        return verts_a.new_zeros(0), torch.zeros_like(verts_a), torch.zeros_like(verts_b)
+    name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
+    if name == "torch":
+        with torch.enable_grad():
+            va, vb = verts_a.detach().requires_grad_(True), verts_b.detach().requires_grad_(True)
+            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity")
+            ga, gb = torch.autograd.grad(loss.sum(), (va, vb))
+        return loss.detach(), ga, gb
+    import sys
+
+    run = getattr(sys.modules[fn.__module__], f"run_{name}")
+    dtype = torch.float64 if name == "numba" else torch.float32
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, dtype)
+    scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
+    sums, grad_b, grad_a = run(ki, True)
+    out = torch.promote_types(verts_a.dtype, verts_b.dtype)
+    loss = (sums[0] * scale_b + sums[1] * scale_a).to(out)
+    return loss, (grad_a * scale_a).to(verts_a.dtype), (grad_b * scale_b).to(verts_b.dtype)
 
 
 def sdf_grid(

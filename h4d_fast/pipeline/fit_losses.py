@@ -244,6 +244,25 @@ def collision_term(
     return total / (max(num_frames, 1) * S_COLL)
 
 
+def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
+    """:func:`collision_term` and its gradient with respect to ``verts [Fc, P, N, 3]`` (same value
+    and gradient, without autograd: :func:`h4d_fast.ops.collision.collision_loss_grad`)."""
+    from ..ops.collision import collision_loss_grad
+
+    P = verts.shape[1]
+    total = verts.new_zeros(())
+    grad = torch.zeros_like(verts)
+    if P < 2 or verts.shape[0] == 0:
+        return total, grad
+    scale = 1.0 / (max(num_frames, 1) * S_COLL)
+    for a, b in person_pairs(P):
+        loss, ga, gb = collision_loss_grad(verts[:, a], verts[:, b], faces, faces, **kwargs)
+        total = total + loss.sum()
+        grad[:, a] += ga
+        grad[:, b] += gb
+    return total * scale, grad * scale
+
+
 __all__ = [
     "FIT_LIMBS",
     "FIT_LIMB_PAIRS",
@@ -254,6 +273,7 @@ __all__ = [
     "S_ROT",
     "S_SYM",
     "collision_term",
+    "collision_term_grad",
     "gmof",
     "hyperextension_loss",
     "keypoint_loss",

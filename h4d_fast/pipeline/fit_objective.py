@@ -262,10 +262,7 @@ class Objective:
         person = self.person_of.repeat(Fc)
         tr = transl.reshape(B, 3).index_select(0, bidx)
         V = self.skin.vertices(GR, Gt, J, u, person, tr).view(Fc, P, -1, 3)
-        with torch.enable_grad():
-            Vd = V.detach().requires_grad_(True)
-            lc = L.collision_term(Vd, f.faces, F, **kw)
-            (gv,) = torch.autograd.grad(lc, Vd)
+        lc, gv = L.collision_term_grad(V, f.faces, F, **kw)
         dpo, dtr = self.skin.pose_gradient(gv.reshape(Fc * P, -1, 3), pose.reshape(B, NUM_POSE).index_select(0, bidx), GR, Gt, J, u, person)
         return lc.detach(), gp.index_copy(0, idx, dpo.reshape(Fc, P, NUM_POSE)), gt.index_copy(0, idx, dtr.reshape(Fc, P, 3))
 
