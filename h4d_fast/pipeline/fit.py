@@ -329,11 +329,23 @@ class _Fitter:
         return J.view(F, P, -1, 3), r6
 
     def contact_vertices(self) -> Tensor:
-        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable)."""
+        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable when grad mode is on;
+        without it, and without pose correctives, by sparse skinning)."""
         idx = self.contact
         P = self.P
         go, bp, be, tr = (self.p[k] for k in ("global_orient", "body_pose", "betas", "transl"))
         n = idx.numel() * P
+        if not torch.is_grad_enabled() and self.fast.posedirs is None:
+            from ..body.sparse_skin import sparse_skin
+
+            fast, sk = self.fast, sparse_skin(self.fast)
+            rot = fast.rotations(go.index_select(0, idx).reshape(n, 3), bp.index_select(0, idx).reshape(n, NUM_BODY_POSE))
+            J = fast.rest_joints(be)  # [P, 24, 3]
+            person = torch.arange(P, device=idx.device).repeat(idx.numel())
+            Jb = J.index_select(0, person)
+            GR, Gt = fast.kinematics(rot, Jb)
+            v = sk.vertices(GR, Gt, Jb, sk.rest(be), person, tr.index_select(0, idx).reshape(n, 3))
+            return v.view(idx.numel(), P, -1, 3)
         v, _ = self.fast.vertices(
             go.index_select(0, idx).reshape(n, 3),
             bp.index_select(0, idx).reshape(n, NUM_BODY_POSE),
