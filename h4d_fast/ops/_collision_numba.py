@@ -155,10 +155,14 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     N = P.shape[0]
     Pn = np.empty((N, 3))
     Gr = np.empty((N, 2))  # (y, z) in row units: row j is at Gr = j (monotone map: min/max commute with it)
+    lo = np.full(3, np.inf)  # the owner's vertex box (normalised): every inside grid point lies in it
+    hi = np.full(3, -np.inf)
     for v in range(N):
-        Pn[v, 0] = (P[v, 0] - cx) / s
-        Pn[v, 1] = (P[v, 1] - cy) / s
-        Pn[v, 2] = (P[v, 2] - cz) / s
+        for a in range(3):
+            x = (P[v, a] - (cx, cy, cz)[a]) / s
+            Pn[v, a] = x
+            lo[a] = min(lo[a], x)
+            hi[a] = max(hi[a], x)
         Gr[v, 0] = (Pn[v, 1] + 1.0) / h - off
         Gr[v, 1] = (Pn[v, 2] + 1.0) / h - off
 
@@ -193,18 +197,9 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     inside = np.empty((G, G, G), np.uint8)
     row_done = np.zeros((G, G), np.uint8)
 
-    # cluster AABBs
+    # cluster AABBs: built at the first distance query (many tasks have none)
     aabb = np.empty((n_clusters, 6))
-    for c in range(n_clusters):
-        for a in range(3):
-            aabb[c, a] = np.inf
-            aabb[c, 3 + a] = -np.inf
-        for f in range(c * cs, c * cs + cs):
-            for m in range(3):
-                vi = faces[f, m]
-                for a in range(3):
-                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
-                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+    have_aabb = False
     lb = np.empty(n_clusters)
 
     # samples
@@ -213,9 +208,13 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     gscale = half_g / s
     total = 0.0
     for v in range(Q.shape[0]):
-        fx = ((Q[v, 0] - cx) / s + 1.0) * half_g
-        fy = ((Q[v, 1] - cy) / s + 1.0) * half_g
-        fz = ((Q[v, 2] - cz) / s + 1.0) * half_g
+        qx, qy, qz = (Q[v, 0] - cx) / s, (Q[v, 1] - cy) / s, (Q[v, 2] - cz) / s
+        # corners are at most one cell away: beyond the owner's box grown by a cell all are outside
+        if qx < lo[0] - h or qx > hi[0] + h or qy < lo[1] - h or qy > hi[1] + h or qz < lo[2] - h or qz > hi[2] + h:
+            continue  # (gout stays zero)
+        fx = (qx + 1.0) * half_g
+        fy = (qy + 1.0) * half_g
+        fz = (qz + 1.0) * half_g
         if not (fx > -1.0 and fx < G and fy > -1.0 and fy < G and fz > -1.0 and fz < G):
             continue
         x0f, y0f, z0f = math.floor(fx), math.floor(fy), math.floor(fz)
@@ -243,6 +242,18 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             flat = (iz * G + iy) * G + ix
             ph = cache[flat]
             if ph < 0:
+                if not have_aabb:
+                    for c in range(n_clusters):
+                        for a in range(3):
+                            aabb[c, a] = np.inf
+                            aabb[c, 3 + a] = -np.inf
+                        for f in range(c * cs, c * cs + cs):
+                            for m in range(3):
+                                vi = faces[f, m]
+                                for a in range(3):
+                                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
+                                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+                    have_aabb = True
                 ph = _nearest(
                     -1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, n_clusters, lb, cs
                 )
