@@ -126,6 +126,8 @@ class FitConfig:
     gn_iters_stage3: int = _f(10, "optimizer=gn: steps of stage 3 per epoch")
     gn_iters_collision: int = _f(10, "optimizer=gn: steps of the collision stage")
     gn_cg_iters: int = _f(10, "optimizer=gn: conjugate-gradient iterations per step for the frames coupled by the temporal term")
+    gn_damping: float = _f(0.1, "optimizer=gn: smallest Levenberg-Marquardt damping (relative to the curvature); smaller converges "
+                                "further into the objective's weakly observed directions (spine, collars, feet), which costs accuracy")
     lr: float = _f(1.0, "LBFGS step size")
     adam_lr: float = _f(0.02, "Adam learning rate")
     history_size: int = _f(20, "LBFGS history length")

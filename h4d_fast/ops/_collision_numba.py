@@ -294,8 +294,9 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     fa, fb = ki.faces
     B = va.shape[0]
     sums = np.zeros((2, B))
-    ga = np.zeros((B, va.shape[1], 3) if need_grad else (1, 1, 3))
-    gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3))
+    # gradients in the vertices' dtype (the kernel computes in float64 whatever it reads)
+    ga = np.zeros((B, va.shape[1], 3) if need_grad else (1, 1, 3), va.dtype)
+    gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3), vb.dtype)
     _forward(
         va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
         ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
@@ -317,5 +318,5 @@ def collision_loss_numba(
 ) -> Tensor:
     """Per-frame collision loss ``[B]`` (CPU tensors), differentiable in both vertex sets."""
     return kernel_collision_loss(
-        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64
+        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64, keep_float=True
     )

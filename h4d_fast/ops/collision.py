@@ -48,7 +48,8 @@ surface, where the parity of a crossing computed by two different float codes ma
 (there ``phi`` is ~1e-6 anyway). Documented tolerance (tested): per-frame loss within
 ``1e-5 + 1e-4 * |loss|`` (``normalize="mean"``, float32), gradients within
 ``1e-4 * max|grad| + 1e-6`` elementwise. Float64 inputs are computed in float32 by the triton
-and cupy kernels and in float64 by numba.
+and cupy kernels; numba computes in float64 whatever the input dtype (float32 vertices are read as
+they are and promoted, and its gradients come back in the vertices' dtype).
 """
 
 from __future__ import annotations
@@ -209,16 +210,20 @@ def kernel_inputs(
     pad: float,
     cell_centers: str,
     dtype: torch.dtype = torch.float32,
+    keep_float: bool = False,
 ) -> KernelInputs:
     """Boxes, per-direction activity and face clusters (~25 small torch ops, no host sync).
 
     The boxes are the reference's (:func:`~h4d_fast.ops._collision_torch.box_from_bounds`, same
-    arithmetic, both people stacked).
+    arithmetic, both people stacked), computed in ``dtype``; the vertices are converted to
+    ``dtype`` too unless ``keep_float`` (a kernel that promotes every coordinate it reads, as the
+    numba one: float32 vertices then give the same results without a float64 copy).
     """
     G = int(grid_size)
     with torch.no_grad():
-        vs = (verts_a.detach().to(dtype).contiguous(), verts_b.detach().to(dtype).contiguous())
-        lohi = torch.stack([torch.cat(v.aminmax(dim=1), -1) for v in vs])  # [2, B, 6] (NaN propagates)
+        keep = keep_float and verts_a.dtype in (torch.float32, torch.float64) and verts_b.dtype in (torch.float32, torch.float64)
+        vs = tuple(v.detach().contiguous() if keep else v.detach().to(dtype).contiguous() for v in (verts_a, verts_b))
+        lohi = torch.stack([torch.cat(v.aminmax(dim=1), -1).to(dtype) for v in vs])  # [2, B, 6] (NaN propagates)
         lo, hi = lohi[..., :3], lohi[..., 3:]
         center = 0.5 * (lo + hi)  # [2, B, 3]
         half = pad * 0.5 * (hi - lo).amax(-1)  # [2, B]
@@ -279,9 +284,10 @@ def kernel_collision_loss(
     cell_centers: str = "aligned",
     normalize: str = "mean",
     compute_dtype: torch.dtype = torch.float32,
+    keep_float: bool = False,
 ) -> Tensor:
     """Per-frame loss ``[B]`` through a kernel backend's ``run`` (differentiable)."""
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype)
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float)
     if normalize == "mean":
         scale_a, scale_b = 1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]
     else:
@@ -432,12 +438,12 @@ def collision_loss_grad(
 
     run = getattr(sys.modules[fn.__module__], f"run_{name}")
     dtype = torch.float64 if name == "numba" else torch.float32
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, dtype)
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, dtype, keep_float=name == "numba")
     scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
     sums, grad_b, grad_a = run(ki, True)
     out = torch.promote_types(verts_a.dtype, verts_b.dtype)
     loss = (sums[0] * scale_b + sums[1] * scale_a).to(out)
-    return loss, (grad_a * scale_a).to(verts_a.dtype), (grad_b * scale_b).to(verts_b.dtype)
+    return loss, grad_a.to(verts_a.dtype).mul_(scale_a), grad_b.to(verts_b.dtype).mul_(scale_b)
 
 
 def sdf_grid(

@@ -4,18 +4,9 @@ Input: COCO-17 keypoints ``[F, P, 17, 4]`` (x, y, z, valid; metres, world z-up).
 frame and person ``global_orient [3]``, ``body_pose [69]``, ``transl [3]`` and one ``betas [K]``
 per person for the whole sequence (:class:`FitResult`).
 
-Initialisation (no image network): per frame and person, the model's COCO joints (mean shape,
-zero body pose, identity orientation, no translation) are rigidly aligned (weighted Kabsch, no
-scale) to the valid keypoints: ``X ~ R J + t``. SMPL rotates about its root joint ``J0`` and then
-translates: ``x = R (x_rest - J0) + J0 + transl``; equating with ``R x_rest + t`` gives
-``global_orient = log(R)`` and ``transl = t + R J0 - J0``. Frames where a person has fewer than 4
-valid keypoints take the rotation of the nearest initialised frame and a linearly interpolated
-translation. Per-frame initial parameters (e.g. from an image regressor) may be given instead;
-missing ones are filled as above (with the given body pose and betas in the Kabsch fit).
-
-The initial body pose points the arms and legs along the keypoints' limbs (swing rotations of
-shoulders, elbows, hips and knees, :func:`init_limb_pose`); on the synthetic test data this cuts
-the initial keypoint error of the zero pose by more than half and the iterations needed by as much.
+Initialisation (:mod:`h4d_fast.pipeline.fit_init`): per frame and person a rigid (Kabsch) alignment
+of the model's joints to the keypoints, neighbours' values where there are too few keypoints,
+and the limbs' swing rotations along the keypoints' limbs; or given per-frame parameters.
 
 Optimisation (temporal SMPLify, paper Table 1), ``epochs`` times:
 
@@ -29,11 +20,14 @@ collision term (weight 1) for ``iters_collision`` iterations (the reference runs
 as a separate SMPLifyCollision pass after the temporal fit).
 
 The loss terms and their units are defined in :mod:`h4d_fast.pipeline.fit_losses`. Each stage
-runs LBFGS (strong Wolfe) or Adam over all frames and people at once, stopping early when the
-relative loss change over ``check_every`` iterations falls below ``ftol``. Only the collision
-term needs meshes: every other term uses :class:`h4d_fast.body.fast.FastBody`'s joints-only
-forward, and the collision term skins only the frames whose two bodies' boxes come within
-``collision_margin`` of each other (chosen when the collision stage starts).
+runs L-BFGS with a strong-Wolfe line search (:mod:`h4d_fast.pipeline.lbfgs`), Adam, or
+Gauss-Newton (:mod:`h4d_fast.pipeline.fit_gn`) over all frames and people at once, stopping early
+when the relative loss change over ``check_every`` iterations falls below ``ftol``. The loss and
+its gradient are evaluated without autograd (:mod:`h4d_fast.pipeline.fit_objective`: analytic
+derivatives of :class:`~h4d_fast.body.fast.FastBody`'s joints-only forward; on CUDA replayed from
+a CUDA graph). Only the collision term needs meshes (sparse skinning), and only on the frames
+whose bodies' boxes come within ``collision_margin`` of each other (chosen when the collision
+stage starts; every close pair of people counts).
 
 With ``compare_collision`` the collision stage is also run from the same starting point with the
 collision weight set to 0, and ``stats['penetration_reduction'] = 1 - pen(with) /
@@ -52,19 +46,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle, rot6d
+from ..body.fast import FastBody, rot6d
 from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 from . import fit_losses as L
+from .fit_init import (  # noqa: F401 (re-exported)
+    KABSCH_WEIGHTS, MIN_INIT_KEYPOINTS, _init_array, init_from_keypoints, init_limb_pose, kabsch, swing_axis_angle,
+)
 from .lbfgs import LBFGS
 
 NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
 STAGE1_KEYPOINTS: tuple[int, ...] = (5, 6, 11, 12)  # shoulders and hips (COCO)
-# Kabsch weights of the COCO keypoints for the zero-pose model: torso and head are reliable, the
-# limbs of the T-posed model are not where the person's limbs are.
-KABSCH_WEIGHTS: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 1.0, 1.0, 0.3, 0.3, 0.2, 0.2)
-MIN_INIT_KEYPOINTS = 4
 _PARAM_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl")
 STAGE_PARAMS: dict[int, tuple[str, ...]] = {1: ("global_orient", "transl"), 2: ("betas",), 3: ("global_orient", "transl", "body_pose")}
 
@@ -115,187 +108,6 @@ class FitResult:
 
         off = {k: t(f"off_{k}") for k in _PARAM_KEYS} if all(f"off_{k}" in arrays for k in _PARAM_KEYS) else None
         return FitResult(**{k: t(k) for k in _PARAM_KEYS}, stats=dict(stats or {}), collision_off=off)
-
-
-# ----------------------------------------------------------------------------- initialisation
-def kabsch(src: Tensor, dst: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted rigid alignment (no scale): ``R, t = argmin sum_k w_k |R src_k + t - dst_k|^2``.
-
-    Args:
-        src, dst: ``[..., J, 3]``; weight ``[..., J]`` (>= 0).
-    Returns:
-        R ``[..., 3, 3]`` (a proper rotation) and t ``[..., 3]``. Where the weights sum to 0 the
-        result is the identity and ``t = 0``.
-    """
-    w = weight.to(src.dtype)[..., None]
-    ws = w.sum(-2, keepdim=True)
-    wn = w / ws.clamp_min(1e-12)
-    mu_s = (src * wn).sum(-2, keepdim=True)
-    mu_d = (dst * wn).sum(-2, keepdim=True)
-    H = ((src - mu_s) * w).transpose(-1, -2) @ (dst - mu_d)  # [..., 3, 3]
-    U, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = V @ D @ U.transpose(-1, -2)
-    t = (mu_d - mu_s @ R.transpose(-1, -2))[..., 0, :]
-    ok = ws[..., 0, 0] > 0
-    eye = torch.eye(3, dtype=src.dtype, device=src.device).expand_as(R)
-    return torch.where(ok[..., None, None], R, eye), torch.where(ok[..., None], t, torch.zeros_like(t))
-
-
-def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
-    """Frames with ``ok[f, p]`` False: rotation of the nearest ok frame, translation linearly
-    interpolated (held at the ends). ``aa, transl [F, P, 3]``, ``ok [F, P]``. A person with no ok
-    frame keeps what it has."""
-    F = aa.shape[0]
-    t = torch.arange(F, device=aa.device)[:, None].expand_as(ok)
-    prev = torch.where(ok, t, torch.full_like(t, -1)).cummax(0).values
-    nxt = torch.where(ok, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
-    has_p, has_n = prev >= 0, nxt < F
-    pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
-
-    def take(x: Tensor, idx: Tensor) -> Tensor:
-        return torch.gather(x, 0, idx[..., None].expand_as(x))
-
-    tp, tn = take(transl, pi), take(transl, ni)
-    alpha = ((t - pi).to(aa.dtype) / (ni - pi).clamp_min(1).to(aa.dtype))[..., None]
-    tr = torch.where((has_p & has_n)[..., None], tp + alpha * (tn - tp), torch.where(has_p[..., None], tp, tn))
-    use_next = has_n & (~has_p | ((ni - t) < (t - pi)))
-    rot = torch.where(use_next[..., None], take(aa, ni), take(aa, pi))
-    anyok = has_p | has_n
-    keep = ok | ~anyok
-    return torch.where(keep[..., None], aa, rot), torch.where(keep[..., None], transl, tr)
-
-
-def init_from_keypoints(
-    kp: Tensor,
-    weight: Tensor,
-    fast: FastBody,
-    betas: Tensor,
-    body_pose: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Rigid initialisation of orientation and translation (module docstring).
-
-    Args:
-        kp: ``[F, P, 17, 3]`` keypoints; weight ``[F, P, 17]`` (0 = invalid).
-        fast: the body model's :class:`FastBody`.
-        betas: ``[P, K]``.
-        body_pose: ``[F, P, 69]`` or None (zero pose; the keypoints are then weighted by
-            :data:`KABSCH_WEIGHTS`).
-    Returns:
-        global_orient ``[F, P, 3]``, transl ``[F, P, 3]`` and ok ``[F, P]`` (Kabsch was possible;
-        the other frames are filled from their neighbours).
-    """
-    F, P = kp.shape[:2]
-    dt, dev = kp.dtype, kp.device
-    N = F * P
-    b = betas.to(dt)[None].expand(F, P, -1).reshape(N, -1)
-    zeros3 = kp.new_zeros(N, 3)
-    if body_pose is None:
-        bp = kp.new_zeros(N, NUM_BODY_POSE)
-        kw = torch.tensor(KABSCH_WEIGHTS, dtype=dt, device=dev)
-    else:
-        bp = body_pose.to(dt).reshape(N, NUM_BODY_POSE)
-        kw = torch.ones(NUM_COCO, dtype=dt, device=dev)
-    with torch.no_grad():
-        J = fast.joints(zeros3, bp, b, None)  # [N, 29, 3] canonical (identity orient, no transl)
-        coco = J.index_select(1, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=dev)).view(F, P, NUM_COCO, 3)
-        J0 = J[:, 0].view(F, P, 3)
-        w = weight.to(dt) * kw
-        R, t = kabsch(coco, kp, w)
-        ok = (w > 0).sum(-1) >= MIN_INIT_KEYPOINTS
-        aa = matrix_to_axis_angle(R)
-        transl = t + (R @ J0[..., None])[..., 0] - J0
-        aa, transl = _fill_frames(aa, transl, ok)
-        # a person never seen: upright (model y-up -> world z-up) at the origin
-        never = ~ok.any(0)  # [P]
-        if bool(never.any()):
-            up = torch.tensor([math.pi / 2, 0.0, 0.0], dtype=dt, device=dev)
-            aa = torch.where(never[None, :, None], up, aa)
-            transl = torch.where(never[None, :, None], torch.zeros_like(transl), transl)
-    return aa, transl, ok
-
-
-def swing_axis_angle(a: Tensor, b: Tensor) -> Tensor:
-    """Axis-angle ``[..., 3]`` of the smallest rotation taking direction ``a`` to ``b`` (``[..., 3]``).
-
-    Zero where either vector is (near) zero; a half turn about an axis perpendicular to ``a``
-    when they are opposite.
-    """
-    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    c = torch.linalg.cross(an, bn, dim=-1)
-    s = c.norm(dim=-1, keepdim=True)
-    ang = torch.atan2(s, (an * bn).sum(-1, keepdim=True))
-    axis = c / s.clamp_min(1e-12)
-    # opposite vectors: any axis perpendicular to a
-    alt = torch.linalg.cross(an, torch.tensor([1.0, 0.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
-    alt2 = torch.linalg.cross(an, torch.tensor([0.0, 1.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
-    alt = torch.where(alt.norm(dim=-1, keepdim=True) > 1e-3, alt, alt2)
-    alt = alt / alt.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    axis = torch.where(s > 1e-6, axis, alt)
-    ok = (a.norm(dim=-1, keepdim=True) > 1e-9) & (b.norm(dim=-1, keepdim=True) > 1e-9) & (ang > 1e-7)
-    return torch.where(ok, axis * ang, torch.zeros_like(a))
-
-
-# Limb chains for the swing initialisation: (SMPL joint rotated, its child joint, COCO keypoint of
-# the joint, COCO keypoint of the child).
-LIMB_CHAINS: tuple[tuple[int, int, int, int], ...] = (
-    (16, 18, 5, 7), (17, 19, 6, 8),  # shoulders -> elbows
-    (18, 20, 7, 9), (19, 21, 8, 10),  # elbows -> wrists
-    (1, 4, 11, 13), (2, 5, 12, 14),  # hips -> knees
-    (4, 7, 13, 15), (5, 8, 14, 16),  # knees -> ankles
-)
-
-
-def init_limb_pose(kp: Tensor, weight: Tensor, global_orient: Tensor, fast: FastBody, betas: Tensor) -> Tensor:
-    """Body pose that points the arms and legs along the keypoints' limbs (swing only).
-
-    With the torso joints at zero rotation, each chain joint (shoulder, elbow, hip, knee) gets the
-    smallest rotation taking its rest bone direction to the observed one, expressed in its
-    parent's frame; limbs with an invalid endpoint stay at zero. Twist is left at zero.
-
-    Args:
-        kp: ``[F, P, 17, 3]``; weight ``[F, P, 17]``; global_orient ``[F, P, 3]``; betas ``[P, K]``.
-    Returns:
-        body_pose ``[F, P, 69]``.
-    """
-    F, P = kp.shape[:2]
-    with torch.no_grad():
-        Jr = fast.rest_joints(betas.to(kp.dtype))  # [P, 24, 3]
-        Rg = axis_angle_to_matrix(global_orient)  # [F, P, 3, 3]
-        local = [torch.zeros(F, P, 3, dtype=kp.dtype, device=kp.device) for _ in range(NUM_SMPL_JOINTS)]
-        glob: dict[int, Tensor] = {}
-        for j, c, kj, kc in LIMB_CHAINS:
-            parent = fast.parents[j]
-            Rp = glob.get(parent, Rg)  # parents outside the chains have zero local rotation
-            rest = (Jr[:, c] - Jr[:, j])[None].expand(F, P, 3)
-            tgt = kp[:, :, kc] - kp[:, :, kj]
-            ok = (weight[:, :, kc] > 0) & (weight[:, :, kj] > 0)
-            tgt_local = (Rp.transpose(-1, -2) @ tgt[..., None])[..., 0]
-            aa = swing_axis_angle(rest, tgt_local)
-            aa = torch.where(ok[..., None], aa, torch.zeros_like(aa))
-            local[j] = aa
-            glob[j] = Rp @ axis_angle_to_matrix(aa)
-        return torch.stack(local[1:], 2).reshape(F, P, NUM_BODY_POSE)
-
-
-def _init_array(init: Mapping[str, Any] | None, key: str, shape: tuple[int, ...], dt: torch.dtype, dev: torch.device) -> Tensor | None:
-    if init is None or key not in init or init[key] is None:
-        return None
-    x = torch.as_tensor(np.asarray(init[key]) if not isinstance(init[key], Tensor) else init[key]).to(device=dev, dtype=dt)
-    if key == "betas":
-        if x.dim() == 3:  # per frame [F, P, K]: the per-person median
-            x = x.median(0).values
-        if x.dim() != 2 or x.shape[0] != shape[0]:
-            raise ValueError(f"init['betas']: expected [P, K] or [F, P, K] with P = {shape[0]}, got {tuple(x.shape)}")
-        return x
-    x = x.reshape(shape[0], shape[1], -1)
-    if tuple(x.shape) != shape:
-        raise ValueError(f"init[{key!r}]: expected {shape}, got {tuple(x.shape)}")
-    return x
 
 
 # ----------------------------------------------------------------------------- the fitter
@@ -545,7 +357,9 @@ class _Fitter:
         key = (stage, tuple(sorted(w.items())), names)
         g = self._graphs.get(key)
         if g is None:
-            g = self._graphs[key] = _graph_or_eager(fn)
+            from .fit_objective import graph_or_eager
+
+            g = self._graphs[key] = graph_or_eager(fn)
         return g
 
 
@@ -591,34 +405,6 @@ class _Fitter:
             d = (J.index_select(2, self.coco_idx) - self.kp).norm(dim=-1)
             m = (self.w > 0).to(d.dtype)
             return float((d * m).sum() / m.sum().clamp_min(1)) * 1000.0
-
-
-def _graph_or_eager(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` captured in a CUDA graph (its outputs are overwritten at every replay), or ``fn`` itself
-    when capture fails (the failure is recorded in ``GRAPH_FAILURES``)."""
-    try:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up: lazy initialisation, allocator
-            for _ in range(2):
-                fn()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            out = fn()
-    except Exception as e:  # noqa: BLE001 - any capture problem: run eagerly
-        GRAPH_FAILURES.append(f"{type(e).__name__}: {e}")
-        torch.cuda.synchronize()
-        return fn
-
-    def replay() -> Any:
-        graph.replay()
-        return out
-
-    return replay
-
-
-GRAPH_FAILURES: list[str] = []
 
 
 def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:

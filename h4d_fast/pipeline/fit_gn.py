@@ -19,12 +19,24 @@ the analytic Jacobians of the joints-only forward (:mod:`h4d_fast.body.jacobian`
 * The collision term (collision stage) enters with its exact gradient (the op's vertex gradient
   mapped to the pose analytically, :mod:`h4d_fast.body.sparse_skin`) and no curvature of its own:
   the step is the data term's Gauss-Newton step corrected by the collision gradient.
-* Levenberg-Marquardt control: ``D = diag(H) + eps``; a step is kept where it lowers the loss
+* Stage 3 optimises the rotations of the joints that move some keypoint (:func:`observed_joints`;
+  the default model: not the ankles, wrists, feet and hands), the others keep their values.
+* Levenberg-Marquardt control: ``D = diag(H) + eps``, ``lambda >= fit.gn_damping``; a step is kept where it lowers the loss
   (per body when the stage's loss is a sum over bodies, per person with the temporal term, for the
   whole sequence with the collision term) and ``lambda`` shrinks (x 1/3), else it is undone and
   ``lambda`` grows (x 4). Every trial costs one joints-only forward (and, in the collision stage,
   one mesh and collision evaluation). The loss is checked for convergence (``fit.ftol``) every
   ``fit.check_every`` steps, the only host synchronisation in the loop.
+
+Accuracy (not the default for this reason): it converges to the objective's minimum in ~10 steps
+per stage where L-BFGS stops far from it after 60 iterations, and that minimum is less accurate:
+the paper's objective barely constrains the spine / neck / collar split of the shoulders' and
+head's positions (pose regularisation weight 0.001 on ``mean(theta^2)``), so a converged fit
+moves them to fit keypoint noise, and the temporal term on unobserved joints turns ankles and
+wrists. Measured on ``h4d demo`` seeds 0, 1, 2 (fit without collision stage; L-BFGS: PVE 13.20,
+13.37, 14.05 mm, MPJPE-24 6.03, 6.21, 6.24 mm): all joints free, ``gn_damping`` 1e-3: seed 0 PVE
+17.85, MPJPE-24 8.56 mm; observed joints only, ``gn_damping`` 0.03 / 0.1 / 1: seed 0 13.93 / 13.44
+/ 14.21 mm, 6.95 / 6.50 / 7.60 mm; 0.1 on seeds 1, 2: 13.63, 14.43 mm, 6.59, 6.97 mm.
 """
 
 from __future__ import annotations
@@ -45,9 +57,7 @@ from .fit_objective import Objective
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import _Fitter
 
-import os as _os
-LAMBDA0 = float(_os.environ.get("H4D_GN_L0", 1e-3))
-LAMBDA_MIN, LAMBDA_MAX = float(_os.environ.get("H4D_GN_LMIN", 1e-9)), 1e9
+LAMBDA_MAX = 1e9
 EPS_REL = 1e-9  # absolute damping floor relative to the mean curvature of the stage
 class GaussNewton(Objective):
     """Gauss-Newton / LM stages over a :class:`~h4d_fast.pipeline.fit._Fitter`'s parameters."""
@@ -56,6 +66,7 @@ class GaussNewton(Objective):
         super().__init__(fitter)
         self.observed = observed_joints(self.fast, [int(i) for i in fitter.coco_idx.tolist()])
         self._vars: dict[int, _Vars] = {}
+        self.lam_min = float(fitter.cfg.gn_damping)
 
     def _length_rows(self, A: Tensor, rows, F: int, P: int) -> list[Tensor]:
         """Jacobian rows ``[B, R, n]`` of the length terms from the joint Jacobian ``A [B, NJ, 3, n]``."""
@@ -76,10 +87,7 @@ class GaussNewton(Objective):
     def vars(self, stage: int) -> "_Vars":
         v = self._vars.get(stage)
         if v is None:
-            import os
-            mode = os.environ.get("H4D_GN_JOINTS", "observed")
-            joints = [0] if stage == 1 else (self.observed if mode == "observed" else list(range(NUM_SMPL_JOINTS)))
-            v = self._vars[stage] = _Vars(joints, self.dev)
+            v = self._vars[stage] = _Vars([0] if stage == 1 else self.observed, self.dev)
         return v
 
     def body_system(self, pose: Tensor, betas: Tensor, transl: Tensor, stage: int, w: Mapping[str, float]):
@@ -235,7 +243,7 @@ class GaussNewton(Objective):
         if coll:
             ec, cgp, cgt = self.collision(pose, betas, transl, jj0)
             E = E + w["collision"] * ec
-        lam = torch.full((F, P), LAMBDA0, dtype=self.dt, device=self.dev)
+        lam = torch.full((F, P), self.lam_min, dtype=self.dt, device=self.dev)
         prev = float(E.sum())
         chunk = max(1, int(cfg.check_every))
         done = 0
@@ -257,7 +265,7 @@ class GaussNewton(Objective):
                 pose = torch.where(accb[..., None], pose_t, pose)
                 transl = torch.where(accb[..., None], transl_t, transl)
                 E = torch.where(acc, Et, E)
-                lam = torch.where(accb, (lam / 3).clamp_min(LAMBDA_MIN), (lam * 4).clamp_max(LAMBDA_MAX))
+                lam = torch.where(accb, (lam / 3).clamp_min(self.lam_min), (lam * 4).clamp_max(LAMBDA_MAX))
                 if coll:
                     cgp = torch.where(acc, cgpt, cgp)
                     cgt = torch.where(acc, cgtt, cgt)
@@ -296,7 +304,7 @@ class GaussNewton(Objective):
             return body.sum(0) + person  # [P]
 
         E = loss(betas)
-        lam = torch.full((P,), LAMBDA0, dtype=self.dt, device=self.dev)
+        lam = torch.full((P,), self.lam_min, dtype=self.dt, device=self.dev)
         prev = float(E.sum())
         chunk = max(1, int(cfg.check_every))
         done = 0
@@ -333,7 +341,7 @@ class GaussNewton(Objective):
                 acc = Et < E
                 betas = torch.where(acc[:, None], bt, betas)
                 E = torch.where(acc, Et, E)
-                lam = torch.where(acc, (lam / 3).clamp_min(LAMBDA_MIN), (lam * 4).clamp_max(LAMBDA_MAX))
+                lam = torch.where(acc, (lam / 3).clamp_min(self.lam_min), (lam * 4).clamp_max(LAMBDA_MAX))
             done += n_run
             on_iter(n_run)
             cur = float(E.sum())

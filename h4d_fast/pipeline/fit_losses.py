@@ -251,16 +251,16 @@ def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs)
 
     P = verts.shape[1]
     total = verts.new_zeros(())
-    grad = torch.zeros_like(verts)
     if P < 2 or verts.shape[0] == 0:
-        return total, grad
+        return total, torch.zeros_like(verts)
     scale = 1.0 / (max(num_frames, 1) * S_COLL)
+    grads: list[Tensor | None] = [None] * P
     for a, b in person_pairs(P):
         loss, ga, gb = collision_loss_grad(verts[:, a], verts[:, b], faces, faces, **kwargs)
         total = total + loss.sum()
-        grad[:, a] += ga
-        grad[:, b] += gb
-    return total * scale, grad * scale
+        for p, g in ((a, ga), (b, gb)):
+            grads[p] = g if grads[p] is None else grads[p] + g
+    return total * scale, torch.stack(grads, 1).mul_(scale)
 
 
 __all__ = [

@@ -18,7 +18,7 @@ value and the gradient equal autograd through the loss definitions (tests).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -327,4 +327,32 @@ class Objective:
         return g
 
 
-__all__ = ["NUM_POSE", "Objective", "TemporalBand"]
+def graph_or_eager(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` captured in a CUDA graph (its outputs are overwritten at every replay), or ``fn`` itself
+    when capture fails (the failure is recorded in ``GRAPH_FAILURES``)."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up: lazy initialisation, allocator
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = fn()
+    except Exception as e:  # noqa: BLE001 - any capture problem: run eagerly
+        GRAPH_FAILURES.append(f"{type(e).__name__}: {e}")
+        torch.cuda.synchronize()
+        return fn
+
+    def replay() -> Any:
+        graph.replay()
+        return out
+
+    return replay
+
+
+GRAPH_FAILURES: list[str] = []
+
+
+__all__ = ["GRAPH_FAILURES", "NUM_POSE", "Objective", "TemporalBand", "graph_or_eager"]
