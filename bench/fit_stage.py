@@ -112,23 +112,34 @@ def profile_counts(fn, device: torch.device) -> dict[str, Any]:
     with profile(activities=acts) as prof:
         res = fn()
         sync(device)
-    launches = syncs = aten = 0
+    launches = syncs = kernels = reads = 0
     top: dict[str, int] = {}
     for e in prof.events():
         name = e.name
         if name in _LAUNCH or name.startswith("cudaLaunch") or name.startswith("cuLaunch"):
             launches += 1
-        elif name in _SYNC or name == "cudaMemcpy" or name.startswith("cudaMemcpy") and "Async" not in name:
+        elif name in _SYNC or (name.startswith("cudaMemcpy") and "Async" not in name):
             syncs += 1
-        if name.startswith("aten::"):
-            aten += 1
+        if name == "aten::_local_scalar_dense":  # a device value read on the host (.item(), float(), bool())
+            reads += 1
+        # CPU proxy of kernel launches: aten operators that compute (no view / allocation / wrapper)
+        if name.startswith("aten::") and name not in _NOT_KERNELS and not any(c.name.startswith("aten::") for c in e.cpu_children):
+            kernels += 1
             top[name] = top.get(name, 0) + 1
     ev = max(1, int(res.stats.get("evaluations") or 1))
-    out = {"evaluations": ev, "aten_ops": aten, "aten_ops_per_evaluation": aten / ev,
-           "top_aten_ops": dict(sorted(top.items(), key=lambda kv: -kv[1])[:15])}
+    out = {"evaluations": ev, "iterations": res.stats.get("iterations"), "host_reads": reads,
+           "compute_ops": kernels, "compute_ops_per_evaluation": kernels / ev,
+           "top_compute_ops": dict(sorted(top.items(), key=lambda kv: -kv[1])[:12])}
     if device.type == "cuda":
         out.update({"kernel_launches": launches, "launches_per_evaluation": launches / ev, "synchronisations": syncs})
     return out
+
+
+_NOT_KERNELS = {"aten::" + n for n in (
+    "select slice view reshape expand as_strided unsqueeze squeeze permute transpose t alias _unsafe_view unbind split "
+    "detach empty empty_strided empty_like resolve_conj resolve_neg contiguous lift_fresh _reshape_alias diagonal narrow "
+    "chunk expand_as view_as movedim unflatten flatten result_type item _local_scalar_dense is_nonzero numpy to _to_copy"
+).split()}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -1,6 +1,8 @@
-"""The Gauss-Newton fit's pieces against autograd and the loss definitions: analytic Jacobians of
-the joints-only forward, sparse skinning and its pose gradient, the temporal band, the loss split
-and gradients per stage, the PCG step against a dense solve, and the collision gradient."""
+"""The fit without autograd, against autograd and the loss definitions: analytic Jacobians and
+reverse-mode gradients of the joints-only forward, sparse skinning and its pose gradient, the
+temporal band, the objective per stage (collision stage included), the L-BFGS against
+torch.optim.LBFGS, the Gauss-Newton pieces (PCG step against a dense solve), and the CUDA paths
+(graph replay, device parity; marked gpu)."""
 
 from __future__ import annotations
 
@@ -322,3 +324,110 @@ def test_collision_stage_gradient_matches_autograd(body, P):
         torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-3, atol=1e-4 * max(scale, 1.0), msg=k)
         assert float((grads[k] - no_coll[k]).abs().max()) > 0  # the collision term contributes
     torch.testing.assert_close(grads["transl"][1], no_coll["transl"][1])  # frame 1 is not in the contact set
+
+
+# ------------------------------------------------------------------------------ L-BFGS
+def test_lbfgs_iterates_equal_torch_lbfgs():
+    """Same iterates as torch.optim.LBFGS(line_search_fn="strong_wolfe") on a non-quadratic
+    problem, across step calls that continue the history (float64)."""
+    from h4d_fast.pipeline.lbfgs import LBFGS
+
+    g = torch.Generator().manual_seed(0)
+    N = 30
+    A = torch.randn(N, N, generator=g, dtype=torch.float64)
+    Q = A @ A.T / N + 0.1 * torch.eye(N, dtype=torch.float64)
+    b = torch.randn(N, generator=g, dtype=torch.float64)
+
+    def f(x):
+        return 0.5 * x @ Q @ x - b @ x + 0.1 * ((x[1:] - x[:-1] ** 2) ** 2).sum() + 0.01 * (x ** 4).sum()
+
+    x0 = torch.randn(N, generator=g, dtype=torch.float64)
+    xt = x0.clone().requires_grad_(True)
+    ref = torch.optim.LBFGS([xt], lr=1.0, max_iter=4, max_eval=20, history_size=5, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure():
+        ref.zero_grad()
+        loss = f(xt)
+        loss.backward()
+        return loss
+
+    def evaluate(x):
+        x = x.detach().requires_grad_(True)
+        loss = f(x)
+        return loss.detach(), torch.autograd.grad(loss, x)[0]
+
+    x = x0.clone()
+    mine = LBFGS(x, evaluate, lr=1.0, history_size=5)
+    for _ in range(5):  # 20 iterations, history wraps around
+        ref.step(closure)
+        assert mine.step(4, 20) == 4
+        torch.testing.assert_close(x, xt.detach(), rtol=0, atol=1e-12)
+    assert float(f(x)) < float(f(x0)) - 1.0
+    assert mine.evals < ref.state[xt]["func_evals"]  # no re-evaluation of the current point per call
+
+
+# ------------------------------------------------------------------------------ CUDA
+@pytest.mark.gpu
+def test_gpu_graph_replay_equals_eager_objective(body):
+    """The CUDA-graph closure replays the analytic objective at the current parameters."""
+    from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES, graph_or_eager
+
+    fitter, cfg = _fitter(body, F=8, P=2, dtype=torch.float32)
+    dev = torch.device("cuda")
+    fc = FT._Fitter(fitter.kp.to(dev), fitter.w.to(dev), fitter.fast.to(device=dev), cfg, {k: v.to(dev) for k, v in fitter.p.items()})
+    w = cfg.stage_weights(3)
+    w["collision"] = 0.0
+    names = FT.STAGE_PARAMS[3]
+    obj = fc.objective()
+    n0 = len(GRAPH_FAILURES)
+    replay = graph_or_eager(lambda: obj.value_and_grad(3, w, names))
+    assert len(GRAPH_FAILURES) == n0, GRAPH_FAILURES[n0:]
+    for step in range(3):
+        with torch.no_grad():
+            fc.p["body_pose"].add_(0.01 * step)
+            fc.p["transl"].add_(0.005)
+        val, grads = replay()
+        ref_val, ref_grads = obj.value_and_grad(3, w, names)
+        torch.testing.assert_close(val, ref_val)
+        for k in names:
+            torch.testing.assert_close(grads[k], ref_grads[k])
+
+
+@pytest.mark.gpu
+def test_gpu_objective_equals_cpu(body):
+    fitter, cfg = _fitter(body, F=6, P=2, dtype=torch.float64)
+    dev = torch.device("cuda")
+    fc = FT._Fitter(fitter.kp.to(dev), fitter.w.to(dev), FastBody(body).to(device=dev, dtype=torch.float64), cfg,
+                    {k: v.to(dev) for k, v in fitter.p.items()})
+    for stage in (1, 2, 3):
+        w = _all_weights(stage)
+        names = FT.STAGE_PARAMS[stage]
+        v0, g0 = fitter.objective().value_and_grad(stage, w, names)
+        v1, g1 = fc.objective().value_and_grad(stage, w, names)
+        torch.testing.assert_close(v1.cpu(), v0, rtol=1e-9, atol=1e-12)
+        for k in names:
+            torch.testing.assert_close(g1[k].cpu(), g0[k], rtol=1e-8, atol=1e-10 * float(g0[k].abs().max()))
+
+
+@pytest.mark.gpu
+def test_gpu_fit_with_graphs_matches_cpu_fit(body):
+    """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
+    the same accuracy as on the CPU (float32 on both; different summation orders)."""
+    from test_fit import facing_pair
+
+    from h4d_fast.eval.mesh import mpjpe24
+    from h4d_fast.pipeline.fit import fit_sequence, model_outputs
+    from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
+
+    pair = facing_pair(body, F=12, d=0.36)
+    cfg = FitConfig(epochs=2, iters_stage1=10, iters_stage2=5, iters_stage3=20, iters_collision=8)
+    n0 = len(GRAPH_FAILURES)
+    gpu = fit_sequence(pair["poses3d"], body, cfg, device="cuda")
+    assert len(GRAPH_FAILURES) == n0, GRAPH_FAILURES[n0:]
+    cpu = fit_sequence(pair["poses3d"], body, cfg, device="cpu")
+    gj = model_outputs(body, FT.FitResult(*(getattr(gpu, k).cpu() for k in ("global_orient", "body_pose", "betas", "transl"))))[1]
+    cj = model_outputs(body, cpu)[1]
+    assert float(mpjpe24(gj, cj).mean()) < 2.0  # mm between the two fits
+    assert gpu.stats["kp_error_mm"] == pytest.approx(cpu.stats["kp_error_mm"], abs=0.5)
+    assert gpu.stats["penetration_after_cm3"] == pytest.approx(cpu.stats["penetration_after_cm3"], rel=0.2, abs=1.0)
