@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -297,10 +298,13 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     # gradients in the vertices' dtype (the kernel computes in float64 whatever it reads)
     ga = np.zeros((B, va.shape[1], 3) if need_grad else (1, 1, 3), va.dtype)
     gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3), vb.dtype)
-    _forward(
-        va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
-        ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
-    )  # fmt: skip
+    # small dynamic chunks: frames cost very different amounts (contact or not), and a thread that
+    # shares its core with another process must not hold back the others with a fixed share
+    with numba.parallel_chunksize(2):
+        _forward(
+            va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
+            ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
+        )  # fmt: skip
     if not need_grad:
         return torch.from_numpy(sums), None, None
     return torch.from_numpy(sums), torch.from_numpy(gb), torch.from_numpy(ga)
