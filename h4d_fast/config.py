@@ -137,7 +137,20 @@ class FitConfig:
     iters_stage3: int = _f(60, "optimizer iterations of stage 3 per epoch")
     collision: bool = _f(True, "after the epochs, run the collision stage: stage 3 plus the collision term (2+ people)")
     iters_collision: int = _f(30, "optimizer iterations of the collision stage (full meshes: the costly part)")
-    optimizer: str = _f("lbfgs", "LBFGS with strong-Wolfe line search, or Adam", ("lbfgs", "adam"))
+    optimizer: str = _f("lbfgs", "gn: Gauss-Newton / Levenberg-Marquardt with analytic Jacobians (gn_iters_*); "
+                                 "lbfgs: LBFGS with strong-Wolfe line search (iters_*); adam", ("gn", "lbfgs", "adam"))
+    gradients: str = _f("analytic", "gradients of the first-order optimizers: analytic (a few batched operations per "
+                                    "evaluation, h4d_fast.pipeline.fit_objective) or autograd", ("analytic", "autograd"))
+    cuda_graphs: bool = _f(True, "on CUDA, replay each stage's analytic loss and gradient from a CUDA graph (captured once)")
+    cpu_threads: int = _f(1, "torch threads of the fit on a CPU (0: torch's default). Its many small operations gain "
+                             "little from more threads and stall at every thread barrier when another process is busy")
+    gn_iters_stage1: int = _f(5, "optimizer=gn: steps of stage 1 per epoch")
+    gn_iters_stage2: int = _f(3, "optimizer=gn: steps of stage 2 per epoch")
+    gn_iters_stage3: int = _f(10, "optimizer=gn: steps of stage 3 per epoch")
+    gn_iters_collision: int = _f(10, "optimizer=gn: steps of the collision stage")
+    gn_cg_iters: int = _f(10, "optimizer=gn: conjugate-gradient iterations per step for the frames coupled by the temporal term")
+    gn_damping: float = _f(0.1, "optimizer=gn: smallest Levenberg-Marquardt damping (relative to the curvature); smaller converges "
+                                "further into the objective's weakly observed directions (spine, collars, feet), which costs accuracy")
     lr: float = _f(1.0, "LBFGS step size")
     adam_lr: float = _f(0.02, "Adam learning rate")
     history_size: int = _f(20, "LBFGS history length")

@@ -328,3 +328,47 @@ def test_gpu_auto_is_a_kernel_and_bench_runs(tmp_path):
     out = main(["--device", "cuda", "--frames", "16", "--repeats", "2", "--json", str(tmp_path / "b.json")])
     assert (tmp_path / "b.json").exists()
     assert any("median_ms" in r for r in out["backends"].values())
+
+
+def _grad_case(backend, device="cpu", dtype=torch.float64, level=2, B=4, **kw):
+    """collision_loss_grad against collision_loss + autograd of the loss sum (same backend)."""
+    from h4d_fast.ops.collision import collision_loss_grad
+
+    va, fa, vb, fb = sphere_pair(B=B, level=level, depth=0.3, seed=3)
+    vb = vb.clone()
+    vb[1] += 3.0  # a separated frame: zero loss and gradients
+    va, vb = va.to(device, dtype), vb.to(device, dtype)
+    fa, fb = fa.to(device), fb.to(device)
+    a, b = va.clone().requires_grad_(True), vb.clone().requires_grad_(True)
+    ref = collision_loss(a, b, fa, fb, backend=backend, **kw)
+    ga, gb = torch.autograd.grad(ref.sum(), (a, b))
+    loss, gla, glb = collision_loss_grad(va, vb, fa, fb, backend=backend, **kw)
+    tol = {"rtol": 1e-6, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-5, "atol": 1e-7}
+    torch.testing.assert_close(loss, ref.detach(), **tol)
+    torch.testing.assert_close(gla, ga, rtol=1e-6, atol=1e-9 * max(1.0, float(ga.abs().max())))
+    torch.testing.assert_close(glb, gb, rtol=1e-6, atol=1e-9 * max(1.0, float(gb.abs().max())))
+    assert gla.dtype == va.dtype and float(loss[1]) == 0.0 and float(gla[1].abs().max()) == 0.0 and float(loss[0]) > 0
+
+
+@needs_numba
+@pytest.mark.parametrize("normalize", ["mean", "sum"])
+def test_collision_loss_grad_numba(normalize):
+    _grad_case("numba", grid_size=16, normalize=normalize)
+    _grad_case("numba", dtype=torch.float32, grid_size=17)
+
+
+def test_collision_loss_grad_torch():
+    _grad_case("torch", grid_size=8)
+
+
+@needs_triton
+def test_collision_loss_grad_triton_tiny():
+    _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cupy"])
+def test_gpu_collision_loss_grad(backend):
+    if backend == "cupy" and not HAS_CUPY:
+        pytest.skip("cupy not installed")
+    _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32)

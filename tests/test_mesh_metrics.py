@@ -212,3 +212,24 @@ def test_packed_gpu_depth_path_matches_the_per_frame_path(default_body):
         M._NUMBA_DEPTH[:] = saved
     assert int((ref > 0).sum()) > 100 and float(ref[2].abs().sum()) == 0.0
     torch.testing.assert_close(packed, ref, atol=1e-9, rtol=0)
+
+
+def test_cell_candidates_equal_the_numba_cull(default_body):
+    """The GPU path's batched cell cull (torch) gives the numba kernel's candidates exactly."""
+    nb_mod = pytest.importorskip("h4d_fast.eval._mesh_numba")
+    import h4d_fast.eval.mesh as M
+
+    body, fast = default_body
+    g = torch.Generator().manual_seed(6)
+    B = 3
+    verts, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
+    shift = torch.tensor([[0.12, 0.0, 0.05], [0.4, 0.1, 0.0], [2.5, 0.0, 0.0]])
+    pts = verts[:, ::3] + shift[:, None]  # deep overlap, partial, none
+    got = M.cell_candidates(pts, verts, body.faces, chunk=2)  # two chunks
+    f = body.faces.long().numpy()
+    for b in range(B):
+        vv = verts[b].double()
+        ext = float((vv.amax(0) - vv.amin(0)).max())
+        ref = nb_mod.candidates(pts[b].double().numpy(), vv.numpy(), f, ext / M._CELL_DIVISIONS).astype(bool)
+        assert torch.equal(got[b], torch.from_numpy(ref)), b
+    assert int(got[0].sum()) > 100 and int(got[2].sum()) == 0

@@ -25,7 +25,7 @@ from numba import njit
 from ..ops._collision_numba import _edge
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def candidates(points, verts, faces, cell):
     """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
     M = points.shape[0]
@@ -105,7 +105,7 @@ def candidates(points, verts, faces, cell):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
     """Per point: distance to the closest point among the candidate triangles and the inside flag.
 
@@ -197,7 +197,7 @@ def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
     return dist, ins
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def normals(verts, faces, edge_adj):
     """Unit face normals ``[T, 3]``, angle-weighted vertex pseudo-normals ``[N, 3]`` and edge
     pseudo-normals ``[T, 3, 3]`` (edges ab, bc, ca; sum of the two faces' normals), as

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -110,32 +111,41 @@ def _pt_tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     return qx * qx + qy * qy + qz * qz
 
 
+@njit(cache=True, inline="always")
+def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best):
+    """Smallest squared distance to the faces of cluster ``c`` that is below ``best`` (else ``best``)."""
+    for f in range(c * cs, c * cs + cs):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        d2 = _pt_tri_d2(
+            qx, qy, qz, Pn[i0, 0], Pn[i0, 1], Pn[i0, 2], Pn[i1, 0], Pn[i1, 1], Pn[i1, 2], Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
+        )
+        if d2 < best:
+            best = d2
+    return best
+
+
 @njit(cache=True)
 def _nearest(qx, qy, qz, Pn, faces, aabb, n_clusters, lb, cs):
-    """Exact distance to the nearest face: best-first over cluster AABBs."""
+    """Exact distance to the nearest face: the cluster with the lowest AABB bound first (a tight
+    first bound), then every cluster whose bound is below the best distance so far. Each cluster's
+    bound is computed once and tested once, so a query costs ``O(clusters + 32 x visited)``."""
+    cmin = -1
+    m = np.inf
     for c in range(n_clusters):
         dx = max(aabb[c, 0] - qx, qx - aabb[c, 3], 0.0)
         dy = max(aabb[c, 1] - qy, qy - aabb[c, 4], 0.0)
         dz = max(aabb[c, 2] - qz, qz - aabb[c, 5], 0.0)
-        lb[c] = dx * dx + dy * dy + dz * dz
-    best = np.inf
-    while True:
-        cmin = -1
-        m = np.inf
-        for c in range(n_clusters):
-            if lb[c] < m:
-                m = lb[c]
-                cmin = c
-        if cmin < 0 or m >= best:
-            break
-        lb[cmin] = np.inf
-        for f in range(cmin * cs, cmin * cs + cs):
-            i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-            d2 = _pt_tri_d2(
-                qx, qy, qz, Pn[i0, 0], Pn[i0, 1], Pn[i0, 2], Pn[i1, 0], Pn[i1, 1], Pn[i1, 2], Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
-            )
-            if d2 < best:
-                best = d2
+        d = dx * dx + dy * dy + dz * dz
+        lb[c] = d
+        if d < m:
+            m = d
+            cmin = c
+    if cmin < 0:
+        return math.sqrt(m)
+    best = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, np.inf)
+    for c in range(n_clusters):
+        if c != cmin and lb[c] < best:
+            best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
     return math.sqrt(best)
 
 
@@ -145,10 +155,17 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
     h = 2.0 / (G - 1)
     N = P.shape[0]
     Pn = np.empty((N, 3))
+    Gr = np.empty((N, 2))  # (y, z) in row units: row j is at Gr = j (monotone map: min/max commute with it)
+    lo = np.full(3, np.inf)  # the owner's vertex box (normalised): every inside grid point lies in it
+    hi = np.full(3, -np.inf)
     for v in range(N):
-        Pn[v, 0] = (P[v, 0] - cx) / s
-        Pn[v, 1] = (P[v, 1] - cy) / s
-        Pn[v, 2] = (P[v, 2] - cz) / s
+        for a in range(3):
+            x = (P[v, a] - (cx, cy, cz)[a]) / s
+            Pn[v, a] = x
+            lo[a] = min(lo[a], x)
+            hi[a] = max(hi[a], x)
+        Gr[v, 0] = (Pn[v, 1] + 1.0) / h - off
+        Gr[v, 1] = (Pn[v, 2] + 1.0) / h - off
 
     # parity: toggles[k, j, i] at the first grid point beyond each crossing of row (j, k)
     tog = np.zeros((G, G, G + 1), np.uint8)
@@ -157,10 +174,12 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
         x0, y0, z0 = Pn[i0, 0], Pn[i0, 1], Pn[i0, 2]
         x1, y1, z1 = Pn[i1, 0], Pn[i1, 1], Pn[i1, 2]
         x2, y2, z2 = Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
-        jlo = max(int(math.ceil((min(y0, y1, y2) + 1.0) / h - off - _EPS_ROW)), 0)
-        jhi = min(int(math.floor((max(y0, y1, y2) + 1.0) / h - off + _EPS_ROW)), G - 1)
-        klo = max(int(math.ceil((min(z0, z1, z2) + 1.0) / h - off - _EPS_ROW)), 0)
-        khi = min(int(math.floor((max(z0, z1, z2) + 1.0) / h - off + _EPS_ROW)), G - 1)
+        jlo = max(int(math.ceil(min(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) - _EPS_ROW)), 0)
+        jhi = min(int(math.floor(max(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) + _EPS_ROW)), G - 1)
+        if jhi < jlo:
+            continue
+        klo = max(int(math.ceil(min(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) - _EPS_ROW)), 0)
+        khi = min(int(math.floor(max(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) + _EPS_ROW)), G - 1)
         for k in range(klo, khi + 1):
             zc = -1.0 + (k + off) * h
             for j in range(jlo, jhi + 1):
@@ -174,37 +193,29 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
                     t = math.floor((xc + 1.0) / h - off) + 1.0
                     i = int(min(max(t, 0.0), float(G)))
                     tog[k, j, i] ^= 1
-    inside = np.zeros((G, G, G), np.uint8)
-    for k in range(G):
-        for j in range(G):
-            acc = 0
-            for i in range(G):
-                acc ^= tog[k, j, i]
-                inside[k, j, i] = acc
+    # inside = prefix xor of the toggles along each row, computed for the rows the samples read
+    # (row_done), together with the distance cache of those rows
+    inside = np.empty((G, G, G), np.uint8)
+    row_done = np.zeros((G, G), np.uint8)
 
-    # cluster AABBs
+    # cluster AABBs: built at the first distance query (many tasks have none)
     aabb = np.empty((n_clusters, 6))
-    for c in range(n_clusters):
-        for a in range(3):
-            aabb[c, a] = np.inf
-            aabb[c, 3 + a] = -np.inf
-        for f in range(c * cs, c * cs + cs):
-            for m in range(3):
-                vi = faces[f, m]
-                for a in range(3):
-                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
-                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+    have_aabb = False
     lb = np.empty(n_clusters)
 
     # samples
-    cache = np.full(G * G * G, -1.0)
+    cache = np.empty(G * G * G)
     half_g = 0.5 * (G - 1)
     gscale = half_g / s
     total = 0.0
     for v in range(Q.shape[0]):
-        fx = ((Q[v, 0] - cx) / s + 1.0) * half_g
-        fy = ((Q[v, 1] - cy) / s + 1.0) * half_g
-        fz = ((Q[v, 2] - cz) / s + 1.0) * half_g
+        qx, qy, qz = (Q[v, 0] - cx) / s, (Q[v, 1] - cy) / s, (Q[v, 2] - cz) / s
+        # corners are at most one cell away: beyond the owner's box grown by a cell all are outside
+        if qx < lo[0] - h or qx > hi[0] + h or qy < lo[1] - h or qy > hi[1] + h or qz < lo[2] - h or qz > hi[2] + h:
+            continue  # (gout stays zero)
+        fx = (qx + 1.0) * half_g
+        fy = (qy + 1.0) * half_g
+        fz = (qz + 1.0) * half_g
         if not (fx > -1.0 and fx < G and fy > -1.0 and fy < G and fz > -1.0 and fz < G):
             continue
         x0f, y0f, z0f = math.floor(fx), math.floor(fy), math.floor(fz)
@@ -219,11 +230,31 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             ix, iy, iz = ix0 + dx, iy0 + dy, iz0 + dz
             if ix < 0 or ix >= G or iy < 0 or iy >= G or iz < 0 or iz >= G:
                 continue
+            if row_done[iz, iy] == 0:
+                acc = 0
+                base = (iz * G + iy) * G
+                for i in range(G):
+                    acc ^= tog[iz, iy, i]
+                    inside[iz, iy, i] = acc
+                    cache[base + i] = -1.0
+                row_done[iz, iy] = 1
             if inside[iz, iy, ix] == 0:
                 continue
             flat = (iz * G + iy) * G + ix
             ph = cache[flat]
             if ph < 0:
+                if not have_aabb:
+                    for c in range(n_clusters):
+                        for a in range(3):
+                            aabb[c, a] = np.inf
+                            aabb[c, 3 + a] = -np.inf
+                        for f in range(c * cs, c * cs + cs):
+                            for m in range(3):
+                                vi = faces[f, m]
+                                for a in range(3):
+                                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
+                                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+                    have_aabb = True
                 ph = _nearest(
                     -1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, n_clusters, lb, cs
                 )
@@ -264,12 +295,16 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     fa, fb = ki.faces
     B = va.shape[0]
     sums = np.zeros((2, B))
-    ga = np.zeros((B, va.shape[1], 3) if need_grad else (1, 1, 3))
-    gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3))
-    _forward(
-        va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
-        ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
-    )  # fmt: skip
+    # gradients in the vertices' dtype (the kernel computes in float64 whatever it reads)
+    ga = np.zeros((B, va.shape[1], 3) if need_grad else (1, 1, 3), va.dtype)
+    gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3), vb.dtype)
+    # small dynamic chunks: frames cost very different amounts (contact or not), and a thread that
+    # shares its core with another process must not hold back the others with a fixed share
+    with numba.parallel_chunksize(2):
+        _forward(
+            va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
+            ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
+        )  # fmt: skip
     if not need_grad:
         return torch.from_numpy(sums), None, None
     return torch.from_numpy(sums), torch.from_numpy(gb), torch.from_numpy(ga)
@@ -287,5 +322,5 @@ def collision_loss_numba(
 ) -> Tensor:
     """Per-frame collision loss ``[B]`` (CPU tensors), differentiable in both vertex sets."""
     return kernel_collision_loss(
-        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64
+        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64, keep_float=True
     )

@@ -48,7 +48,8 @@ surface, where the parity of a crossing computed by two different float codes ma
 (there ``phi`` is ~1e-6 anyway). Documented tolerance (tested): per-frame loss within
 ``1e-5 + 1e-4 * |loss|`` (``normalize="mean"``, float32), gradients within
 ``1e-4 * max|grad| + 1e-6`` elementwise. Float64 inputs are computed in float32 by the triton
-and cupy kernels and in float64 by numba.
+and cupy kernels; numba computes in float64 whatever the input dtype (float32 vertices are read as
+they are and promoted, and its gradients come back in the vertices' dtype).
 """
 
 from __future__ import annotations
@@ -209,16 +210,20 @@ def kernel_inputs(
     pad: float,
     cell_centers: str,
     dtype: torch.dtype = torch.float32,
+    keep_float: bool = False,
 ) -> KernelInputs:
     """Boxes, per-direction activity and face clusters (~25 small torch ops, no host sync).
 
     The boxes are the reference's (:func:`~h4d_fast.ops._collision_torch.box_from_bounds`, same
-    arithmetic, both people stacked).
+    arithmetic, both people stacked), computed in ``dtype``; the vertices are converted to
+    ``dtype`` too unless ``keep_float`` (a kernel that promotes every coordinate it reads, as the
+    numba one: float32 vertices then give the same results without a float64 copy).
     """
     G = int(grid_size)
     with torch.no_grad():
-        vs = (verts_a.detach().to(dtype).contiguous(), verts_b.detach().to(dtype).contiguous())
-        lohi = torch.stack([torch.cat(v.aminmax(dim=1), -1) for v in vs])  # [2, B, 6] (NaN propagates)
+        keep = keep_float and verts_a.dtype in (torch.float32, torch.float64) and verts_b.dtype in (torch.float32, torch.float64)
+        vs = tuple(v.detach().contiguous() if keep else v.detach().to(dtype).contiguous() for v in (verts_a, verts_b))
+        lohi = torch.stack([torch.cat(v.aminmax(dim=1), -1).to(dtype) for v in vs])  # [2, B, 6] (NaN propagates)
         lo, hi = lohi[..., :3], lohi[..., 3:]
         center = 0.5 * (lo + hi)  # [2, B, 3]
         half = pad * 0.5 * (hi - lo).amax(-1)  # [2, B]
@@ -279,9 +284,10 @@ def kernel_collision_loss(
     cell_centers: str = "aligned",
     normalize: str = "mean",
     compute_dtype: torch.dtype = torch.float32,
+    keep_float: bool = False,
 ) -> Tensor:
     """Per-frame loss ``[B]`` through a kernel backend's ``run`` (differentiable)."""
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype)
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float)
     if normalize == "mean":
         scale_a, scale_b = 1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]
     else:
@@ -350,28 +356,9 @@ def collision_loss(
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
     """
-    _check_verts("verts_a", verts_a)
-    _check_verts("verts_b", verts_b)
-    if verts_a.shape[0] != verts_b.shape[0]:
-        raise ValueError(f"collision_loss: frame counts differ ({verts_a.shape[0]} vs {verts_b.shape[0]})")
-    if verts_a.device != verts_b.device:
-        raise ValueError(f"collision_loss: verts_a on {verts_a.device}, verts_b on {verts_b.device}")
-    if faces_b is None:
-        faces_b = faces_a
-    _check_faces("faces_a", faces_a, verts_a.shape[1], verts_a.device)
-    _check_faces("faces_b", faces_b, verts_b.shape[1], verts_b.device)
-    if not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"collision_loss: grid_size must be an int >= 2, got {grid_size!r}")
-    if not (isinstance(pad, (int, float)) and math.isfinite(pad) and pad > 0):
-        raise ValueError(f"collision_loss: pad must be a positive number, got {pad!r}")
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"collision_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    if normalize not in ("mean", "sum"):
-        raise ValueError(f"collision_loss: normalize must be 'mean' or 'sum', got {normalize!r}")
-    if cell_centers not in _CELL_CENTERS:
-        raise ValueError(f"collision_loss: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
-    if inside not in _INSIDE:
-        raise ValueError(f"collision_loss: inside must be one of {_INSIDE}, got {inside!r}")
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside)
     if inside != "parity":
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"collision_loss: inside={inside!r} is implemented by the torch backend only")
@@ -390,6 +377,73 @@ def collision_loss(
     if reduction == "sum":
         return loss.sum()
     return loss
+
+
+def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside) -> Tensor:
+    """Argument checks of :func:`collision_loss` / :func:`collision_loss_grad`; returns ``faces_b``."""
+    _check_verts("verts_a", verts_a)
+    _check_verts("verts_b", verts_b)
+    if verts_a.shape[0] != verts_b.shape[0]:
+        raise ValueError(f"collision_loss: frame counts differ ({verts_a.shape[0]} vs {verts_b.shape[0]})")
+    if verts_a.device != verts_b.device:
+        raise ValueError(f"collision_loss: verts_a on {verts_a.device}, verts_b on {verts_b.device}")
+    if faces_b is None:
+        faces_b = faces_a
+    _check_faces("faces_a", faces_a, verts_a.shape[1], verts_a.device)
+    _check_faces("faces_b", faces_b, verts_b.shape[1], verts_b.device)
+    if not isinstance(grid_size, int) or grid_size < 2:
+        raise ValueError(f"collision_loss: grid_size must be an int >= 2, got {grid_size!r}")
+    if not (isinstance(pad, (int, float)) and math.isfinite(pad) and pad > 0):
+        raise ValueError(f"collision_loss: pad must be a positive number, got {pad!r}")
+    if normalize not in ("mean", "sum"):
+        raise ValueError(f"collision_loss: normalize must be 'mean' or 'sum', got {normalize!r}")
+    if cell_centers not in _CELL_CENTERS:
+        raise ValueError(f"collision_loss: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
+    if inside not in _INSIDE:
+        raise ValueError(f"collision_loss: inside must be one of {_INSIDE}, got {inside!r}")
+    return faces_b
+
+
+def collision_loss_grad(
+    verts_a: Tensor,
+    verts_b: Tensor,
+    faces_a: Tensor,
+    faces_b: Tensor | None = None,
+    grid_size: int = 32,
+    *,
+    pad: float = PAD,
+    cell_centers: str = "aligned",
+    normalize: str = "mean",
+    backend: str = "auto",
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`collision_loss` per frame and its gradient, without autograd.
+
+    Returns ``loss [B]`` and ``grad_a [B, Na, 3]``, ``grad_b [B, Nb, 3]``: the derivatives of
+    ``loss.sum()`` (frame ``b``'s loss depends on frame ``b``'s vertices only), in the vertices'
+    dtype. The kernel backends return the derivatives their forward pass stores; the torch
+    backend differentiates itself with autograd. Same values as ``collision_loss`` and its
+    backward (tested).
+    """
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity")
+    if verts_a.shape[0] == 0:
+        return verts_a.new_zeros(0), torch.zeros_like(verts_a), torch.zeros_like(verts_b)
+    name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
+    if name == "torch":
+        with torch.enable_grad():
+            va, vb = verts_a.detach().requires_grad_(True), verts_b.detach().requires_grad_(True)
+            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity")
+            ga, gb = torch.autograd.grad(loss.sum(), (va, vb))
+        return loss.detach(), ga, gb
+    import sys
+
+    run = getattr(sys.modules[fn.__module__], f"run_{name}")
+    dtype = torch.float64 if name == "numba" else torch.float32
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, dtype, keep_float=name == "numba")
+    scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
+    sums, grad_b, grad_a = run(ki, True)
+    out = torch.promote_types(verts_a.dtype, verts_b.dtype)
+    loss = (sums[0] * scale_b + sums[1] * scale_a).to(out)
+    return loss, grad_a.to(verts_a.dtype).mul_(scale_a), grad_b.to(verts_b.dtype).mul_(scale_b)
 
 
 def sdf_grid(

@@ -4,18 +4,9 @@ Input: COCO-17 keypoints ``[F, P, 17, 4]`` (x, y, z, valid; metres, world z-up).
 frame and person ``global_orient [3]``, ``body_pose [69]``, ``transl [3]`` and one ``betas [K]``
 per person for the whole sequence (:class:`FitResult`).
 
-Initialisation (no image network): per frame and person, the model's COCO joints (mean shape,
-zero body pose, identity orientation, no translation) are rigidly aligned (weighted Kabsch, no
-scale) to the valid keypoints: ``X ~ R J + t``. SMPL rotates about its root joint ``J0`` and then
-translates: ``x = R (x_rest - J0) + J0 + transl``; equating with ``R x_rest + t`` gives
-``global_orient = log(R)`` and ``transl = t + R J0 - J0``. Frames where a person has fewer than 4
-valid keypoints take the rotation of the nearest initialised frame and a linearly interpolated
-translation. Per-frame initial parameters (e.g. from an image regressor) may be given instead;
-missing ones are filled as above (with the given body pose and betas in the Kabsch fit).
-
-The initial body pose points the arms and legs along the keypoints' limbs (swing rotations of
-shoulders, elbows, hips and knees, :func:`init_limb_pose`); on the synthetic test data this cuts
-the initial keypoint error of the zero pose by more than half and the iterations needed by as much.
+Initialisation (:mod:`h4d_fast.pipeline.fit_init`): per frame and person a rigid (Kabsch) alignment
+of the model's joints to the keypoints, neighbours' values where there are too few keypoints,
+and the limbs' swing rotations along the keypoints' limbs; or given per-frame parameters.
 
 Optimisation (temporal SMPLify, paper Table 1), ``epochs`` times:
 
@@ -29,11 +20,14 @@ collision term (weight 1) for ``iters_collision`` iterations (the reference runs
 as a separate SMPLifyCollision pass after the temporal fit).
 
 The loss terms and their units are defined in :mod:`h4d_fast.pipeline.fit_losses`. Each stage
-runs LBFGS (strong Wolfe) or Adam over all frames and people at once, stopping early when the
-relative loss change over ``check_every`` iterations falls below ``ftol``. Only the collision
-term needs meshes: every other term uses :class:`h4d_fast.body.fast.FastBody`'s joints-only
-forward, and the collision term skins only the frames whose two bodies' boxes come within
-``collision_margin`` of each other (chosen when the collision stage starts).
+runs L-BFGS with a strong-Wolfe line search (:mod:`h4d_fast.pipeline.lbfgs`), Adam, or
+Gauss-Newton (:mod:`h4d_fast.pipeline.fit_gn`) over all frames and people at once, stopping early
+when the relative loss change over ``check_every`` iterations falls below ``ftol``. The loss and
+its gradient are evaluated without autograd (:mod:`h4d_fast.pipeline.fit_objective`: analytic
+derivatives of :class:`~h4d_fast.body.fast.FastBody`'s joints-only forward; on CUDA replayed from
+a CUDA graph). Only the collision term needs meshes (sparse skinning), and only on the frames
+whose bodies' boxes come within ``collision_margin`` of each other (chosen when the collision
+stage starts; every close pair of people counts).
 
 With ``compare_collision`` the collision stage is also run from the same starting point with the
 collision weight set to 0, and ``stats['penetration_reduction'] = 1 - pen(with) /
@@ -44,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -51,18 +46,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle, rot6d
+from ..body.fast import FastBody, rot6d
 from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 from . import fit_losses as L
+from .fit_init import (  # noqa: F401 (re-exported)
+    KABSCH_WEIGHTS, MIN_INIT_KEYPOINTS, _init_array, init_from_keypoints, init_limb_pose, kabsch, swing_axis_angle,
+)
+from .lbfgs import LBFGS
 
 NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
 STAGE1_KEYPOINTS: tuple[int, ...] = (5, 6, 11, 12)  # shoulders and hips (COCO)
-# Kabsch weights of the COCO keypoints for the zero-pose model: torso and head are reliable, the
-# limbs of the T-posed model are not where the person's limbs are.
-KABSCH_WEIGHTS: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 1.0, 1.0, 0.3, 0.3, 0.2, 0.2)
-MIN_INIT_KEYPOINTS = 4
 _PARAM_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl")
 STAGE_PARAMS: dict[int, tuple[str, ...]] = {1: ("global_orient", "transl"), 2: ("betas",), 3: ("global_orient", "transl", "body_pose")}
 
@@ -115,187 +110,6 @@ class FitResult:
         return FitResult(**{k: t(k) for k in _PARAM_KEYS}, stats=dict(stats or {}), collision_off=off)
 
 
-# ----------------------------------------------------------------------------- initialisation
-def kabsch(src: Tensor, dst: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted rigid alignment (no scale): ``R, t = argmin sum_k w_k |R src_k + t - dst_k|^2``.
-
-    Args:
-        src, dst: ``[..., J, 3]``; weight ``[..., J]`` (>= 0).
-    Returns:
-        R ``[..., 3, 3]`` (a proper rotation) and t ``[..., 3]``. Where the weights sum to 0 the
-        result is the identity and ``t = 0``.
-    """
-    w = weight.to(src.dtype)[..., None]
-    ws = w.sum(-2, keepdim=True)
-    wn = w / ws.clamp_min(1e-12)
-    mu_s = (src * wn).sum(-2, keepdim=True)
-    mu_d = (dst * wn).sum(-2, keepdim=True)
-    H = ((src - mu_s) * w).transpose(-1, -2) @ (dst - mu_d)  # [..., 3, 3]
-    U, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = V @ D @ U.transpose(-1, -2)
-    t = (mu_d - mu_s @ R.transpose(-1, -2))[..., 0, :]
-    ok = ws[..., 0, 0] > 0
-    eye = torch.eye(3, dtype=src.dtype, device=src.device).expand_as(R)
-    return torch.where(ok[..., None, None], R, eye), torch.where(ok[..., None], t, torch.zeros_like(t))
-
-
-def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
-    """Frames with ``ok[f, p]`` False: rotation of the nearest ok frame, translation linearly
-    interpolated (held at the ends). ``aa, transl [F, P, 3]``, ``ok [F, P]``. A person with no ok
-    frame keeps what it has."""
-    F = aa.shape[0]
-    t = torch.arange(F, device=aa.device)[:, None].expand_as(ok)
-    prev = torch.where(ok, t, torch.full_like(t, -1)).cummax(0).values
-    nxt = torch.where(ok, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
-    has_p, has_n = prev >= 0, nxt < F
-    pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
-
-    def take(x: Tensor, idx: Tensor) -> Tensor:
-        return torch.gather(x, 0, idx[..., None].expand_as(x))
-
-    tp, tn = take(transl, pi), take(transl, ni)
-    alpha = ((t - pi).to(aa.dtype) / (ni - pi).clamp_min(1).to(aa.dtype))[..., None]
-    tr = torch.where((has_p & has_n)[..., None], tp + alpha * (tn - tp), torch.where(has_p[..., None], tp, tn))
-    use_next = has_n & (~has_p | ((ni - t) < (t - pi)))
-    rot = torch.where(use_next[..., None], take(aa, ni), take(aa, pi))
-    anyok = has_p | has_n
-    keep = ok | ~anyok
-    return torch.where(keep[..., None], aa, rot), torch.where(keep[..., None], transl, tr)
-
-
-def init_from_keypoints(
-    kp: Tensor,
-    weight: Tensor,
-    fast: FastBody,
-    betas: Tensor,
-    body_pose: Tensor | None = None,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Rigid initialisation of orientation and translation (module docstring).
-
-    Args:
-        kp: ``[F, P, 17, 3]`` keypoints; weight ``[F, P, 17]`` (0 = invalid).
-        fast: the body model's :class:`FastBody`.
-        betas: ``[P, K]``.
-        body_pose: ``[F, P, 69]`` or None (zero pose; the keypoints are then weighted by
-            :data:`KABSCH_WEIGHTS`).
-    Returns:
-        global_orient ``[F, P, 3]``, transl ``[F, P, 3]`` and ok ``[F, P]`` (Kabsch was possible;
-        the other frames are filled from their neighbours).
-    """
-    F, P = kp.shape[:2]
-    dt, dev = kp.dtype, kp.device
-    N = F * P
-    b = betas.to(dt)[None].expand(F, P, -1).reshape(N, -1)
-    zeros3 = kp.new_zeros(N, 3)
-    if body_pose is None:
-        bp = kp.new_zeros(N, NUM_BODY_POSE)
-        kw = torch.tensor(KABSCH_WEIGHTS, dtype=dt, device=dev)
-    else:
-        bp = body_pose.to(dt).reshape(N, NUM_BODY_POSE)
-        kw = torch.ones(NUM_COCO, dtype=dt, device=dev)
-    with torch.no_grad():
-        J = fast.joints(zeros3, bp, b, None)  # [N, 29, 3] canonical (identity orient, no transl)
-        coco = J.index_select(1, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=dev)).view(F, P, NUM_COCO, 3)
-        J0 = J[:, 0].view(F, P, 3)
-        w = weight.to(dt) * kw
-        R, t = kabsch(coco, kp, w)
-        ok = (w > 0).sum(-1) >= MIN_INIT_KEYPOINTS
-        aa = matrix_to_axis_angle(R)
-        transl = t + (R @ J0[..., None])[..., 0] - J0
-        aa, transl = _fill_frames(aa, transl, ok)
-        # a person never seen: upright (model y-up -> world z-up) at the origin
-        never = ~ok.any(0)  # [P]
-        if bool(never.any()):
-            up = torch.tensor([math.pi / 2, 0.0, 0.0], dtype=dt, device=dev)
-            aa = torch.where(never[None, :, None], up, aa)
-            transl = torch.where(never[None, :, None], torch.zeros_like(transl), transl)
-    return aa, transl, ok
-
-
-def swing_axis_angle(a: Tensor, b: Tensor) -> Tensor:
-    """Axis-angle ``[..., 3]`` of the smallest rotation taking direction ``a`` to ``b`` (``[..., 3]``).
-
-    Zero where either vector is (near) zero; a half turn about an axis perpendicular to ``a``
-    when they are opposite.
-    """
-    an = a / a.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    bn = b / b.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    c = torch.linalg.cross(an, bn, dim=-1)
-    s = c.norm(dim=-1, keepdim=True)
-    ang = torch.atan2(s, (an * bn).sum(-1, keepdim=True))
-    axis = c / s.clamp_min(1e-12)
-    # opposite vectors: any axis perpendicular to a
-    alt = torch.linalg.cross(an, torch.tensor([1.0, 0.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
-    alt2 = torch.linalg.cross(an, torch.tensor([0.0, 1.0, 0.0], dtype=a.dtype, device=a.device).expand_as(an), dim=-1)
-    alt = torch.where(alt.norm(dim=-1, keepdim=True) > 1e-3, alt, alt2)
-    alt = alt / alt.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    axis = torch.where(s > 1e-6, axis, alt)
-    ok = (a.norm(dim=-1, keepdim=True) > 1e-9) & (b.norm(dim=-1, keepdim=True) > 1e-9) & (ang > 1e-7)
-    return torch.where(ok, axis * ang, torch.zeros_like(a))
-
-
-# Limb chains for the swing initialisation: (SMPL joint rotated, its child joint, COCO keypoint of
-# the joint, COCO keypoint of the child).
-LIMB_CHAINS: tuple[tuple[int, int, int, int], ...] = (
-    (16, 18, 5, 7), (17, 19, 6, 8),  # shoulders -> elbows
-    (18, 20, 7, 9), (19, 21, 8, 10),  # elbows -> wrists
-    (1, 4, 11, 13), (2, 5, 12, 14),  # hips -> knees
-    (4, 7, 13, 15), (5, 8, 14, 16),  # knees -> ankles
-)
-
-
-def init_limb_pose(kp: Tensor, weight: Tensor, global_orient: Tensor, fast: FastBody, betas: Tensor) -> Tensor:
-    """Body pose that points the arms and legs along the keypoints' limbs (swing only).
-
-    With the torso joints at zero rotation, each chain joint (shoulder, elbow, hip, knee) gets the
-    smallest rotation taking its rest bone direction to the observed one, expressed in its
-    parent's frame; limbs with an invalid endpoint stay at zero. Twist is left at zero.
-
-    Args:
-        kp: ``[F, P, 17, 3]``; weight ``[F, P, 17]``; global_orient ``[F, P, 3]``; betas ``[P, K]``.
-    Returns:
-        body_pose ``[F, P, 69]``.
-    """
-    F, P = kp.shape[:2]
-    with torch.no_grad():
-        Jr = fast.rest_joints(betas.to(kp.dtype))  # [P, 24, 3]
-        Rg = axis_angle_to_matrix(global_orient)  # [F, P, 3, 3]
-        local = [torch.zeros(F, P, 3, dtype=kp.dtype, device=kp.device) for _ in range(NUM_SMPL_JOINTS)]
-        glob: dict[int, Tensor] = {}
-        for j, c, kj, kc in LIMB_CHAINS:
-            parent = fast.parents[j]
-            Rp = glob.get(parent, Rg)  # parents outside the chains have zero local rotation
-            rest = (Jr[:, c] - Jr[:, j])[None].expand(F, P, 3)
-            tgt = kp[:, :, kc] - kp[:, :, kj]
-            ok = (weight[:, :, kc] > 0) & (weight[:, :, kj] > 0)
-            tgt_local = (Rp.transpose(-1, -2) @ tgt[..., None])[..., 0]
-            aa = swing_axis_angle(rest, tgt_local)
-            aa = torch.where(ok[..., None], aa, torch.zeros_like(aa))
-            local[j] = aa
-            glob[j] = Rp @ axis_angle_to_matrix(aa)
-        return torch.stack(local[1:], 2).reshape(F, P, NUM_BODY_POSE)
-
-
-def _init_array(init: Mapping[str, Any] | None, key: str, shape: tuple[int, ...], dt: torch.dtype, dev: torch.device) -> Tensor | None:
-    if init is None or key not in init or init[key] is None:
-        return None
-    x = torch.as_tensor(np.asarray(init[key]) if not isinstance(init[key], Tensor) else init[key]).to(device=dev, dtype=dt)
-    if key == "betas":
-        if x.dim() == 3:  # per frame [F, P, K]: the per-person median
-            x = x.median(0).values
-        if x.dim() != 2 or x.shape[0] != shape[0]:
-            raise ValueError(f"init['betas']: expected [P, K] or [F, P, K] with P = {shape[0]}, got {tuple(x.shape)}")
-        return x
-    x = x.reshape(shape[0], shape[1], -1)
-    if tuple(x.shape) != shape:
-        raise ValueError(f"init[{key!r}]: expected {shape}, got {tuple(x.shape)}")
-    return x
-
-
 # ----------------------------------------------------------------------------- the fitter
 class _Fitter:
     """Holds targets, parameters and the loss of one sequence."""
@@ -315,6 +129,9 @@ class _Fitter:
         self.faces = fast.faces.to(kp.device)
         self.contact: Tensor | None = None  # [Fc] frame indices for the collision term
         self.evals = 0
+        self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
+        self._obj = None  # the autograd-free objective (fit.gradients = "analytic"), built on first use
+        self._graphs: dict = {}  # CUDA graphs of the objective, per stage and weights
 
     def _forward_joints(self, need_rot6d: bool) -> tuple[Tensor, Tensor | None]:
         F, P = self.F, self.P
@@ -326,11 +143,23 @@ class _Fitter:
         return J.view(F, P, -1, 3), r6
 
     def contact_vertices(self) -> Tensor:
-        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable)."""
+        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable when grad mode is on;
+        without it, and without pose correctives, by sparse skinning)."""
         idx = self.contact
         P = self.P
         go, bp, be, tr = (self.p[k] for k in ("global_orient", "body_pose", "betas", "transl"))
         n = idx.numel() * P
+        if not torch.is_grad_enabled() and self.fast.posedirs is None:
+            from ..body.sparse_skin import sparse_skin
+
+            fast, sk = self.fast, sparse_skin(self.fast)
+            rot = fast.rotations(go.index_select(0, idx).reshape(n, 3), bp.index_select(0, idx).reshape(n, NUM_BODY_POSE))
+            J = fast.rest_joints(be)  # [P, 24, 3]
+            person = torch.arange(P, device=idx.device).repeat(idx.numel())
+            Jb = J.index_select(0, person)
+            GR, Gt = fast.kinematics(rot, Jb)
+            v = sk.vertices(GR, Gt, Jb, sk.rest(be), person, tr.index_select(0, idx).reshape(n, 3))
+            return v.view(idx.numel(), P, -1, 3)
         v, _ = self.fast.vertices(
             go.index_select(0, idx).reshape(n, 3),
             bp.index_select(0, idx).reshape(n, NUM_BODY_POSE),
@@ -410,22 +239,35 @@ class _Fitter:
 
     def run_stage(self, stage: int, weights: Mapping[str, float], iters: int, on_iter: Callable[[int], None]) -> dict[str, Any]:
         cfg = self.cfg
+        if cfg.optimizer == "gn":
+            if self._gn is None:
+                from .fit_gn import GaussNewton
+
+                self._gn = GaussNewton(self)
+            return self._gn.run_stage(stage, weights, iters, on_iter)
         names = STAGE_PARAMS[stage]
         params = [self.p[n] for n in names]
+        analytic = cfg.gradients == "analytic"
         for n, x in self.p.items():
-            x.requires_grad_(n in names)
+            x.requires_grad_(n in names and not analytic)
         t0 = time.perf_counter()
         ev0 = self.evals
-        last: dict[str, Any] = {}
+        evaluate = self._evaluator(stage, weights, names) if analytic else None
 
-        def closure() -> Tensor:
-            opt.zero_grad(set_to_none=True)
-            loss, _ = self.total(stage, weights)
-            if loss.requires_grad:
-                loss.backward()
+        def value_and_grad() -> tuple[Tensor, list[Tensor]]:
+            if evaluate is not None:  # without autograd (fit_objective), maybe a CUDA-graph replay
+                loss, grads = evaluate()
+                out = [grads[n] for n in names]
+            else:
+                with torch.enable_grad():
+                    for x in params:
+                        x.grad = None
+                    loss, _ = self.total(stage, weights)
+                    if loss.requires_grad:
+                        loss.backward()
+                out = [x.grad if x.grad is not None else torch.zeros_like(x) for x in params]
             self.evals += 1
-            last["loss"] = loss.detach()
-            return loss
+            return loss.detach(), out
 
         with torch.no_grad():
             l0 = float(self.total(stage, weights)[0])
@@ -435,27 +277,40 @@ class _Fitter:
         if iters > 0 and any(weights.values()):
             chunk = max(1, int(cfg.check_every))
             if cfg.optimizer == "lbfgs":
-                opt = torch.optim.LBFGS(params, lr=cfg.lr, max_iter=chunk, history_size=int(cfg.history_size),
-                                        line_search_fn="strong_wolfe", tolerance_grad=1e-10, tolerance_change=1e-14)
+                sizes = [x.numel() for x in params]
+
+                def put(xv: Tensor) -> None:
+                    with torch.no_grad():
+                        for x, part in zip(params, xv.split(sizes)):
+                            x.copy_(part.view_as(x))
+
+                def flat_eval(xv: Tensor) -> tuple[Tensor, Tensor]:
+                    put(xv)
+                    loss, grads = value_and_grad()
+                    return loss, torch.cat([g.reshape(-1) for g in grads])
+
+                xflat = torch.cat([x.detach().reshape(-1) for x in params])
+                opt = LBFGS(xflat, flat_eval, lr=cfg.lr, history_size=int(cfg.history_size), tolerance_grad=1e-10, tolerance_change=1e-14)
             else:
-                opt = torch.optim.Adam(params, lr=cfg.adam_lr)
+                adam = torch.optim.Adam(params, lr=cfg.adam_lr)
             while done < iters:
                 n = min(chunk, iters - done)
                 if cfg.optimizer == "lbfgs":
-                    opt.param_groups[0]["max_iter"] = n
-                    opt.param_groups[0]["max_eval"] = 5 * n
-                    st = opt.state[params[0]]
-                    k0 = int(st.get("n_iter", 0))
-                    opt.step(closure)
-                    k = int(st.get("n_iter", 0)) - k0
+                    k = opt.step(n, 5 * n)
+                    put(xflat)
                     done += k
                     stalled = k == 0  # LBFGS made no step (converged on its own tolerances)
+                    cur = float(opt.loss)
                 else:
                     for _ in range(n):
-                        opt.step(closure)
+                        adam.zero_grad(set_to_none=True)
+                        loss, grads = value_and_grad()
+                        for x, gr in zip(params, grads):
+                            x.grad = gr
+                        adam.step()
                     done += n
                     stalled = False
-                cur = float(last["loss"])
+                    cur = float(loss)
                 on_iter(n)
                 if not math.isfinite(cur):
                     break
@@ -479,6 +334,36 @@ class _Fitter:
             "evaluations": self.evals - ev0,
             "seconds": time.perf_counter() - t0,
         }
+
+    def objective(self):
+        """The autograd-free objective (:class:`~h4d_fast.pipeline.fit_objective.Objective`), built once."""
+        if self._obj is None:
+            from .fit_objective import Objective
+
+            self._obj = Objective(self)
+        return self._obj
+
+    def _evaluator(self, stage: int, weights: Mapping[str, float], names: tuple[str, ...]) -> Callable[[], tuple[Tensor, dict[str, Tensor]]]:
+        """``() -> (loss, {name: grad})`` at the current parameters; on CUDA (``fit.cuda_graphs``)
+        replayed from a CUDA graph captured once per stage and weights (not with the collision term,
+        whose op runs eagerly)."""
+        obj = self.objective()
+        w = dict(weights)
+
+        def fn() -> tuple[Tensor, dict[str, Tensor]]:
+            return obj.value_and_grad(stage, w, names)
+
+        coll = bool(w.get("collision")) and self.P >= 2 and self.contact is not None and self.contact.numel() > 0
+        if self.kp.device.type != "cuda" or not self.cfg.cuda_graphs or coll:
+            return fn
+        key = (stage, tuple(sorted(w.items())), names)
+        g = self._graphs.get(key)
+        if g is None:
+            from .fit_objective import graph_or_eager
+
+            g = self._graphs[key] = graph_or_eager(fn)
+        return g
+
 
     # -- collision helpers
     def select_contact(self, margin: float, chunk: int = 256) -> Tensor:
@@ -529,10 +414,18 @@ class _Fitter:
 
 def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:
     """Upper bound of the optimizer iterations :func:`fit_sequence` runs (the progress total)."""
-    total = int(cfg.epochs) * (int(cfg.iters_stage1) + int(cfg.iters_stage2) + int(cfg.iters_stage3))
+    its = stage_iterations(cfg)
+    total = int(cfg.epochs) * (its[1] + its[2] + its[3])
     if num_people >= 2 and cfg.collision and cfg.w3_collision != 0:
-        total += int(cfg.iters_collision) * (2 if cfg.compare_collision else 1)
+        total += its["collision"] * (2 if cfg.compare_collision else 1)
     return total
+
+
+def stage_iterations(cfg: FitConfig) -> dict:
+    """Iterations of stages 1, 2, 3 and ``"collision"`` for the configured optimizer."""
+    if cfg.optimizer == "gn":
+        return {1: int(cfg.gn_iters_stage1), 2: int(cfg.gn_iters_stage2), 3: int(cfg.gn_iters_stage3), "collision": int(cfg.gn_iters_collision)}
+    return {1: int(cfg.iters_stage1), 2: int(cfg.iters_stage2), 3: int(cfg.iters_stage3), "collision": int(cfg.iters_collision)}
 
 
 def fit_sequence(
@@ -566,12 +459,31 @@ def fit_sequence(
     """
     if poses3d.dim() != 4 or poses3d.shape[2:] != (NUM_COCO, 4):
         raise ValueError(f"fit_sequence: expected poses3d [F, P, {NUM_COCO}, 4], got {tuple(poses3d.shape)}")
-    if cfg.optimizer not in ("lbfgs", "adam"):
-        raise ValueError(f"fit.optimizer must be 'lbfgs' or 'adam', got {cfg.optimizer!r}")
-    t_start = time.perf_counter()
+    if cfg.optimizer not in ("gn", "lbfgs", "adam"):
+        raise ValueError(f"fit.optimizer must be 'gn', 'lbfgs' or 'adam', got {cfg.optimizer!r}")
     device = torch.device(device)
     if poses3d.shape[0] == 0 or poses3d.shape[1] == 0:
         raise ValueError(f"fit_sequence: no frames or no people (poses3d {tuple(poses3d.shape)})")
+    with cpu_threads(int(cfg.cpu_threads) if device.type == "cpu" else 0):
+        return _fit_sequence(poses3d, body, cfg, device, init, progress)
+
+
+@contextmanager
+def cpu_threads(n: int):
+    """torch's intra-op threads set to ``n`` (> 0) for the block, restored afterwards."""
+    old = torch.get_num_threads()
+    if n > 0 and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torch.device, init: Mapping[str, Any] | None,
+                  progress: Callable[[int], None] | None) -> FitResult:
+    t_start = time.perf_counter()
     dt = torch.float32 if body.dtype != torch.float64 else torch.float64
     fast = FastBody(body).to(device=device, dtype=dt)
     F, P = poses3d.shape[:2]
@@ -614,9 +526,10 @@ def fit_sequence(
         "stages": [],
     }
     collision_off: dict[str, Tensor] | None = None
-    coll_on = P >= 2 and cfg.collision and cfg.w3_collision != 0 and cfg.iters_collision > 0
+    its = stage_iterations(cfg)
+    coll_on = P >= 2 and cfg.collision and cfg.w3_collision != 0 and its["collision"] > 0
     for e in range(int(cfg.epochs)):
-        for s, iters in ((1, cfg.iters_stage1), (2, cfg.iters_stage2), (3, cfg.iters_stage3)):
+        for s, iters in ((1, its[1]), (2, its[2]), (3, its[3])):
             wts = cfg.stage_weights(s)
             wts["collision"] = 0.0  # only the collision stage uses it
             rec = fitter.run_stage(s, wts, int(iters), on_iter)
@@ -639,7 +552,7 @@ def fit_sequence(
         wts = cfg.stage_weights(3)
         if cfg.compare_collision and contact.numel():
             snap = {k: v.detach().clone() for k, v in fitter.p.items()}
-            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, int(cfg.iters_collision), on_iter)
+            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, its["collision"], on_iter)
             rec["epoch"] = "collision-off"
             stats["collision_off_stage"] = rec
             stats["penetration_without_collision_cm3"] = float(penetration().mean())
@@ -648,7 +561,7 @@ def fit_sequence(
             for k, v in snap.items():
                 fitter.p[k].copy_(v)
         if contact.numel():
-            rec = fitter.run_stage(3, wts, int(cfg.iters_collision), on_iter)
+            rec = fitter.run_stage(3, wts, its["collision"], on_iter)
             rec["epoch"] = "collision"
             stats["stages"].append(rec)
         pen1 = penetration()

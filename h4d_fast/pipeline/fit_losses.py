@@ -244,6 +244,25 @@ def collision_term(
     return total / (max(num_frames, 1) * S_COLL)
 
 
+def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
+    """:func:`collision_term` and its gradient with respect to ``verts [Fc, P, N, 3]`` (same value
+    and gradient, without autograd: :func:`h4d_fast.ops.collision.collision_loss_grad`)."""
+    from ..ops.collision import collision_loss_grad
+
+    P = verts.shape[1]
+    total = verts.new_zeros(())
+    if P < 2 or verts.shape[0] == 0:
+        return total, torch.zeros_like(verts)
+    scale = 1.0 / (max(num_frames, 1) * S_COLL)
+    grads: list[Tensor | None] = [None] * P
+    for a, b in person_pairs(P):
+        loss, ga, gb = collision_loss_grad(verts[:, a], verts[:, b], faces, faces, **kwargs)
+        total = total + loss.sum()
+        for p, g in ((a, ga), (b, gb)):
+            grads[p] = g if grads[p] is None else grads[p] + g
+    return total * scale, torch.stack(grads, 1).mul_(scale)
+
+
 __all__ = [
     "FIT_LIMBS",
     "FIT_LIMB_PAIRS",
@@ -254,6 +273,7 @@ __all__ = [
     "S_ROT",
     "S_SYM",
     "collision_term",
+    "collision_term_grad",
     "gmof",
     "hyperextension_loss",
     "keypoint_loss",

@@ -1,0 +1,433 @@
+"""The fit without autograd, against autograd and the loss definitions: analytic Jacobians and
+reverse-mode gradients of the joints-only forward, sparse skinning and its pose gradient, the
+temporal band, the objective per stage (collision stage included), the L-BFGS against
+torch.optim.LBFGS, the Gauss-Newton pieces (PCG step against a dense solve), and the CUDA paths
+(graph replay, device parity; marked gpu)."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("smplx")
+
+from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
+from h4d_fast.body.fast import FastBody, rot6d  # noqa: E402
+from h4d_fast.body.jacobian import joints_with_jacobian, so3_right_jacobian  # noqa: E402
+from h4d_fast.body.sparse_skin import SparseSkin  # noqa: E402
+from h4d_fast.config import FitConfig  # noqa: E402
+from h4d_fast.pipeline import fit as FT  # noqa: E402
+from h4d_fast.pipeline.fit_gn import GaussNewton, pcg  # noqa: E402
+from h4d_fast.pipeline.fit_objective import TemporalBand  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def body():
+    try:
+        return load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(f"default body model unavailable: {e}")
+
+
+def _with_posedirs(body, seed: int = 7):
+    model = copy.deepcopy(body)
+    g = torch.Generator().manual_seed(seed)
+    model.smpl.posedirs.copy_(0.02 * torch.randn(model.smpl.posedirs.shape, generator=g))
+    return model
+
+
+def _per_body(jac: torch.Tensor, B: int) -> torch.Tensor:
+    """``[B, ..., B, n]`` full autograd Jacobian -> ``[B, ..., n]`` (bodies are independent)."""
+    return torch.stack([jac[b, ..., b, :] for b in range(B)])
+
+
+# ------------------------------------------------------------------------------ Jacobians
+def test_right_jacobian_matches_finite_differences():
+    g = torch.Generator().manual_seed(0)
+    aa = torch.cat([torch.randn(6, 3, generator=g, dtype=torch.float64), torch.zeros(1, 3, dtype=torch.float64),
+                    1e-5 * torch.randn(1, 3, generator=g, dtype=torch.float64), 3.1 * torch.tensor([[0.0, 0.6, 0.8]], dtype=torch.float64)])
+    from h4d_fast.body.fast import axis_angle_to_matrix
+    from h4d_fast.body.jacobian import skew
+
+    Jr = so3_right_jacobian(aa)
+    R = axis_angle_to_matrix(aa)
+    for c in range(3):
+        d = torch.zeros_like(aa)
+        d[:, c] = 1e-6
+        num = (axis_angle_to_matrix(aa + d) - axis_angle_to_matrix(aa - d)) / 2e-6  # dR/dtheta_c
+        ana = R @ skew(Jr[..., c])
+        torch.testing.assert_close(num, ana, atol=1e-7, rtol=0)
+
+
+@pytest.mark.parametrize("posedirs", [False, True])
+@pytest.mark.parametrize("B,seed", [(1, 0), (3, 1)])
+def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
+    model = _with_posedirs(body) if posedirs else body
+    fast = FastBody(model).to(dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    pose = 0.7 * torch.randn(B, 72, generator=g, dtype=torch.float64)
+    pose[0, 9:12] = 0.0  # a joint at exactly zero angle
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    tr = torch.randn(B, 3, generator=g, dtype=torch.float64)
+    sel = [0, 3, 12, 15, 16, 21]
+    jj = joints_with_jacobian(fast, pose, betas, tr, want_pose=True, want_betas=True, want_rot6d=True)
+    js = joints_with_jacobian(fast, pose, betas, tr, want_pose=True, pose_joints=sel)
+    ref = fast.joints(pose[:, :3], pose[:, 3:], betas, tr)
+    torch.testing.assert_close(jj.joints, ref, atol=1e-12, rtol=0)
+    Jp = _per_body(torch.autograd.functional.jacobian(lambda p: fast.joints(p[:, :3], p[:, 3:], betas, tr), pose), B)
+    Jp = Jp.reshape(B, -1, 3, 24, 3)
+    torch.testing.assert_close(jj.d_pose, Jp, atol=1e-10, rtol=0)
+    torch.testing.assert_close(js.d_pose, Jp[:, :, :, sel], atol=1e-10, rtol=0)
+    Jb = _per_body(torch.autograd.functional.jacobian(lambda b: fast.joints(pose[:, :3], pose[:, 3:], b, tr), betas), B)
+    torch.testing.assert_close(jj.d_betas, Jb, atol=1e-10, rtol=0)
+    Jr = _per_body(torch.autograd.functional.jacobian(lambda p: rot6d(fast.rotations(p[:, :3], p[:, 3:])[:, 1:]), pose), B)
+    Jr = Jr.reshape(B, 23, 6, 24, 3)
+    torch.testing.assert_close(jj.d_rot6d, torch.stack([Jr[:, j, :, j + 1] for j in range(23)], 1), atol=1e-10, rtol=0)
+    assert Jp.abs().max() > 0.1 and Jb.abs().max() > 0.01  # not trivially zero
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_sparse_skin_and_pose_gradient_match_autograd(body, use_numba):
+    fast = FastBody(body).to(dtype=torch.float64)
+    sk = SparseSkin(fast, use_numba=use_numba)
+    if use_numba and importlib.util.find_spec("numba") is not None:
+        assert sk._numba() is not None  # the CPU kernels run
+    g = torch.Generator().manual_seed(3)
+    B, P = 5, 2
+    person = torch.tensor([0, 1, 0, 1, 1])
+    pose = (0.5 * torch.randn(B, 72, generator=g, dtype=torch.float64)).requires_grad_(True)
+    tr = torch.randn(B, 3, generator=g, dtype=torch.float64).requires_grad_(True)
+    betas = torch.randn(P, 10, generator=g, dtype=torch.float64)
+    v_ref, _ = fast.vertices(pose[:, :3], pose[:, 3:], betas[person], tr)
+    rot = fast.rotations(pose[:, :3].detach(), pose[:, 3:].detach())
+    J = fast.rest_joints(betas[person])
+    GR, Gt = fast.kinematics(rot, J)
+    u = sk.rest(betas)
+    v = sk.vertices(GR, Gt, J, u, person, tr.detach())
+    torch.testing.assert_close(v, v_ref.detach(), atol=1e-12, rtol=0)
+    # a sparse vertex gradient (as the collision op's), some vertices only
+    gv = torch.randn(v.shape, generator=g, dtype=torch.float64) * (torch.rand(B, v.shape[1], 1, generator=g) < 0.03)
+    (v_ref * gv).sum().backward()
+    dp, dt = sk.pose_gradient(gv, pose.detach(), GR, Gt, J, u, person)
+    torch.testing.assert_close(dp.reshape(B, 72), pose.grad, atol=1e-9, rtol=0)
+    torch.testing.assert_close(dt, tr.grad, atol=1e-9, rtol=0)
+
+
+# ------------------------------------------------------------------------------ temporal band
+@pytest.mark.parametrize("mode", ["acceleration", "velocity"])
+@pytest.mark.parametrize("F", [1, 2, 3, 4, 9])
+def test_temporal_band_equals_dense(mode, F):
+    band = TemporalBand(F, mode, torch.float64, torch.device("cpu"))
+    k = 3 if mode == "acceleration" else 2
+    T = max(0, F - k + 1)
+    D = torch.zeros(T, F, dtype=torch.float64)
+    st = (1.0, -2.0, 1.0) if k == 3 else (-1.0, 1.0)
+    for t in range(T):
+        for a, s in enumerate(st):
+            D[t, t + a] = s
+    DtD = D.T @ D
+    y = torch.randn(F, 2, 5, dtype=torch.float64)
+    if T:
+        torch.testing.assert_close(band.diff(y), torch.einsum("tf,f...->t...", D, y))
+        torch.testing.assert_close(band.adjoint(band.diff(y)), torch.einsum("sf,f...->s...", DtD, y))
+    torch.testing.assert_close(band.diagonal(), DtD.diagonal())
+    off = DtD - torch.diag(DtD.diagonal())
+    torch.testing.assert_close(band.offdiag(y), torch.einsum("sf,f...->s...", off, y))
+
+
+# ------------------------------------------------------------------------------ stages
+def _fitter(body, F=5, P=2, seed=0, dtype=torch.float64, **cfg_kw):
+    from test_fit import synthetic_sequence
+
+    gt = synthetic_sequence(body, F=F, seed=seed, noise=0.01)
+    fast = FastBody(body).to(dtype=dtype)
+    x = gt["poses3d"][:, :P].to(dtype)
+    w = x[..., 3].clone()
+    w[1, 0, 3] = 0.0  # an invalid keypoint
+    w[2, P - 1, 5] = 0.4  # a confidence
+    kp = x[..., :3] + 0.08 * (torch.arange(17, dtype=dtype) == 9)[:, None]  # one outlier-ish wrist (GMoF)
+    g = torch.Generator().manual_seed(seed + 1)
+    params = {
+        "global_orient": (gt["global_orient"][:, :P].to(dtype) + 0.1 * torch.randn(F, P, 3, generator=g, dtype=dtype)),
+        "body_pose": (gt["body_pose"][:, :P].to(dtype) + 0.2 * torch.randn(F, P, 69, generator=g, dtype=dtype)),
+        "betas": gt["betas"][:P].to(dtype) + 0.3 * torch.randn(P, 10, generator=g, dtype=dtype),
+        "transl": gt["transl"][:, :P].to(dtype) + 0.02 * torch.randn(F, P, 3, generator=g, dtype=dtype),
+    }
+    cfg = FitConfig(optimizer="gn", **cfg_kw)
+    return FT._Fitter(kp, w, fast, cfg, params), cfg
+
+
+def _all_weights(stage: int) -> dict:
+    """Every term on (to test each term's pieces), with distinct weights."""
+    return {"joint": 2.0, "reg": 0.3, "limb": 1.5, "symm": 0.7, "temporal": 1.2 if stage != 2 else 0.9, "shape": 0.05, "collision": 0.0}
+
+
+@pytest.mark.parametrize("mode", ["acceleration", "velocity"])
+@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("weights", ["config", "all"])
+def test_loss_split_and_gradient_match_autograd(body, stage, weights, mode):
+    fitter, cfg = _fitter(body, temporal=mode, w_hyperext=0.5, kp_sigma=0.05)
+    w = cfg.stage_weights(stage) if weights == "config" else _all_weights(stage)
+    w["collision"] = 0.0
+    gn = GaussNewton(fitter)
+    p = fitter.p
+    names = FT.STAGE_PARAMS[stage]
+    for k, v in p.items():
+        v.requires_grad_(k in names)
+    ref, _ = fitter.total(stage, w)
+    ref.backward()
+    with torch.no_grad():
+        pose = gn.pose()
+        jj = gn.forward(pose, p["betas"], p["transl"])
+        body_l, person_l = gn.losses(jj.joints.view(gn.F, gn.P, -1, 3), jj.rot.view(gn.F, gn.P, 24, 3, 3), pose, p["betas"], stage, w)
+        torch.testing.assert_close(body_l.sum() + person_l.sum(), ref.detach(), rtol=1e-10, atol=1e-12)
+        if stage == 2:
+            return  # the betas gradient is checked through the step below
+        g, H, tpos, rt, _ = gn.body_system(pose, p["betas"], p["transl"], stage, w)
+        V = gn.vars(stage)
+        gz = lambda k: p[k].grad if p[k].grad is not None else torch.zeros_like(p[k])  # noqa: E731
+        full = torch.cat([gz("global_orient"), gz("body_pose")], -1)
+        torch.testing.assert_close(g[..., : V.nq], full.index_select(-1, V.qidx), rtol=1e-8, atol=1e-10)
+        torch.testing.assert_close(g[..., V.nq :], p["transl"].grad, rtol=1e-8, atol=1e-10)
+        # the Gauss-Newton blocks are symmetric positive semi-definite
+        torch.testing.assert_close(H, H.transpose(-1, -2))
+        assert float(torch.linalg.eigvalsh(H).min()) > -1e-9 * float(H.abs().max())
+
+
+def test_pcg_step_equals_dense_solve(body):
+    """With enough iterations the PCG step solves the full (frame-coupled) damped system."""
+    fitter, cfg = _fitter(body, F=4, P=2)
+    gn = GaussNewton(fitter)
+    w = cfg.stage_weights(3)
+    w["collision"] = 0.0
+    p = fitter.p
+    with torch.no_grad():
+        g, H, tpos, rt, _ = gn.body_system(gn.pose(), p["betas"], p["transl"], 3, w)
+        lam = torch.full(g.shape[:2], 1e-3, dtype=g.dtype)
+        F, P, n = g.shape
+        d = gn.solve(g, H, lam, tpos, rt, cg_iters=150)
+        # dense matrix of the damped operator, per person
+        diag = H.diagonal(dim1=-2, dim2=-1)
+        from h4d_fast.pipeline.fit_gn import EPS_REL
+
+        eps = EPS_REL * diag.mean()
+        Hd = H + torch.diag_embed(lam[..., None] * (diag + eps) + eps)
+        M = torch.zeros(P, F * n, F * n, dtype=g.dtype)
+        for col in range(F * n):  # the people are independent: one unit vector per person at once
+            e = torch.zeros(F, P, n, dtype=g.dtype)
+            e[col // n, :, col % n] = 1.0
+            out = (Hd @ e[..., None])[..., 0] + gn.temporal_matvec(e, tpos, rt)
+            M[:, :, col] = out.transpose(0, 1).reshape(P, -1)
+        for q in range(P):
+            M_q = M[q]
+            torch.testing.assert_close(M_q, M_q.T, rtol=1e-9, atol=1e-9 * float(M_q.abs().max()))
+            ref = torch.linalg.solve(M_q, -g[:, q].reshape(-1))
+            torch.testing.assert_close(d[:, q].reshape(-1), ref, rtol=1e-6, atol=1e-8 * float(ref.abs().max()))
+
+
+def test_pcg_solves_independent_systems():
+    g = torch.Generator().manual_seed(0)
+    F, P, n = 4, 3, 5
+    A = torch.randn(P, F * n, F * n, generator=g, dtype=torch.float64)
+    M = A @ A.transpose(1, 2) + F * n * torch.eye(F * n, dtype=torch.float64)  # well conditioned
+    b = torch.randn(F, P, n, generator=g, dtype=torch.float64)
+    b[:, 2] = 0.0  # a person with nothing to do
+
+    def mv(v):
+        return torch.einsum("pij,pj->pi", M, v.permute(1, 0, 2).reshape(P, -1)).reshape(P, F, n).permute(1, 0, 2)
+
+    x = pcg(mv, lambda r: r, b, iters=F * n)
+    ref = torch.linalg.solve(M, b.permute(1, 0, 2).reshape(P, -1)).reshape(P, F, n).permute(1, 0, 2)
+    torch.testing.assert_close(x, ref, rtol=1e-6, atol=1e-8)
+    assert torch.isfinite(x).all() and float(x[:, 2].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("posedirs", [False, True])
+def test_joints_vjp_matches_autograd(body, posedirs):
+    from h4d_fast.body.jacobian import joints_vjp
+
+    model = _with_posedirs(body) if posedirs else body
+    fast = FastBody(model).to(dtype=torch.float64)
+    g = torch.Generator().manual_seed(11)
+    B = 4
+    pose = (0.7 * torch.randn(B, 72, generator=g, dtype=torch.float64))
+    pose[1, :6] = 0.0
+    pose.requires_grad_(True)
+    betas = torch.randn(B, 10, generator=g, dtype=torch.float64)
+    X = fast.joints(pose[:, :3], pose[:, 3:], betas)
+    r6 = rot6d(fast.rotations(pose[:, :3], pose[:, 3:])[:, 1:])
+    gX = torch.randn(X.shape, generator=g, dtype=torch.float64)
+    g6 = torch.randn(r6.shape, generator=g, dtype=torch.float64)
+    ((X * gX).sum() + (r6 * g6).sum()).backward()
+    with torch.no_grad():
+        jj = joints_with_jacobian(fast, pose, betas, None, want_pose=False)
+        out = joints_vjp(fast, jj, gX, g6)
+    torch.testing.assert_close(out.reshape(B, 72), pose.grad, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("weights", ["config", "all"])
+def test_objective_value_and_grad_match_autograd(body, stage, weights):
+    """The first-order optimizers' analytic closure equals autograd through the loss definitions."""
+    fitter, cfg = _fitter(body, temporal="acceleration", w_hyperext=0.5, kp_sigma=0.05)
+    w = cfg.stage_weights(stage) if weights == "config" else _all_weights(stage)
+    w["collision"] = 0.0
+    names = FT.STAGE_PARAMS[stage]
+    p = fitter.p
+    for k, v in p.items():
+        v.requires_grad_(k in names)
+    ref, _ = fitter.total(stage, w)
+    ref.backward()
+    with torch.no_grad():
+        val, grads = fitter.objective().value_and_grad(stage, w, names)
+    torch.testing.assert_close(val, ref.detach(), rtol=1e-10, atol=1e-12)
+    assert set(grads) == set(names)
+    for k in names:
+        torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-8, atol=1e-10 * float(p[k].grad.abs().max()), msg=k)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs the numba collision backend (torch is minutes per frame)")
+@pytest.mark.parametrize("P", [2, 3])
+def test_collision_stage_gradient_matches_autograd(body, P):
+    """The analytic collision-stage gradient (op vertex gradient -> pose, sparse skinning) equals
+    autograd through the full meshes; three people: every close pair counts."""
+    fitter, cfg = _fitter(body, F=3, P=2, dtype=torch.float32)
+    if P == 3:  # a third person between the two (overlapping both)
+        kp = torch.cat([fitter.kp, fitter.kp[:, :1] + torch.tensor([0.3, 0.0, 0.0])], 1)
+        w = torch.cat([fitter.w, fitter.w[:, :1]], 1)
+        p = {k: torch.cat([v, v[:, :1] + (torch.tensor([0.3, 0.0, 0.0]) if k == "transl" else 0)], 1) if k != "betas"
+             else torch.cat([v, v[:1]], 0) for k, v in fitter.p.items()}
+        fitter = FT._Fitter(kp, w, fitter.fast, cfg, p)
+    p = fitter.p
+    with torch.no_grad():  # bring the people into contact as in facing_pair
+        p["transl"][..., 0] = torch.linspace(-0.17, 0.17, P)
+    fitter.contact = torch.tensor([0, 2])
+    w = cfg.stage_weights(3)
+    w["collision"] = 1.0
+    names = FT.STAGE_PARAMS[3]
+    for k, v in p.items():
+        v.requires_grad_(k in names)
+    ref = fitter.total(3, w)[0]
+    ref.backward()
+    with torch.no_grad():
+        val, grads = fitter.objective().value_and_grad(3, w, names)
+        _, no_coll = fitter.objective().value_and_grad(3, {**w, "collision": 0.0}, names)
+        assert float(fitter.collision()) > 0
+    torch.testing.assert_close(val, ref.detach(), rtol=1e-5, atol=1e-6)
+    for k in names:
+        # float32 sums over thousands of vertices in another order: relative to the gradient's scale
+        scale = float(p[k].grad.abs().max())
+        torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-3, atol=1e-4 * max(scale, 1.0), msg=k)
+        assert float((grads[k] - no_coll[k]).abs().max()) > 0  # the collision term contributes
+    torch.testing.assert_close(grads["transl"][1], no_coll["transl"][1])  # frame 1 is not in the contact set
+
+
+# ------------------------------------------------------------------------------ L-BFGS
+def test_lbfgs_iterates_equal_torch_lbfgs():
+    """Same iterates as torch.optim.LBFGS(line_search_fn="strong_wolfe") on a non-quadratic
+    problem, across step calls that continue the history (float64)."""
+    from h4d_fast.pipeline.lbfgs import LBFGS
+
+    g = torch.Generator().manual_seed(0)
+    N = 30
+    A = torch.randn(N, N, generator=g, dtype=torch.float64)
+    Q = A @ A.T / N + 0.1 * torch.eye(N, dtype=torch.float64)
+    b = torch.randn(N, generator=g, dtype=torch.float64)
+
+    def f(x):
+        return 0.5 * x @ Q @ x - b @ x + 0.1 * ((x[1:] - x[:-1] ** 2) ** 2).sum() + 0.01 * (x ** 4).sum()
+
+    x0 = torch.randn(N, generator=g, dtype=torch.float64)
+    xt = x0.clone().requires_grad_(True)
+    ref = torch.optim.LBFGS([xt], lr=1.0, max_iter=4, max_eval=20, history_size=5, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-10, tolerance_change=1e-14)
+
+    def closure():
+        ref.zero_grad()
+        loss = f(xt)
+        loss.backward()
+        return loss
+
+    def evaluate(x):
+        x = x.detach().requires_grad_(True)
+        loss = f(x)
+        return loss.detach(), torch.autograd.grad(loss, x)[0]
+
+    x = x0.clone()
+    mine = LBFGS(x, evaluate, lr=1.0, history_size=5)
+    for _ in range(5):  # 20 iterations, history wraps around
+        ref.step(closure)
+        assert mine.step(4, 20) == 4
+        torch.testing.assert_close(x, xt.detach(), rtol=0, atol=1e-12)
+    assert float(f(x)) < float(f(x0)) - 1.0
+    assert mine.evals < ref.state[xt]["func_evals"]  # no re-evaluation of the current point per call
+
+
+# ------------------------------------------------------------------------------ CUDA
+@pytest.mark.gpu
+def test_gpu_graph_replay_equals_eager_objective(body):
+    """The CUDA-graph closure replays the analytic objective at the current parameters."""
+    from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES, graph_or_eager
+
+    fitter, cfg = _fitter(body, F=8, P=2, dtype=torch.float32)
+    dev = torch.device("cuda")
+    fc = FT._Fitter(fitter.kp.to(dev), fitter.w.to(dev), fitter.fast.to(device=dev), cfg, {k: v.to(dev) for k, v in fitter.p.items()})
+    w = cfg.stage_weights(3)
+    w["collision"] = 0.0
+    names = FT.STAGE_PARAMS[3]
+    obj = fc.objective()
+    n0 = len(GRAPH_FAILURES)
+    replay = graph_or_eager(lambda: obj.value_and_grad(3, w, names))
+    assert len(GRAPH_FAILURES) == n0, GRAPH_FAILURES[n0:]
+    for step in range(3):
+        with torch.no_grad():
+            fc.p["body_pose"].add_(0.01 * step)
+            fc.p["transl"].add_(0.005)
+        val, grads = replay()
+        ref_val, ref_grads = obj.value_and_grad(3, w, names)
+        torch.testing.assert_close(val, ref_val)
+        for k in names:
+            torch.testing.assert_close(grads[k], ref_grads[k])
+
+
+@pytest.mark.gpu
+def test_gpu_objective_equals_cpu(body):
+    fitter, cfg = _fitter(body, F=6, P=2, dtype=torch.float64)
+    dev = torch.device("cuda")
+    fc = FT._Fitter(fitter.kp.to(dev), fitter.w.to(dev), FastBody(body).to(device=dev, dtype=torch.float64), cfg,
+                    {k: v.to(dev) for k, v in fitter.p.items()})
+    for stage in (1, 2, 3):
+        w = _all_weights(stage)
+        names = FT.STAGE_PARAMS[stage]
+        v0, g0 = fitter.objective().value_and_grad(stage, w, names)
+        v1, g1 = fc.objective().value_and_grad(stage, w, names)
+        torch.testing.assert_close(v1.cpu(), v0, rtol=1e-9, atol=1e-12)
+        for k in names:
+            torch.testing.assert_close(g1[k].cpu(), g0[k], rtol=1e-8, atol=1e-10 * float(g0[k].abs().max()))
+
+
+@pytest.mark.gpu
+def test_gpu_fit_with_graphs_matches_cpu_fit(body):
+    """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
+    the same accuracy as on the CPU (float32 on both; different summation orders)."""
+    from test_fit import facing_pair
+
+    from h4d_fast.eval.mesh import mpjpe24
+    from h4d_fast.pipeline.fit import fit_sequence, model_outputs
+    from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
+
+    pair = facing_pair(body, F=12, d=0.36)
+    cfg = FitConfig(epochs=2, iters_stage1=10, iters_stage2=5, iters_stage3=20, iters_collision=8)
+    n0 = len(GRAPH_FAILURES)
+    gpu = fit_sequence(pair["poses3d"], body, cfg, device="cuda")
+    assert len(GRAPH_FAILURES) == n0, GRAPH_FAILURES[n0:]
+    cpu = fit_sequence(pair["poses3d"], body, cfg, device="cpu")
+    gj = model_outputs(body, FT.FitResult(*(getattr(gpu, k).cpu() for k in ("global_orient", "body_pose", "betas", "transl"))))[1]
+    cj = model_outputs(body, cpu)[1]
+    assert float(mpjpe24(gj, cj).mean()) < 2.0  # mm between the two fits
+    assert gpu.stats["kp_error_mm"] == pytest.approx(cpu.stats["kp_error_mm"], abs=0.5)
+    assert gpu.stats["penetration_after_cm3"] == pytest.approx(cpu.stats["penetration_after_cm3"], rel=0.2, abs=1.0)
