@@ -56,19 +56,45 @@ def _sync(device: torch.device) -> None:
 
 
 def fingerprint_inputs(seq: Path) -> str:
-    """Hash of the names, sizes and modification times of the sequence's input files."""
-    h = hashlib.sha256()
+    """Hash of the names, sizes and modification times of the sequence's input files.
+
+    The files are visited in ``os.walk`` order (folders sorted, each folder's files sorted, then
+    its subfolders); ``os.scandir`` and plain strings keep it fast on the ~12,000 files of a
+    600-frame, 20-camera capture.
+    """
+    seq = Path(seq)
+    lines: list[str] = []
     for sub in ("colmap/workplace", "processed_data/poses2d", "processed_data/bboxes"):
         root = seq / sub
-        if not root.exists():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                p = Path(dirpath) / fn
-                st = p.stat()
-                h.update(f"{p.relative_to(seq)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+        if root.exists():
+            _walk_stats(str(root), sub, lines)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
+
+
+def _walk_stats(folder: str, rel: str, lines: list[str]) -> None:
+    """Append ``rel/name|size|mtime_ns`` of the files under ``folder`` (``os.walk`` order, symlinked
+    folders not entered) to ``lines``."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    dirs = []
+    files = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            dirs.append(e)
+        else:
+            files.append(e)
+    for e in sorted(files, key=lambda x: x.name):
+        st = os.stat(e.path)
+        lines.append(f"{rel}/{e.name}|{st.st_size}|{st.st_mtime_ns}\n")
+    for e in sorted(dirs, key=lambda x: x.name):
+        if not e.is_symlink():
+            _walk_stats(e.path, f"{rel}/{e.name}", lines)
 
 
 @dataclass
