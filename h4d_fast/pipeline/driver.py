@@ -3,7 +3,15 @@
 Each stage's result is written atomically to ``OUT/.h4d/<stage>.npz`` with a key: a hash of
 the input files' fingerprint, the stage's configuration and the keys of the stages before it.
 A rerun loads every stage whose key still matches and recomputes from the first that does not
-(``force=True`` recomputes everything). Timing per stage goes to ``OUT/timing.json``.
+(``force=True`` recomputes everything). Timing per stage goes to ``OUT/timing.json`` (with the
+seconds from process start to the run's start: interpreter and imports).
+
+Outputs: each export writes its consolidated file first (``poses3d.npz``,
+``processed_data/sequence.npz``) and hands the per-frame files to background writer processes
+(:mod:`h4d_fast.io.frame_files`); :func:`run_sequence` waits for them before writing
+``timing.json`` and ``config.toml`` (the last files of a finished run), unless the caller takes
+that over (``wait_files=False``, then :meth:`RunResult.finish`; ``run-many`` computes the next
+capture meanwhile).
 """
 
 from __future__ import annotations
@@ -119,6 +127,26 @@ class RunResult:
 
     def timing(self) -> dict[str, float]:
         return {s.name: s.seconds for s in self.stages}
+
+    def finish(self) -> float:
+        """Wait for the per-frame files still being written, then write ``timing.json`` and
+        ``config.toml`` (what ``run_sequence(..., wait_files=False)`` left to the caller).
+        Returns the seconds waited; raises :class:`OutputError` if a file could not be written."""
+        from ..io.frame_files import PendingFiles
+
+        waited = 0.0
+        pending = self.extra.pop("pending", [])
+        if pending:
+            t0 = time.perf_counter()
+            merged = PendingFiles.merged(pending)
+            merged.wait()
+            waited = time.perf_counter() - t0
+            self.stages.append(StageRecord("write_files", waited, False, {"files": merged.files,
+                                                                           "since_handed_over_s": merged.seconds or 0.0}))
+        done = self.extra.pop("finish", None)
+        if done is not None:
+            done()
+        return waited
 
 
 class StageCache:
@@ -253,12 +281,15 @@ def _short(stats: dict) -> str:
     return ", ".join(parts[:6])
 
 
-def write_keypoint_outputs(result: RunResult, out: Path) -> None:
-    """``OUT/processed_data/poses3d/%05d.npy`` (dict person -> (17, 4)) plus ``OUT/poses3d.npz``."""
-    from ..io.harmony4d import write_poses3d
+def write_keypoint_outputs(result: RunResult, out: Path, wait: bool = True):
+    """``OUT/poses3d.npz`` (the whole sequence) plus ``OUT/processed_data/poses3d/%05d.npy`` (dict
+    person -> (17, 4)), the latter derived from the former by the background writers.
+
+    Returns the :class:`~h4d_fast.io.frame_files.PendingFiles` (already waited for when ``wait``).
+    """
+    from ..io.frame_files import write_frame_files
 
     poses = result.poses3d.float().numpy()
-    write_poses3d(out / "processed_data" / "poses3d", poses, result.frame_ids, result.person_names)
     atomic.write_npz(
         out / "poses3d.npz",
         poses3d=poses,
@@ -266,6 +297,10 @@ def write_keypoint_outputs(result: RunResult, out: Path) -> None:
         frame_ids=np.asarray(result.frame_ids),
         person_names=np.asarray(result.person_names),
     )
+    pending = write_frame_files(out / "poses3d.npz", out / "processed_data", ["poses3d"], result.frame_ids, result.person_names)
+    if wait:
+        pending.wait()
+    return pending
 
 
 _BODIES: dict[tuple[str, str, str], Any] = {}
@@ -324,10 +359,11 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         raise KeyboardInterrupt("stopped after stage fit")
     t1 = time.perf_counter()
     st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
-                          cameras=capture.cameras, write_poses3d=False)
+                          cameras=capture.cameras, write_poses3d=False, wait=False)
     _sync(device)
+    result.extra.setdefault("pending", []).append(st.pop("pending"))
     result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))
-    log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  smpl/, poses2d/, bbox/, sequence.npz")
+    log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  sequence.npz; {st['files'] - 1} files of smpl/, poses2d/, bbox/ being written")
     result.extra["fit"] = fit
     return fit
 
@@ -341,14 +377,20 @@ def _fit_summary(stats: dict) -> dict:
 
 
 def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
-                 stop_after: str | None = None, capture: Capture | None = None) -> RunResult:
+                 stop_after: str | None = None, capture: Any = None, wait_files: bool = True) -> RunResult:
     """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs.
 
-    ``capture`` -- the sequence already loaded (``run-many`` prefetches the next one while this
-    one computes); ``seq`` still names it (input fingerprint, error messages).
+    ``capture`` -- the sequence already loaded, or being loaded (anything with ``result()``, e.g.
+    :func:`~h4d_fast.io.harmony4d.start_read`'s :class:`SequenceLoad`; ``run-many`` prefetches the
+    next one while this one computes); ``seq`` still names it (input fingerprint, error messages).
+    ``wait_files=False`` returns as soon as the consolidated outputs are written, with the
+    per-frame files still being written: the caller then calls :meth:`RunResult.finish` (which
+    waits for them and writes ``timing.json`` and ``config.toml``).
     """
     from ..io.harmony4d import read_sequence
 
+    t_run = time.perf_counter()
+    started = since_process_start()
     seq, out = Path(seq), Path(out)
     if out.resolve() == seq.resolve():
         raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
@@ -357,21 +399,47 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     t0 = time.perf_counter()
     if capture is None:
         capture = read_sequence(seq)
+    elif not isinstance(capture, Capture):
+        capture = capture.result()
+        while not isinstance(capture, Capture):  # a future of a SequenceLoad
+            capture = capture.result()
     t_load = time.perf_counter() - t0
     log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
     result = run_keypoints(capture, out, cfg, input_key=fingerprint_inputs(seq), force=force, log=log, stop_after=stop_after)
     result.stages.insert(0, StageRecord("load", t_load, False))
     t1 = time.perf_counter()
-    write_keypoint_outputs(result, out)
+    result.extra.setdefault("pending", []).append(write_keypoint_outputs(result, out, wait=False))
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
     if cfg.fit.enabled:
         run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
-    total = sum(s.seconds for s in result.stages)
-    atomic.write_json(out / "timing.json", {
-        "sequence": str(seq),
-        "device": str(resolve_device(cfg.run.device)),
-        "total_s": total,
-        "stages": [asdict(s) for s in result.stages],
-    })
-    atomic.write_text(out / "config.toml", to_toml(cfg))
+
+    def finish() -> None:
+        total = sum(s.seconds for s in result.stages)
+        atomic.write_json(out / "timing.json", {
+            "sequence": str(seq),
+            "device": str(resolve_device(cfg.run.device)),
+            "total_s": total,
+            "wall_s": time.perf_counter() - t_run,
+            "process_start_to_run_s": started,
+            "stages": [asdict(s) for s in result.stages],
+        })
+        atomic.write_text(out / "config.toml", to_toml(cfg))
+
+    result.extra["finish"] = finish
+    if wait_files:
+        waited = result.finish()
+        if waited > 0.05:
+            log(f"  {'files':<10} {waited:7.2f} s  waited for the per-frame files")
     return result
+
+
+def since_process_start() -> float | None:
+    """Seconds since this process started (interpreter start, imports, ...; Linux ``/proc``), or None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None

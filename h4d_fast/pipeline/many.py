@@ -20,7 +20,10 @@ A stale finished output (config or inputs changed) seeds the partial folder with
 complete output in place (its marker no longer matches, so the next invocation tries again).
 
 The per-sequence work is :func:`process_loaded`: ``run_sequence`` given the prefetched capture, so
-every stage the driver runs (keypoints, fit, export, ...) runs here unchanged.
+every stage the driver runs (keypoints, fit, export, ...) runs here unchanged. In the pipelined
+loop a capture's per-frame output files are written by background processes while the next
+capture computes; a :class:`Committer` thread waits for them, then writes the marker and moves
+the folder into place (at most :data:`MAX_UNCOMMITTED` captures wait so).
 
 Execution modes (same per-sequence work, :func:`process_job`):
 
@@ -63,6 +66,7 @@ from ..errors import H4DError, InputError, OutputError
 from ..io import atomic
 
 PARTIAL_DIR = ".h4d-partial"
+MAX_UNCOMMITTED = 2  # captures whose per-frame files are still being written while the next computes
 LOCK_FILE = ".run-many.lock"
 SUMMARY_FILE = "run_many.json"
 MARKER = "DONE"
@@ -354,12 +358,13 @@ def discard_failed(job: Job) -> None:
 
 # ----------------------------------------------------------------------------- per-sequence work
 def process_loaded(capture: Any, seq: Path, out: Path, cfg: Config, force: bool = False,
-                   log: Callable[[str], None] | None = None) -> Any:
+                   log: Callable[[str], None] | None = None, wait_files: bool = True) -> Any:
     """All pipeline stages on an already loaded capture, written into ``out`` (= ``run_sequence``
-    without its load). The one place to point at the driver's entry point."""
+    without its load). The one place to point at the driver's entry point. ``wait_files=False``:
+    the per-frame files may still be being written on return (call ``finish()`` on the result)."""
     from .driver import run_sequence
 
-    return run_sequence(seq, out, cfg, force=force, log=log, capture=capture)
+    return run_sequence(seq, out, cfg, force=force, log=log, capture=capture, wait_files=wait_files)
 
 
 def _load(seq: Path) -> Any:
@@ -408,13 +413,28 @@ def is_transient(e: BaseException) -> bool:
     return isinstance(e, (OSError, MemoryError, RuntimeError, TimeoutError, ConnectionError, TransientError))
 
 
-def compute(pre: Prepared, ctx: Context, device: str = "", raise_transient: bool = False) -> JobResult:
+def compute(pre: Prepared, ctx: Context, device: str = "", raise_transient: bool = False,
+            committer: "Committer | None" = None) -> JobResult | None:
     """Run the stages on a prepared sequence, commit it; failures become a ``failed`` result
-    (``raise_transient``: transient ones are raised as :class:`TransientError` for a retry)."""
+    (``raise_transient``: transient ones are raised as :class:`TransientError` for a retry).
+
+    With a ``committer`` the per-frame files are left to the background writers: the commit (and
+    the result, through the committer's ``on_result``) comes once they are written, and this
+    returns None as soon as the capture's compute is done.
+    """
     job = pre.job
     if pre.skip_note is not None:
         return JobResult(job.index, job.rel, "skipped", note=pre.skip_note, device=device)
     t0 = time.perf_counter()
+
+    def failed(e: BaseException) -> JobResult:
+        pre.capture = None
+        discard_failed(job)
+        if raise_transient and is_transient(e):
+            raise TransientError(one_line(e)) from None
+        return JobResult(job.index, job.rel, "failed", time.perf_counter() - t0 + pre.load_seconds,
+                         error=one_line(e), load_seconds=pre.load_seconds, device=device)
+
     try:
         if pre.error is not None:
             raise pre.error
@@ -422,31 +442,73 @@ def compute(pre: Prepared, ctx: Context, device: str = "", raise_transient: bool
         part = setup_partial(job, ctx)
         cfg = copy.deepcopy(ctx.cfg)
         cfg.run.progress = False
-        res = process_loaded(pre.capture, job.seq, part, cfg)
+        res = process_loaded(pre.capture, job.seq, part, cfg, wait_files=committer is None)
         pre.capture = None
-        stages = {s.name: round(s.seconds, 4) for s in getattr(res, "stages", [])}
         secs = time.perf_counter() - t0
-        commit(job, {
-            "config_hash": ctx.cfg_hash,
-            "input_fingerprint": pre.fingerprint,
-            "h4d_version": __version__,
-            "sequence": str(job.seq),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "seconds": round(secs, 3),
-            "load_seconds": round(pre.load_seconds, 3),
-            "device": device,
-            "stages": stages,
-        })
-        return JobResult(job.index, job.rel, "done", secs, load_seconds=pre.load_seconds, device=device, note=note, stages=stages)
     except KeyboardInterrupt:
         raise
     except BaseException as e:  # noqa: BLE001
-        pre.capture = None
-        discard_failed(job)
-        if raise_transient and is_transient(e):
-            raise TransientError(one_line(e)) from None
-        return JobResult(job.index, job.rel, "failed", time.perf_counter() - t0 + pre.load_seconds,
-                         error=one_line(e), load_seconds=pre.load_seconds, device=device)
+        return failed(e)
+
+    def settle() -> JobResult:
+        try:
+            if committer is not None:
+                res.finish()  # the per-frame files, then timing.json / config.toml
+            stages = {s.name: round(s.seconds, 4) for s in getattr(res, "stages", [])}
+            commit(job, {
+                "config_hash": ctx.cfg_hash,
+                "input_fingerprint": pre.fingerprint,
+                "h4d_version": __version__,
+                "sequence": str(job.seq),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "seconds": round(secs, 3),
+                "load_seconds": round(pre.load_seconds, 3),
+                "device": device,
+                "stages": stages,
+            })
+            return JobResult(job.index, job.rel, "done", secs, load_seconds=pre.load_seconds, device=device, note=note, stages=stages)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001
+            return failed(e)
+
+    if committer is None:
+        return settle()
+    committer.submit(settle)
+    return None
+
+
+class Committer:
+    """Commits captures whose per-frame files are still being written, in a thread, in order,
+    and reports each result (``on_result``). ``submit`` blocks while :data:`MAX_UNCOMMITTED`
+    captures are waiting, so a slow disk slows the compute down instead of piling up captures."""
+
+    def __init__(self, on_result: Callable[[JobResult], None]):
+        self.on_result = on_result
+        self.q: queue.Queue = queue.Queue(maxsize=MAX_UNCOMMITTED)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="h4d-commit", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            settle = self.q.get()
+            if settle is None:
+                return
+            try:
+                self.on_result(settle())
+            except BaseException as e:  # noqa: BLE001 - re-raised by close()
+                self.error = self.error or e
+
+    def submit(self, settle: Callable[[], JobResult]) -> None:
+        self.q.put(settle)
+
+    def close(self) -> None:
+        """Wait until every submitted capture is committed and reported."""
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def process_job(job: Job, ctx: Context, device: str = "", raise_transient: bool = False) -> JobResult:
@@ -502,14 +564,30 @@ def run_pipelined(jobs: Iterable[Job], ctx: Context, prefetch: int = 1, device: 
     on_start = on_start or (lambda j: None)
     on_result = on_result or (lambda r: None)
     results: list[JobResult] = []
-    it = iter(jobs)
+    lock = threading.Lock()
+
+    def report(r: JobResult) -> None:
+        with lock:
+            results.append(r)
+        on_result(r)
+
+    committer = Committer(report)
+    try:
+        _pipelined(iter(jobs), ctx, prefetch, device, on_start, report, committer)
+    finally:
+        committer.close()
+    return results
+
+
+def _pipelined(it: Iterator[Job], ctx: Context, prefetch: int, device: str, on_start: Callable[[Job], None],
+               report: Callable[[JobResult], None], committer: "Committer") -> None:
     if prefetch <= 0:
         for job in it:
             on_start(job)
-            r = compute(prepare(job, ctx), ctx, device=device)
-            results.append(r)
-            on_result(r)
-        return results
+            r = compute(prepare(job, ctx), ctx, device=device, committer=committer)
+            if r is not None:
+                report(r)
+        return
 
     loader = _Loader(ctx.loader)
     slots = threading.Semaphore(prefetch + 1)
@@ -541,16 +619,15 @@ def run_pipelined(jobs: Iterable[Job], ctx: Context, prefetch: int = 1, device: 
             if isinstance(item, BaseException):
                 raise item
             on_start(item.job)
-            r = compute(item, ctx, device=device)
+            r = compute(item, ctx, device=device, committer=committer)
             del item
             slots.release()
-            results.append(r)
-            on_result(r)
+            if r is not None:
+                report(r)
     finally:
         stop.set()
         slots.release()
         loader.close()
-    return results
 
 
 # ----------------------------------------------------------------------------- multi-device
@@ -627,6 +704,11 @@ def _bind_device(device: str, cfg: Config, n_cpu_workers: int, n_workers: int = 
 def _device_worker(wid: int, device: str, ctx: Context, prefetch: int, n_cpu_workers: int,
                    req_q: Any, job_q: Any, n_workers: int = 1) -> None:
     """Worker process: bind the device, then pipelined loop over jobs handed out by the parent."""
+    from ..io.parallel import start_pools
+
+    # the host's cores are shared by the workers' load/write pools too
+    os.environ.setdefault("H4D_IO_WORKERS", str(max(1, (os.cpu_count() or 1) // max(1, n_workers))))
+    start_pools()  # spawned while this worker imports torch and binds its device
     try:
         _bind_device(device, ctx.cfg, n_cpu_workers, n_workers)
     except BaseException as e:  # noqa: BLE001
@@ -688,10 +770,11 @@ def run_devices(jobs: list[Job], ctx: Context, devices: list[str], prefetch: int
             waiting.append(wid)
         elif kind == "start":
             running[wid] = msg[2]
-        elif kind == "result":
+        elif kind == "result":  # may come after the worker started its next capture (commits are deferred)
             r: JobResult = msg[2]
             assigned[wid].discard(r.index)
-            running[wid] = None
+            if running[wid] == r.index:
+                running[wid] = None
             finish(r)
         elif kind == "fatal":
             fatal[wid] = msg[2]
