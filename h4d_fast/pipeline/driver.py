@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -304,6 +305,7 @@ def write_keypoint_outputs(result: RunResult, out: Path, wait: bool = True):
 
 
 _BODIES: dict[tuple[str, str, str], Any] = {}
+_BODIES_LOCK = threading.Lock()  # the warm-up thread (pipeline.warmup) may be loading it
 
 
 def load_body(cfg: Config, device: torch.device):
@@ -313,9 +315,10 @@ def load_body(cfg: Config, device: torch.device):
 
     path = None if cfg.fit.body_model in ("", "default") else cfg.fit.body_model
     key = (str(path), cfg.fit.gender, str(device))
-    if key not in _BODIES:
-        _BODIES[key] = load_body_model(path, gender=cfg.fit.gender, device=device)
-    return _BODIES[key]
+    with _BODIES_LOCK:
+        if key not in _BODIES:
+            _BODIES[key] = load_body_model(path, gender=cfg.fit.gender, device=device)
+        return _BODIES[key]
 
 
 def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: bool = False,
