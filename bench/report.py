@@ -96,15 +96,88 @@ def headline(R: dict[str, Any]) -> dict[str, Any]:
     else:
         ran = "end_to_end" in (R.get("mode") or {}).get("workloads", ["end_to_end"])
         H["end_to_end_s"] = {"value": None, "reason": e.get("reason") or e.get("absent") or ("not measured" if ran else "not run (--only)")}
+    issue13_headline(R, H)
     return H
+
+
+def _why(R: dict[str, Any], wl: str) -> str:
+    w = (R.get("workloads") or {}).get(wl, {})
+    if wl not in (R.get("mode") or {}).get("workloads", [wl]):
+        return "not run (--only)"
+    return str(w.get("reason") or w.get("absent") or "not measured")
+
+
+def issue13_headline(R: dict[str, Any], H: dict[str, Any]) -> None:
+    """Issue 13's top-level figures: the warm API path and its stages, run-many throughput, accuracy."""
+    W = R.get("workloads", {})
+    w = W.get("end_to_end_warm", {})
+    if w.get("available"):
+        H["end_to_end_warm_s"] = {"value": w["end_to_end_warm_s"], "from": "workloads.end_to_end_warm.end_to_end_warm_s (median; warm "
+                                  "process, run_sequence until it returns: consolidated outputs written, per-frame files handed to the writers)"}
+        H["end_to_end_warm_files_s"] = {"value": w["end_to_end_warm_files_s"], "from": "workloads.end_to_end_warm (until every per-frame file is written)"}
+        H["stage_s"] = {"value": w["stage_s"], "from": "workloads.end_to_end_warm.stage_s (median of the timed warm runs)",
+                        "budgets_s": w.get("stage_budgets_s")}
+        acc = w.get("accuracy") or {}
+        if "error" not in acc and acc:
+            keep = ("mpjpe_mm", "pve_mm", "identity_swaps", "penetration_after_cm3")
+            H["accuracy"] = {"value": {k: acc.get(k) for k in keep}, "from": "workloads.end_to_end_warm.accuracy (h4d eval of the last "
+                             "warm run; penetration from its fit_stats.json)", "vs_baseline": w.get("accuracy_vs_baseline")}
+        else:
+            H["accuracy"] = {"value": None, "reason": acc.get("error", "no accuracy figures")}
+    else:
+        for k in ("end_to_end_warm_s", "end_to_end_warm_files_s", "stage_s", "accuracy"):
+            H[k] = {"value": None, "reason": _why(R, "end_to_end_warm")}
+    m = W.get("run_many", {})
+    if m.get("available"):
+        H["run_many_per_hour"] = {"value": m["run_many_per_hour"], "from": "workloads.run_many.run_many_per_hour (steady rate between the "
+                                  "first and the last finished capture)", "per_hour_wall": m.get("per_hour_wall"), "workers": m["workload"]["workers"],
+                                  "captures": m.get("done")}
+        H["run_many_gpu_busy"] = {"value": m.get("run_many_gpu_busy"), "from": "workloads.run_many.run_many_gpu_busy (NVML, same window)",
+                                  "gpu_busy_wall": m.get("gpu_busy_wall")}
+    else:
+        for k in ("run_many_per_hour", "run_many_gpu_busy"):
+            H[k] = {"value": None, "reason": _why(R, "run_many")}
+
+
+def issue13_goals(R: dict[str, Any], H: dict[str, Any], add: Any, valid: bool) -> None:
+    """Issue 13's goals (measured on one H100/H200 at the paper's size)."""
+    h = H["end_to_end_warm_s"]
+    add("end_to_end_warm", "warm API path <= 3.0 s: 600 frames x 20 cameras x 2 people, detections to exported meshes "
+        "(consolidated outputs on disk; per-frame files in the background)", 3.0, "s", h.get("value"), True,
+        note_or(H["end_to_end_warm_files_s"].get("value"), "every per-frame file on disk after {:.2f} s"), h.get("reason"), valid)
+    e = H["end_to_end_s"]
+    st = (R.get("workloads", {}).get("end_to_end") or {}).get("startup_s")
+    add("end_to_end_fresh", "`h4d run` of a fresh process <= 8.0 s (wall clock, imports included)", 8.0, "s", e.get("value"), True,
+        note_or(st, "of which {:.2f} s before the run began (interpreter, imports)"), e.get("reason"), valid)
+    stage = H["stage_s"].get("value") or {}
+    budgets = H["stage_s"].get("budgets_s") or {}
+    for k, b in budgets.items():
+        add(f"stage_{k}", f"stage {k} <= {b:g} s", b, "s", stage.get(k), True, None, H["stage_s"].get("reason") or "stage not timed", valid)
+    add("run_many_per_hour", "run-many >= 2,000 captures per hour on one GPU", 2000.0, "/h", H["run_many_per_hour"].get("value"), False,
+        None, H["run_many_per_hour"].get("reason"), valid, ge_unit=True)
+    add("run_many_gpu_busy", "run-many keeps the GPU busy >= 85% of the time", 0.85, "", H["run_many_gpu_busy"].get("value"), False,
+        None, H["run_many_gpu_busy"].get("reason"), valid, ge_unit=True)
+    acc = H["accuracy"]
+    vs = acc.get("vs_baseline") or {}
+    for k in ("mpjpe_mm", "pve_mm", "identity_swaps", "penetration_after_cm3"):
+        c = vs.get(k) or {}
+        lim = c.get("limit")
+        add(f"accuracy_{k}", f"{k} no worse than the baseline by more than 5% (baseline {c.get('baseline')})",
+            lim if lim is not None else float("nan"), "", c.get("value"), True, None, acc.get("reason") or "not measured", valid)
+
+
+def note_or(v: Any, fmt: str) -> str | None:
+    return fmt.format(v) if isinstance(v, (int, float)) else None
 
 
 def _margin_le(v: float, target: float, unit: str) -> str:
     return f"{v / target:.2f}x the target ({v - target:+.3g} {unit})"
 
 
-def _margin_ge(v: float, target: float) -> str:
-    return f"{v:.3g}x, {target / v:.2f}x short of {target:g}x"
+def _margin_ge(v: float, target: float, unit: str = "x") -> str:
+    if unit == "x":
+        return f"{v:.3g}x, {target / v:.2f}x short of {target:g}x"
+    return f"{v:.3g}{(' ' + unit) if unit else ''}, {target / v:.2f}x short of {target:g}" if v else f"0, short of {target:g}"
 
 
 def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
@@ -128,8 +201,9 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
     G: list[dict[str, Any]] = []
 
     def add(gid: str, text: str, target: float, unit: str, value: float | None, le: bool, extra_ok: bool = True,
-            extra_note: str | None = None, reason: str | None = None, valid_scope: bool = True) -> None:
-        g: dict[str, Any] = {"id": gid, "goal": text, "target": target, "unit": unit, "measured": value, "scope": scope}
+            extra_note: str | None = None, reason: str | None = None, valid_scope: bool = True, ge_unit: bool = False) -> None:
+        g: dict[str, Any] = {"id": gid, "goal": text, "target": target, "unit": unit, "measured": value, "scope": scope,
+                             "direction": "<=" if le else ">="}
         if value is None:
             g.update(met=None, status="not measured", detail=reason or "no result")
         else:
@@ -140,7 +214,7 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
                 if (value <= target) if le else (value >= target):
                     g["detail"] = extra_note or "speed target reached but the accuracy condition fails"
                 else:
-                    g["detail"] = _margin_le(value, target, unit) if le else _margin_ge(value, target)
+                    g["detail"] = _margin_le(value, target, unit) if le else _margin_ge(value, target, unit)
                     if extra_note:
                         g["detail"] += "; " + extra_note
             elif extra_note:
@@ -201,6 +275,8 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
         h = H[key]
         note = f"{h.get('system')} on {h.get('device')}" if h.get("value") is not None else None
         add(gid, text, target, "ms", h.get("value"), True, True, note, h.get("reason"), valid)
+    issue13_goals(R, H, lambda gid, text, target, unit, value, le, note, reason, valid_scope, ge_unit=False:
+                  add(gid, text, target, unit, value, le, True, note, reason, valid_scope and (cuda and paper)), valid)
     return G
 
 
@@ -438,7 +514,8 @@ def markdown(R: dict[str, Any]) -> str:
     for g in R["goals"]:
         m = g["measured"]
         mv = "" if m is None else (f"{m:,.3g} {g['unit']}" if g["unit"] != "x" else f"{m:,.4g}x")
-        rows.append([g["goal"], f"{'<=' if g['unit'] != 'x' else '>='} {g['target']:g} {g['unit']}", mv, f"**{g['status']}**", g.get("detail", "")])
+        rows.append([g["goal"], f"{g.get('direction') or ('<=' if g['unit'] != 'x' else '>=')} {g['target']:g} {g['unit']}", mv,
+                     f"**{g['status']}**", g.get("detail", "")])
     L.append(_table(["goal", "target", "measured", "status", "detail"], rows))
     L.append("")
     L.append(f"Scope: {R['goals'][0]['scope'] if R['goals'] else ''}.")
@@ -451,7 +528,10 @@ def markdown(R: dict[str, Any]) -> str:
         if v is None:
             rows.append([f"`{k}`", "", h.get("reason", "")])
             continue
-        vs = f"{v:,.4g}" + (" (lower bound)" if h.get("lower_bound") else "") + (" (CPU)" if h.get("cpu") else "")
+        if isinstance(v, dict):
+            vs = ", ".join(f"{kk} {vv:.4g}" if isinstance(vv, float) else f"{kk} {vv}" for kk, vv in v.items())
+        else:
+            vs = f"{v:,.4g}" + (" (lower bound)" if h.get("lower_bound") else "") + (" (CPU)" if h.get("cpu") else "")
         rows.append([f"`{k}`", vs, h.get("from", "")])
     L.append(_table(["key", "value", "from"], rows))
     L.append("")
@@ -590,9 +670,10 @@ def markdown(R: dict[str, Any]) -> str:
                 L.append("Accuracy (`h4d eval`): " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()))
         L.append("")
 
+    L.extend(issue13_markdown(W))
     for wl in R["mode"].get("workloads", []):
         w = W.get(wl)
-        if isinstance(w, dict) and "systems" not in w and wl != "end_to_end":
+        if isinstance(w, dict) and "systems" not in w and wl not in ("end_to_end", "end_to_end_warm", "run_many"):
             L.append(f"## {TITLES.get(wl, wl)}")
             L.append("")
             L.append(f"not available: {w.get('absent') or w.get('reason')}")
@@ -645,6 +726,53 @@ def markdown(R: dict[str, Any]) -> str:
         L.append(f"- **{k}**: {v}")
     L.append("")
     return "\n".join(L)
+
+
+def issue13_markdown(W: dict[str, Any]) -> list[str]:
+    """Sections of the warm-path and run-many workloads."""
+    L: list[str] = []
+    w = W.get("end_to_end_warm")
+    if w:
+        L.append("## Warm path: the Python API in a warm process (as a `run-many` worker)")
+        L.append("")
+        if not w.get("available"):
+            L.append(f"absent: {w.get('reason') or w.get('absent')}")
+        else:
+            L.append(f"`{w['command']}`: {len(w.get('runs', []))} timed run(s) after one untimed, frame-sequential stages on "
+                     f"{w.get('sequential_device')}. **{w['end_to_end_warm_s']:.2f} s** until `run_sequence` returns (consolidated "
+                     f"outputs on disk, per-frame files handed to the background writers), {w['end_to_end_warm_files_s']:.2f} s until "
+                     f"every per-frame file is on disk; first run in the process {w['first_run_s']:.2f} s.")
+            L.append("")
+            b = w.get("stage_budgets_s") or {}
+            L.append(_table(["stage", "seconds (median)", "budget", "met"],
+                            [[k, f"{v:.3f}", f"{b[k]:g}" if k in b else "", ("yes" if v <= b[k] else "**no**") if k in b else ""]
+                             for k, v in w["stage_s"].items()]))
+            acc, vs = w.get("accuracy") or {}, w.get("accuracy_vs_baseline") or {}
+            if acc and "error" not in acc:
+                L.append("")
+                rows = [[k, _f(c.get("value"), 3) if isinstance(c.get("value"), float) else c.get("value"), c.get("baseline"),
+                         _f(c.get("limit"), 3), {True: "yes", False: "**no**", None: ""}[c.get("ok")]]
+                        for k, c in vs.items() if isinstance(c, dict)]
+                L.append(_table(["accuracy", "measured", "baseline", "limit (+5%)", "ok"], rows))
+                L.append("")
+                L.append(f"Baseline: {vs.get('baseline_source')}.")
+        L.append("")
+    m = W.get("run_many")
+    if m:
+        L.append("## Run-many throughput on one GPU")
+        L.append("")
+        if not m.get("available"):
+            L.append(f"absent: {m.get('reason') or m.get('absent')}")
+        else:
+            busy = m.get("run_many_gpu_busy")
+            L.append(f"`{m['command']}` ({m['workload']['workers']} workers, {m['captures']} captures of {m['workload']['frames']} frames x "
+                     f"{m['workload']['cameras']} cameras, {m['done']} finished{', stopped at the time cap' if m.get('stopped_at_cap') else ''}): "
+                     f"**{m['run_many_per_hour']:.0f} captures/hour** between the first and the last finished capture "
+                     f"({m['per_hour_wall']:.0f}/hour over the whole {m['wall_s']:.0f} s command, start-up included); GPU busy "
+                     + (f"**{100 * busy:.1f}%** of that window" if busy is not None else "not sampled")
+                     + (f", {100 * m['gpu_busy_wall']:.1f}% of the command" if m.get("gpu_busy_wall") is not None else "") + ".")
+        L.append("")
+    return L
 
 
 # ----------------------------------------------------------------------------- plot

@@ -124,6 +124,7 @@ class JobResult:
     device: str = ""
     note: str = ""  # why it was (re)computed or skipped
     stages: dict = field(default_factory=dict)
+    finished_unix: float = 0.0  # when the parent learned of it (time.time(); throughput over a window)
 
     def line(self) -> str:
         if self.status == "failed":
@@ -669,6 +670,16 @@ def parse_devices(spec: str) -> list[str]:
     return out
 
 
+def gpu_worker_settings(cfg: Config) -> Config:
+    """What a GPU worker changes in its configuration (``cfg``, in place): the frame-sequential
+    stages on the GPU too when ``run.sequential_device`` is ``auto`` (workers interleave their
+    small kernels there; see :class:`~h4d_fast.config.RunConfig`). The warm-path benchmark uses
+    the same settings."""
+    if cfg.run.sequential_device == "auto":
+        cfg.run.sequential_device = "same"
+    return cfg
+
+
 def _bind_device(device: str, cfg: Config, n_cpu_workers: int, n_workers: int = 1) -> str:
     """In a fresh worker process: make ``device`` the only one it uses; returns the torch device.
 
@@ -687,8 +698,7 @@ def _bind_device(device: str, cfg: Config, n_cpu_workers: int, n_workers: int = 
 
     if n_workers > 1:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
-    if cfg.run.sequential_device == "auto":  # workers interleave their small kernels on the GPU (RunConfig)
-        cfg.run.sequential_device = "same"
+    gpu_worker_settings(cfg)
 
     if not torch.cuda.is_initialized():
         phys = visible.split(",")[idx].strip() if visible else str(idx)
@@ -1026,6 +1036,7 @@ def run_many(root: Path, out: Path, cfg: Config, force: bool = False, *, devices
         bar.start()
 
         def report(r: JobResult) -> None:
+            r.finished_unix = time.time()
             results[r.index] = r
             bar.update(r)
 
