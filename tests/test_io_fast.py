@@ -348,3 +348,42 @@ def test_run_sequence_leaves_the_files_to_finish(tmp_path, monkeypatch):
     assert [s["name"] for s in tj["stages"]][:4] == ["load", "filter", "track", "refine"]
     assert len(list((out / "processed_data" / "poses3d").glob("*.npy"))) == 8
     assert tj["wall_s"] >= tj["stages"][0]["seconds"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker pools are Linux-only")
+def test_pool_workers_exit_when_their_owner_is_killed(tmp_path):
+    """SIGKILL of the process that started the pools: its workers and the forkserver exit too."""
+    import os
+    import signal
+    import time
+
+    code = ("import sys, time\n"
+            "from h4d_fast.io.parallel import read_pool, write_pool\n"
+            "if __name__ == '__main__':\n"
+            "    ex = read_pool()._executor(); ex2 = write_pool()._executor()\n"
+            "    from multiprocessing import forkserver\n"
+            "    pids = list(ex._processes) + list(ex2._processes) + [forkserver._forkserver._forkserver_pid]\n"
+            "    print(' '.join(map(str, pids)), flush=True)\n"
+            "    time.sleep(120)\n")
+    script = tmp_path / "owner.py"
+    script.write_text(code)
+    env = dict(os.environ, H4D_IO_WORKERS="2", PYTHONPATH=str(REPO))
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        pids = [int(x) for x in p.stdout.readline().split()]
+        assert len(pids) == 5
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(q) for q in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [q for q in pids if alive(q)]

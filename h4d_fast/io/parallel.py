@@ -17,9 +17,8 @@ worker processes started once per process from a small ``forkserver`` (a fresh i
 imports numpy and the torch-free readers and writers of :mod:`h4d_fast.io`), then reused for every
 capture. Two pools, so that a capture's background writes never queue in front of the next
 capture's load: :func:`read_pool` (parsing detection files, latency-critical) and
-:func:`write_pool` (per-frame output files, in the background). Their workers die with the
-process that started them (``PR_SET_PDEATHSIG`` through the forkserver, which exits when its
-parent does). ``H4D_IO_WORKERS`` sets the number of workers per pool (``0``: no pool, everything
+:func:`write_pool` (per-frame output files, in the background). Their workers exit when the
+process that started them does, however it ends (then the forkserver exits too). ``H4D_IO_WORKERS`` sets the number of workers per pool (``0``: no pool, everything
 in the calling process).
 """
 
@@ -125,17 +124,38 @@ def pool_workers() -> int:
     return default_processes()
 
 
-def _worker_init() -> None:
-    """In each pool worker: die with the forkserver (which exits with the pool's owner), leave
-    Ctrl-C to the owner (it shuts the pool down)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
+def _worker_init(owner: int) -> None:
+    """In each pool worker: exit when the process that owns the pool does (killed included), leave
+    Ctrl-C to the owner (it shuts the pool down).
 
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # pragma: no cover - not glibc
+    multiprocessing alone would leave the workers running after a SIGKILL or SIGTERM of the owner:
+    each holds both ends of its task queue's pipe (so it never reads EOF) and the forkserver stays
+    up while a worker lives. So a thread waits for the owner's exit (a pidfd on Linux, else a 1 s
+    poll) and ends the worker."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with, args=(owner,), name="h4d-owner-watch", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    try:
+        fd = os.pidfd_open(owner)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        import select
+
+        select.select([fd], [], [])  # readable once the owner has exited
+        os._exit(0)
+    import time
+
+    while True:
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
             pass
+        time.sleep(1.0)
 
 
 def _noop(x: int) -> int:
@@ -212,7 +232,7 @@ class IOPool:
                 ctx = mp.get_context("forkserver")
                 _start_forkserver(ctx)
                 self._n = max(1, pool_workers())
-                ex = ProcessPoolExecutor(max_workers=self._n, mp_context=ctx, initializer=_worker_init)
+                ex = ProcessPoolExecutor(max_workers=self._n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
                 # every worker now, with no main module to re-import: the caller's script (the Python
                 # API used from a script without a __main__ guard) must not run again in the workers
                 with _no_main_module():
