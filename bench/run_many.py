@@ -87,6 +87,11 @@ def run(ctx: Context, workers: int | None = None, captures: int | None = None, c
         os.symlink(seq, root / f"seq{i:03d}", target_is_directory=True)
     devices = f"{0 if ctx.cuda else 'cpu'}*{W}"
     cmd = [sys.executable, "-m", "h4d_fast.cli", "run-many", str(root), "--out", str(out), "--force", "--quiet", "--devices", devices]
+    if ctx.quick:  # a smoke test: the warm path's shortened fit
+        from bench.end_to_end_warm import QUICK_OVERRIDES
+
+        for o in QUICK_OVERRIDES:
+            cmd += ["--set", o]
     res.update(captures=N, time_cap_s=cap, command="h4d " + " ".join(cmd[3:]))
     names = gpu_names() if ctx.cuda else []
     try:
