@@ -8,6 +8,8 @@ from typing import Any
 
 from bench.common import fmt_ms
 
+from bench.report_issue13 import issue13_goals, issue13_headline, issue13_markdown  # noqa: E402  (after fmt_ms: it imports _f, _table from here lazily)
+
 MPJPE_TOL_MM = 0.1  # "equal MPJPE": within this (float32 kernels vs float64 peers)
 
 PAPER_NOTE = (
@@ -113,6 +115,7 @@ def headline(R: dict[str, Any]) -> dict[str, Any]:
                 H[key].update(warm=w.get("warm"), cold_wall_s=w.get("cold_wall_s"), stages=w.get("stages"), command=w.get("command"))
         else:
             H[key] = {"value": None, "reason": w.get("reason") or w.get("absent") or ("not measured" if ran else "not run (--only)")}
+    issue13_headline(R, H)
     return H
 
 
@@ -120,8 +123,10 @@ def _margin_le(v: float, target: float, unit: str) -> str:
     return f"{v / target:.2f}x the target ({v - target:+.3g} {unit})"
 
 
-def _margin_ge(v: float, target: float) -> str:
-    return f"{v:.3g}x, {target / v:.2f}x short of {target:g}x"
+def _margin_ge(v: float, target: float, unit: str = "x") -> str:
+    if unit == "x":
+        return f"{v:.3g}x, {target / v:.2f}x short of {target:g}x"
+    return f"{v:.3g}{(' ' + unit) if unit else ''}, {target / v:.2f}x short of {target:g}" if v else f"0, short of {target:g}"
 
 
 def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
@@ -145,8 +150,9 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
     G: list[dict[str, Any]] = []
 
     def add(gid: str, text: str, target: float, unit: str, value: float | None, le: bool, extra_ok: bool = True,
-            extra_note: str | None = None, reason: str | None = None, valid_scope: bool = True) -> None:
-        g: dict[str, Any] = {"id": gid, "goal": text, "target": target, "unit": unit, "measured": value, "scope": scope}
+            extra_note: str | None = None, reason: str | None = None, valid_scope: bool = True, ge_unit: bool = False) -> None:
+        g: dict[str, Any] = {"id": gid, "goal": text, "target": target, "unit": unit, "measured": value, "scope": scope,
+                             "direction": "<=" if le else ">="}
         if value is None:
             g.update(met=None, status="not measured", detail=reason or "no result")
         else:
@@ -157,7 +163,7 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
                 if (value <= target) if le else (value >= target):
                     g["detail"] = extra_note or "speed target reached but the accuracy condition fails"
                 else:
-                    g["detail"] = _margin_le(value, target, unit) if le else _margin_ge(value, target)
+                    g["detail"] = _margin_le(value, target, unit) if le else _margin_ge(value, target, unit)
                     if extra_note:
                         g["detail"] += "; " + extra_note
             elif extra_note:
@@ -229,6 +235,8 @@ def goals(R: dict[str, Any], H: dict[str, Any]) -> list[dict[str, Any]]:
         h = H[key]
         note = f"{h.get('system')} on {h.get('device')}" if h.get("value") is not None else None
         add(gid, text, target, "ms", h.get("value"), True, True, note, h.get("reason"), valid)
+    issue13_goals(R, H, lambda gid, text, target, unit, value, le, note, reason, valid_scope, ge_unit=False:
+                  add(gid, text, target, unit, value, le, True, note, reason, valid_scope and (cuda and paper)), valid)
     return G
 
 
@@ -491,7 +499,8 @@ def markdown(R: dict[str, Any]) -> str:
     for g in R["goals"]:
         m = g["measured"]
         mv = "" if m is None else (f"{m:,.3g} {g['unit']}" if g["unit"] != "x" else f"{m:,.4g}x")
-        rows.append([g["goal"], f"{'<=' if g['unit'] != 'x' else '>='} {g['target']:g} {g['unit']}", mv, f"**{g['status']}**", g.get("detail", "")])
+        rows.append([g["goal"], f"{g.get('direction') or ('<=' if g['unit'] != 'x' else '>=')} {g['target']:g} {g['unit']}", mv,
+                     f"**{g['status']}**", g.get("detail", "")])
     L.append(_table(["goal", "target", "measured", "status", "detail"], rows))
     L.append("")
     L.append(f"Scope: {R['goals'][0]['scope'] if R['goals'] else ''}.")
@@ -504,7 +513,10 @@ def markdown(R: dict[str, Any]) -> str:
         if v is None:
             rows.append([f"`{k}`", "", h.get("reason", "")])
             continue
-        vs = f"{v:,.4g}" + (" (lower bound)" if h.get("lower_bound") else "") + (" (CPU)" if h.get("cpu") else "")
+        if isinstance(v, dict):
+            vs = ", ".join(f"{kk} {vv:.4g}" if isinstance(vv, float) else f"{kk} {vv}" for kk, vv in v.items())
+        else:
+            vs = f"{v:,.4g}" + (" (lower bound)" if h.get("lower_bound") else "") + (" (CPU)" if h.get("cpu") else "")
         rows.append([f"`{k}`", vs, h.get("from", "")])
     L.append(_table(["key", "value", "from"], rows))
     L.append("")
@@ -643,6 +655,7 @@ def markdown(R: dict[str, Any]) -> str:
                 L.append("Accuracy (`h4d eval`): " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in acc.items()))
         L.append("")
 
+    L.extend(issue13_markdown(W))
     for wl in R["mode"].get("workloads", []):
         w = W.get(wl)
         if isinstance(w, dict) and wl in ("detect", "images_to_meshes") and w.get("available"):
@@ -653,7 +666,7 @@ def markdown(R: dict[str, Any]) -> str:
             L.append("```")
             L.append("")
             continue
-        if isinstance(w, dict) and "systems" not in w and wl != "end_to_end" and "adapters" not in w:
+        if isinstance(w, dict) and "systems" not in w and wl not in ("end_to_end", "end_to_end_warm", "run_many") and "adapters" not in w:
             L.append(f"## {TITLES.get(wl, wl)}")
             L.append("")
             L.append(f"not available: {w.get('absent') or w.get('reason')}")

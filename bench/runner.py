@@ -6,8 +6,10 @@
 
 Runs, in this order, each under its own time caps and the run's overall budget (``--budget-s``;
 a workload or sweep point that no longer fits is skipped and listed): triangulation, end to end
-(``h4d run``), OKS dedup, collision, SMPL fit, the drop-in adapters against their originals
-(``bench/adapters.py``), then the scaling sweep. After every workload the
+(``h4d run``, fresh processes), the warm API path (stage by stage, with accuracy), run-many
+throughput (GPU only), OKS dedup, collision, SMPL fit, the image stage (``detect``: crops per
+second; ``images_to_meshes``: ``h4d run`` from JPEG frames), the drop-in adapters against their
+originals (``bench/adapters.py``), then the scaling sweep. After every workload the
 results are written to ``<out>/<date>-<device>[-quick].json`` and ``.md`` (so an interrupted
 run still leaves its figures), and at the end the plot ``.png`` next to them. ``--out`` defaults
 to ``bench/results``; on the GPU machine pass ``--out $OUT``.
@@ -22,8 +24,10 @@ reported absent with the reason.
 
 The JSON carries at top level ``end_to_end_s``, ``triangulation_speedup_vs_aniposelib``,
 ``triangulation_speedup_vs_torch_naive``, ``triangulate_ransac_ms``, ``dedup_oks_ms``,
-``collision_fwd_bwd_ms``, ``detect_crops_per_s``, ``images_to_meshes_s`` (``headline`` says where each comes from and holds the raw figures of
-each ratio), ``goals`` (met / not met and by how much), ``environment`` (device, versions, exact
+``collision_fwd_bwd_ms``, ``detect_crops_per_s``, ``images_to_meshes_s``, and (issue 13)
+``end_to_end_warm_s``, ``end_to_end_warm_files_s``, ``stage_s``, ``run_many_per_hour``,
+``run_many_gpu_busy``, ``accuracy`` (``headline`` says where each comes from and holds the raw
+figures of each ratio), ``goals`` (met / not met and by how much), ``environment`` (device, versions, exact
 command, commit), ``workloads`` (every system's raw figures) and ``sweep``. The Markdown opens with
 one side-by-side table (h4d_fast's fastest backend beside every peer, times and accuracy).
 """
@@ -46,8 +50,10 @@ import torch
 from bench.common import REPO, Budget, Context, environment
 
 # run order: the acceptance figures (triangulation, end to end) first, so that a short budget keeps them
-WORKLOADS = ("triangulation", "end_to_end", "dedup", "collision", "fitting", "detect", "images_to_meshes", "adapters")
-ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation", "i2m": "images_to_meshes", "compat": "adapters"}
+WORKLOADS = ("triangulation", "end_to_end", "end_to_end_warm", "run_many", "dedup", "collision", "fitting", "detect",
+             "images_to_meshes", "adapters")
+ALIASES = {"oks": "dedup", "e2e": "end_to_end", "fit": "fitting", "tri": "triangulation", "warm": "end_to_end_warm", "many": "run_many",
+           "i2m": "images_to_meshes", "compat": "adapters"}
 RESERVE_S = 15.0  # kept for writing the outputs
 
 
@@ -94,6 +100,8 @@ def parse_args(argv: list[str] | None, prog: str = "python -m bench") -> argpars
                     help="the Pose2Sim demo folder the image workloads (detect, images_to_meshes) make their frames from "
                          "(default: $H4D_DEMO_DATA or shared/data/pose2sim_demo near the checkout)")
     ap.add_argument("--onnx", type=Path, action="append", default=[], help="detect workload: also time this ONNX pose model (repeatable)")
+    ap.add_argument("--run-many-workers", type=int, default=None, help="run_many: worker processes sharing the GPU (default 4)")
+    ap.add_argument("--run-many-captures", type=int, default=None, help="run_many: captures (default: what fits its time cap)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default=None, help="appended to the output basename")
     ap.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -107,7 +115,8 @@ def finalize(R: dict[str, Any], ctx: Context, paths: dict[str, Path]) -> None:
     H = report.headline(R)
     R["headline"] = H
     for k in ("end_to_end_s", "triangulation_speedup_vs_aniposelib", "triangulation_speedup_vs_torch_naive", "triangulate_ransac_ms",
-              "dedup_oks_ms", "collision_fwd_bwd_ms", "detect_crops_per_s", "images_to_meshes_s"):
+              "dedup_oks_ms", "collision_fwd_bwd_ms", "detect_crops_per_s", "images_to_meshes_s", "end_to_end_warm_s",
+              "end_to_end_warm_files_s", "stage_s", "run_many_per_hour", "run_many_gpu_busy", "accuracy"):
         R[k] = H[k].get("value")
     R["kernel_figures_are_cpu"] = R["environment"]["device"] != "cuda"
     R["goals"] = report.goals(R, H)
@@ -129,6 +138,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m bench") -> int:
     ctx = Context(device=dev, quick=args.quick, full=args.full, budget=Budget(budget_s), seed=args.seed, repeats=args.repeats,
                   verbose=not args.quiet, frames=args.frames, anipose=anip, sweep_kind=args.sweep_kind,
                   images_src=args.images_src, onnx_models=list(args.onnx))
+    ctx.cache["run_many_workers"] = args.run_many_workers
+    ctx.cache["run_many_captures"] = args.run_many_captures
     tmp = tempfile.TemporaryDirectory(prefix="h4d_bench_")
     ctx.tmp = Path(tmp.name)
     env = environment(dev)

@@ -98,6 +98,20 @@ def write_paper_sequence(ctx: Context, folder: Path) -> dict[str, Any]:
     return info
 
 
+def paper_sequence(ctx: Context) -> tuple[Path, dict[str, Any], float]:
+    """The paper-size sequence folder, written once per run into the run's scratch folder and
+    shared by the end-to-end, warm-path and run-many workloads: ``(folder, info, seconds to write)``."""
+    import time
+
+    key = ("paper_sequence", paper_size(ctx)["frames"], ctx.seed)
+    if key not in ctx.cache:
+        folder = Path(ctx.tmp or ".") / f"paper_sequence_{paper_size(ctx)['frames']}"
+        t0 = time.perf_counter()
+        info = write_paper_sequence(ctx, folder)
+        ctx.cache[key] = (folder, info, time.perf_counter() - t0)
+    return ctx.cache[key]
+
+
 # ----------------------------------------------------------------------------- triangulation
 @dataclass
 class TriInput:

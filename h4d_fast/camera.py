@@ -28,7 +28,7 @@ from torch import Tensor
 
 MODELS: tuple[str, ...] = ("pinhole", "opencv", "fisheye")
 MODEL_ID = {m: i for i, m in enumerate(MODELS)}
-NUM_DIST = 8
+from .constants import NUM_DIST  # noqa: E402  (re-exported: its home is constants, which is torch-free)
 
 
 @dataclass

@@ -115,12 +115,18 @@ def _jsonable_meta(meta: dict, kw: dict) -> dict:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    load = _start_load(Path(args.seq))  # the detection files are parsed while torch is imported
     from .pipeline.driver import run_sequence
 
+    from .pipeline.warmup import start_warmup
+
     cfg = _config_from_args(args)
+    warm = start_warmup(cfg)  # CUDA context, kernel backends, body model: overlapping the first stages
     log = (lambda s: None) if args.quiet else _log
     log(f"h4d run {args.seq} -> {args.out}")
-    res = run_sequence(Path(args.seq), Path(args.out), cfg, force=args.force, log=log)
+    res = run_sequence(Path(args.seq), Path(args.out), cfg, force=args.force, log=log, capture=load)
+    if warm is not None:
+        warm.join(timeout=5.0)  # a run shorter than the warm-up (--no-fit) lets it end its import cleanly
     total = sum(s.seconds for s in res.stages)
     log(f"done in {total:.2f} s (per-stage timing in {Path(args.out) / 'timing.json'})")
     return 0
@@ -145,6 +151,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
     log(f"wrote {st['detections']} detections of {st['frames']} frames x {st['cameras']} cameras "
         f"({len(res.person_names)} people: {', '.join(res.person_names)}) -> {dest} in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _start_load(seq: Path) -> Any:
+    """Start the I/O worker pools and the sequence's load in a thread, before anything imports
+    torch (a second or more): the pools' workers start and parse the detection files meanwhile.
+    Returns a future of :class:`~h4d_fast.io.harmony4d.SequenceLoad`; a bad sequence folder raises
+    from it when the run asks for the capture (after the output folder checks, as without it)."""
+    import concurrent.futures
+    import threading
+
+    from .io.harmony4d import start_read
+    from .io.parallel import start_pools
+
+    start_pools()
+    fut: concurrent.futures.Future = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            fut.set_result(start_read(seq))
+        except BaseException as e:  # noqa: BLE001 - handed to the run
+            fut.set_exception(e)
+
+    threading.Thread(target=run, name="h4d-load", daemon=True).start()
+    return fut
 
 
 def cmd_run_many(args: argparse.Namespace) -> int:

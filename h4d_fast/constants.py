@@ -6,6 +6,9 @@ layout); nothing is derived from licensed model data.
 
 from __future__ import annotations
 
+#: distortion coefficients per camera (:class:`h4d_fast.camera.CameraSet` ``dist`` layout)
+NUM_DIST = 8
+
 COCO17_NAMES: tuple[str, ...] = (
     "nose",
     "left_eye",

@@ -22,7 +22,8 @@ from bench import report  # noqa: E402
 from bench.common import Budget, Context  # noqa: E402
 
 TOP_KEYS = ("end_to_end_s", "triangulation_speedup_vs_aniposelib", "triangulation_speedup_vs_torch_naive", "triangulate_ransac_ms",
-            "dedup_oks_ms", "collision_fwd_bwd_ms", "headline", "goals", "environment", "workloads", "mode")
+            "dedup_oks_ms", "collision_fwd_bwd_ms", "headline", "goals", "environment", "workloads", "mode",
+            "end_to_end_warm_s", "end_to_end_warm_files_s", "stage_s", "run_many_per_hour", "run_many_gpu_busy", "accuracy")
 
 
 def _system(ms: float, device: str = "cuda", **kw) -> dict:
@@ -152,3 +153,49 @@ def test_image_workloads_headline_and_goals(tmp_path):
     bench_runner.finalize(R, ctx, paths)
     J = json.loads(paths["json"].read_text())
     assert J["images_to_meshes_s"] is None and J["headline"]["images_to_meshes_s"]["reason"] == "not measured"
+
+
+def test_issue13_keys_goals_and_markdown(tmp_path):
+    """The warm path, stage budgets, run-many throughput and accuracy-vs-baseline figures reach the
+    top level and the goals (figures made up: two stages over budget, one accuracy figure worse)."""
+    from bench.baseline import BASELINE, compare
+    from bench.end_to_end_warm import STAGE_BUDGETS_S
+
+    R = _fake_result()
+    stage = {"load": 0.25, "filter": 0.04, "track": 0.9, "refine": 0.1, "fit": 1.4, "export": 0.7}
+    acc = {"mpjpe_mm": BASELINE["mpjpe_mm"], "pve_mm": BASELINE["pve_mm"] * 1.2, "identity_swaps": 0,
+           "penetration_after_cm3": BASELINE["penetration_after_cm3"] * 0.9}
+    R["workloads"]["end_to_end_warm"] = {"available": True, "command": "python -m bench.warm_run SEQ W", "end_to_end_warm_s": 2.9,
+                                         "end_to_end_warm_files_s": 3.4, "stage_s": stage, "stage_budgets_s": STAGE_BUDGETS_S,
+                                         "first_run_s": 9.0, "sequential_device": "same", "runs": [{}, {}, {}], "accuracy": acc,
+                                         "accuracy_vs_baseline": compare(acc)}
+    R["workloads"]["run_many"] = {"available": True, "command": "h4d run-many R --devices 0*4", "workload": {"workers": 4, "frames": 600,
+                                  "cameras": 20}, "captures": 30, "done": 30, "run_many_per_hour": 2100.0, "per_hour_wall": 1500.0,
+                                  "wall_s": 72.0, "run_many_gpu_busy": 0.8, "gpu_busy_wall": 0.7}
+    R["mode"]["workloads"] += ["end_to_end_warm", "run_many"]
+    ctx = Context(device=__import__("torch").device("cpu"), budget=Budget(100))
+    paths = {"json": tmp_path / "r.json", "md": tmp_path / "r.md"}
+    bench_runner.finalize(R, ctx, paths)
+    J = json.loads(paths["json"].read_text())
+    assert J["end_to_end_warm_s"] == 2.9 and J["end_to_end_warm_files_s"] == 3.4 and J["stage_s"] == stage
+    assert J["run_many_per_hour"] == 2100.0 and J["run_many_gpu_busy"] == 0.8
+    assert J["accuracy"]["pve_mm"] == pytest.approx(BASELINE["pve_mm"] * 1.2)
+    goals = {g["id"]: g for g in J["goals"]}
+    assert goals["end_to_end_warm"]["met"] is True and goals["end_to_end_fresh"]["met"] is False  # 25 s > 8 s
+    met = {k: goals[f"stage_{k}"]["met"] for k in stage}
+    assert met == {"load": True, "filter": True, "track": False, "refine": True, "fit": True, "export": False}
+    assert goals["run_many_per_hour"]["met"] is True and goals["run_many_gpu_busy"]["met"] is False
+    assert goals["accuracy_mpjpe_mm"]["met"] is True and goals["accuracy_pve_mm"]["met"] is False
+    assert goals["accuracy_identity_swaps"]["met"] is True and goals["accuracy_penetration_after_cm3"]["met"] is True
+    md = paths["md"].read_text()
+    assert "## Warm path" in md and "## Run-many throughput" in md and "2100 captures/hour" in md
+
+
+def test_baseline_compare_limits():
+    from bench.baseline import BASELINE, TOLERANCE, compare
+
+    c = compare({k: v * (1 + TOLERANCE / 2) for k, v in BASELINE.items()})
+    assert c["all_ok"] is True
+    c = compare({**BASELINE, "identity_swaps": 1})  # 0 swaps must stay 0
+    assert c["identity_swaps"]["ok"] is False and c["all_ok"] is False
+    assert compare({})["all_ok"] is False  # nothing measured is not a pass

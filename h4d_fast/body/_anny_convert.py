@@ -39,14 +39,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import scipy.optimize
-import scipy.sparse
 
 from ..constants import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
 from ..errors import H4DError
+
+if TYPE_CHECKING:  # scipy loads when the default model is built (once; then it is cached)
+    import scipy.sparse
 
 CONVERTER_VERSION = 1
 """Bumped whenever the converter's output changes; part of the cache file name."""
@@ -276,6 +277,8 @@ def _load_assets(root: Path) -> _Assets:
         return idx, np.full(idx.size, 1.0 / idx.size)
 
     def build_reg(key: str) -> scipy.sparse.csr_matrix:
+        import scipy.sparse
+
         rows, cols, vals = [], [], []
         for b, n in enumerate(names):
             idx, w = reg_row(rig[n][key])
@@ -629,6 +632,8 @@ def _fit_regressor_row(verts: np.ndarray, target: np.ndarray, cand: np.ndarray) 
     lam = 10.0 * np.sqrt(X.shape[0])
     Xa = np.vstack([X, lam * np.ones((1, cand.size))])
     ya = np.concatenate([y, [lam]])
+    import scipy.optimize
+
     w, _ = scipy.optimize.nnls(Xa, ya, maxiter=50 * cand.size)
     keep = w > 1e-6
     idx, w = cand[keep], w[keep]

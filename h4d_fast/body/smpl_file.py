@@ -9,12 +9,12 @@ read with the package's restricted unpickler (:mod:`h4d_fast.io.safe_pickle`): n
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse
 
 from ..constants import NUM_SMPL_JOINTS
 from ..errors import InputError
@@ -70,7 +70,8 @@ def _array(data: dict[str, Any], key: str, path: Path | None) -> np.ndarray:
     if key not in data:
         raise InputError(path, "missing key", field=key)
     value = data[key]
-    if scipy.sparse.issparse(value):
+    sparse = sys.modules.get("scipy.sparse")  # a scipy sparse matrix exists only if scipy is loaded
+    if sparse is not None and sparse.issparse(value):
         value = value.toarray()
     try:
         arr = np.asarray(value)

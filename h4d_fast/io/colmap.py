@@ -35,15 +35,17 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
-import torch
 
-from ..camera import NUM_DIST, CameraSet, make_cameras
+from ..constants import NUM_DIST
 from ..errors import InputError
 from .atomic import write_npy, write_text
 from .npy import read_npy
+
+if TYPE_CHECKING:  # torch loads when cameras are built (parsing runs without it)
+    from ..camera import CameraSet
 
 __all__ = [
     "ColmapCamera",
@@ -275,12 +277,56 @@ def check_similarity(T: np.ndarray, path: Path | None = None) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ reading
+@dataclass
+class ColmapRig:
+    """The exo cameras of a COLMAP model as numpy arrays (what :func:`parse_colmap` read):
+    ``V`` names, lens models, ``intrinsics [V, 4]``, ``dist [V, 8]``, ``R [V, 3, 3]``, ``t [V, 3]``
+    (COLMAP frame), ``size [V, 2]`` and the COLMAP-to-metric similarity ``T`` (None: none)."""
+
+    names: list[str]
+    models: list[str]
+    intrinsics: np.ndarray
+    dist: np.ndarray
+    R: np.ndarray
+    t: np.ndarray
+    size: np.ndarray
+    T: np.ndarray | None
+
+    def cameras(self) -> CameraSet:
+        """The metric float64 :class:`CameraSet`."""
+        import torch
+
+        from ..camera import make_cameras
+
+        cameras = make_cameras(self.names, self.models, self.intrinsics, self.R, self.t, self.size, dist=self.dist,
+                               dtype=torch.float64)
+        return cameras.transform_world(self.T) if self.T is not None else cameras
+
+
 def read_colmap(
     workplace: Path,
     scale: Path | np.ndarray | None | Literal["auto"] = "auto",
     camera_names: Sequence[str] | None = None,
 ) -> CameraSet:
-    """Read the exo cameras of a COLMAP text model as metric float64 cameras.
+    """Read the exo cameras of a COLMAP text model as metric float64 cameras
+    (:func:`parse_colmap`, then the :class:`CameraSet`).
+
+    Args: see :func:`parse_colmap`.
+    Returns:
+        A :class:`CameraSet` (float64) in the metric world frame.
+    Raises:
+        InputError: a file is missing or malformed, or a requested camera is absent.
+    """
+    return parse_colmap(workplace, scale, camera_names).cameras()
+
+
+def parse_colmap(
+    workplace: Path,
+    scale: Path | np.ndarray | None | Literal["auto"] = "auto",
+    camera_names: Sequence[str] | None = None,
+) -> ColmapRig:
+    """Read the exo cameras of a COLMAP text model (without torch; :meth:`ColmapRig.cameras`
+    builds the metric float64 cameras).
 
     Args:
         workplace: folder holding ``cameras.txt`` and ``images.txt`` (``SEQ/colmap/workplace``).
@@ -290,7 +336,7 @@ def read_colmap(
         camera_names: keep only these cameras, in this order (all must be present). Default: every
             exo camera, sorted by name.
     Returns:
-        A :class:`CameraSet` (float64) in the metric world frame.
+        The :class:`ColmapRig`.
     Raises:
         InputError: a file is missing or malformed, or a requested camera is absent.
     """
@@ -344,8 +390,6 @@ def read_colmap(
         t[v] = im.tvec
         size[v] = (cam.width, cam.height)
 
-    cameras = make_cameras(names, models, intr, R, t, size, dist=dist, dtype=torch.float64)
-
     T: np.ndarray | None
     if isinstance(scale, str) and scale == "auto":
         sp = workplace / "scale.npy"
@@ -356,9 +400,7 @@ def read_colmap(
         T = None
     else:
         T = check_similarity(np.asarray(scale, dtype=np.float64))
-    if T is not None:
-        cameras = cameras.transform_world(T)
-    return cameras
+    return ColmapRig(names, models, intr, dist, R, t, size, T)
 
 
 def _params_to_intrinsics(model: str, p: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -404,6 +446,8 @@ def write_colmap(workplace: Path, cameras: CameraSet, T: np.ndarray | None = Non
         ValueError: a camera name has no ``camNN`` token, or its distortion cannot be written in
             its model (a pinhole with distortion, a fisheye with coefficients past k4).
     """
+    import torch
+
     workplace = Path(workplace)
     T = np.eye(4) if T is None else check_similarity(np.asarray(T, dtype=np.float64))
     cams = cameras.to(dtype=torch.float64)

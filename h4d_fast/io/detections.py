@@ -40,17 +40,20 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..constants import NUM_COCO
-from ..data import Detections
 from ..errors import InputError
 from .atomic import write_json, write_npy
 from .npy import read_npy
+
+if TYPE_CHECKING:  # torch is imported by the functions that build tensors (the parsers run without it)
+    import torch
+    from torch import Tensor
+
+    from ..data import Detections
 
 __all__ = [
     "Det",
@@ -374,7 +377,7 @@ class CameraSource:
 
     Attributes:
         path: the folder (per-frame files) or the JSON file.
-        files: frame id -> file, for per-frame folders.
+        files: frame id -> file path (a string: a sequence has thousands), for per-frame folders.
         coco: frame id -> detections, for a whole-camera file (already parsed).
         coco_gaps: data gaps found while parsing ``coco``.
         sparse: frames absent from the source are legitimately empty (COCO results lists only list
@@ -382,7 +385,7 @@ class CameraSource:
     """
 
     path: Path
-    files: dict[int, Path] = field(default_factory=dict)
+    files: dict[int, str] = field(default_factory=dict)
     coco: dict[int, list[Det]] | None = None
     coco_gaps: int = 0
     sparse: bool = False
@@ -402,8 +405,8 @@ class CameraSource:
         return ([], 0) if p is None else read_frame_detections(p)
 
 
-def _scan_frames(folder: Path) -> dict[int, Path]:
-    found: dict[int, Path] = {}
+def _scan_frames(folder: Path) -> dict[int, str]:
+    found: dict[int, str] = {}
     try:
         entries = list(os.scandir(folder))
     except OSError as e:
@@ -415,7 +418,7 @@ def _scan_frames(folder: Path) -> dict[int, Path]:
             fid = int(stem)
             # .npy wins over .json for the same frame
             if fid not in found or ext == ".npy":
-                found[fid] = Path(e.path)
+                found[fid] = e.path
     return found
 
 
@@ -487,11 +490,16 @@ def load_camera_detections(
 
 
 # -------------------------------------------------------------- packing
-def pack_detections(per_camera: Sequence[Sequence[Sequence[Det]]], dtype: torch.dtype = torch.float32) -> Detections:
+def pack_detections(per_camera: Sequence[Sequence[Sequence[Det]]], dtype: "torch.dtype | None" = None) -> Detections:
     """``[camera][frame][detection] -> (kpts, box)`` lists -> padded :class:`Detections` ``[F, V, D]``.
 
-    ``D`` is the largest detection count of any view-frame (at least 1).
+    ``D`` is the largest detection count of any view-frame (at least 1); ``dtype`` defaults to float32.
     """
+    import torch
+
+    from ..data import Detections
+
+    dtype = dtype or torch.float32
     V = len(per_camera)
     F = len(per_camera[0]) if V else 0
     for v, cam in enumerate(per_camera):
@@ -517,6 +525,8 @@ def pack_detections(per_camera: Sequence[Sequence[Sequence[Det]]], dtype: torch.
 def unpack_detections(det: Detections) -> list[list[list[Det]]]:
     """Inverse of :func:`pack_detections`: ``[camera][frame][detection] -> (kpts, box)``, or
     ``(kpts, box, identity)`` where the detection's identity is known (valid slots only)."""
+    import torch
+
     k = det.kpts.detach().cpu().to(torch.float32).numpy()
     b = det.boxes.detach().cpu().to(torch.float32).numpy()
     ok = det.valid.detach().cpu().numpy()
@@ -530,7 +540,7 @@ def unpack_detections(det: Detections) -> list[list[list[Det]]]:
 
 # ---------------------------------------------------------------- writing
 def _np32(x: np.ndarray | Tensor) -> np.ndarray:
-    if isinstance(x, Tensor):
+    if hasattr(x, "detach"):  # a torch tensor
         x = x.detach().cpu().numpy()
     return np.asarray(x, dtype=np.float32)
 

@@ -22,25 +22,20 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from ..constants import DEFAULT_PERSON_NAMES, NUM_COCO
-from ..data import Capture, GroundTruth
 from ..errors import InputError
 from .atomic import write_json, write_npy, write_npz
-from .colmap import camera_token, read_colmap, write_colmap
+from .colmap import camera_token
 from .npy import read_npy
-from .parallel import for_each_file
+from .parallel import for_each_file, read_pool, shards
 from .detections import (
     CameraSource,
-    Det,
     LoadReport,
     open_camera_source,
-    pack_detections,
     parallel_map,
     read_json,
     unpack_detections,
@@ -48,13 +43,20 @@ from .detections import (
     write_frame_npy,
 )
 
+if TYPE_CHECKING:  # torch (and the modules built on it) load when a capture is assembled, not at import
+    from torch import Tensor
+
+    from ..data import Capture, GroundTruth
+
 __all__ = [
     "SequenceLayout",
+    "SequenceLoad",
     "read_ground_truth",
     "read_init_boxes",
     "read_meta",
     "read_poses3d",
     "read_sequence",
+    "start_read",
     "write_poses3d",
     "write_sequence",
 ]
@@ -130,6 +132,10 @@ def _frame_files(folder: Path, ext: str = ".npy") -> dict[int, Path]:
 
 
 # ------------------------------------------------------------------ reading
+#: below this many detection files a load parses them in the calling process
+MIN_FILES_FOR_POOL = 2000
+
+
 def read_sequence(
     seq: Path,
     cameras: Sequence[str] | None = None,
@@ -147,7 +153,9 @@ def read_sequence(
             frames, normally ``00001..00010``). Frame ids are the union over cameras.
         report: collects data gaps (NaN keypoints zeroed) and frame files missing for some cameras
             (those view-frames get no detections). Both are also logged as warnings.
-        workers: threads for reading files (default 1: parsing holds the GIL; see :func:`~h4d_fast.io.detections.parallel_map`).
+        workers: ``1`` parses every file in this process; by default a capture of at least
+            :data:`MIN_FILES_FOR_POOL` files is parsed by the worker processes of
+            :func:`~h4d_fast.io.parallel.read_pool` (parsing holds the GIL, so threads do not help).
     Returns:
         The capture; ``person_names`` and ``init_boxes`` come from the bbox files when present
         (else ``aria01, aria02`` and no boxes). As with :meth:`Capture.select_frames`, the boxes
@@ -155,85 +163,172 @@ def read_sequence(
     Raises:
         InputError: one line naming the file or folder that is missing or malformed.
     """
-    seq = Path(seq)
-    if not seq.is_dir():
-        raise InputError(seq, "sequence folder not found")
-    L = SequenceLayout(seq)
-    for f in ("cameras.txt", "images.txt"):
-        if not (L.colmap / f).is_file():
-            raise InputError(L.colmap / f, "COLMAP file missing")
-    all_cams = read_colmap(L.colmap, "auto")
-    if not L.poses2d.is_dir():
-        raise InputError(L.poses2d, "detection folder missing")
-    det_cams = L.detection_cameras()
+    return start_read(seq, cameras, frames, report, workers).result()
 
-    if cameras is None:
-        if set(all_cams.names) != set(det_cams):
-            only_c = sorted(set(all_cams.names) - set(det_cams))
-            only_d = sorted(set(det_cams) - set(all_cams.names))
-            raise InputError(
-                seq,
-                f"camera count differing from detection folders: colmap has {len(all_cams)} [{', '.join(all_cams.names)}], "
-                f"poses2d has {len(det_cams)} [{', '.join(det_cams)}]"
-                f" (only in colmap: {', '.join(only_c) or '-'}; only in poses2d: {', '.join(only_d) or '-'})",
-            )
-        names = list(all_cams.names)
-    else:
-        names = list(cameras)
-        for c in names:
-            if c not in all_cams.names:
-                raise InputError(L.colmap / "images.txt", f"camera {c} not in the COLMAP model (has {', '.join(all_cams.names)})")
-            if c not in det_cams:
-                raise InputError(L.poses2d, f"no detection folder for camera {c} (has {', '.join(det_cams) or 'none'})")
-    cams = all_cams.subset([all_cams.names.index(c) for c in names])
 
-    sources: list[CameraSource] = [open_camera_source(L.detection_source(c)) for c in names]
-    frame_ids = sorted(set().union(*(s.frame_ids for s in sources)))
-    if frames is not None:
-        frame_ids = frame_ids[frames]
-    if not frame_ids:
-        raise InputError(L.poses2d, "no frames selected" if frames is not None else "no detection frames")
+def start_read(
+    seq: Path,
+    cameras: Sequence[str] | None = None,
+    frames: slice | None = None,
+    report: LoadReport | None = None,
+    workers: int | None = None,
+) -> "SequenceLoad":
+    """Begin reading a sequence: check the folder, list the frame files and hand them to the read
+    pool; :meth:`SequenceLoad.result` assembles the :class:`Capture` (see :func:`read_sequence`,
+    which is ``start_read(...).result()``). Imports no torch: ``h4d run`` starts its load this way
+    while torch is still being imported."""
+    return SequenceLoad(Path(seq), cameras, frames, report, workers)
 
-    rep = report if report is not None else LoadReport()
-    tasks = [(v, fid) for v in range(len(names)) for fid in frame_ids]
-    loaded = parallel_map(lambda t: sources[t[0]].load(t[1]), tasks, workers)
-    per_camera: list[list[list[Det]]] = []
-    gaps = sum(s.coco_gaps for s in sources)
-    i = 0
-    for v, src in enumerate(sources):
-        cam_frames = []
-        missing = []
-        for fid in frame_ids:
-            dets, g = loaded[i]
-            i += 1
-            gaps += g
-            cam_frames.append(dets)
-            if not src.sparse and not src.has(fid):
-                missing.append(fid)
-                rep.missing.append((names[v], fid))
-        per_camera.append(cam_frames)
-        if missing:
-            shown = ", ".join(f"{m:05d}" for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
-            msg = f"{src.path}: {len(missing)} of {len(frame_ids)} frame files missing ({shown}); those frames have no detections in {names[v]}"
+
+class SequenceLoad:
+    """A sequence being read (:func:`start_read`); ``result()`` waits for it and returns the capture.
+
+    The checks run in :func:`read_sequence`'s order (so a folder with several faults names the
+    same first one); the per-frame detection files are parsed by the read pool meanwhile.
+    """
+
+    def __init__(self, seq: Path, cameras: Sequence[str] | None, frames: slice | None,
+                 report: LoadReport | None, workers: int | None):
+        from .colmap import parse_colmap
+
+        self.seq = seq
+        self.report = report if report is not None else LoadReport()
+        self._capture: Capture | None = None
+        self._futures: list[tuple[tuple[int, int], Any]] = []
+        if not seq.is_dir():
+            raise InputError(seq, "sequence folder not found")
+        L = self.layout = SequenceLayout(seq)
+        for f in ("cameras.txt", "images.txt"):
+            if not (L.colmap / f).is_file():
+                raise InputError(L.colmap / f, "COLMAP file missing")
+        rig = parse_colmap(L.colmap, "auto")
+        if not L.poses2d.is_dir():
+            raise InputError(L.poses2d, "detection folder missing")
+        det_cams = L.detection_cameras()
+        if cameras is None:
+            if set(rig.names) != set(det_cams):
+                only_c = sorted(set(rig.names) - set(det_cams))
+                only_d = sorted(set(det_cams) - set(rig.names))
+                raise InputError(
+                    seq,
+                    f"camera count differing from detection folders: colmap has {len(rig.names)} [{', '.join(rig.names)}], "
+                    f"poses2d has {len(det_cams)} [{', '.join(det_cams)}]"
+                    f" (only in colmap: {', '.join(only_c) or '-'}; only in poses2d: {', '.join(only_d) or '-'})",
+                )
+            names = list(rig.names)
+        else:
+            names = list(cameras)
+            for c in names:
+                if c not in rig.names:
+                    raise InputError(L.colmap / "images.txt", f"camera {c} not in the COLMAP model (has {', '.join(rig.names)})")
+                if c not in det_cams:
+                    raise InputError(L.poses2d, f"no detection folder for camera {c} (has {', '.join(det_cams) or 'none'})")
+        self.rig, self.names = rig, names
+        self.sources: list[CameraSource] = [open_camera_source(L.detection_source(c)) for c in names]
+        frame_ids = sorted(set().union(*(s.frame_ids for s in self.sources)))
+        if frames is not None:
+            frame_ids = frame_ids[frames]
+        if not frame_ids:
+            raise InputError(L.poses2d, "no frames selected" if frames is not None else "no detection frames")
+        self.frame_ids = frame_ids
+        # per-frame files in task order (task = camera * F + frame); a whole-camera COCO file is parsed already
+        self.paths = [None if s.coco is not None else s.files.get(f)
+                      for s in self.sources for f in frame_ids]
+        n_files = sum(p is not None for p in self.paths)
+        pool = read_pool()
+        if pool.usable() and ((workers is None and n_files >= MIN_FILES_FOR_POOL) or (workers or 0) > 1):
+            from .detection_batch import read_frames_task
+
+            for lo, hi in shards(len(self.paths), 2 * max(1, pool.workers), min_size=200):
+                self._futures.append(((lo, hi), pool.submit(read_frames_task, self.paths[lo:hi])))
+
+    def result(self) -> Capture:
+        if self._capture is None:
+            self._capture = self._assemble()
+        return self._capture
+
+    def _parsed(self) -> list[tuple[int, Any]]:
+        """``[(first task, FrameBatch)]`` covering every task; the first error in task order is raised."""
+        from .detection_batch import FrameBatch, read_frames
+
+        if not self._futures:
+            return [(0, read_frames(self.paths))]
+        out = []
+        try:
+            for (lo, _), fut in self._futures:
+                r = fut.result()
+                if r[0] == "error":
+                    raise InputError(r[1], r[2], r[3])
+                out.append((lo, FrameBatch(*r[1:])))
+        finally:
+            for _, fut in self._futures:
+                fut.cancel()
+            self._futures = []
+        return out
+
+    def _assemble(self) -> Capture:
+        import torch
+
+        from ..data import Capture, Detections
+
+        seq, L, names, frame_ids, sources, rep = self.seq, self.layout, self.names, self.frame_ids, self.sources, self.report
+        all_cams = self.rig.cameras()
+        cams = all_cams.subset([all_cams.names.index(c) for c in names])
+        F, V = len(frame_ids), len(names)
+        parsed = self._parsed()
+        gaps = sum(s.coco_gaps for s in sources) + sum(b.gaps for _, b in parsed)
+        coco = {v: [s.coco.get(fid, []) for fid in frame_ids] for v, s in enumerate(sources) if s.coco is not None}
+        D = max([1] + [int(b.counts.max()) for _, b in parsed if b.counts.size]
+                + [len(d) for dets in coco.values() for d in dets])
+        kpts = np.zeros((F, V, D, NUM_COCO, 3), dtype=np.float32)
+        boxes = np.zeros((F, V, D, 5), dtype=np.float32)
+        valid = np.zeros((F, V, D), dtype=bool)
+        ident = np.full((F, V, D), -1, dtype=np.int64)  # the person a detection's file names (h4d detect)
+        for lo, b in parsed:
+            if not b.kpts.shape[0]:
+                continue
+            task = lo + np.repeat(np.arange(b.counts.size), b.counts)  # the task (v * F + f) of each detection
+            slot = np.arange(b.kpts.shape[0]) - np.repeat(np.cumsum(b.counts) - b.counts, b.counts)
+            f_i, v_i = task % F, task // F
+            kpts[f_i, v_i, slot] = b.kpts
+            boxes[f_i, v_i, slot] = b.boxes
+            valid[f_i, v_i, slot] = True
+            if b.identity is not None:
+                ident[f_i, v_i, slot] = b.identity
+        for v, frames_dets in coco.items():
+            for f, dets in enumerate(frames_dets):
+                for d, det in enumerate(dets):
+                    kpts[f, v, d], boxes[f, v, d], valid[f, v, d] = det[0], det[1], True
+                    if len(det) > 2:
+                        ident[f, v, d] = det[2]
+        for v, src in enumerate(sources):
+            if src.sparse:
+                continue
+            missing = [fid for fid in frame_ids if not src.has(fid)]
+            rep.missing.extend((names[v], fid) for fid in missing)
+            if missing:
+                shown = ", ".join(f"{m:05d}" for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+                msg = f"{src.path}: {len(missing)} of {len(frame_ids)} frame files missing ({shown}); those frames have no detections in {names[v]}"
+                rep.warn(msg)
+                log.warning(msg)
+        rep.nan_keypoints += gaps
+        if gaps:
+            msg = f"{L.poses2d}: {gaps} non-finite keypoint/box values treated as missing (confidence 0)"
             rep.warn(msg)
             log.warning(msg)
-    rep.nan_keypoints += gaps
-    if gaps:
-        msg = f"{L.poses2d}: {gaps} non-finite keypoint/box values treated as missing (confidence 0)"
-        rep.warn(msg)
-        log.warning(msg)
 
-    detections = pack_detections(per_camera)
-    person_names, init_boxes, init_valid = read_init_boxes(seq, names)
-    return Capture(
-        cameras=cams,
-        detections=detections,
-        frame_ids=list(frame_ids),
-        person_names=person_names,
-        init_boxes=init_boxes,
-        init_valid=init_valid,
-        name=seq.name,
-    )
+        identity = torch.from_numpy(ident) if bool((ident >= 0).any()) else None
+        detections = Detections(torch.from_numpy(kpts), torch.from_numpy(boxes), torch.from_numpy(valid), identity)
+        person_names, init_boxes, init_valid = read_init_boxes(seq, names)
+        return Capture(
+            cameras=cams,
+            detections=detections,
+            frame_ids=list(frame_ids),
+            person_names=person_names,
+            init_boxes=init_boxes,
+            init_valid=init_valid,
+            name=seq.name,
+        )
 
 
 def _parse_box(path: Path, person: str, value: Any) -> tuple[np.ndarray, bool]:
@@ -274,6 +369,8 @@ def read_init_boxes(seq: Path, cameras: Sequence[str]) -> tuple[list[str], Tenso
         Person names are the sorted union of the files' keys (``aria01, aria02`` when no file
         exists; then the boxes are None). A camera without a file has no valid box.
     """
+    import torch
+
     L = SequenceLayout(Path(seq))
     per_cam: list[dict[str, tuple[np.ndarray, bool]]] = []
     any_file = False
@@ -350,6 +447,10 @@ def read_poses3d(folder: Path, person_names: Sequence[str] | None = None) -> tup
 
 def read_ground_truth(seq: Path) -> GroundTruth | None:
     """``SEQ/ground_truth/{poses3d.npy, smpl.npz}`` as a :class:`GroundTruth`, or None when absent."""
+    import torch
+
+    from ..data import GroundTruth
+
     gt_dir = SequenceLayout(Path(seq)).ground_truth
     p = gt_dir / "poses3d.npy"
     if not p.is_file():
@@ -402,7 +503,7 @@ def write_poses3d(
 ) -> None:
     """Write ``poses [F, P, 17, 4]`` as ``folder/%05d.npy`` dicts ``person -> (17, 4)`` float32 (atomic per file);
     with ``present [F, P]`` a frame's dict holds only the people present in it."""
-    a = poses.detach().cpu().numpy() if isinstance(poses, Tensor) else np.asarray(poses)
+    a = poses.detach().cpu().numpy() if hasattr(poses, "detach") else np.asarray(poses)
     a = np.asarray(a, dtype=np.float32)
     F = len(frame_ids)
     if a.shape != (F, len(person_names), NUM_COCO, 4):
@@ -437,6 +538,10 @@ def write_sequence(
     given. Pipeline outputs (``processed_data/poses3d``) are not written here; see
     :func:`write_poses3d`. Every file is written atomically.
     """
+    import torch
+
+    from .colmap import write_colmap
+
     if fmt not in ("npy", "json"):
         raise ValueError(f"write_sequence: fmt must be 'npy' or 'json', got {fmt!r}")
     seq = Path(seq)
@@ -474,6 +579,6 @@ def write_sequence(
             P = gt.poses3d.detach().cpu().numpy().astype(np.float32)
             write_npy(L.ground_truth / "poses3d.npy", np.ascontiguousarray(P))
             if gt.smpl:
-                arrays = {k: (v.detach().cpu().numpy() if isinstance(v, Tensor) else np.asarray(v)) for k, v in gt.smpl.items()}
+                arrays = {k: (v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)) for k, v in gt.smpl.items()}
                 write_npz(L.ground_truth / "smpl.npz", **arrays)
         write_json(L.ground_truth / "meta.json", info)

@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import InputError
 from . import safe_pickle
 
-__all__ = ["parse_npy", "read_npy", "read_npz"]
+__all__ = ["npy_value", "parse_npy", "read_npy", "read_npz"]
 
 _NPY_MAGIC = b"\x93NUMPY"
 
@@ -86,6 +86,11 @@ def read_npy(path: str | Path) -> Any:
         data = path.read_bytes()
     except OSError as e:
         raise InputError(path, f"cannot read ({e.strerror or e})") from None
+    return npy_value(data, path)
+
+
+def npy_value(data: bytes | memoryview, path: str | Path) -> Any:
+    """What :func:`read_npy` returns, from the file's bytes (``path`` names it in errors)."""
     try:
         arr = parse_npy(data)
     except Exception as e:  # noqa: BLE001 - truncated / corrupt / not npy / refused: all bad input

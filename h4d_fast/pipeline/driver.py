@@ -3,7 +3,15 @@
 Each stage's result is written atomically to ``OUT/.h4d/<stage>.npz`` with a key: a hash of
 the input files' fingerprint, the stage's configuration and the keys of the stages before it.
 A rerun loads every stage whose key still matches and recomputes from the first that does not
-(``force=True`` recomputes everything). Timing per stage goes to ``OUT/timing.json``.
+(``force=True`` recomputes everything). Timing per stage goes to ``OUT/timing.json`` (with the
+seconds from process start to the run's start: interpreter and imports).
+
+Outputs: each export writes its consolidated file first (``poses3d.npz``,
+``processed_data/sequence.npz``) and hands the per-frame files to background writer processes
+(:mod:`h4d_fast.io.frame_files`); :func:`run_sequence` waits for them before writing
+``timing.json`` and ``config.toml`` (the last files of a finished run), unless the caller takes
+that over (``wait_files=False``, then :meth:`RunResult.finish`; ``run-many`` computes the next
+capture meanwhile).
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,19 +65,45 @@ def _sync(device: torch.device) -> None:
 
 
 def fingerprint_inputs(seq: Path) -> str:
-    """Hash of the names, sizes and modification times of the sequence's input files."""
-    h = hashlib.sha256()
+    """Hash of the names, sizes and modification times of the sequence's input files.
+
+    The files are visited in ``os.walk`` order (folders sorted, each folder's files sorted, then
+    its subfolders); ``os.scandir`` and plain strings keep it fast on the ~12,000 files of a
+    600-frame, 20-camera capture.
+    """
+    seq = Path(seq)
+    lines: list[str] = []
     for sub in ("colmap/workplace", "processed_data/poses2d", "processed_data/bboxes"):
         root = seq / sub
-        if not root.exists():
-            continue
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for fn in sorted(filenames):
-                p = Path(dirpath) / fn
-                st = p.stat()
-                h.update(f"{p.relative_to(seq)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+        if root.exists():
+            _walk_stats(str(root), sub, lines)
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
+
+
+def _walk_stats(folder: str, rel: str, lines: list[str]) -> None:
+    """Append ``rel/name|size|mtime_ns`` of the files under ``folder`` (``os.walk`` order, symlinked
+    folders not entered) to ``lines``."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    dirs = []
+    files = []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if is_dir:
+            dirs.append(e)
+        else:
+            files.append(e)
+    for e in sorted(files, key=lambda x: x.name):
+        st = os.stat(e.path)
+        lines.append(f"{rel}/{e.name}|{st.st_size}|{st.st_mtime_ns}\n")
+    for e in sorted(dirs, key=lambda x: x.name):
+        if not e.is_symlink():
+            _walk_stats(e.path, f"{rel}/{e.name}", lines)
 
 
 @dataclass
@@ -107,6 +142,26 @@ class RunResult:
         if self.present is not None:
             return self.present
         return torch.ones(self.poses3d.shape[:2], dtype=torch.bool)
+
+    def finish(self) -> float:
+        """Wait for the per-frame files still being written, then write ``timing.json`` and
+        ``config.toml`` (what ``run_sequence(..., wait_files=False)`` left to the caller).
+        Returns the seconds waited; raises :class:`OutputError` if a file could not be written."""
+        from ..io.frame_files import PendingFiles
+
+        waited = 0.0
+        pending = self.extra.pop("pending", [])
+        if pending:
+            t0 = time.perf_counter()
+            merged = PendingFiles.merged(pending)
+            merged.wait()
+            waited = time.perf_counter() - t0
+            self.stages.append(StageRecord("write_files", waited, False, {"files": merged.files,
+                                                                           "since_handed_over_s": merged.seconds or 0.0}))
+        done = self.extra.pop("finish", None)
+        if done is not None:
+            done()
+        return waited
 
 
 def resolve_people(capture: Capture, cfg: Config) -> tuple[list[str], int | None]:
@@ -292,14 +347,16 @@ def _short(stats: dict) -> str:
     return ", ".join(parts[:6])
 
 
-def write_keypoint_outputs(result: RunResult, out: Path) -> None:
-    """``OUT/processed_data/poses3d/%05d.npy`` (dict person -> (17, 4) of the people present in
-    the frame) plus ``OUT/poses3d.npz`` (``poses3d [F, P, 17, 4]``, ``present [F, P]``)."""
-    from ..io.harmony4d import write_poses3d
+def write_keypoint_outputs(result: RunResult, out: Path, wait: bool = True):
+    """``OUT/poses3d.npz`` (the whole sequence) plus ``OUT/processed_data/poses3d/%05d.npy`` (dict
+    person -> (17, 4) of the people present in the frame), the latter derived from the former by the background writers.
+
+    Returns the :class:`~h4d_fast.io.frame_files.PendingFiles` (already waited for when ``wait``).
+    """
+    from ..io.frame_files import write_frame_files
 
     poses = result.poses3d.float().numpy()
     present = result.presence.cpu().numpy()
-    write_poses3d(out / "processed_data" / "poses3d", poses, result.frame_ids, result.person_names, present=present)
     atomic.write_npz(
         out / "poses3d.npz",
         poses3d=poses,
@@ -308,9 +365,14 @@ def write_keypoint_outputs(result: RunResult, out: Path) -> None:
         person_names=np.asarray(result.person_names, dtype=str),
         present=present,
     )
+    pending = write_frame_files(out / "poses3d.npz", out / "processed_data", ["poses3d"], result.frame_ids, result.person_names)
+    if wait:
+        pending.wait()
+    return pending
 
 
 _BODIES: dict[tuple[str, str, str], Any] = {}
+_BODIES_LOCK = threading.Lock()  # the warm-up thread (pipeline.warmup) may be loading it
 
 
 def load_body(cfg: Config, device: torch.device):
@@ -320,9 +382,10 @@ def load_body(cfg: Config, device: torch.device):
 
     path = None if cfg.fit.body_model in ("", "default") else cfg.fit.body_model
     key = (str(path), cfg.fit.gender, str(device))
-    if key not in _BODIES:
-        _BODIES[key] = load_body_model(path, gender=cfg.fit.gender, device=device)
-    return _BODIES[key]
+    with _BODIES_LOCK:
+        if key not in _BODIES:
+            _BODIES[key] = load_body_model(path, gender=cfg.fit.gender, device=device)
+        return _BODIES[key]
 
 
 def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: bool = False,
@@ -366,10 +429,11 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         raise KeyboardInterrupt("stopped after stage fit")
     t1 = time.perf_counter()
     st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
-                          cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy())
+                          cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy(), wait=False)
     _sync(device)
+    result.extra.setdefault("pending", []).append(st.pop("pending"))
     result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))
-    log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  smpl/, poses2d/, bbox/, sequence.npz")
+    log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  sequence.npz; {st['files'] - 1} files of smpl/, poses2d/, bbox/ being written")
     result.extra["fit"] = fit
     return fit
 
@@ -388,14 +452,20 @@ def _fit_summary(stats: dict) -> dict:
 
 
 def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
-                 stop_after: str | None = None, capture: Capture | None = None) -> RunResult:
+                 stop_after: str | None = None, capture: Any = None, wait_files: bool = True) -> RunResult:
     """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs.
 
-    ``capture`` -- the sequence already loaded (``run-many`` prefetches the next one while this
-    one computes); ``seq`` still names it (input fingerprint, error messages).
+    ``capture`` -- the sequence already loaded, or being loaded (anything with ``result()``, e.g.
+    :func:`~h4d_fast.io.harmony4d.start_read`'s :class:`SequenceLoad`; ``run-many`` prefetches the
+    next one while this one computes); ``seq`` still names it (input fingerprint, error messages).
+    ``wait_files=False`` returns as soon as the consolidated outputs are written, with the
+    per-frame files still being written: the caller then calls :meth:`RunResult.finish` (which
+    waits for them and writes ``timing.json`` and ``config.toml``).
     """
     from ..io.harmony4d import read_sequence
 
+    t_run = time.perf_counter()
+    started = since_process_start()
     seq, out = Path(seq), Path(out)
     if out.resolve() == seq.resolve():
         raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
@@ -419,6 +489,10 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     t0 = time.perf_counter()
     if capture is None:
         capture = read_sequence(seq)
+    elif not isinstance(capture, Capture):
+        capture = capture.result()
+        while not isinstance(capture, Capture):  # a future of a SequenceLoad
+            capture = capture.result()
     t_load = time.perf_counter() - t0
     log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
     result = run_keypoints(capture, out, cfg, input_key=input_key, force=force, log=log, stop_after=stop_after)
@@ -426,18 +500,40 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     if detect_record is not None:
         result.stages.insert(0, detect_record)
     t1 = time.perf_counter()
-    write_keypoint_outputs(result, out)
+    result.extra.setdefault("pending", []).append(write_keypoint_outputs(result, out, wait=False))
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
     if cfg.fit.enabled and not result.person_names:
         log("  fit        skipped: nobody was found")
     elif cfg.fit.enabled:
         run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
-    total = sum(s.seconds for s in result.stages)
-    atomic.write_json(out / "timing.json", {
-        "sequence": str(seq),
-        "device": str(resolve_device(cfg.run.device)),
-        "total_s": total,
-        "stages": [asdict(s) for s in result.stages],
-    })
-    atomic.write_text(out / "config.toml", to_toml(cfg))
+
+    def finish() -> None:
+        total = sum(s.seconds for s in result.stages)
+        atomic.write_json(out / "timing.json", {
+            "sequence": str(seq),
+            "device": str(resolve_device(cfg.run.device)),
+            "total_s": total,
+            "wall_s": time.perf_counter() - t_run,
+            "process_start_to_run_s": started,
+            "stages": [asdict(s) for s in result.stages],
+        })
+        atomic.write_text(out / "config.toml", to_toml(cfg))
+
+    result.extra["finish"] = finish
+    if wait_files:
+        waited = result.finish()
+        if waited > 0.05:
+            log(f"  {'files':<10} {waited:7.2f} s  waited for the per-frame files")
     return result
+
+
+def since_process_start() -> float | None:
+    """Seconds since this process started (interpreter start, imports, ...; Linux ``/proc``), or None."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
