@@ -67,27 +67,33 @@ def _mixed_files(tmp_path: Path, rng: np.random.Generator) -> list[str | None]:
                               "score": 0.7}]))
     files.append(str(p))
     npy(_mmpose(rng, 4))
+    named = _mmpose(rng, 3)
+    named[0]["identity"], named[2]["identity"] = 1, 0  # prompted crops (h4d detect): per-file path
+    npy(named)
     return files
 
 
 def _per_file(files: list[str | None]):
-    ks, bs, counts, gaps = [], [], [], 0
+    ks, bs, ids, counts, gaps = [], [], [], [], 0
     for p in files:
         dets, g = ([], 0) if p is None else read_frame_detections(Path(p))
         gaps += g
         counts.append(len(dets))
         ks += [d[0] for d in dets]
         bs += [d[1] for d in dets]
-    return np.asarray(counts), np.stack(ks), np.stack(bs), gaps
+        ids += [d[2] if len(d) > 2 else -1 for d in dets]
+    return np.asarray(counts), np.stack(ks), np.stack(bs), gaps, np.asarray(ids)
 
 
 def test_read_frames_equals_the_per_file_parser(tmp_path):
     files = _mixed_files(tmp_path, np.random.default_rng(3))
     b = read_frames(files)
-    counts, K, B, gaps = _per_file(files)
+    counts, K, B, gaps, ids = _per_file(files)
     assert np.array_equal(b.counts, counts) and b.gaps == gaps == 2
     assert b.kpts.dtype == np.float32 and b.boxes.dtype == np.float32
     assert np.array_equal(b.kpts, K) and np.array_equal(b.boxes, B)
+    assert np.array_equal(b.identity, ids) and sorted(ids[ids >= 0].tolist()) == [0, 1]  # the named detections keep their person
+    assert read_frames(files[:1]).identity is None  # no file names anyone
 
 
 @pytest.mark.parametrize("case", ["negative_first", "structure_first", "truncated"])
@@ -144,11 +150,19 @@ def test_read_sequence_through_the_pool_equals_in_process(tmp_path):
     seq, _ = _write_seq(tmp_path)
     missing = next((seq / "processed_data" / "poses2d" / "cam02" / "rgb").glob("00005.npy"))
     missing.unlink()  # a missing frame file: reported, no detections there
+    from h4d_fast.io.npy import read_npy
+
+    for cam, fid, who in (("cam01", 3, 0), ("cam04", 20, 1)):  # prompted crops name their person
+        fp = seq / "processed_data" / "poses2d" / cam / "rgb" / f"{fid:05d}.npy"
+        dets = read_npy(fp)
+        dets[0]["identity"] = who
+        write_npy(fp, dets)
     ra, rb = LoadReport(), LoadReport()
     a = read_sequence(seq, workers=1, report=ra)
     b = read_sequence(seq, workers=2, report=rb)  # shards parsed by the read pool's processes
-    for f in ("kpts", "boxes", "valid"):
+    for f in ("kpts", "boxes", "valid", "identity"):
         assert torch.equal(getattr(a.detections, f), getattr(b.detections, f)), f
+    assert int((a.detections.identity >= 0).sum()) == 2  # the prompted detections _write_seq names
     assert a.frame_ids == b.frame_ids and a.person_names == b.person_names and a.cameras.names == b.cameras.names
     assert ra.missing == rb.missing == [("cam02", 5)] and ra.nan_keypoints == rb.nan_keypoints
     bad = seq / "processed_data" / "poses2d" / "cam03" / "rgb" / "00007.npy"
@@ -207,6 +221,31 @@ def test_frame_files_from_the_consolidated_npz(tmp_path, workers):
         write_frame_files(npz, ref, ["smpl", "poses3d", "poses2d", "bbox"], fids, names, cams, workers=1).wait()
         for p in ref.rglob("*.npy"):
             assert p.read_bytes() == (out / p.relative_to(ref)).read_bytes(), p
+
+
+def test_frame_files_leave_out_absent_people(tmp_path):
+    """``valid [F, P]`` (sequence.npz) / ``present [F, P]`` (poses3d.npz): an absent person has no
+    entry in that frame's files of any kind."""
+    from h4d_fast.io.npy import read_npy
+
+    rng = np.random.default_rng(2)
+    F, P, V = 5, 2, 2
+    npz = tmp_path / "sequence.npz"
+    _npz_for_frames(npz, F, P, V, rng)
+    z = dict(np.load(npz))
+    valid = np.ones((F, P), bool)
+    valid[3, 0] = False  # aria01 not in frame 4
+    write_npz(npz, **z, valid=valid)
+    out = tmp_path / "processed_data"
+    write_frame_files(npz, out, ["smpl", "poses3d", "poses2d", "bbox"], [1, 2, 3, 4, 5], ["aria01", "aria02"], ["c1", "c2"], workers=1).wait()
+    for rel in ("smpl", "poses3d", "poses2d/c1", "poses2d/c2"):
+        assert list(read_npy(out / rel / "00004.npy")) == ["aria02"], rel
+        assert list(read_npy(out / rel / "00003.npy")) == ["aria01", "aria02"], rel
+    assert "aria01" not in read_npy(out / "bbox" / "c2" / "00004.npy")
+    p3 = tmp_path / "poses3d.npz"
+    write_npz(p3, poses3d=z["poses3d"], present=valid)
+    write_frame_files(p3, tmp_path / "kp", ["poses3d"], [1, 2, 3, 4, 5], ["aria01", "aria02"], workers=1).wait()
+    assert list(read_npy(tmp_path / "kp" / "poses3d" / "00004.npy")) == ["aria02"]
 
 
 def test_frame_file_failure_names_the_file(tmp_path):
