@@ -465,7 +465,7 @@ def fit_sequence(
     if poses3d.shape[0] == 0 or poses3d.shape[1] == 0:
         raise ValueError(f"fit_sequence: no frames or no people (poses3d {tuple(poses3d.shape)})")
     with cpu_threads(int(cfg.cpu_threads) if device.type == "cpu" else 0):
-        return _fit_sequence(poses3d, body, cfg, device, init, progress)
+        return _fit_sequence(poses3d, body, cfg, device, init, progress, present)
 
 
 @contextmanager
@@ -482,7 +482,7 @@ def cpu_threads(n: int):
 
 
 def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torch.device, init: Mapping[str, Any] | None,
-                  progress: Callable[[int], None] | None) -> FitResult:
+                  progress: Callable[[int], None] | None, present: Tensor | None = None) -> FitResult:
     t_start = time.perf_counter()
     dt = torch.float32 if body.dtype != torch.float64 else torch.float64
     fast = FastBody(body).to(device=device, dtype=dt)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# One GPU-machine call of a session, by phase (each phase stays inside the device's 10-minute limit):
+#
+#   bash bench/gpu_session.sh tests   # pytest -m gpu, then the stage benchmarks (tracking, fit, pose models)
+#   bash bench/gpu_session.sh bench   # python -m bench (every workload, one table)
+#   bash bench/gpu_session.sh images  # python -m bench --only detect,images_to_meshes
+#
+# Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
+# (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
+# from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
+# and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
+set -uo pipefail
+phase=${1:?phase: tests, bench or images}
+OUT=${OUT:?set OUT}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
+export H4D_BENCH_COMMIT=$(cat .bench_commit 2>/dev/null) H4D_DEMO_DATA=$PWD/.demo/pose2sim_demo
+R=$OUT/$phase
+mkdir -p "$R"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$R/nvidia-smi.txt"
+{ echo "commit $H4D_BENCH_COMMIT"; date -u; nproc; python3 -c 'import torch, triton; print(torch.__version__, triton.__version__)'; } > "$R/env.txt" 2>&1
+step() {  # step NAME SECONDS CMD...: one command with its own time cap and log
+    local name=$1 cap=$2; shift 2
+    local t0=$EPOCHREALTIME
+    timeout -k 10 "$cap" "$@" > "$R/$name.log" 2>&1
+    local rc=$?
+    printf '%-18s rc=%-3s %6.1f s  %s\n' "$name" "$rc" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" | tee -a "$R/steps.txt"
+}
+case $phase in
+tests)
+    step pytest_gpu 260 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step tracking 80 python3 bench/bench_tracking.py --device cuda --frames 600 --cameras 20 --repeats 5 --profile --json "$R/tracking_cuda.json"
+    step fit_lbfgs 90 python3 -m bench.fit_stage --device cuda --repeats 3 --json "$R/fit_lbfgs_cuda.json"
+    step fit_gn 70 python3 -m bench.fit_stage --device cuda --repeats 3 --set fit.optimizer=gn --json "$R/fit_gn_cuda.json"
+    step detect_models 60 python3 bench/bench_detect_models.py --device cuda --repeats 5 --json "$R/detect_models_cuda.json"
+    ;;
+bench)
+    step bench 560 python3 -m bench --budget-s 500 --out "$R"
+    ;;
+images)
+    step images 560 python3 -m bench --only detect,images_to_meshes --no-sweep --budget-s 500 --out "$R" --tag images
+    ;;
+*) echo "unknown phase $phase" >&2; exit 2 ;;
+esac
+tail -n 3 "$R"/*.log
+cat "$R/steps.txt"
+tar -czf "$OUT/$phase.tar.gz" -C "$OUT" "$phase"
