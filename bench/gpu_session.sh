@@ -4,13 +4,14 @@
 #   bash bench/gpu_session.sh tests   # pytest -m gpu, then the stage benchmarks (tracking, fit, pose models)
 #   bash bench/gpu_session.sh bench   # python -m bench (every workload, one table)
 #   bash bench/gpu_session.sh images  # python -m bench --only detect,images_to_meshes
+#   bash bench/gpu_session.sh core    # the GPU tests, then a short python -m bench (issue 13's keys)
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, bench or images}
+phase=${1:?phase: tests, core, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -33,6 +34,10 @@ tests)
     step fit_lbfgs 90 python3 -m bench.fit_stage --device cuda --repeats 3 --json "$R/fit_lbfgs_cuda.json"
     step fit_gn 70 python3 -m bench.fit_stage --device cuda --repeats 3 --set fit.optimizer=gn --json "$R/fit_gn_cuda.json"
     step detect_models 60 python3 bench/bench_detect_models.py --device cuda --repeats 5 --json "$R/detect_models_cuda.json"
+    ;;
+core)  # when device time is short: the GPU tests, then issue 13's keys
+    step pytest_gpu 250 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step bench 300 python3 -m bench --only end_to_end_warm,end_to_end,triangulation,dedup,collision --no-sweep --budget-s 260 --out "$R" --tag core
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
