@@ -23,6 +23,7 @@ from h4d_fast.pipeline.detect import detect_capture, write_detections
 from h4d_fast.pipeline.driver import run_keypoints, run_sequence
 from h4d_fast.synth import make_capture
 
+pytestmark = pytest.mark.slow  # ~45 s on 2 cores (rendered images through both detection passes)
 F_SYNTH = 24
 
 
