@@ -24,8 +24,10 @@ WORK=/tmp/wheel_tests
 R=${OUT:-/tmp}/wheel_gpu
 mkdir -p "$R"
 rm -rf "$SITE" "$WORK" /tmp/wheel_dist
+shopt -s nullglob
 wheels=(.whl/*.whl)
-if ! ls .whl/h4d_fast-*.whl >/dev/null 2>&1; then
+own=(.whl/h4d_fast-*.whl)
+if [ ${#own[@]} -eq 0 ]; then
     python3 -m pip wheel . --no-deps --no-build-isolation -q -w /tmp/wheel_dist || { echo "FAIL: cannot build the wheel"; exit 1; }
     wheels+=(/tmp/wheel_dist/h4d_fast-*.whl)
 fi
