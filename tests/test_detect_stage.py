@@ -4,7 +4,6 @@ stage 0 (cached, resumable), and bad input."""
 
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 
 import pytest
 import torch
@@ -414,11 +413,10 @@ def test_gpu_objective_equals_cpu(body):
 def test_gpu_fit_with_graphs_matches_cpu_fit(body):
     """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
     the same accuracy as on the CPU (float32 on both; different summation orders)."""
-    from test_fit import facing_pair
-
     from h4d_fast.eval.mesh import mpjpe24
     from h4d_fast.pipeline.fit import fit_sequence, model_outputs
     from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
+    from test_fit import facing_pair
 
     pair = facing_pair(body, F=12, d=0.36)
     cfg = FitConfig(epochs=2, iters_stage1=10, iters_stage2=5, iters_stage3=20, iters_collision=8)

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
