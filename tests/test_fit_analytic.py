@@ -63,7 +63,7 @@ def test_right_jacobian_matches_finite_differences():
 
 
 @pytest.mark.parametrize("posedirs", [False, True])
-@pytest.mark.parametrize("B,seed", [(1, 0), (3, 1)])
+@pytest.mark.parametrize("B,seed", [(1, 0), pytest.param(3, 1, marks=pytest.mark.slow)])  # B=3: ~17 s each on 2 cores
 def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
     model = _with_posedirs(body) if posedirs else body
     fast = FastBody(model).to(dtype=torch.float64)
@@ -89,7 +89,7 @@ def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
     assert Jp.abs().max() > 0.1 and Jb.abs().max() > 0.01  # not trivially zero
 
 
-@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("use_numba", [pytest.param(True, marks=pytest.mark.slow), False])  # numba: ~13 s on 2 cores (compiling)
 def test_sparse_skin_and_pose_gradient_match_autograd(body, use_numba):
     fast = FastBody(body).to(dtype=torch.float64)
     sk = SparseSkin(fast, use_numba=use_numba)

@@ -120,6 +120,7 @@ def tiny_run(tmp_path_factory):
     return seq, out
 
 
+@pytest.mark.slow  # ~20 s on 2 cores
 def test_interaction_report_and_cli(tiny_run, capsys):
     from h4d_fast.cli import main
     from h4d_fast.eval.interaction import interaction_report

@@ -140,6 +140,7 @@ def _pool_ok() -> bool:
     return read_pool().usable()
 
 
+@pytest.mark.slow  # ~15 s on 2 cores
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker pools are Linux-only")
 def test_read_sequence_through_the_pool_equals_in_process(tmp_path):
     from h4d_fast.io.detections import LoadReport
