@@ -5,6 +5,7 @@ stage's list holds the modules it imports; run-many's marker hash follows the co
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,13 @@ def test_stage_list_holds_what_its_modules_import(stage):
                 seen.add(dep)
                 todo.append(dep)
     assert not outside, f"stage {stage!r} imports modules outside its fingerprint: {sorted(outside)}"
+
+
+def test_run_many_redoes_a_finished_capture_after_a_code_change(tmp_path, edit):
+    job = many.Job(0, "s", tmp_path / "seq", tmp_path / "out" / "s", tmp_path / "out" / many.PARTIAL_DIR / "s")
+    (job.out / many.CACHE_DIR).mkdir(parents=True)
+    cfg_hash = many.config_hash(Config())
+    (job.out / many.CACHE_DIR / many.MARKER).write_text(json.dumps({"config_hash": cfg_hash, "input_fingerprint": "f"}))
+    assert many.skip_reason(job, many.config_hash(Config()), "f") == (True, "finished earlier")
+    edit("ops/_triangulate_torch.py")
+    assert many.skip_reason(job, many.config_hash(Config()), "f") == (False, "configuration or h4d_fast code changed")

@@ -195,7 +195,7 @@ def skip_reason(job: Job, cfg_hash: str, fingerprint: str) -> tuple[bool, str]:
     if m is None:
         return False, "no DONE marker in the existing output"
     if m.get("config_hash") != cfg_hash:
-        return False, "configuration changed"
+        return False, "configuration or h4d_fast code changed"
     if m.get("input_fingerprint") != fingerprint:
         return False, "inputs changed"
     return True, "finished earlier"
