@@ -31,8 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._micro import time_ms, versions  # noqa: E402
-
+from bench._micro import time_ms  # noqa: E402
 from h4d_fast.ops import _backend  # noqa: E402
 from h4d_fast.ops.collision import collision_loss  # noqa: E402
 

@@ -40,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._micro import versions  # noqa: E402
-
 from h4d_fast.config import Config  # noqa: E402
 from h4d_fast.eval.skeleton import skeleton_report  # noqa: E402
 from h4d_fast.pipeline.filter import filter_detections  # noqa: E402
@@ -100,7 +99,8 @@ def run_stages(cap, gt, dev: torch.device, repeats: int, cfg: Config, profile: b
         "accuracy_refined": _score(ref, res.present, gt),
     }
     if profile and dev.type == "cuda":
-        from torch.profiler import ProfilerActivity, profile as prof
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
 
         with prof(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as p:
             track()

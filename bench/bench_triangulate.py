@@ -33,7 +33,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._micro import time_ms, versions  # noqa: E402
-
 from h4d_fast.camera import look_at  # noqa: E402
 from h4d_fast.ops import _backend, triangulate_dlt, triangulate_ransac  # noqa: E402
 

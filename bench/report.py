@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import fmt_ms
-
 from bench.report_issue13 import issue13_goals, issue13_headline, issue13_markdown  # noqa: E402  (after fmt_ms: it imports _f, _table from here lazily)
 
 MPJPE_TOL_MM = 0.1  # "equal MPJPE": within this (float32 kernels vs float64 peers)

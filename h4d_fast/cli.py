@@ -117,7 +117,6 @@ def _jsonable_meta(meta: dict, kw: dict) -> dict:
 def cmd_run(args: argparse.Namespace) -> int:
     load = _start_load(Path(args.seq))  # the detection files are parsed while torch is imported
     from .pipeline.driver import run_sequence
-
     from .pipeline.warmup import start_warmup
 
     cfg = _config_from_args(args)

@@ -26,6 +26,7 @@ from torch import Tensor
 from h4d_fast.camera import CameraSet
 from h4d_fast.constants import COCO_LIMBS, NUM_COCO
 
+
 # person p's joint j: hue j / 17, full saturation, value 1 - 0.45 p (RGB in [0, 1])
 def palette(person: int) -> Tensor:
     return torch.tensor([colorsys.hsv_to_rgb(j / NUM_COCO, 1.0, 1.0 - 0.45 * person) for j in range(NUM_COCO)], dtype=torch.float32)

@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from h4d_fast.ops.assign import linear_assignment
 from h4d_fast.ops._assign_torch import assign_bruteforce_torch, assignment_total, clean_scores
+from h4d_fast.ops.assign import linear_assignment
 
 SHAPES = [(1, 1), (2, 5), (5, 2), (3, 3), (4, 6), (6, 4), (0, 3), (3, 0), (1, 7)]
 

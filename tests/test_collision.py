@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from h4d_fast.errors import BackendUnavailable
-from h4d_fast.ops import collision_loss, sdf_grid
 from h4d_fast.ops import _collision_torch as R
+from h4d_fast.ops import collision_loss, sdf_grid
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,6 @@ import torch
 pytest.importorskip("smplx")
 cv2 = pytest.importorskip("cv2")
 
-from helpers import ring_cameras  # noqa: E402
-
 from h4d_fast.body import DefaultModelUnavailable  # noqa: E402
 from h4d_fast.body.fast import axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
 from h4d_fast.data import Capture, Detections, GroundTruth  # noqa: E402
@@ -22,6 +20,7 @@ from h4d_fast.dataset import Harmony4DDataset  # noqa: E402
 from h4d_fast.eval.hmr import load_fast_body  # noqa: E402
 from h4d_fast.eval.joints import HMR2_FROM_SMPL45, to_hmr2_3d  # noqa: E402
 from h4d_fast.io.harmony4d import write_sequence  # noqa: E402
+from helpers import ring_cameras  # noqa: E402
 
 F, V, P = 3, 3, 2
 COLOURS = ((0, 0, 255), (255, 0, 0))  # BGR: person 0 red, person 1 blue

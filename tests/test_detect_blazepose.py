@@ -160,8 +160,9 @@ def test_conversion_matches_tflite_interpreter(model_dir):
     landmarks 2e-5, heatmap 2.5e-6, world landmarks 3e-5, segmentation 2e-4 (float summation
     order); margin 2e-3 of each output's range."""
     litert = pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert (dev extra) is the reference interpreter")
-    from h4d_fast.detect.models.graph import load_graph, to_tflite_layout
     import tempfile
+
+    from h4d_fast.detect.models.graph import load_graph, to_tflite_layout
 
     rng = np.random.default_rng(0)
     for name, blob in _SOURCES.items():

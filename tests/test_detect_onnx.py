@@ -11,12 +11,11 @@ import torch
 pytest.importorskip("onnx", reason="onnx (dev extra) builds the test models")
 pytest.importorskip("onnxruntime", reason="onnxruntime (detect / dev extra) runs ONNX pose models")
 
-from onnx_models import constant_heatmap_model, constant_simcc_model, following_heatmap_model  # noqa: E402
-
 from h4d_fast.detect.api import PoseModel  # noqa: E402
 from h4d_fast.detect.models import load_pose_model  # noqa: E402
 from h4d_fast.detect.models.onnx_pose import decode_heatmaps, decode_simcc  # noqa: E402
 from h4d_fast.errors import InputError  # noqa: E402
+from onnx_models import constant_heatmap_model, constant_simcc_model, following_heatmap_model  # noqa: E402
 
 
 def _planted_heatmaps(K: int, h: int, w: int, seed: int = 0):

@@ -26,7 +26,8 @@ if not DATA.exists():
 STEP = 5
 LIMBS = list(range(5, 17))  # shoulders, elbows, wrists, hips, knees, ankles
 
-pytestmark = pytest.mark.skipif(not (DATA / "single_person" / "videos").is_dir(), reason="shared Pose2Sim demo data not present")
+pytestmark = [pytest.mark.skipif(not (DATA / "single_person" / "videos").is_dir(), reason="shared Pose2Sim demo data not present"),
+              pytest.mark.slow]  # ~90 s on 2 cores
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ stage 0 (cached, resumable), and bad input."""
 
 import shutil
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from h4d_fast.pipeline.detect import detect_capture, write_detections
 from h4d_fast.pipeline.driver import run_keypoints, run_sequence
 from h4d_fast.synth import make_capture
 
+pytestmark = pytest.mark.slow  # ~45 s on 2 cores (rendered images through both detection passes)
 F_SYNTH = 24
 
 

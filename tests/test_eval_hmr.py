@@ -12,8 +12,6 @@ import torch
 
 pytest.importorskip("smplx")
 
-from helpers import ring_cameras  # noqa: E402
-
 from h4d_fast.body import DefaultModelUnavailable  # noqa: E402
 from h4d_fast.body.fast import axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
 from h4d_fast.data import Capture, Detections, GroundTruth  # noqa: E402
@@ -21,6 +19,7 @@ from h4d_fast.eval import hmr  # noqa: E402
 from h4d_fast.eval.joints import to_hmr2_2d  # noqa: E402
 from h4d_fast.io.atomic import write_npy  # noqa: E402
 from h4d_fast.io.harmony4d import write_sequence  # noqa: E402
+from helpers import ring_cameras  # noqa: E402
 
 F, V, P = 5, 4, 2
 NAMES = ["aria01", "aria02"]

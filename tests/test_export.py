@@ -10,8 +10,6 @@ import torch
 
 pytest.importorskip("smplx")
 
-from helpers import ring_cameras  # noqa: E402
-
 from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
@@ -21,6 +19,7 @@ from h4d_fast.io.detections import read_npy  # noqa: E402
 from h4d_fast.io.smpl_layout import read_smpl_sequence  # noqa: E402
 from h4d_fast.pipeline.export import export_harmony4d  # noqa: E402
 from h4d_fast.pipeline.fit import FitResult  # noqa: E402
+from helpers import ring_cameras  # noqa: E402
 
 NAMES = ["aria01", "aria02"]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import importlib.util
-import math
 
 import pytest
 import torch
@@ -64,7 +63,7 @@ def test_right_jacobian_matches_finite_differences():
 
 
 @pytest.mark.parametrize("posedirs", [False, True])
-@pytest.mark.parametrize("B,seed", [(1, 0), (3, 1)])
+@pytest.mark.parametrize("B,seed", [(1, 0), pytest.param(3, 1, marks=pytest.mark.slow)])  # B=3: ~17 s each on 2 cores
 def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
     model = _with_posedirs(body) if posedirs else body
     fast = FastBody(model).to(dtype=torch.float64)
@@ -90,7 +89,7 @@ def test_joint_jacobians_match_autograd(body, posedirs, B, seed):
     assert Jp.abs().max() > 0.1 and Jb.abs().max() > 0.01  # not trivially zero
 
 
-@pytest.mark.parametrize("use_numba", [True, False])
+@pytest.mark.parametrize("use_numba", [pytest.param(True, marks=pytest.mark.slow), False])  # numba: ~13 s on 2 cores (compiling)
 def test_sparse_skin_and_pose_gradient_match_autograd(body, use_numba):
     fast = FastBody(body).to(dtype=torch.float64)
     sk = SparseSkin(fast, use_numba=use_numba)
@@ -414,11 +413,10 @@ def test_gpu_objective_equals_cpu(body):
 def test_gpu_fit_with_graphs_matches_cpu_fit(body):
     """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
     the same accuracy as on the CPU (float32 on both; different summation orders)."""
-    from test_fit import facing_pair
-
     from h4d_fast.eval.mesh import mpjpe24
     from h4d_fast.pipeline.fit import fit_sequence, model_outputs
     from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
+    from test_fit import facing_pair
 
     pair = facing_pair(body, F=12, d=0.36)
     cfg = FitConfig(epochs=2, iters_stage1=10, iters_stage2=5, iters_stage3=20, iters_collision=8)

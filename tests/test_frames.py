@@ -148,11 +148,10 @@ def test_nvjpeg_decode_matches_cpu(tmp_path):
 def test_import_videos_without_keypoints_records_them(tmp_path):
     """`h4d import --no-keypoints`: calibration + camera videos only; the videos are recorded in
     import.json, frames = the shortest video, no people named (h4d detect estimates them)."""
-    from helpers import ring_cameras
-
     from h4d_fast.io.calibration import write_toml_calibration
     from h4d_fast.io.colmap import read_colmap
     from h4d_fast.io.importer import import_capture
+    from helpers import ring_cameras
 
     cams = ring_cameras(3)
     src = tmp_path / "capture"

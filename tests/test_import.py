@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from test_io_peers import DEMO, coco_template, encode_layout, portrait_cameras, write_openpose
 from h4d_fast.errors import InputError, OutputError
 from h4d_fast.io import read_sequence
 from h4d_fast.io.calibration import write_toml_calibration
 from h4d_fast.io.importer import camera_number, import_capture
 from h4d_fast.io.trc import POSE2SIM_AXES, read_trc, trc_to_coco17
+from test_io_peers import DEMO, coco_template, encode_layout, portrait_cameras, write_openpose
 
 F = 5
 

@@ -10,7 +10,7 @@ import torch
 
 from h4d_fast.eval.contact import pair_contact
 from h4d_fast.eval.interaction import accel_measures, inter_person_error, interaction_measures, penetration_measures
-from test_contact import SPH_F, SPH_V, two_spheres
+from test_contact import SPH_F, two_spheres
 
 
 def test_penetration_measures_follow_the_benchmark_definition():
@@ -120,6 +120,7 @@ def tiny_run(tmp_path_factory):
     return seq, out
 
 
+@pytest.mark.slow  # ~20 s on 2 cores
 def test_interaction_report_and_cli(tiny_run, capsys):
     from h4d_fast.cli import main
     from h4d_fast.eval.interaction import interaction_report
@@ -137,11 +138,11 @@ def test_interaction_report_and_cli(tiny_run, capsys):
     q = json.loads(capsys.readouterr().out)
     assert "max_penetration_mm" in q and "contact_f1" not in q and q["accel_mm_s2"]["error"] is None and q["accel_mm_s2"]["jitter"] > 0
     # precomputed ground-truth labels are used when present and at the same threshold
+    from h4d_fast.body import load_body_model
     from h4d_fast.eval.interaction import pair_contacts, stack_contact
     from h4d_fast.io.contact import write_contact
-    from h4d_fast.body import load_body_model
-    from h4d_fast.io.smpl_layout import recompute_meshes
     from h4d_fast.io.harmony4d import read_ground_truth
+    from h4d_fast.io.smpl_layout import recompute_meshes
 
     gt = read_ground_truth(seq)
     gv, _ = recompute_meshes(load_body_model(), {k: gt.smpl[k].numpy() for k in ("global_orient", "body_pose", "betas", "transl")})

@@ -140,6 +140,7 @@ def _pool_ok() -> bool:
     return read_pool().usable()
 
 
+@pytest.mark.slow  # ~15 s on 2 cores
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker pools are Linux-only")
 def test_read_sequence_through_the_pool_equals_in_process(tmp_path):
     from h4d_fast.io.detections import LoadReport
@@ -287,9 +288,8 @@ def _box_inputs(dtype, seed=0):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_mesh_boxes_numba_matches_the_torch_reference(model, dtype):
     pytest.importorskip("numba")
-    from helpers import ring_cameras
-
     from h4d_fast.ops.boxes import mesh_boxes
+    from helpers import ring_cameras
 
     cams = ring_cameras(6, seed=1, model=model, radius=2.0)
     verts = _box_inputs(dtype)
@@ -311,9 +311,8 @@ def test_mesh_boxes_numba_matches_the_torch_reference(model, dtype):
 
 @pytest.mark.gpu
 def test_mesh_boxes_cuda_matches_cpu():
-    from helpers import ring_cameras
-
     from h4d_fast.ops.boxes import mesh_boxes
+    from helpers import ring_cameras
 
     cams = ring_cameras(8, seed=2, model="fisheye")
     verts = _box_inputs(torch.float32, seed=3)

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import ring_cameras
 from h4d_fast.camera import look_at, make_cameras
 from h4d_fast.constants import COCO17_NAMES
 from h4d_fast.errors import InputError
@@ -44,6 +43,7 @@ from h4d_fast.io.openpose import (
     to_coco17,
 )
 from h4d_fast.io.trc import POSE2SIM_AXES, axes_matrix, read_trc, trc_to_coco17, write_trc
+from helpers import ring_cameras
 
 DEMO = Path("/work/shared/data/pose2sim_demo")
 

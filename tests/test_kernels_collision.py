@@ -24,11 +24,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from test_collision import box_mesh, icosphere, sphere_pair  # noqa: E402
-
 from h4d_fast.ops import collision_loss  # noqa: E402
-from h4d_fast.ops.collision import CLUSTER, face_clusters, kernel_inputs  # noqa: E402
 from h4d_fast.ops._cuda_source import kernel_source  # noqa: E402
+from h4d_fast.ops.collision import CLUSTER, face_clusters, kernel_inputs  # noqa: E402
+from test_collision import box_mesh, icosphere, sphere_pair  # noqa: E402
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 HAS_TRITON = importlib.util.find_spec("triton") is not None

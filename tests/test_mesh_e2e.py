@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("smplx")
+pytestmark = pytest.mark.slow  # ~50 s on 2 cores (a synthetic capture through the fit and the export)
 
 from h4d_fast.cli import main  # noqa: E402
 from h4d_fast.io.harmony4d import write_sequence  # noqa: E402

@@ -33,6 +33,7 @@ def run_out(seq, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # the run_out fixture: ~50 s on 2 cores
 def test_end_to_end_accuracy_and_identity(run_out, seq, capsys):
     assert main(["eval", str(run_out), "--gt", str(seq), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
@@ -43,6 +44,7 @@ def test_end_to_end_accuracy_and_identity(run_out, seq, capsys):
     assert rep["mpjpe_mm"] <= rep["before_refinement"]["mpjpe_mm"] + 0.5
 
 
+@pytest.mark.slow
 def test_outputs_in_layout(run_out):
     files = sorted((run_out / "processed_data" / "poses3d").glob("*.npy"))
     assert len(files) == FRAMES and files[0].name == "00001.npy"

@@ -6,7 +6,6 @@ triangulated from them (not ground truth). Two people: generated MediaPipe detec
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

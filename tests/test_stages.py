@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 
 from h4d_fast.config import Config

@@ -60,6 +60,7 @@ def test_shapes_and_types(synth):
     assert bool((cap.detections.kpts[inv] == 0).all()) and bool((cap.detections.boxes[inv] == 0).all())
 
 
+@pytest.mark.slow  # 15-25 s on 2 cores
 def test_determinism():
     a = make_capture(seed=11, num_frames=40, num_cameras=5)
     b = make_capture(seed=11, num_frames=40, num_cameras=5)
@@ -76,6 +77,7 @@ def test_determinism():
     assert not torch.equal(a[0].cameras.t, c[0].cameras.t)
 
 
+@pytest.mark.slow  # 15-25 s on 2 cores
 def test_chunking_does_not_change_result():
     a = make_capture(seed=5, num_frames=30, num_cameras=4, chunk_frames=7)
     b = make_capture(seed=5, num_frames=30, num_cameras=4, chunk_frames=64)
@@ -131,6 +133,7 @@ def test_two_people_differ_in_height():
     assert all(1.62 <= x <= 1.90 for x in h) and abs(h[0] - h[1]) > 0.02
 
 
+@pytest.mark.slow  # 15-25 s on 2 cores
 def test_body_model_people_differ_for_many_seeds():
     """The body-model shapes are redrawn (deterministically) until both heights lie in the configured
     range and differ by at least ``min_height_gap``."""
@@ -164,6 +167,7 @@ GT_PEN_MEAN_CM3 = 30.0
 GT_PEN_MAX_CM3 = 600.0
 
 
+@pytest.mark.slow  # 15-25 s on 2 cores
 def test_ground_truth_meshes_barely_interpenetrate():
     from h4d_fast.body.fast import FastBody
     from h4d_fast.eval.mesh import penetration_volume

@@ -238,6 +238,7 @@ def test_names_and_body_proportions():
     assert proportion_distance(a, torch.full_like(a, float("nan"))) == float("inf")
 
 
+@pytest.mark.slow  # ~10 s on 2 cores (synth, run, eval through the CLI)
 def test_cli_enter_leave_synth_run_and_eval(tmp_path, capsys):
     import json
 

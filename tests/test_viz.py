@@ -12,8 +12,6 @@ import torch
 pytest.importorskip("smplx")
 cv2 = pytest.importorskip("cv2")
 
-from helpers import ring_cameras  # noqa: E402
-
 from h4d_fast.body import DefaultModelUnavailable  # noqa: E402
 from h4d_fast.body.fast import axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
 from h4d_fast.constants import COCO_LIMBS, COCO_TO_SMPL45  # noqa: E402
@@ -21,6 +19,7 @@ from h4d_fast.data import Capture, Detections, GroundTruth  # noqa: E402
 from h4d_fast.eval.hmr import load_fast_body  # noqa: E402
 from h4d_fast.io.harmony4d import write_sequence  # noqa: E402
 from h4d_fast.viz import PALETTE, rasterize, visualize  # noqa: E402
+from helpers import ring_cameras  # noqa: E402
 
 F, V, P, WIDTH = 3, 2, 2, 640
 

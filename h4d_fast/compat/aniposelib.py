@@ -36,7 +36,6 @@ What aniposelib 0.8 computes, and how it is matched:
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import numpy as np

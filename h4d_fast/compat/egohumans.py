@@ -178,7 +178,7 @@ class Triangulator:
     def run(self, debug: bool = False, return_error: bool = False) -> Any:
         points_3d: dict[Any, np.ndarray] = {}
         points_3d_error: dict[Any, np.ndarray] = {}
-        dev, K = self.device, NUM_KEYPOINTS
+        K = NUM_KEYPOINTS
         jobs = []  # (human, keypoint, xy [V, 2], P [V, 3, 4], conf [V], valid [V]) per view set
         for human in sorted(self.pose2d.keys()):
             points_3d[human] = np.zeros((K, 4))

@@ -227,7 +227,6 @@ def _gpu_needed(points: Tensor, verts: Tensor, faces: Tensor, cand: Tensor, band
     subset of vertices), and the farther ones whose nearest subset vertex's normal faces away
     from them (candidates for deep penetration)."""
     F, M = cand.shape
-    N = verts.shape[1]
     sub = _voxel_subset(verts[0], _SUBSET_CELL)  # [S]
     nS = sub.numel()
     assign = torch.cdist(verts[0], verts[0, sub]).argmin(-1)  # each vertex's subset vertex in frame 0

@@ -488,7 +488,7 @@ class FrameLoader:
     def _thumbs(self, images: Tensor) -> tuple[Tensor | None, tuple[float, float]]:
         if self.thumb_side is None:
             return None, (1.0, 1.0)
-        from ..detect.crops import resize_images
+        from .images import resize_images
 
         B, V, H, W, _ = images.shape
         th, _ = resize_images(images.view(B * V, H, W, 3), int(self.thumb_side))

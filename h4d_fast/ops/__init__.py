@@ -7,4 +7,4 @@ from .collision import collision_loss, sdf_grid
 from .oks import dedup_oks, oks
 from .triangulate import triangulate_dlt, triangulate_ransac
 
-__all__ = ["oks", "dedup_oks", "triangulate_dlt", "triangulate_ransac"]
+__all__ = ["oks", "dedup_oks", "triangulate_dlt", "triangulate_ransac", "collision_loss", "sdf_grid"]

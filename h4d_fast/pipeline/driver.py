@@ -34,6 +34,7 @@ from ..data import Capture, Detections
 from ..errors import InputError, OutputError
 from ..io import atomic
 from ..progress import Progress
+from .code_keys import stage_fingerprint
 from .filter import filter_detections
 from .refine import refine_sequence
 from .triangulate import triangulate_sequence
@@ -212,7 +213,10 @@ class StageCache:
         self.enabled = enabled
 
     def key(self, name: str, upstream: str, cfg_section: Any) -> str:
-        blob = json.dumps({"stage": name, "version": __version__, "up": upstream, "cfg": cfg_section}, sort_keys=True, default=str)
+        """Hash of the stage's name, its code (:func:`~h4d_fast.pipeline.code_keys.stage_fingerprint`;
+        a stage without a listed fingerprint raises KeyError), the upstream key and its configuration."""
+        blob = json.dumps({"stage": name, "version": __version__, "code": stage_fingerprint(name), "up": upstream, "cfg": cfg_section},
+                          sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def load(self, name: str, key: str) -> dict[str, np.ndarray] | None:

@@ -52,7 +52,13 @@ from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 from . import fit_losses as L
 from .fit_init import (  # noqa: F401 (re-exported)
-    KABSCH_WEIGHTS, MIN_INIT_KEYPOINTS, _init_array, init_from_keypoints, init_limb_pose, kabsch, swing_axis_angle,
+    KABSCH_WEIGHTS,
+    MIN_INIT_KEYPOINTS,
+    _init_array,
+    init_from_keypoints,
+    init_limb_pose,
+    kabsch,
+    swing_axis_angle,
 )
 from .lbfgs import LBFGS
 

@@ -64,6 +64,7 @@ from ..errors import H4DError, InputError
 from ..io import atomic
 from .many_exec import (  # noqa: F401  (re-exported: the public names of run-many live here)
     Committer,
+    _import_ray,
     compute,
     gpu_worker_settings,
     parse_devices,
@@ -73,7 +74,6 @@ from .many_exec import (  # noqa: F401  (re-exported: the public names of run-ma
     run_devices,
     run_pipelined,
     run_ray,
-    _import_ray,
 )
 from .many_jobs import (  # noqa: F401
     CACHE_DIR,
@@ -91,8 +91,8 @@ from .many_jobs import (  # noqa: F401
     RayUnavailable,
     RelayedError,
     TransientError,
-    _rmtree,
     _remove_empty_dirs,
+    _rmtree,
     commit,
     config_hash,
     discard_failed,
@@ -104,6 +104,7 @@ from .many_jobs import (  # noqa: F401
     setup_partial,
     skip_reason,
 )
+
 
 # ----------------------------------------------------------------------------- reporting
 class OverallProgress:

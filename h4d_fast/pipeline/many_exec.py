@@ -33,6 +33,7 @@ from .many_jobs import (
     skip_reason,
 )
 
+
 # ----------------------------------------------------------------------------- per-sequence work
 def process_loaded(capture: Any, seq: Path, out: Path, cfg: Config, force: bool = False,
                    log: Callable[[str], None] | None = None, wait_files: bool = True) -> Any:

@@ -19,6 +19,7 @@ from .. import __version__
 from ..config import Config
 from ..errors import H4DError, InputError, OutputError
 from ..io import atomic
+from .code_keys import code_fingerprint
 
 PARTIAL_DIR = ".h4d-partial"
 MAX_UNCOMMITTED = 2  # captures whose per-frame files are still being written while the next computes
@@ -169,10 +170,11 @@ def _check_disjoint(seq: Path, dst: Path) -> None:
 # ----------------------------------------------------------------------------- markers and hashes
 def config_hash(cfg: Config) -> str:
     """Hash of everything that changes results: the configuration (less run.progress / run.device,
-    which a multi-device run sets per worker) and the package version (as the stage caches)."""
+    which a multi-device run sets per worker), the package version and the stages' code
+    (:func:`~h4d_fast.pipeline.code_keys.code_fingerprint`, as the stage caches)."""
     d = cfg.to_dict()
     d["run"] = {k: v for k, v in d["run"].items() if k not in ("progress", "device")}
-    blob = json.dumps({"version": __version__, "cfg": d}, sort_keys=True, default=str)
+    blob = json.dumps({"version": __version__, "code": code_fingerprint(), "cfg": d}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -193,7 +195,7 @@ def skip_reason(job: Job, cfg_hash: str, fingerprint: str) -> tuple[bool, str]:
     if m is None:
         return False, "no DONE marker in the existing output"
     if m.get("config_hash") != cfg_hash:
-        return False, "configuration changed"
+        return False, "configuration or h4d_fast code changed"
     if m.get("input_fingerprint") != fingerprint:
         return False, "inputs changed"
     return True, "finished earlier"

@@ -22,7 +22,7 @@ triangulated) before it ended. Here, on whole tracks:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
@@ -31,6 +31,28 @@ from torch import Tensor
 from ..config import IdentityConfig
 from ..errors import InputError
 from .refine import RIGID_LIMBS, _limb_index, limb_lengths
+
+
+@dataclass
+class TrackResult:
+    """Output of stages 2+3.
+
+    Attributes:
+        poses: ``[F, P, J, 4]`` x, y, z (metres), valid; zeros where the person is absent.
+        assign: ``[F, V, P]`` detection slot used for each person in each view (-1 = none).
+        n_inliers: ``[F, P, J]`` inlier views per keypoint.
+        present: ``[F, P]`` bool, the person is in the frame (between the first and the last frame
+            of one of their tracks).
+        person_names: ``P`` names (declared names first, then people found in the data).
+        stats: births, ends, re-identifications, ghosts dropped, frames per path.
+    """
+
+    poses: Tensor
+    assign: Tensor
+    n_inliers: Tensor
+    present: Optional[Tensor] = None
+    person_names: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
 
 
 def declared_names(person_names: Optional[Sequence[str]], num_people: int) -> list[str]:
@@ -134,7 +156,7 @@ def proportion_distance(a: Tensor, b: Tensor, min_limbs: int = 4) -> float:
 
 def people_from_tracks(out: dict, names: list[str], cfg: IdentityConfig, max_people: Optional[int] = None,
                        boxed: Optional[Sequence[bool]] = None):
-    """Tracks -> people (module docstring): a :class:`~h4d_fast.pipeline.triangulate.TrackResult`.
+    """Tracks -> people (module docstring): a :class:`TrackResult`.
 
     Args:
         out: the tracker's output (``poses [F, S, J, 4]``, ``seen``, ``assign [F, V, S]``,
@@ -144,8 +166,6 @@ def people_from_tracks(out: dict, names: list[str], cfg: IdentityConfig, max_peo
             even when never seen; the other declared names are taken by new people in order).
             Default: none.
     """
-    from .triangulate import TrackResult
-
     poses, seen, A, N = out["poses"], out["seen"], out["assign"], out["n_inliers"]
     F, S, J, _ = poses.shape
     V = A.shape[1]

@@ -38,7 +38,6 @@ frames between possible births run as one compiled loop instead (:mod:`h4d_fast.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
@@ -50,28 +49,7 @@ from ..data import Detections
 from ..ops import oks, triangulate_ransac
 from ._threads import single_thread
 from .identity import assign_by_boxes, assign_by_prediction, bootstrap_people, gather_assigned, predict_next
-
-
-@dataclass
-class TrackResult:
-    """Output of stages 2+3.
-
-    Attributes:
-        poses: ``[F, P, J, 4]`` x, y, z (metres), valid; zeros where the person is absent.
-        assign: ``[F, V, P]`` detection slot used for each person in each view (-1 = none).
-        n_inliers: ``[F, P, J]`` inlier views per keypoint.
-        present: ``[F, P]`` bool, the person is in the frame (between the first and the last frame
-            of one of their tracks).
-        person_names: ``P`` names (declared names first, then people found in the data).
-        stats: births, ends, re-identifications, ghosts dropped, frames per path.
-    """
-
-    poses: Tensor
-    assign: Tensor
-    n_inliers: Tensor
-    present: Optional[Tensor] = None
-    person_names: list[str] = field(default_factory=list)
-    stats: dict = field(default_factory=dict)
+from .tracks import TrackResult  # noqa: F401  (re-exported: stages 2+3 return it)
 
 
 def normalize_detections(det: Detections, cams: CameraSet) -> Tensor:

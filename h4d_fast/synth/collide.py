@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -440,7 +439,8 @@ def resolve_interpenetration(
             e_hand = (hw4[act][..., None] * (hands - hands_ref[act]) ** 2).sum() / prm.hand_pos**2
             # trust region: no joint moves farther than the broad phase looked (the pair set stays valid)
             e_tr = (((Ja - J_start).norm(dim=-1) - trust).clamp_min(0) ** 2).sum() / prm.pen_scale**2
-            e_sm = smooth_prior(); e_lim = limits(Ja, Ga, act)
+            e_sm = smooth_prior()
+            e_lim = limits(Ja, Ga, act)
             loss = e_pen + e_hand + e_sm + e_lim + e_tr
             loss.backward()
             return loss
