@@ -7,6 +7,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -34,6 +35,23 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp names look like
+
+
+def remove_stale_temp(folder: str | Path) -> int:
+    """Remove the temporary files of :func:`atomic_path` that a killed writer left under ``folder``
+    (call it only while no other process writes there, e.g. under the output folder's lock).
+    Returns how many were removed."""
+    n = 0
+    for dirpath, _, files in os.walk(folder):
+        for name in files:
+            if _TEMP.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
 
 
 def write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> None:

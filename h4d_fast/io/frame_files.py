@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import _faults as faults
 from ..errors import OutputError
 from .atomic import write_npy
 from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
@@ -168,6 +169,7 @@ def write_range(job: FrameJob, tasks: Sequence[tuple[str, int, int, int]]) -> tu
                 path, obj = _frame_object(kind, arrays, job, v, f)
                 write_npy(path, obj)
                 n += 1
+                faults.point(f"write:{n}", job.out)
     except Exception as e:  # noqa: BLE001 - reported to the owner, raised there
         where = getattr(e, "path", None)
         return n, str(where if where is not None else path), f"{type(e).__name__}: {e}"
