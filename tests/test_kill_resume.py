@@ -2,18 +2,10 @@
 byte, as an uninterrupted run; two runs on one output folder: the second refuses.
 
 The runs are real subprocesses of the CLI, killed with SIGKILL either by the fault hook
-(:mod:`h4d_fast._faults`: at stage boundaries and in the middle of the per-frame file writes) or
-after a random delay.
+(:mod:`h4d_fast._faults`: at stage boundaries, between a file's write and its rename, in the
+middle of the per-frame file writes) or after random delays.
 
-Files compared differently (they legitimately carry run-time values), everything else byte for byte:
-
-* ``timing.json``          -- stage seconds, wall time, which stages came from the cache: left out.
-* ``.h4d-run.lock`` / ``.run-many.lock`` -- the lock holder's pid, host and start time: left out.
-* ``run_many.json``        -- run-many's summary (finish time, wall seconds, per-sequence seconds): left out.
-* ``.h4d/DONE``            -- run-many's marker: finish time, seconds and per-stage seconds left out, the rest compared.
-* ``fit_stats.json``       -- the fit's statistics: its ``seconds`` / ``*_seconds`` entries (timings) left out, the rest compared.
-* ``.h4d/<stage>.npz``     -- stage caches: every array compared; ``__stats__`` (the stage's
-  statistics, with the fit's timings) compared as ``fit_stats.json``.
+What is compared, and what is left out of the comparison and why: :mod:`same_outputs`.
 """
 
 from __future__ import annotations
@@ -26,8 +18,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from same_outputs import assert_same, snapshot
 
 from h4d_fast.cli import main
 from h4d_fast.io.harmony4d import write_sequence
@@ -36,7 +28,6 @@ from h4d_fast.synth import make_capture
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--set", "fit.epochs=1", "--set", "fit.iters_stage1=2", "--set", "fit.iters_stage2=2",
          "--set", "fit.iters_stage3=2", "--set", "fit.iters_collision=2", "--set", "refine.iters=5", "--quiet"]
-SKIP = {"timing.json", ".h4d-run.lock", ".run-many.lock", "run_many.json"}
 TIMEOUT = 300  # generous: the machine is shared
 
 
@@ -52,42 +43,6 @@ def _cli(args: list[str], **fault: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=TIMEOUT)
 
 
-def _no_seconds(obj):
-    """``obj`` less its timings (keys ``seconds`` / ``*_seconds``, at any depth)."""
-    if isinstance(obj, dict):
-        return {k: _no_seconds(v) for k, v in obj.items() if not k.endswith("seconds")}
-    if isinstance(obj, list):
-        return [_no_seconds(v) for v in obj]
-    return obj
-
-
-def _snapshot(out: Path) -> dict[str, object]:
-    """Relative path -> what is compared (bytes, or the parsed content less its timings)."""
-    snap: dict[str, object] = {}
-    for p in sorted(out.rglob("*")):
-        if not p.is_file() or p.name in SKIP:
-            continue
-        rel = p.relative_to(out).as_posix()
-        if p.name == "fit_stats.json":
-            snap[rel] = _no_seconds(json.loads(p.read_text()))
-        elif p.name == "DONE":  # run-many's marker: less when it finished and the per-stage seconds
-            snap[rel] = _no_seconds({k: v for k, v in json.loads(p.read_text()).items() if k not in ("finished", "stages")})
-        elif p.parent.name == ".h4d" and p.suffix == ".npz":
-            with np.load(p, allow_pickle=False) as z:
-                snap[rel] = {k: (_no_seconds(json.loads(str(z[k]))) if k == "__stats__" else z[k].tobytes() + str(z[k].dtype).encode())
-                             for k in z.files}
-        else:
-            snap[rel] = p.read_bytes()
-    return snap
-
-
-def _assert_same(out: Path, ref: dict[str, object]) -> None:
-    got = _snapshot(out)
-    assert sorted(got) == sorted(ref), f"files differ: extra {sorted(set(got) - set(ref))}, missing {sorted(set(ref) - set(got))}"
-    bad = [k for k in ref if got[k] != ref[k]]
-    assert not bad, f"contents differ: {bad}"
-
-
 @pytest.fixture(scope="module")
 def seq(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kill")
@@ -101,14 +56,18 @@ def reference(seq) -> dict[str, object]:
     out = seq.parent / "ref"
     r = _cli(["run", str(seq), "--out", str(out), *QUICK])
     assert r.returncode == 0, r.stderr
-    snap = _snapshot(out)
+    snap = snapshot(out)
     assert "processed_data/sequence.npz" in snap and "processed_data/smpl/00006.npy" in snap and "config.toml" in snap
     return snap
 
 
-# kill points: a stage's cache just written, the fit's statistics, the consolidated files, the
-# middle of the per-frame files, the last files
-POINTS = ["after:filter", "after:track", "after:fit", "after:poses3d.npz", "after:sequence.npz", "write:5", "after:timing.json"]
+# kill points: a stage's cache just written, the fit's statistics, the consolidated files, a file
+# written but not yet renamed into place (its temporary file left behind), the middle of the
+# per-frame files, the last files. The slow ones add little to the others.
+_slow = pytest.mark.slow
+POINTS = [pytest.param("after:filter", marks=_slow), "after:track", pytest.param("after:fit", marks=_slow),
+          pytest.param("after:poses3d.npz", marks=_slow), "after:sequence.npz", "renaming:00003.npy", "write:5",
+          pytest.param("after:timing.json", marks=_slow)]
 
 
 @pytest.mark.parametrize("point", POINTS)
@@ -117,10 +76,12 @@ def test_run_killed_at_a_point_then_rerun_is_identical(seq, reference, tmp_path,
     once = tmp_path / "fired"
     r = _cli(["run", str(seq), "--out", str(out), *QUICK], H4D_FAULT=point, H4D_FAULT_ONCE=str(once))
     assert r.returncode == -signal.SIGKILL and once.is_file(), (r.returncode, r.stderr[-2000:])
-    assert _snapshot(out) != reference  # killed before the end: something is missing
+    assert snapshot(out) != reference  # killed before the end: something is missing
+    if point.startswith("renaming:"):
+        assert list(out.rglob(".00003.npy.*.tmp"))  # what the kill left: removed by the rerun
     r = _cli(["run", str(seq), "--out", str(out), *QUICK])
     assert r.returncode == 0, r.stderr
-    _assert_same(out, reference)
+    assert_same(out, reference)
     timing = json.loads((out / "timing.json").read_text())
     cached = {s["name"]: s["cached"] for s in timing["stages"]}
     if point in ("after:track", "after:fit"):  # the rerun resumed from the killed run's caches
@@ -141,7 +102,7 @@ def test_run_killed_after_random_delays_then_rerun_is_identical(seq, reference, 
         p.wait(timeout=TIMEOUT)
     r = _cli(["run", str(seq), "--out", str(out), *QUICK])
     assert r.returncode == 0, f"seed {seed}: {r.stderr}"
-    _assert_same(out, reference)
+    assert_same(out, reference)
 
 
 def test_run_many_killed_mid_capture_then_rerun_is_identical(seq, tmp_path):
@@ -160,7 +121,7 @@ def test_run_many_killed_mid_capture_then_rerun_is_identical(seq, tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "run_many.json").read_text())
     assert {s["sequence"]: s["status"] for s in summary["sequences"]} == {"a": "skipped", "b": "done"}
-    _assert_same(out, _snapshot(ref))
+    assert_same(out, snapshot(ref))
 
 
 # ----------------------------------------------------------------------------- two runs, one folder

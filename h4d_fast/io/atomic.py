@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _faults as faults
 from ..errors import OutputError
 
 
@@ -30,6 +31,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        faults.point(f"renaming:{path.name}", path)  # a test hook (off unless H4D_FAULT is set)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
