@@ -8,6 +8,8 @@ Files compared differently, everything else byte for byte:
 * ``run_many.json``    -- run-many's summary (finish time, wall seconds, per-sequence seconds): left out.
 * ``.h4d/DONE``        -- run-many's marker: its finish time, seconds, per-stage seconds and the
   device it ran on (``cpu``, or ``<node ip> cpu`` under Ray) left out, the rest compared.
+* ``config.toml``      -- the configuration used: its ``[run]`` ``device`` left out (``auto`` in a
+  plain run; a Ray task or a ``--devices`` worker sets the device it was given), the rest byte for byte.
 * ``fit_stats.json``   -- the fit's statistics: its ``seconds`` / ``*_seconds`` entries (timings)
   left out, the rest compared.
 * ``.h4d/<stage>.npz`` -- stage caches: every array compared; ``__stats__`` (the stage's
@@ -17,6 +19,7 @@ Files compared differently, everything else byte for byte:
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,10 @@ def snapshot(out: Path) -> dict[str, object]:
         rel = p.relative_to(out).as_posix()
         if p.name == "fit_stats.json":
             snap[rel] = no_seconds(json.loads(p.read_text()))
+        elif p.name == "config.toml":
+            text = p.read_text()
+            head, sep, run = text.partition("\n[run]\n")
+            snap[rel] = head + sep + re.sub(r'(?m)^device = ".*"\n', "", run, count=1)
         elif p.name == "DONE":
             m = json.loads(p.read_text())
             snap[rel] = no_seconds({k: v for k, v in m.items() if k not in ("finished", "stages", "device")})
