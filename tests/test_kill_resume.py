@@ -88,6 +88,25 @@ def test_run_killed_at_a_point_then_rerun_is_identical(seq, reference, tmp_path,
         assert cached["filter"] and cached["track"]
 
 
+def test_run_killed_by_a_pool_writer_mid_files_then_rerun_is_identical(seq, reference, tmp_path):
+    """The per-frame files go to the write pool's processes (small files here too); one of them
+    kills the run (SIGKILL, as ``kill -9`` would) after its 3rd file, then itself; the other
+    writers end with the run. The rerun rewrites everything."""
+    out = tmp_path / "out"
+    once = tmp_path / "fired"
+    pool = {"H4D_WRITE_POOL_MIN_FILES": "1", "H4D_IO_WORKERS": "2"}
+    p = subprocess.Popen([sys.executable, "-m", "h4d_fast.cli", "run", str(seq), "--out", str(out), *QUICK],
+                         env=_env(H4D_FAULT="write:3", H4D_FAULT_ONCE=str(once), **pool), cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = p.communicate(timeout=TIMEOUT)
+    assert p.returncode == -signal.SIGKILL and once.is_file(), (p.returncode, err[-2000:])
+    assert int(once.read_text().split()[0]) == p.pid  # a writer process killed the run
+    assert snapshot(out) != reference
+    r = _cli(["run", str(seq), "--out", str(out), *QUICK], **pool)
+    assert r.returncode == 0, r.stderr
+    assert_same(out, reference)
+
+
 def test_run_killed_after_random_delays_then_rerun_is_identical(seq, reference, tmp_path):
     out = tmp_path / "out"
     seed = random.randrange(1 << 30)

@@ -224,6 +224,15 @@ class _Done:
         return self.value
 
 
+def _min_pool_files() -> int:
+    """Fewest files that go to the write pool: ``MIN_ITEMS_FOR_PROCESSES``, or ``H4D_WRITE_POOL_MIN_FILES``
+    (the tests send small captures through the pool with it)."""
+    try:
+        return int(os.environ.get("H4D_WRITE_POOL_MIN_FILES", ""))
+    except ValueError:
+        return MIN_ITEMS_FOR_PROCESSES
+
+
 def write_frame_files(
     npz: str | Path,
     out: str | Path,
@@ -255,7 +264,7 @@ def write_frame_files(
         os.makedirs(_folder(job, k, v), exist_ok=True)
     n_files = F * len(units)
     pool = write_pool()
-    use_pool = pool.usable() and (workers is None and n_files >= MIN_ITEMS_FOR_PROCESSES or (workers or 0) > 1)
+    use_pool = pool.usable() and (workers is None and n_files >= _min_pool_files() or (workers or 0) > 1)
     cleans = [(f"clean:{k}", v, 0, 0) for k, v in units]
     if not use_pool:
         res = write_range(job, cleans + [(k, v, 0, F) for k, v in units])
