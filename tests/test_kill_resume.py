@@ -40,7 +40,7 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _cli(args: list[str], **fault: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "h4d_fast.cli", *args], env=_env(**fault), cwd=REPO,
-                          capture_output=True, text=True, timeout=TIMEOUT)
+                          capture_output=True, text=True, timeout=TIMEOUT, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -151,10 +151,10 @@ def test_second_run_on_the_same_folder_refuses(seq, tmp_path, capsys, monkeypatc
     args = ["run", str(seq), "--out", str(out), "--set", "fit.enabled=false", "--set", "refine.iters=5", "--quiet"]
     # another process holds the folder: refused with a clear error, nothing written
     holder = subprocess.Popen([sys.executable, "-c",
-                               "import fcntl, os, sys, time; out = sys.argv[1]; os.makedirs(out, exist_ok=True); "
+                               ("import fcntl, os, sys, time; out = sys.argv[1]; os.makedirs(out, exist_ok=True); "
                                "fd = os.open(os.path.join(out, '.h4d-run.lock'), os.O_RDWR | os.O_CREAT); "
                                "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'pid %d' % os.getpid()); "
-                               "print('locked', flush=True); time.sleep(600)", str(out)],
+                               "print('locked', flush=True); time.sleep(600)"), str(out)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
