@@ -42,17 +42,19 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 _TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp names look like
 
 
-def remove_stale_temp(folder: str | Path) -> int:
-    """Remove the temporary files of :func:`atomic_path` that a killed writer left under ``folder``
-    (call it only while no other process writes there, e.g. under the output folder's lock).
-    Returns how many were removed."""
+def remove_stale_temp(folder: str | Path, recursive: bool = True) -> int:
+    """Remove the temporary files of :func:`atomic_path` that a killed writer left in ``folder``
+    (and its subfolders when ``recursive``). Call it only while no other process writes there
+    (e.g. under the output folder's lock). Returns how many were removed."""
     n = 0
-    for dirpath, _, files in os.walk(folder):
+    for dirpath, dirnames, files in os.walk(folder):
         for name in files:
             if _TEMP.match(name):
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(dirpath, name))
                     n += 1
+        if not recursive:
+            dirnames[:] = []
     return n
 
 

@@ -474,7 +474,8 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     if out.resolve() == seq.resolve():
         raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
     _check_output_dir(out)
-    atomic.remove_stale_temp(out)  # what a killed run left (two runs on one folder are locked out)
+    for d, deep in ((out, False), (out / CACHE_DIR, True), (out / "processed_data", True)):
+        atomic.remove_stale_temp(d, deep)  # what a killed run left in the folders it writes (a run holds OUT's lock)
     log = log or (lambda s: None)
     detect_record: StageRecord | None = None
     input_key = fingerprint_inputs(seq)
