@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,22 +125,52 @@ def test_run_killed_after_random_delays_then_rerun_is_identical(seq, reference, 
     assert_same(out, reference)
 
 
-def test_run_many_killed_mid_capture_then_rerun_is_identical(seq, tmp_path):
-    root = tmp_path / "root"
+MANY = ["--set", "fit.enabled=false", "--set", "refine.iters=5", "--quiet", "--prefetch", "0"]
+
+
+@pytest.fixture(scope="module")
+def many_root(tmp_path_factory) -> tuple[Path, Path]:
+    """Two small captures and an uninterrupted run-many of them."""
+    top = tmp_path_factory.mktemp("many")
+    root = top / "root"
     for i, rel in enumerate(("a", "b")):
         cap, gt, meta = make_capture(num_frames=5, num_cameras=3, seed=10 + i)
         write_sequence(root / rel, cap, gt=gt, scale_transform=meta["scale_transform"])
-    args = ["--set", "fit.enabled=false", "--set", "refine.iters=5", "--quiet", "--prefetch", "0"]
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    assert _cli(["run-many", str(root), "--out", str(ref), *args]).returncode == 0
+    r = _cli(["run-many", str(root), "--out", str(top / "ref"), *MANY])
+    assert r.returncode == 0, r.stderr
+    return root, top / "ref"
+
+
+def test_run_many_killed_mid_capture_then_rerun_is_identical(many_root, tmp_path):
+    root, ref = many_root
+    out = tmp_path / "out"
     once = tmp_path / "fired"
-    r = _cli(["run-many", str(root), "--out", str(out), *args], H4D_FAULT="after:track", H4D_FAULT_MATCH="/b", H4D_FAULT_ONCE=str(once))
+    r = _cli(["run-many", str(root), "--out", str(out), *MANY], H4D_FAULT="after:track", H4D_FAULT_MATCH="/b", H4D_FAULT_ONCE=str(once))
     assert r.returncode == -signal.SIGKILL and once.is_file(), r.stderr[-2000:]
     assert not (out / "b").exists() and (out / ".h4d-partial" / "b" / ".h4d" / "track.npz").is_file()
-    r = _cli(["run-many", str(root), "--out", str(out), *args])
+    r = _cli(["run-many", str(root), "--out", str(out), *MANY])
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "run_many.json").read_text())
     assert {s["sequence"]: s["status"] for s in summary["sequences"]} == {"a": "skipped", "b": "done"}
+    assert_same(out, snapshot(ref))
+
+
+def test_run_many_killed_inside_a_commit_then_rerun_is_identical(many_root, tmp_path):
+    """``--force`` over finished outputs, killed in the commit of ``a`` after the old output was
+    moved aside and before the new one took its place: the rerun recomputes ``a`` (from the
+    partial folder's caches) and removes the old copy."""
+    root, ref = many_root
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    once = tmp_path / "fired"
+    r = _cli(["run-many", str(root), "--out", str(out), "--force", *MANY], H4D_FAULT="commit:moved-old",
+             H4D_FAULT_MATCH="/a", H4D_FAULT_ONCE=str(once))
+    assert r.returncode == -signal.SIGKILL and once.is_file(), r.stderr[-2000:]
+    assert not (out / "a").exists() and list((out / ".h4d-partial").glob("a.old-*"))
+    r = _cli(["run-many", str(root), "--out", str(out), *MANY])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "run_many.json").read_text())
+    assert {s["sequence"]: s["status"] for s in summary["sequences"]} == {"a": "done", "b": "skipped"}
     assert_same(out, snapshot(ref))
 
 

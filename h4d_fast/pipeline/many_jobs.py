@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import __version__
+from .. import _faults as faults
 from ..config import Config
 from ..errors import H4DError, InputError, OutputError
 from ..io import atomic
@@ -304,6 +305,7 @@ def commit(job: Job, marker: dict) -> None:
     if job.out.exists() or job.out.is_symlink():
         old = part.with_name(f"{part.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         os.rename(job.out, old)
+        faults.point("commit:moved-old", job.out)  # a test hook (off unless H4D_FAULT is set)
     job.out.parent.mkdir(parents=True, exist_ok=True)
     os.rename(part, job.out)
     if old is not None:
