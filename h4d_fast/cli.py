@@ -123,12 +123,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     warm = start_warmup(cfg)  # CUDA context, kernel backends, body model: overlapping the first stages
     log = (lambda s: None) if args.quiet else _log
     log(f"h4d run {args.seq} -> {args.out}")
-    res = run_sequence(Path(args.seq), Path(args.out), cfg, force=args.force, log=log, capture=load)
+    with _run_lock(Path(args.seq), Path(args.out)):
+        res = run_sequence(Path(args.seq), Path(args.out), cfg, force=args.force, log=log, capture=load)
     if warm is not None:
         warm.join(timeout=5.0)  # a run shorter than the warm-up (--no-fit) lets it end its import cleanly
     total = sum(s.seconds for s in res.stages)
     log(f"done in {total:.2f} s (per-stage timing in {Path(args.out) / 'timing.json'})")
     return 0
+
+
+def _run_lock(seq: Path, out: Path) -> Any:
+    """``h4d run``'s exclusive lock on its output folder (``OUT/.h4d-run.lock``, held until the run
+    ends or dies): a second run on the same folder refuses instead of interleaving its writes."""
+    import contextlib
+
+    if out.resolve() == seq.resolve():  # run_sequence refuses it; no lock file among the inputs
+        return contextlib.nullcontext()
+    from .pipeline.many_jobs import RUN_LOCK_FILE, OutputLock
+
+    return OutputLock(out, RUN_LOCK_FILE, "h4d run")
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

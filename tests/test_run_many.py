@@ -225,6 +225,38 @@ def test_ray_local_two_cpus(root, tmp_path, capsys):
         ray.shutdown()
 
 
+@pytest.mark.slow
+def test_ray_worker_killed_mid_capture_is_finished_by_another(tmp_path, monkeypatch, capsys):
+    """A Ray worker dies (SIGKILL) after the first stage of a capture: Ray runs the task again in
+    another worker, which resumes from the stage cache the dead one left in the partial folder;
+    the outputs equal those of a plain sequential run."""
+    pytest.importorskip("ray")
+    from same_outputs import assert_same, snapshot
+
+    root = tmp_path / "root"
+    for i, rel in enumerate(("a", "b")):
+        cap, gt, meta = make_capture(num_frames=5, num_cameras=3, seed=20 + i)
+        write_sequence(root / rel, cap, gt=gt, scale_transform=meta["scale_transform"])
+    seq_out, ray_out = tmp_path / "sequential", tmp_path / "ray"
+    rc, summary = _run(root, seq_out, "--prefetch", "0")
+    assert rc == 0 and _status(summary) == {"a": "done", "b": "done"}
+    fired = tmp_path / "killed"
+    # read by the Ray workers (they inherit the environment of the instance run-many starts)
+    monkeypatch.setenv("H4D_FAULT", "after:filter")
+    monkeypatch.setenv("H4D_FAULT_MATCH", f"{many.PARTIAL_DIR}/b")
+    monkeypatch.setenv("H4D_FAULT_ONCE", str(fired))
+    rc, summary = _run(root, ray_out, "--ray", "--ray-cpus", "2")
+    assert fired.is_file(), "no worker was killed"
+    killed_pid = int(fired.read_text().split()[0])
+    assert killed_pid != os.getpid()
+    assert rc == 0 and _status(summary) == {"a": "done", "b": "done"}, summary
+    timing = json.loads((ray_out / "b" / "timing.json").read_text())
+    cached = {s["name"]: s["cached"] for s in timing["stages"]}
+    assert cached["filter"] and not cached["track"]  # resumed from the killed worker's filter stage
+    assert not (ray_out / many.PARTIAL_DIR).exists()
+    assert_same(ray_out, snapshot(seq_out))
+
+
 def test_ray_missing_is_one_line_error(root, tmp_path, monkeypatch, capsys):
     import builtins
 

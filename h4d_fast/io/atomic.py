@@ -7,12 +7,14 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
+from .. import _faults as faults
 from ..errors import OutputError
 
 
@@ -29,11 +31,31 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        faults.point(f"renaming:{path.name}", path)  # a test hook (off unless H4D_FAULT is set)
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
+
+
+_TEMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_path's mkstemp names look like
+
+
+def remove_stale_temp(folder: str | Path, recursive: bool = True) -> int:
+    """Remove the temporary files of :func:`atomic_path` that a killed writer left in ``folder``
+    (and its subfolders when ``recursive``). Call it only while no other process writes there
+    (e.g. under the output folder's lock). Returns how many were removed."""
+    n = 0
+    for dirpath, dirnames, files in os.walk(folder):
+        for name in files:
+            if _TEMP.match(name):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+        if not recursive:
+            dirnames[:] = []
+    return n
 
 
 def write_bytes(path: str | Path, data: bytes, fsync: bool = False) -> None:

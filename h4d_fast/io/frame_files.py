@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .. import _faults as faults
 from ..errors import OutputError
 from .atomic import write_npy
 from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
@@ -168,6 +169,7 @@ def write_range(job: FrameJob, tasks: Sequence[tuple[str, int, int, int]]) -> tu
                 path, obj = _frame_object(kind, arrays, job, v, f)
                 write_npy(path, obj)
                 n += 1
+                faults.point(f"write:{n}", job.out)
     except Exception as e:  # noqa: BLE001 - reported to the owner, raised there
         where = getattr(e, "path", None)
         return n, str(where if where is not None else path), f"{type(e).__name__}: {e}"
@@ -222,6 +224,15 @@ class _Done:
         return self.value
 
 
+def _min_pool_files() -> int:
+    """Fewest files that go to the write pool: ``MIN_ITEMS_FOR_PROCESSES``, or ``H4D_WRITE_POOL_MIN_FILES``
+    (the tests send small captures through the pool with it)."""
+    try:
+        return int(os.environ.get("H4D_WRITE_POOL_MIN_FILES", ""))
+    except ValueError:
+        return MIN_ITEMS_FOR_PROCESSES
+
+
 def write_frame_files(
     npz: str | Path,
     out: str | Path,
@@ -253,7 +264,7 @@ def write_frame_files(
         os.makedirs(_folder(job, k, v), exist_ok=True)
     n_files = F * len(units)
     pool = write_pool()
-    use_pool = pool.usable() and (workers is None and n_files >= MIN_ITEMS_FOR_PROCESSES or (workers or 0) > 1)
+    use_pool = pool.usable() and (workers is None and n_files >= _min_pool_files() or (workers or 0) > 1)
     cleans = [(f"clean:{k}", v, 0, 0) for k, v in units]
     if not use_pool:
         res = write_range(job, cleans + [(k, v, 0, F) for k, v in units])

@@ -124,6 +124,14 @@ def pool_workers() -> int:
     return default_processes()
 
 
+_OWNER = 0  # in a pool worker: the pid of the process that owns the pool
+
+
+def pool_owner() -> int:
+    """In a pool worker: the pid of the process that owns its pool; elsewhere 0."""
+    return _OWNER
+
+
 def _worker_init(owner: int) -> None:
     """In each pool worker: exit when the process that owns the pool does (killed included), leave
     Ctrl-C to the owner (it shuts the pool down).
@@ -132,6 +140,8 @@ def _worker_init(owner: int) -> None:
     each holds both ends of its task queue's pipe (so it never reads EOF) and the forkserver stays
     up while a worker lives. So a thread waits for the owner's exit (a pidfd on Linux, else a 1 s
     poll) and ends the worker."""
+    global _OWNER
+    _OWNER = owner
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with, args=(owner,), name="h4d-owner-watch", daemon=True).start()
 

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from .. import _faults as faults
 from ..config import Config, to_toml
 from ..data import Capture, Detections
 from ..errors import InputError, OutputError
@@ -287,6 +288,7 @@ def run_keypoints(
         dt = time.perf_counter() - t0
         cache.save(name, key, {**arrays, "__stats__": np.array(json.dumps(stats))})
         records.append(StageRecord(name, dt, False, stats))
+        faults.point(f"after:{name}", out)
         log(f"  {name:<10} {dt:7.2f} s  {_short(stats)}")
         if stop_after == name:
             raise KeyboardInterrupt(f"stopped after stage {name}")
@@ -422,8 +424,10 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         dt = time.perf_counter() - t0
         cache.save("fit", key, {**fit.as_arrays(), "__stats__": np.array(json.dumps(fit.stats, default=float))})
         result.stages.append(StageRecord("fit", dt, False, _fit_summary(fit.stats)))
+        faults.point("after:fit", out)
         log(f"  {'fit':<10} {dt:7.2f} s  {_short(_fit_summary(fit.stats))}")
     atomic.write_json(out / "fit_stats.json", fit.stats)
+    faults.point("after:fit_stats", out)
     off_file = out / FIT_COLLISION_OFF_FILE
     if fit.collision_off is not None:  # the compared fit without the collision term (h4d eval reports its accuracy)
         atomic.write_npz(off_file, **{k: v.detach().float().cpu().numpy() for k, v in fit.collision_off.items()})
@@ -474,6 +478,8 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     if out.resolve() == seq.resolve():
         raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
     _check_output_dir(out)
+    for d, deep in ((out, False), (out / CACHE_DIR, True), (out / "processed_data", True)):
+        atomic.remove_stale_temp(d, deep)  # what a killed run left in the folders it writes (a run holds OUT's lock)
     log = log or (lambda s: None)
     detect_record: StageRecord | None = None
     input_key = fingerprint_inputs(seq)
@@ -505,6 +511,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
         result.stages.insert(0, detect_record)
     t1 = time.perf_counter()
     result.extra.setdefault("pending", []).append(write_keypoint_outputs(result, out, wait=False))
+    faults.point("after:poses3d.npz", out)
     result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
     if cfg.fit.enabled and not result.person_names:
         log("  fit        skipped: nobody was found")
@@ -521,6 +528,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
             "process_start_to_run_s": started,
             "stages": [asdict(s) for s in result.stages],
         })
+        faults.point("after:timing.json", out)
         atomic.write_text(out / "config.toml", to_toml(cfg))
 
     result.extra["finish"] = finish

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _faults as faults
 from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
 from ..io.frame_files import write_frame_files
@@ -132,6 +133,7 @@ def export_harmony4d(
         valid=pres,
     )
     t2 = time.perf_counter()
+    faults.point("after:sequence.npz", out)
     kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox"] if cam_names else [])
     pending = write_frame_files(out / NPZ_NAME, out, kinds, fids, names, cam_names, workers=workers)
     stats: dict[str, Any] = {"files": pending.files + 1, "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1}

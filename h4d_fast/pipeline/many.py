@@ -40,7 +40,14 @@ Execution modes (same per-sequence work, :func:`process_job`):
   workers ask (a shared work queue), so a fast device takes more. A worker that dies has its
   running sequence reported as failed and its prefetched ones handed to the others.
 * ``--ray`` / ``--ray-address ADDR``: one Ray task per sequence (1 GPU each when the cluster has
-  GPUs, else 1 CPU), transient errors retried, deterministic input errors not.
+  GPUs, else 1 CPU), transient errors retried, deterministic input errors not. A worker that dies
+  (killed, out of memory) has its task run again by Ray (``--retries``) in another worker, which
+  resumes from the stage caches the dead one left in the partial folder.
+
+Killed at any moment (``kill -9`` included), a rerun gives the same outputs byte for byte as an
+uninterrupted run (``tests/test_kill_resume.py``): the partial folder is adopted, the temporary
+files of writes cut short are removed (:func:`~h4d_fast.io.atomic.remove_stale_temp`), an old
+output moved aside by a cut-short commit is removed (``*.old-*``).
 """
 
 

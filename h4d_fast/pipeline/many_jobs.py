@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import __version__
+from .. import _faults as faults
 from ..config import Config
 from ..errors import H4DError, InputError, OutputError
 from ..io import atomic
@@ -24,6 +25,7 @@ from .code_keys import code_fingerprint
 PARTIAL_DIR = ".h4d-partial"
 MAX_UNCOMMITTED = 2  # captures whose per-frame files are still being written while the next computes
 LOCK_FILE = ".run-many.lock"
+RUN_LOCK_FILE = ".h4d-run.lock"  # `h4d run`'s lock in its output folder
 SUMMARY_FILE = "run_many.json"
 MARKER = "DONE"
 CACHE_DIR = ".h4d"  # the driver's cache folder inside an output folder
@@ -203,10 +205,13 @@ def skip_reason(job: Job, cfg_hash: str, fingerprint: str) -> tuple[bool, str]:
 
 # ----------------------------------------------------------------------------- output folders
 class OutputLock:
-    """Exclusive ``flock`` on ``OUT/.run-many.lock`` for the whole invocation."""
+    """Exclusive ``flock`` on ``OUT/.run-many.lock`` (``h4d run``: ``OUT/.h4d-run.lock``) for the
+    whole invocation; the kernel releases it when the process dies, however it dies. A second
+    invocation on the same folder refuses with an :class:`OutputError` naming the holder."""
 
-    def __init__(self, out: Path):
-        self.path = Path(out) / LOCK_FILE
+    def __init__(self, out: Path, name: str = LOCK_FILE, what: str = "h4d run-many"):
+        self.path = Path(out) / name
+        self.what = what
         self.fd: int | None = None
 
     def __enter__(self) -> "OutputLock":
@@ -227,7 +232,8 @@ class OutputLock:
                 owner = self.path.read_text().strip()
             except OSError:
                 owner = "?"
-            raise OutputError(self.path.parent, f"another `h4d run-many` is writing here ({owner or 'unknown process'})") from None
+            raise OutputError(self.path.parent, f"another `{self.what}` is writing here ({owner or 'unknown process'}); "
+                                                 "wait for it to end, or choose another output folder") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         self.fd = fd
@@ -301,6 +307,7 @@ def commit(job: Job, marker: dict) -> None:
     if job.out.exists() or job.out.is_symlink():
         old = part.with_name(f"{part.name}.old-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         os.rename(job.out, old)
+        faults.point("commit:moved-old", job.out)  # a test hook (off unless H4D_FAULT is set)
     job.out.parent.mkdir(parents=True, exist_ok=True)
     os.rename(part, job.out)
     if old is not None:
