@@ -2,7 +2,7 @@
 byte, as an uninterrupted run; two runs on one output folder: the second refuses.
 
 The runs are real subprocesses of the CLI, killed with SIGKILL either by the fault hook
-(:mod:`h4d_fast._faults`: at stage boundaries, between a file's write and its rename, in the
+(:mod:`h4d_fast.io.faults`: at stage boundaries, between a file's write and its rename, in the
 middle of the per-frame file writes) or after random delays.
 
 What is compared, and what is left out of the comparison and why: :mod:`same_outputs`.

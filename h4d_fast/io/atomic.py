@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .. import _faults as faults
 from ..errors import OutputError
+from . import faults
 
 
 @contextlib.contextmanager

@@ -37,8 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import _faults as faults
 from ..errors import OutputError
+from . import faults
 from .atomic import write_npy
 from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
 

@@ -29,11 +29,10 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .. import _faults as faults
 from ..config import Config, to_toml
 from ..data import Capture, Detections
 from ..errors import InputError, OutputError
-from ..io import atomic
+from ..io import atomic, faults
 from ..progress import Progress
 from .code_keys import stage_fingerprint
 from .filter import filter_detections

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .. import _faults as faults
 from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
+from ..io import faults
 from ..io.frame_files import write_frame_files
 from ..io.smpl_layout import NPZ_NAME, write_sequence_npz
 from ..ops.boxes import mesh_boxes

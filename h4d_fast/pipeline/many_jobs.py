@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .. import __version__
-from .. import _faults as faults
 from ..config import Config
 from ..errors import H4DError, InputError, OutputError
-from ..io import atomic
+from ..io import atomic, faults
 from .code_keys import code_fingerprint
 
 PARTIAL_DIR = ".h4d-partial"

@@ -29,7 +29,7 @@ def point(name: str, where: object = "") -> None:
     match = os.environ.get(ENV + "_MATCH", "")
     if match and match not in str(where):
         return
-    from .io.parallel import pool_owner
+    from .parallel import pool_owner
 
     victim = pool_owner() or os.getpid()
     once = os.environ.get(ENV + "_ONCE", "")
