@@ -248,6 +248,7 @@ class RunConfig:
         ("auto", "cpu", "same"),
     )
     progress: bool = _f(True, "show a progress bar per stage")
+    assume_metric: bool = _f(False, "a sequence without colmap/workplace/scale.npy is an error; true: take its COLMAP model as metric (a warning, recorded in timing.json)")
 
 
 @dataclass
