@@ -222,16 +222,18 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .io.strict_json import strict_dumps
+
     kw = {"contact_mm": args.contact_mm, "penetration_mm": args.penetration_mm, "fps": args.fps, "device": args.device}
     if args.gt is None:  # quality measures of the fit alone
         from .eval.interaction import interaction_report
 
         report = interaction_report(Path(args.out), None, **kw)
-        print(json.dumps(report, indent=2) if args.json else format_interaction(report))
+        print(strict_dumps(report) if args.json else format_interaction(report))
         return 0
     report = evaluate_output(Path(args.out), Path(args.gt), interaction=kw)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(strict_dumps(report))
     else:
         print(format_report(report))
     return 0
@@ -248,6 +250,7 @@ def cmd_eval_hmr(args: argparse.Namespace) -> int:
 
 def cmd_eval_cameras(args: argparse.Namespace) -> int:
     from .eval.cameras import camera_sweep, markdown_table, write_outputs
+    from .io.strict_json import strict_dumps
 
     args.quiet = args.quiet or args.json  # no progress bars around the JSON
     cfg = _config_from_args(args)
@@ -256,7 +259,7 @@ def cmd_eval_cameras(args: argparse.Namespace) -> int:
     if args.out:
         files = write_outputs(res, args.out)
         log(f"wrote {', '.join(str(f) for f in files.values())}")
-    print(json.dumps({"rows": res["rows"]}) if args.json else markdown_table(res))
+    print(strict_dumps({"rows": res["rows"]}, indent=None) if args.json else markdown_table(res))
     return 0
 
 
