@@ -12,18 +12,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, example, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from h4d_fast.config import Config, load_config  # noqa: E402
-from h4d_fast.errors import InputError  # noqa: E402
-from h4d_fast.io.atomic import write_npy  # noqa: E402
-from h4d_fast.io.calibration import read_calibration_info, read_toml_calibration  # noqa: E402
-from h4d_fast.io.colmap import parse_cameras_txt, parse_colmap, parse_images_txt  # noqa: E402
-from h4d_fast.io.detection_batch import read_frames  # noqa: E402
-from h4d_fast.io.detections import read_frame_detections  # noqa: E402
+from h4d_fast.config import Config, load_config
+from h4d_fast.errors import InputError
+from h4d_fast.io.atomic import write_npy
+from h4d_fast.io.calibration import read_calibration_info, read_toml_calibration
+from h4d_fast.io.colmap import parse_cameras_txt, parse_colmap, parse_images_txt
+from h4d_fast.io.detection_batch import read_frames
+from h4d_fast.io.detections import read_frame_detections
 
 # fixed examples in CI (a failure reproduces); H4D_FUZZ_EXAMPLES=2000 explores further with fresh ones
 _DEEP = int(os.environ.get("H4D_FUZZ_EXAMPLES", "0"))
