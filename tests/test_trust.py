@@ -78,6 +78,18 @@ def test_run_with_scale_records_no_warning(run_out) -> None:
     assert json.loads((run_out / "timing.json").read_text())["warnings"] == []
 
 
+def test_run_many_checks_scale(seq, tmp_path, capsys) -> None:
+    root = tmp_path / "data"
+    s = _copy(seq, root, "a")
+    (s / "colmap" / "workplace" / "scale.npy").unlink()
+    assert main(["run-many", str(root), "--out", str(tmp_path / "o1"), "--no-fit", "--quiet"]) != 0
+    printed = capsys.readouterr()
+    assert "scale.npy" in printed.out + printed.err
+    assert not (tmp_path / "o1" / "a" / "poses3d.npz").exists()
+    assert main(["run-many", str(root), "--out", str(tmp_path / "o2"), "--no-fit", "--quiet", "--assume-metric"]) == 0
+    assert "scale.npy" in json.loads((tmp_path / "o2" / "a" / "timing.json").read_text())["warnings"][0]
+
+
 def test_detect_checks_scale(seq, tmp_path, capsys) -> None:
     s = _copy(seq, tmp_path)
     (s / "colmap" / "workplace" / "scale.npy").unlink()
