@@ -335,3 +335,52 @@ def test_config_folder_or_missing_is_input_error(tmp_path) -> None:
         with pytest.raises(InputError) as e:
             load_config(p)
         assert str(p) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- Qualisys XML
+_QCA_ATTRS = {
+    "fov_video": {"left": "0", "top": "0", "right": "1919", "bottom": "1079"},
+    "intrinsic": {"focalLengthU": "64000", "focalLengthV": "64000", "centerPointU": "61440", "centerPointV": "34560",
+                  "skew": "0", "radialDistortion1": "0", "radialDistortion2": "0", "radialDistortion3": "0",
+                  "tangentalDistortion1": "0", "tangentalDistortion2": "0"},
+    "transform": {"x": "0", "y": "0", "z": "3000", "r11": "1", "r12": "0", "r13": "0", "r21": "0", "r22": "1", "r23": "0",
+                  "r31": "0", "r32": "0", "r33": "1"},
+}
+attr_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.integers(-10**30, 10**30).map(str),
+                        st.sampled_from(["", "nan", "1e308", "-1e308", "1e400", "abc", "1080", "1080p", "N/A"]),
+                        st.text(alphabet=st.characters(codec="ascii", blacklist_categories=("Cc",)), max_size=5))
+
+
+def _qca(camera_attrs: dict[str, str], changes: list[tuple[str, str, str | None]]) -> str:
+    from xml.sax.saxutils import quoteattr
+
+    attrs = {tag: dict(a) for tag, a in _QCA_ATTRS.items()}
+    for tag, key, value in changes:
+        if value is None:
+            attrs[tag].pop(key, None)
+        else:
+            attrs[tag][key] = value
+    cam = " ".join(f"{k}={quoteattr(v)}" for k, v in camera_attrs.items())
+    inner = "".join(f"<{tag} " + " ".join(f"{k}={quoteattr(v)}" for k, v in a.items()) + "/>" for tag, a in attrs.items())
+    return f"<calibration><cameras><camera {cam}>{inner}</camera></cameras></calibration>"
+
+
+changes = st.lists(st.sampled_from([(t, k) for t, a in _QCA_ATTRS.items() for k in a]).flatmap(
+    lambda tk: st.one_of(st.none(), attr_values).map(lambda v: (tk[0], tk[1], v))), max_size=4)
+
+
+@FUZZ
+@given(cam=st.dictionaries(st.sampled_from(["serial", "active", "viewrotation", "video_resolution"]), attr_values, max_size=3),
+       edits=changes)
+@example(cam={"video_resolution": "1877974839"}, edits=[("fov_video", "right", "5304246677291.0")])  # found by the fuzzing
+def test_calibration_qca(cam, edits) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "calib.qca.txt"
+        p.write_text(_qca(cam, edits), encoding="utf-8")
+        _loads_or_input_error(read_calibration_info, p)
+
+
+def test_calibration_qca_valid_loads(tmp_path) -> None:
+    p = tmp_path / "calib.qca.txt"
+    p.write_text(_qca({"serial": "123"}, []))
+    assert read_calibration_info(p).cameras.names == ["123"]
