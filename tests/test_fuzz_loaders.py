@@ -384,3 +384,58 @@ def test_calibration_qca_valid_loads(tmp_path) -> None:
     p = tmp_path / "calib.qca.txt"
     p.write_text(_qca({"serial": "123"}, []))
     assert read_calibration_info(p).cameras.names == ["123"]
+
+
+# ----------------------------------------------------------------------------- OpenCV FileStorage
+_FS_KEYS = ["camera_matrix", "distortion_coefficients", "rvec", "tvec", "image_width", "image_height",
+            "K", "D", "R", "T", "image_size", "distortion_model", "names"]
+fs_values = st.one_of(
+    st.integers(-10**9, 10**9), st.floats(allow_nan=True, allow_infinity=True), st.text(alphabet="abcfisheye01 ", max_size=8),
+    st.tuples(st.integers(1, 4), st.integers(1, 5)).flatmap(
+        lambda rc: st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=rc[0] * rc[1], max_size=rc[0] * rc[1])
+        .map(lambda v: np.asarray(v, np.float64).reshape(rc))),
+)
+
+
+def _valid_fs() -> dict[str, Any]:
+    return {"camera_matrix": np.array([[1000.0, 0, 960], [0, 1000, 540], [0, 0, 1]]), "distortion_coefficients": np.zeros((1, 5)),
+            "rvec": np.zeros((3, 1)), "tvec": np.array([[0.0], [0.0], [3.0]]), "image_width": 1920, "image_height": 1080}
+
+
+@FUZZ
+@given(edits=st.dictionaries(st.sampled_from(_FS_KEYS), st.one_of(st.none(), fs_values), max_size=4),
+       ext=st.sampled_from([".yml", ".xml"]))
+def test_calibration_opencv(edits, ext) -> None:
+    cv2 = pytest.importorskip("cv2")
+    entries = _valid_fs()
+    for k, v in edits.items():
+        if v is None:
+            entries.pop(k, None)
+        else:
+            entries[k] = v
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"cam1{ext}"
+        fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_WRITE)
+        for k, v in entries.items():
+            fs.write(k, v)
+        fs.release()
+        _loads_or_input_error(read_calibration_info, p)
+
+
+@FUZZ
+@given(text=st.text(max_size=200), ext=st.sampled_from([".yml", ".xml", ".json"]))
+def test_calibration_opencv_text(text, ext) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"cam1{ext}"
+        p.write_text(("%YAML:1.0\n---\n" if ext == ".yml" else "") + text, encoding="utf-8")
+        _loads_or_input_error(read_calibration_info, p)
+
+
+def test_calibration_opencv_valid_loads(tmp_path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    p = tmp_path / "cam1.yml"
+    fs = cv2.FileStorage(str(p), cv2.FILE_STORAGE_WRITE)
+    for k, v in _valid_fs().items():
+        fs.write(k, v)
+    fs.release()
+    assert len(read_calibration_info(p).cameras) == 1

@@ -216,3 +216,9 @@ def test_outputs_follow_umask(tmp_path, monkeypatch, mask) -> None:
     for n in ("a.json", "b.npy", "c.npz"):
         assert (os.stat(tmp_path / n).st_mode & 0o777) == want, n
     assert os.umask(old) == old  # reading the umask left it as it was
+
+
+def test_input_error_is_one_line() -> None:
+    e = InputError(Path("/x/cfg.toml"), "bad value 'a\nb'", "sec.\tkey")
+    assert "\n" not in str(e) and "\t" not in str(e)
+    assert str(e) == "/x/cfg.toml [sec.\\tkey]: bad value 'a\\nb'"
