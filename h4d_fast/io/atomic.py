@@ -20,7 +20,6 @@ import numpy as np
 
 from ..errors import OutputError
 
-
 _umask: int | None = None
 _umask_lock = threading.Lock()
 
