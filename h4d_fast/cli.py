@@ -42,6 +42,8 @@ def _add_config_args(p: argparse.ArgumentParser, fit: bool = True) -> None:
     p.add_argument("--device", help="shortcut for --set run.device=...")
     p.add_argument("--backend", help="shortcut for --set run.backend=...")
     p.add_argument("--quiet", action="store_true", help="no progress bars or stage lines")
+    p.add_argument("--assume-metric", action="store_true",
+                   help="accept a sequence without colmap/workplace/scale.npy, its COLMAP model taken as metric (shortcut for --set run.assume_metric=true)")
     if not fit:
         return
     p.add_argument("--body-model", help="your SMPL model file or folder (shortcut for --set fit.body_model=...)")
@@ -60,6 +62,8 @@ def _config_from_args(args: argparse.Namespace):
         ov.append(f"run.backend={args.backend}")
     if getattr(args, "quiet", False):
         ov.append("run.progress=false")
+    if getattr(args, "assume_metric", False):
+        ov.append("run.assume_metric=true")
     if getattr(args, "body_model", None):
         ov.append(f"fit.body_model={args.body_model}")
     if getattr(args, "no_fit", False):
@@ -94,11 +98,29 @@ def cmd_synth(args: argparse.Namespace) -> int:
         kw["num_people"] = args.people
     if args.enter_leave:
         kw["enter_leave"] = True
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite:
+            raise InputError(out, "folder not empty; pass --overwrite to replace an earlier synthetic capture there", "out")
+        _clear_synth(out)
     capture, gt, meta = make_capture(**kw)
     write_sequence(Path(args.out), capture, gt=gt, scale_transform=meta.get("scale_transform"), meta=_jsonable_meta(meta, kw))
     _log(f"wrote synthetic capture: {capture.num_frames} frames, {capture.num_views} cameras, "
          f"{capture.num_people} people -> {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _clear_synth(out: Path) -> None:
+    """Remove what an earlier ``h4d synth`` (or a run on it) wrote, so that no stale camera folder
+    or ground truth mixes with the new capture's."""
+    import shutil
+
+    from .io.harmony4d import SequenceLayout
+
+    L = SequenceLayout(out)
+    for d in (L.colmap, L.poses2d, L.bboxes, L.poses3d, L.ground_truth):
+        if d.is_dir():
+            shutil.rmtree(d)
 
 
 def _jsonable_meta(meta: dict, kw: dict) -> dict:
@@ -154,6 +176,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
     seq = Path(args.seq)
     if not seq.is_dir():
         raise InputError(seq, "sequence folder not found")
+    from .io.sequence_checks import check_metric_scale
+
+    check_metric_scale(seq, cfg.run.assume_metric)
     work = Path(args.work) if args.work else seq / ".h4d_detect"
     t0 = time.perf_counter()
     log(f"h4d detect {seq} (model: {cfg.detect.model})")
@@ -209,16 +234,18 @@ def format_report(rep: dict[str, Any]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from .io.strict_json import strict_dumps
+
     kw = {"contact_mm": args.contact_mm, "penetration_mm": args.penetration_mm, "fps": args.fps, "device": args.device}
     if args.gt is None:  # quality measures of the fit alone
         from .eval.interaction import interaction_report
 
         report = interaction_report(Path(args.out), None, **kw)
-        print(json.dumps(report, indent=2) if args.json else format_interaction(report))
+        print(strict_dumps(report) if args.json else format_interaction(report))
         return 0
     report = evaluate_output(Path(args.out), Path(args.gt), interaction=kw)
     if args.json:
-        print(json.dumps(report, indent=2))
+        print(strict_dumps(report))
     else:
         print(format_report(report))
     return 0
@@ -235,6 +262,7 @@ def cmd_eval_hmr(args: argparse.Namespace) -> int:
 
 def cmd_eval_cameras(args: argparse.Namespace) -> int:
     from .eval.cameras import camera_sweep, markdown_table, write_outputs
+    from .io.strict_json import strict_dumps
 
     args.quiet = args.quiet or args.json  # no progress bars around the JSON
     cfg = _config_from_args(args)
@@ -243,7 +271,7 @@ def cmd_eval_cameras(args: argparse.Namespace) -> int:
     if args.out:
         files = write_outputs(res, args.out)
         log(f"wrote {', '.join(str(f) for f in files.values())}")
-    print(json.dumps({"rows": res["rows"]}) if args.json else markdown_table(res))
+    print(strict_dumps({"rows": res["rows"]}, indent=None) if args.json else markdown_table(res))
     return 0
 
 
@@ -391,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise-px", type=float, default=None, help="2D detector noise (px), default 2")
     p.add_argument("--outliers", type=float, default=None, help="fraction of gross 2D outliers, default 0.10")
     p.add_argument("--people", type=int, default=None, help="number of people (default 2; other than 2 implies --enter-leave)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier capture in OUT (default: refuse a non-empty OUT)")
     p.add_argument("--enter-leave", action="store_true",
                    help="people in pairs walk in, interact, walk out and come back (ground truth marks who is present)")
     p.set_defaults(func=cmd_synth)

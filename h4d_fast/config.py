@@ -248,6 +248,7 @@ class RunConfig:
         ("auto", "cpu", "same"),
     )
     progress: bool = _f(True, "show a progress bar per stage")
+    assume_metric: bool = _f(False, "a sequence without colmap/workplace/scale.npy is an error; true: take its COLMAP model as metric (a warning, recorded in timing.json)")
 
 
 @dataclass
@@ -324,9 +325,11 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if path is not None:
         p = Path(path)
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise InputError(p, "config file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(p, f"cannot read ({e})") from None
         except tomllib.TOMLDecodeError as e:
             raise InputError(p, f"not valid TOML ({e})") from None
         for section, table in data.items():

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other unprintable characters escaped (a key or value taken
+    from a file may hold them; the message stays one line)."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class H4DError(Exception):
     """Base class of h4d_fast errors that the CLI reports as one line (exit code 2)."""
 
@@ -19,7 +25,7 @@ class InputError(H4DError):
         where = str(self.path) if self.path is not None else "<input>"
         if field:
             where += f" [{field}]"
-        super().__init__(f"{where}: {problem}")
+        super().__init__(one_line(f"{where}: {problem}"))
 
 
 class OutputError(H4DError):

@@ -87,7 +87,7 @@ def camera_sweep(
     log = log or (lambda s: None)
     if cfg is None:
         cfg = load_config(None, ["run.progress=false"])
-    capture = read_sequence(seq)
+    capture = read_sequence(seq, assume_metric=cfg.run.assume_metric)
     V = capture.num_views
     ns = parse_counts(counts, V) if counts is None or isinstance(counts, str) else parse_counts(",".join(map(str, counts)), V)
     gt = read_ground_truth(seq)

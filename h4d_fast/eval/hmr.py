@@ -53,7 +53,6 @@ Everything is batched in torch on ``device`` (GPU when available).
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -853,16 +852,9 @@ def format_table(rep: dict[str, Any]) -> str:
 
 
 def to_json(rep: dict[str, Any]) -> str:
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and o != o:
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
+    from ..io.strict_json import strict_dumps
 
-    return json.dumps(clean(rep), indent=2)
+    return strict_dumps(rep)
 
 
 __all__ = [

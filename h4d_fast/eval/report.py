@@ -42,15 +42,9 @@ def evaluate_output(out: Path, gt_seq: Path, interaction: dict[str, Any] | None 
     gt = read_ground_truth(gt_seq)
     if gt is None:
         raise InputError(gt_seq / "ground_truth", "no ground truth in this sequence")
-    gtp = gt.poses3d
-    if gtp.shape[0] != pred.shape[0]:
-        # the output may cover a frame range of the sequence
-        idx = torch.as_tensor([i - 1 for i in frame_ids])
-        if int(idx.max()) >= gtp.shape[0]:
-            raise InputError(f, f"frames {frame_ids[0]}..{frame_ids[-1]} exceed the ground truth's {gtp.shape[0]}")
-        gtp = gtp[idx]
-    gtp = torch.as_tensor(gtp)
+    gtp = torch.as_tensor(gt.poses3d)
     meta = read_meta(gt_seq) or {}
+    check_same_sequence(out, gt_seq, frame_ids, names, meta, gtp.shape[0])
     gt_names = [str(n) for n in meta.get("person_names", [])]
     if len(gt_names) != gtp.shape[1]:
         gt_names = [f"person{g + 1}" for g in range(gtp.shape[1])]
@@ -83,6 +77,53 @@ def evaluate_output(out: Path, gt_seq: Path, interaction: dict[str, Any] | None 
         except ValueError:
             pass
     return report
+
+
+def _span(ids: list[int]) -> str:
+    shown = ", ".join(f"{i:05d}" for i in ids[:5])
+    return f"{len(ids)} frame(s): {shown}{', ...' if len(ids) > 5 else ''}"
+
+
+def check_same_sequence(out: Path, gt_seq: Path, frame_ids: list[int], names: list[str],
+                        meta: dict[str, Any], gt_frames: int) -> None:
+    """Refuse an output that is not a whole run of the ground truth's sequence: frame ids other
+    than the ground truth's (another sequence, or a partial output: the frames missing are named),
+    declared people the ground truth does not know, or a run recorded (``timing.json``) on a
+    sequence whose name or cameras differ."""
+    import re
+
+    from ..errors import InputError
+    from ..io.harmony4d import read_meta
+
+    f = out / "poses3d.npz"
+    gt_ids = [int(i) for i in meta.get("frame_ids", [])] or list(range(1, gt_frames + 1))
+    if len(gt_ids) != gt_frames:
+        gt_ids = list(range(1, gt_frames + 1))
+    extra = sorted(set(frame_ids) - set(gt_ids))
+    if extra:
+        raise InputError(f, f"{_span(extra)} not in the ground truth of {gt_seq} (output of another sequence?)", "frame_ids")
+    missing = sorted(set(gt_ids) - set(frame_ids))
+    if missing:
+        raise InputError(f, f"partial output: {_span(missing)} of the ground truth of {gt_seq} missing", "frame_ids")
+    if list(frame_ids) != gt_ids:
+        raise InputError(f, "frame ids out of the ground truth's order", "frame_ids")
+    gt_names = [str(n) for n in meta.get("person_names", [])]
+    auto = re.compile(r"person\d+$")  # the names the tracker gives the people it finds
+    unknown = [n for n in names if not auto.match(n) and gt_names and n not in gt_names]
+    if unknown:
+        raise InputError(f, f"people {', '.join(unknown)} are not in the ground truth of {gt_seq} "
+                            f"({', '.join(gt_names)}): output of another sequence?", "person_names")
+    try:
+        ran_on = Path(json.loads((out / "timing.json").read_text())["sequence"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if not ran_on.is_dir() or ran_on.resolve() == Path(gt_seq).resolve():
+        return
+    other = read_meta(ran_on) or {}
+    for key in ("name", "cameras"):
+        if key in other and key in meta and other[key] != meta[key]:
+            raise InputError(out / "timing.json", f"the run read {ran_on}, whose {key} ({other[key]}) differs from "
+                                                  f"the ground truth's ({meta[key]}) in {gt_seq}", key)
 
 
 def skeleton_match_summary(pred, gtp, present, names: list[str], gt_names: list[str]) -> dict[str, Any]:

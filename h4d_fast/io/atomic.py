@@ -1,4 +1,8 @@
-"""Atomic file writes: write beside the target, fsync, rename. A reader never sees half a file."""
+"""Atomic file writes: write beside the target, fsync, rename. A reader never sees half a file.
+
+The temporary file (``mkstemp``: mode 0600) gets the mode a plain ``open`` would give before the
+rename, ``0o666 & ~umask``: outputs follow the umask like any other program's.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import os
 import pickle
 import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -16,6 +21,31 @@ import numpy as np
 
 from ..errors import OutputError
 from . import faults
+
+_umask: int | None = None
+_umask_lock = threading.Lock()
+
+
+def file_mode() -> int:
+    """``0o666 & ~umask``: the mode of a new file. The umask is read once: from ``/proc/self/status``
+    where Linux has it (no change to the process), else by setting and restoring it under a lock."""
+    global _umask
+    if _umask is None:
+        with _umask_lock:
+            if _umask is None:
+                _umask = _read_umask()
+    return 0o666 & ~_umask
+
+
+def _read_umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -25,7 +55,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
+        try:
+            os.fchmod(fd, file_mode())
+        finally:
+            os.close(fd)
     except OSError as e:
         raise OutputError(path.parent, f"cannot write here ({e.strerror or e})") from None
     tmp_path = Path(tmp)

@@ -243,10 +243,20 @@ def _intrinsics(path: Path, fld: str, value: Any, warnings: list[str], name: str
     return K
 
 
+MAX_IMAGE_SIDE = 1 << 20  # pixels: a larger image size is a broken file
+
+
 def _size_or_guess(path: Path, cam: _Cam, warnings: list[str]) -> tuple[int, int]:
     if cam.size is not None:
+        w, h = cam.size
+        if not (0 < w <= MAX_IMAGE_SIDE and 0 < h <= MAX_IMAGE_SIDE):
+            raise InputError(path, f"image size {w}x{h} out of range (1..{MAX_IMAGE_SIDE} pixels a side)", f"camera {cam.name}")
         return cam.size
-    w, h = int(round(2 * cam.K[0, 2])), int(round(2 * cam.K[1, 2]))
+    guess = 2 * cam.K[:2, 2]
+    if not (np.isfinite(guess).all() and (guess >= 1).all() and (guess <= MAX_IMAGE_SIDE).all()):
+        raise InputError(path, f"no image size, and none can be guessed from the principal point {cam.K[:2, 2].tolist()}",
+                         f"camera {cam.name}")
+    w, h = int(round(guess[0])), int(round(guess[1]))
     warnings.append(f"{path}: camera {cam.name}: no image size in the file; assumed {w}x{h} (twice the principal point)")
     return w, h
 
@@ -449,7 +459,10 @@ def read_qca(path: Path, distortion_scale: float = 1.0) -> CalibrationInfo:
                 raise InputError(path, f"no <{tag}>", fld)
         left, top = _attr(path, fov, "left", fld), _attr(path, fov, "top", fld)
         right, bottom = _attr(path, fov, "right", fld), _attr(path, fov, "bottom", fld)
-        w, h = int(round((right - left + 1) * s)), int(round((bottom - top + 1) * s))
+        w, h = (right - left + 1) * s, (bottom - top + 1) * s
+        if not (0 < w <= MAX_IMAGE_SIDE and 0 < h <= MAX_IMAGE_SIDE):
+            raise InputError(path, f"video window {left:g},{top:g} - {right:g},{bottom:g} (x {s:g}) out of range", fld)
+        w, h = int(round(w)), int(round(h))
         if w <= 0 or h <= 0:
             raise InputError(path, f"empty video window {left:g},{top:g} - {right:g},{bottom:g}", fld)
         fx = _attr(path, intr, "focalLengthU", fld) / 64.0 * s

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..constants import NUM_COCO
 from ..errors import InputError
-from .detections import keypoint_box, parse_detections, read_frame_detections
+from .detections import _f32_finite, keypoint_box, parse_detections, read_frame_detections
 from .npy import npy_value
 
 __all__ = ["FrameBatch", "read_frames", "read_frames_task"]
@@ -162,7 +162,7 @@ def _clean(ks: list[np.ndarray], bs: list[np.ndarray]) -> tuple[np.ndarray, np.n
     if not ks:
         return np.zeros((0, NUM_COCO, 3), np.float32), np.zeros((0, 5), np.float32), 0
     K = np.stack(ks).astype(np.float64, copy=False)
-    bad = ~np.isfinite(K).all(-1)
+    bad = ~_f32_finite(K).all(-1)
     gaps = int(bad.sum())
     if gaps:
         K[bad] = 0.0
@@ -170,7 +170,7 @@ def _clean(ks: list[np.ndarray], bs: list[np.ndarray]) -> tuple[np.ndarray, np.n
         raise _Redo
     K32 = K.astype(np.float32)
     B = np.stack(bs).astype(np.float64, copy=False)
-    badb = ~np.isfinite(B).all(-1)
+    badb = ~_f32_finite(B).all(-1)
     nb = int(badb.sum())
     if nb:
         B[badb] = keypoint_box(K32[badb])

@@ -132,7 +132,7 @@ def _kpts_array(path: Path, fld: str, value: Any) -> np.ndarray:
     """One detection's keypoints as float64 ``[17, 3]`` (flat or whole-body input accepted; not cleaned)."""
     try:
         k = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(path, f"expected numbers, got {type(value).__name__}", fld) from None
     if k.ndim == 1 and k.size in (3 * NUM_COCO, 3 * WHOLEBODY_K):
         k = k.reshape(-1, 3)
@@ -145,7 +145,7 @@ def _kpts_array(path: Path, fld: str, value: Any) -> np.ndarray:
 
 def _clean_kpts(path: Path, k: np.ndarray, field_of: Callable[[int], str]) -> tuple[np.ndarray, int]:
     """``[D, 17, 3]`` float64 -> float32 with non-finite keypoints zeroed; negative confidence is an error."""
-    bad = ~np.isfinite(k).all(-1)
+    bad = ~_f32_finite(k).all(-1)
     gaps = int(bad.sum())
     if gaps:
         k = k.copy()
@@ -157,10 +157,18 @@ def _clean_kpts(path: Path, k: np.ndarray, field_of: Callable[[int], str]) -> tu
     return k.astype(np.float32), gaps
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _f32_finite(a: np.ndarray) -> np.ndarray:
+    """Finite and still finite as float32 (the stored dtype): 1e300 is a gap, as NaN is."""
+    return np.isfinite(a) & (np.abs(np.nan_to_num(a)) <= _F32_MAX)
+
+
 def _number(path: Path, fld: str, value: Any) -> float:
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(path, f"expected a number, got {value!r}", fld) from None
 
 
@@ -171,7 +179,7 @@ def _box_value(path: Path, fld: str, value: Any, score: Any) -> tuple[np.ndarray
         return None, s
     try:
         b = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise InputError(path, f"expected numbers, got {type(value).__name__}", fld + " 'bbox'") from None
     if b.shape != (5,) and b.shape != (4,):
         raise InputError(path, f"expected 4 or 5 values, got shape {b.shape}", fld + " 'bbox'")
@@ -217,7 +225,7 @@ def _parse_items(path: Path, items: Sequence[Any], xywh: bool, field_of: Callabl
     B[has_s, 4] = scores[has_s]
     if xywh:
         B[:, 2:4] += B[:, 0:2]
-    bad = ~np.isfinite(B).all(-1) & ~need
+    bad = ~_f32_finite(B).all(-1) & ~need
     if bad.any():
         gaps += int(bad.sum())
         need |= bad
@@ -231,9 +239,10 @@ def _parse_items(path: Path, items: Sequence[Any], xywh: bool, field_of: Callabl
 
 def _identity_value(path: Path, fld: str, value: Any) -> int:
     """An identity hint: an integer >= -1 (a person index; -1 = unknown)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer, float, np.floating)):
-        raise InputError(path, f"expected a person index (integer >= -1), got {value!r}", fld)
-    if float(value) != int(value) or int(value) < -1:
+    ok = not isinstance(value, (bool, np.bool_)) and isinstance(value, (int, np.integer, float, np.floating))
+    if ok and isinstance(value, (float, np.floating)):
+        ok = bool(np.isfinite(value)) and float(value).is_integer()
+    if not ok or not -1 <= int(value) < 2**31:
         raise InputError(path, f"expected a person index (integer >= -1), got {value!r}", fld)
     return int(value)
 

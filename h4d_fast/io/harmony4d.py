@@ -12,12 +12,16 @@ Layout of one sequence ``SEQ`` (frame files count from ``00001``)::
 
 A camera's detection folder is ``poses2d/camXX/rgb`` when that exists, else ``poses2d/camXX``
 itself; ``poses2d/camXX.json`` (one whole-camera COCO file) is accepted too.
+
+Units: 3D is metric through ``colmap/workplace/scale.npy``; a sequence without it is an InputError
+unless ``--assume-metric`` (``run.assume_metric``; then a logged, recorded warning). Sequences the
+project writes (synth, import, demo: :func:`write_sequence` / ``colmap.write_colmap``) always
+carry ``scale.npy``, the identity when their cameras are metric. Fewer than 2 cameras: InputError.
 """
 
 from __future__ import annotations
 
 import json
-
 import logging
 import os
 from dataclasses import dataclass
@@ -32,6 +36,7 @@ from .atomic import write_json, write_npy, write_npz
 from .colmap import camera_token
 from .npy import read_npy
 from .parallel import for_each_file, read_pool, shards
+from .sequence_checks import check_metric_scale, check_two_views
 from .detections import (
     CameraSource,
     LoadReport,
@@ -55,6 +60,7 @@ __all__ = [
     "read_init_boxes",
     "read_meta",
     "read_poses3d",
+    "check_metric_scale",
     "read_sequence",
     "start_read",
     "write_poses3d",
@@ -142,6 +148,7 @@ def read_sequence(
     frames: slice | None = None,
     report: LoadReport | None = None,
     workers: int | None = None,
+    assume_metric: bool | None = None,
 ) -> Capture:
     """Read a sequence folder into a :class:`Capture` (metric float64 cameras, float32 detections).
 
@@ -156,6 +163,10 @@ def read_sequence(
         workers: ``1`` parses every file in this process; by default a capture of at least
             :data:`MIN_FILES_FOR_POOL` files is parsed by the worker processes of
             :func:`~h4d_fast.io.parallel.read_pool` (parsing holds the GIL, so threads do not help).
+        assume_metric: what to do without ``colmap/workplace/scale.npy`` (see
+            :func:`check_metric_scale`): ``False`` raises, ``True`` warns (in ``report`` and the
+            log) and reads the COLMAP model as metric; ``None`` (default) leaves the check to the
+            caller: ``h4d run`` and ``run-many`` check in the driver, which holds the config.
     Returns:
         The capture; ``person_names`` and ``init_boxes`` come from the bbox files when present
         (else ``aria01, aria02`` and no boxes). As with :meth:`Capture.select_frames`, the boxes
@@ -163,7 +174,7 @@ def read_sequence(
     Raises:
         InputError: one line naming the file or folder that is missing or malformed.
     """
-    return start_read(seq, cameras, frames, report, workers).result()
+    return start_read(seq, cameras, frames, report, workers, assume_metric).result()
 
 
 def start_read(
@@ -172,12 +183,13 @@ def start_read(
     frames: slice | None = None,
     report: LoadReport | None = None,
     workers: int | None = None,
+    assume_metric: bool | None = None,
 ) -> "SequenceLoad":
     """Begin reading a sequence: check the folder, list the frame files and hand them to the read
     pool; :meth:`SequenceLoad.result` assembles the :class:`Capture` (see :func:`read_sequence`,
     which is ``start_read(...).result()``). Imports no torch: ``h4d run`` starts its load this way
     while torch is still being imported."""
-    return SequenceLoad(Path(seq), cameras, frames, report, workers)
+    return SequenceLoad(Path(seq), cameras, frames, report, workers, assume_metric)
 
 
 class SequenceLoad:
@@ -188,7 +200,7 @@ class SequenceLoad:
     """
 
     def __init__(self, seq: Path, cameras: Sequence[str] | None, frames: slice | None,
-                 report: LoadReport | None, workers: int | None):
+                 report: LoadReport | None, workers: int | None, assume_metric: bool | None = None):
         from .colmap import parse_colmap
 
         self.seq = seq
@@ -201,6 +213,7 @@ class SequenceLoad:
         for f in ("cameras.txt", "images.txt"):
             if not (L.colmap / f).is_file():
                 raise InputError(L.colmap / f, "COLMAP file missing")
+        self.metric_warning = None if assume_metric is None else check_metric_scale(seq, assume_metric, self.report)
         rig = parse_colmap(L.colmap, "auto")
         if not L.poses2d.is_dir():
             raise InputError(L.poses2d, "detection folder missing")
@@ -223,6 +236,7 @@ class SequenceLoad:
                     raise InputError(L.colmap / "images.txt", f"camera {c} not in the COLMAP model (has {', '.join(rig.names)})")
                 if c not in det_cams:
                     raise InputError(L.poses2d, f"no detection folder for camera {c} (has {', '.join(det_cams) or 'none'})")
+        check_two_views(L.colmap / "images.txt", names)
         self.rig, self.names = rig, names
         self.sources: list[CameraSource] = [open_camera_source(L.detection_source(c)) for c in names]
         frame_ids = sorted(set().union(*(s.frame_ids for s in self.sources)))

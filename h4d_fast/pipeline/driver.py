@@ -470,6 +470,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     waits for them and writes ``timing.json`` and ``config.toml``).
     """
     from ..io.harmony4d import read_sequence
+    from ..io.sequence_checks import check_metric_scale, check_two_views
 
     t_run = time.perf_counter()
     started = since_process_start()
@@ -480,6 +481,10 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     for d, deep in ((out, False), (out / CACHE_DIR, True), (out / "processed_data", True)):
         atomic.remove_stale_temp(d, deep)  # what a killed run left in the folders it writes (a run holds OUT's lock)
     log = log or (lambda s: None)
+    # 3D in COLMAP units is refused unless asked for (the load leaves it to the config, here)
+    warnings = [w for w in [seq.is_dir() and check_metric_scale(seq, cfg.run.assume_metric)] if w]
+    for w in warnings:
+        log(f"  warning: {w}")
     detect_record: StageRecord | None = None
     input_key = fingerprint_inputs(seq)
     if capture is None:
@@ -503,6 +508,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
         while not isinstance(capture, Capture):  # a future of a SequenceLoad
             capture = capture.result()
     t_load = time.perf_counter() - t0
+    check_two_views(seq, list(capture.cameras.names))
     log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
     result = run_keypoints(capture, out, cfg, input_key=input_key, force=force, log=log, stop_after=stop_after)
     result.stages.insert(0, StageRecord("load", t_load, False))
@@ -526,6 +532,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
             "wall_s": time.perf_counter() - t_run,
             "process_start_to_run_s": started,
             "stages": [asdict(s) for s in result.stages],
+            "warnings": warnings,
         })
         faults.point("after:timing.json", out)
         atomic.write_text(out / "config.toml", to_toml(cfg))
