@@ -9,11 +9,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import H4DError
+
+if TYPE_CHECKING:  # scipy loads when the default model is built (once; then it is cached)
+    import scipy.sparse
 
 _DM_TO_M = 0.1  # MakeHuman meshes and targets are in decimetres; y-up, facing +z, left = +x.
 

