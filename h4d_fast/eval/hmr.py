@@ -64,6 +64,7 @@ import torch
 from torch import Tensor
 
 from ..camera import CameraSet, distort
+from ..ops.boxes import box_iou  # noqa: F401 (re-exported; its home)
 from ..constants import NUM_SMPL_JOINTS
 from ..errors import InputError
 from .mesh import mpjpe24, pve
@@ -138,16 +139,6 @@ def keypoint_boxes(kp: Tensor, ok: Tensor) -> Tensor:
     hi = torch.where(ok[..., None], kp, -inf).amax(-2)
     box = torch.cat([lo, hi], -1)
     return torch.where(ok.any(-1)[..., None], box, torch.zeros_like(box))
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of ``[..., 4]`` boxes (x1, y1, x2, y2), broadcast."""
-    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
-    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]).clamp_min(0) * (x[..., 3] - x[..., 1]).clamp_min(0)  # noqa: E731
-    union = area(a) + area(b) - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
 
 
 def match_2d_greedy(cost: np.ndarray, iou: np.ndarray, gt_ok: np.ndarray, iou_thr: float = IOU_THRESHOLD) -> tuple[list[tuple[int, int]], int]:

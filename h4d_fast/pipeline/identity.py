@@ -16,19 +16,7 @@ from torch import Tensor
 
 from ..ops import oks
 from ..ops.assign import linear_assignment
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``a [..., A, 4]`` and ``b [..., B, 4]`` (x1, y1, x2, y2) -> ``[..., A, B]``."""
-    a_ = a[..., :, None, :]
-    b_ = b[..., None, :, :]
-    iw = (torch.minimum(a_[..., 2], b_[..., 2]) - torch.maximum(a_[..., 0], b_[..., 0])).clamp_min(0)
-    ih = (torch.minimum(a_[..., 3], b_[..., 3]) - torch.maximum(a_[..., 1], b_[..., 1])).clamp_min(0)
-    inter = iw * ih
-    area_a = ((a_[..., 2] - a_[..., 0]).clamp_min(0) * (a_[..., 3] - a_[..., 1]).clamp_min(0))
-    area_b = ((b_[..., 2] - b_[..., 0]).clamp_min(0) * (b_[..., 3] - b_[..., 1]).clamp_min(0))
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+from ..ops.boxes import pairwise_box_iou as box_iou  # noqa: F401 (public name of this module; its home is h4d_fast.ops.boxes)
 
 
 def best_assignment(score: Tensor, min_score: float, backend: str = "auto") -> Tensor:

@@ -29,6 +29,7 @@ from torch import Tensor
 from ..camera import CameraSet
 from ..constants import COCO_FLIP, COCO_SIGMAS, NUM_COCO
 from ..data import Detections
+from ..ops.boxes import box_iou as _iou
 from .geometry import segment_params
 from .skeleton import ATTACHED_MASK
 
@@ -86,15 +87,6 @@ def _box_from(uv: Tensor, mask: Tensor, pad: float, W: Tensor, H: Tensor) -> tup
     y2 = torch.minimum(hi[..., 1], H - 1)
     box = torch.stack([x1, y1, x2, y2], -1)
     return torch.where(has[..., None], box, torch.zeros_like(box)), has
-
-
-def _iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``[..., 4]`` (broadcast)."""
-    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
-    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]).clamp_min(0) * (x[..., 3] - x[..., 1]).clamp_min(0)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp_min(1e-9)
 
 
 def oks(k1: Tensor, k2: Tensor, area: Tensor, conf_thr: float = 0.0) -> Tensor:
