@@ -105,9 +105,11 @@ def load_fast_body(spec: str | None = None, device: str | torch.device = "cpu", 
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """:func:`h4d_fast.pipeline.driver.resolve_device` (its home): ``auto`` is CUDA when present;
+    CUDA asked for but absent is an InputError."""
+    from ..pipeline.driver import resolve_device as _resolve
+
+    return _resolve(name)
 
 
 # ============================================================================ SMPL in a camera frame
