@@ -449,13 +449,15 @@ def evaluate_sequence(
 # ============================================================================ many sequences
 def find_sequences(root: Path) -> list[Path]:
     """Sequence folders under ``root`` (``root`` itself when it is one): folders with ``colmap/workplace``."""
+    from ..io.harmony4d import SequenceLayout  # the one notion of a sequence folder
+
     root = Path(root)
-    if (root / "colmap" / "workplace").is_dir():
+    if SequenceLayout(root).colmap.is_dir():
         return [root]
     out = []
     for dirpath, dirnames, _ in os.walk(root):
         d = Path(dirpath)
-        if (d / "colmap" / "workplace").is_dir():
+        if SequenceLayout(d).colmap.is_dir():
             out.append(d)
             dirnames[:] = []
         else:
