@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "axis_angle_rotation",
     "axis_angle_to_matrix",
     "matrix_to_axis_angle",
     "matrix_to_quaternion",
@@ -164,6 +165,14 @@ def rodrigues(rvec: Sequence[float]) -> np.ndarray:
     k = r / th
     Kx = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
     return np.eye(3) + math.sin(th) * Kx + (1.0 - math.cos(th)) * (Kx @ Kx)
+
+
+def axis_angle_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation by ``angle`` (radians) about ``axis`` (any length; normalised here) -> ``[3, 3]``
+    (the form the default-model converter uses; bit-stable so that its build stays reproducible)."""
+    axis = axis / np.linalg.norm(axis)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)
 
 
 def rotation_to_rodrigues(R: np.ndarray) -> np.ndarray:

