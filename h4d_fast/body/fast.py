@@ -30,25 +30,11 @@ import torch
 from torch import Tensor
 
 from ..constants import NUM_SMPL_JOINTS
+from ..rotations import axis_angle_to_matrix, matrix_to_axis_angle  # noqa: F401 (re-exported; their home)
 from .model import VERTEX_ID_NAMES, BodyModel
 
 FACE_VERTEX_JOINTS: tuple[str, ...] = VERTEX_ID_NAMES[:5]
 """nose, reye, leye, rear, lear: SMPL-45 slots 24..28, the only vertex joints COCO-17 uses."""
-
-
-def axis_angle_to_matrix(aa: Tensor) -> Tensor:
-    """Rodrigues: ``aa [..., 3]`` -> ``[..., 3, 3]``, smooth (finite gradients) at zero angle."""
-    th2 = (aa * aa).sum(-1)[..., None, None]  # [..., 1, 1]
-    small = th2 < 1e-8
-    th2s = torch.where(small, torch.ones_like(th2), th2)
-    th = th2s.sqrt()
-    a = torch.where(small, 1 - th2 / 6, torch.sin(th) / th)
-    b = torch.where(small, 0.5 - th2 / 24, (1 - torch.cos(th)) / th2s)
-    x, y, z = aa.unbind(-1)
-    o = torch.zeros_like(x)
-    K = torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*aa.shape[:-1], 3, 3)
-    eye = torch.eye(3, dtype=aa.dtype, device=aa.device)
-    return eye + a * K + b * (K @ K)
 
 
 def joint_transforms(GR: Tensor, Gt: Tensor, J: Tensor) -> Tensor:
@@ -64,37 +50,6 @@ def skin(v_rest: Tensor, weights: Tensor, GR: Tensor, Gt: Tensor, J: Tensor) -> 
     T = weights @ joint_transforms(GR, Gt, J)  # [B, M, 12]
     v_rest = v_rest.expand(T.shape[0], -1, -1) if v_rest.dim() == 2 else v_rest
     return torch.einsum("bmij,bmj->bmi", T[..., :9].unflatten(-1, (3, 3)), v_rest) + T[..., 9:]
-
-
-def matrix_to_axis_angle(R: Tensor) -> Tensor:
-    """``R [..., 3, 3]`` rotation matrices -> axis-angle ``[..., 3]`` (angle in ``[0, pi]``).
-
-    Goes through the quaternion (largest-pivot extraction), stable for every angle.
-    """
-    m = R
-    tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
-    piv = torch.stack([1 + tr, 1 + 2 * m[..., 0, 0] - tr, 1 + 2 * m[..., 1, 1] - tr, 1 + 2 * m[..., 2, 2] - tr], -1)
-    k = piv.argmax(-1, keepdim=True)
-    s = piv.gather(-1, k).clamp_min(1e-30).sqrt()[..., 0] * 2  # 4 |q_k|
-    d = (m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1])
-    o = (m[..., 0, 1] + m[..., 1, 0], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 2] + m[..., 2, 1])
-    cands = torch.stack(
-        [
-            torch.stack([s / 4, d[0] / s, d[1] / s, d[2] / s], -1),
-            torch.stack([d[0] / s, s / 4, o[0] / s, o[1] / s], -1),
-            torch.stack([d[1] / s, o[0] / s, s / 4, o[2] / s], -1),
-            torch.stack([d[2] / s, o[1] / s, o[2] / s, s / 4], -1),
-        ],
-        -2,
-    )  # [..., 4, 4]
-    q = cands.gather(-2, k[..., None].expand(*k.shape[:-1], 1, 4))[..., 0, :]
-    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
-    q = q / q.norm(dim=-1, keepdim=True)
-    w, v = q[..., 0], q[..., 1:]
-    sn = v.norm(dim=-1)
-    ang = 2 * torch.atan2(sn, w)
-    scale = torch.where(sn > 1e-8, ang / sn.clamp_min(1e-8), 2.0 / w.clamp_min(1e-8))
-    return v * scale[..., None]
 
 
 def rot6d(R: Tensor) -> Tensor:

@@ -218,9 +218,9 @@ def interaction_measures(
 
 
 def _resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from ..pipeline.driver import resolve_device  # its home
+
+    return resolve_device("auto" if device in (None, "") else device)
 
 
 def interaction_report(

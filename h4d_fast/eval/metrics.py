@@ -14,33 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..align import procrustes_align  # noqa: F401 (re-exported; its home)
 from ..constants import COCO17_NAMES
-
-
-def procrustes_align(pred: Tensor, gt: Tensor, mask: Tensor) -> Tensor:
-    """Similarity (scale, rotation, translation) alignment of ``pred`` onto ``gt`` per leading index.
-
-    Args:
-        pred, gt: ``[..., J, 3]``; mask ``[..., J]`` bool (points used for the fit).
-    Returns:
-        ``[..., J, 3]`` aligned prediction (unchanged where fewer than 3 points are usable).
-    """
-    m = mask.to(pred.dtype)[..., None]
-    n = m.sum(-2, keepdim=True).clamp_min(1)
-    mu_p = (pred * m).sum(-2, keepdim=True) / n
-    mu_g = (gt * m).sum(-2, keepdim=True) / n
-    p0 = (pred - mu_p) * m
-    g0 = (gt - mu_g) * m
-    H = p0.transpose(-1, -2) @ g0  # [..., 3, 3]
-    U, S, Vh = torch.linalg.svd(H)
-    d = torch.sign(torch.linalg.det(Vh.transpose(-1, -2) @ U.transpose(-1, -2)))
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = Vh.transpose(-1, -2) @ D @ U.transpose(-1, -2)
-    var = (p0 * p0).sum((-1, -2))
-    s = (S * D.diagonal(dim1=-2, dim2=-1)).sum(-1) / var.clamp_min(1e-12)
-    aligned = s[..., None, None] * (pred - mu_p) @ R.transpose(-1, -2) + mu_g
-    enough = mask.sum(-1) >= 3
-    return torch.where(enough[..., None, None], aligned, pred)
 
 
 def _masked_mean(x: Tensor, m: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..constants import NUM_DIST
 from ..errors import InputError
+from ..rotations import qvec_to_rotmat, rotmat_to_qvec  # noqa: F401 (re-exported; their home)
 from .atomic import write_npy, write_text
 from .npy import read_npy
 
@@ -105,46 +106,6 @@ def camera_token(name: str) -> str | None:
     """The ``camNN`` token of an image name (``exo/cam03/images/00001.jpg`` -> ``cam03``), or None."""
     m = _CAM_TOKEN.search(name.replace("\\", "/"))
     return m.group(1) if m else None
-
-
-# --------------------------------------------------------------- rotations
-def qvec_to_rotmat(q: Sequence[float]) -> np.ndarray:
-    """Unit quaternion ``(qw, qx, qy, qz)`` (normalised here) -> ``[3, 3]`` rotation matrix."""
-    w, x, y, z = (float(v) for v in q)
-    n = math.sqrt(w * w + x * x + y * y + z * z)
-    w, x, y, z = w / n, x / n, y / n, z / n
-    return np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-        ],
-        dtype=np.float64,
-    )
-
-
-def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
-    """``[3, 3]`` rotation -> unit quaternion ``(qw, qx, qy, qz)`` with ``qw >= 0``.
-
-    Uses the symmetric-matrix eigenvector method, which is stable for every rotation and returns
-    the nearest rotation's quaternion when ``R`` is slightly non-orthonormal.
-    """
-    R = np.asarray(R, dtype=np.float64)
-    (m00, m01, m02), (m10, m11, m12), (m20, m21, m22) = R
-    K = np.array(
-        [
-            [m00 - m11 - m22, 0.0, 0.0, 0.0],
-            [m01 + m10, m11 - m00 - m22, 0.0, 0.0],
-            [m02 + m20, m12 + m21, m22 - m00 - m11, 0.0],
-            [m21 - m12, m02 - m20, m10 - m01, m00 + m11 + m22],
-        ]
-    ) / 3.0
-    vals, vecs = np.linalg.eigh(K)  # lower triangle is used
-    x, y, z, w = vecs[:, int(np.argmax(vals))]
-    q = np.array([w, x, y, z])
-    if q[0] < 0:
-        q = -q
-    return q / np.linalg.norm(q)
 
 
 # ------------------------------------------------------------------ parsing

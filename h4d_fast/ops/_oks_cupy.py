@@ -14,44 +14,21 @@ differentiable.
 
 from __future__ import annotations
 
-import math
-from functools import lru_cache
-
 import cupy  # noqa: F401  (imported here so that a missing CuPy fails at dispatch, not at launch)
 import numpy as np
 import torch
 from torch import Tensor
 
-from ..constants import COCO_SIGMAS
 from . import _cuda_source as cs
+from ._oks_host import (
+    MAX_DETECTIONS,  # noqa: F401 (the kernels' limit)
+    dedup_inputs,
+    oks_inputs,
+)
+from ._oks_host import coco_var as _coco_var
 
-MAX_DETECTIONS = 32
 OKS_BLOCK = 128
 DEDUP_WARPS = 4  # h4d::kDedupWarps in h4d_fast/csrc/oks.cu
-
-
-def _check_dtype(op: str, k: Tensor) -> None:
-    if k.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{op} (cupy): supports float32 and float64 inputs, got {k.dtype}")
-
-
-def _var(sigmas: Tensor | None, J: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``(2 sigma)^2`` ``[J]`` in the data dtype, as the reference computes it (COCO's sigmas by default)."""
-    if sigmas is None:  # computed on the host, copied without blocking it (cached by the caller)
-        s = torch.tensor(COCO_SIGMAS, dtype=dtype)
-        if s.numel() != J:
-            raise ValueError(f"oks: {s.numel()} COCO keypoint sigmas for {J} keypoints")
-        var = ((2 * s) ** 2).contiguous()
-        return var.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else var
-    s = sigmas.to(device=device, dtype=dtype)
-    if s.numel() != J:
-        raise ValueError(f"oks: {s.numel()} keypoint sigmas for {J} keypoints")
-    return ((2 * s) ** 2).reshape(J).contiguous()
-
-
-@lru_cache(maxsize=16)
-def _coco_var(J: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return _var(None, J, dtype, device)
 
 
 def oks_cupy(
@@ -65,19 +42,13 @@ def oks_cupy(
     Returns:
         ``[..., A, B]`` in the dtype of ``kpts_a`` (not differentiable).
     """
-    _check_dtype("oks", kpts_a)
-    dtype, dev = kpts_a.dtype, kpts_a.device
-    A, B, J = kpts_a.shape[-3], kpts_b.shape[-3], kpts_a.shape[-2]
-    lead = torch.broadcast_shapes(kpts_a.shape[:-3], kpts_b.shape[:-3], *(() if areas is None else (areas.shape[:-2],)))
-    T = math.prod(lead)
-    var = _coco_var(J, dtype, dev) if sigmas is None else _var(sigmas, J, dtype, dev)
-    out = torch.empty(T, A, B, dtype=dtype, device=dev)  # [T, A, B]
-    total = T * A * B
+    x = oks_inputs("cupy", kpts_a, kpts_b, areas, sigmas)
+    lead, A, B, J, total, var, out = x.lead, x.A, x.B, x.J, x.total, x.var, x.out
     if total == 0:
         return out.reshape(*lead, A, B)
-    a = kpts_a.detach().expand(*lead, A, J, 3).reshape(T, A, J, 3).contiguous()  # [T, A, J, 3]
-    b = kpts_b.detach().to(dtype).expand(*lead, B, J, 3).reshape(T, B, J, 3).contiguous()  # [T, B, J, 3]
-    ar = None if areas is None else areas.detach().to(dtype).expand(*lead, A, B).reshape(T, A, B).contiguous()
+    dtype, dev = kpts_a.dtype, kpts_a.device
+    a, b = x.a, x.b
+    ar = x.areas
     cs.launch(
         "oks.cu", f"h4d_oks_{cs.suffix(dtype)}", dev, (total + OKS_BLOCK - 1) // OKS_BLOCK, OKS_BLOCK,
         (cs.ptr(a), cs.ptr(b), cs.ptr(ar), cs.ptr(var), np.int64(total), np.int32(A), np.int32(B), np.int32(J),
@@ -101,21 +72,13 @@ def dedup_oks_cupy(
     Returns:
         ``[..., D]`` bool keep mask.
     """
-    _check_dtype("dedup_oks", kpts)
-    if policy not in ("drop-both", "keep-best"):
-        raise ValueError(f"dedup_oks: unknown policy {policy!r} (drop-both or keep-best)")
-    D, J = kpts.shape[-3], kpts.shape[-2]
-    if D > MAX_DETECTIONS:
-        raise ValueError(f"dedup_oks (cupy): at most {MAX_DETECTIONS} detections per view-frame, got {D}")
-    lead = kpts.shape[:-3]
-    T = math.prod(lead)
-    dtype, dev = kpts.dtype, kpts.device
-    keep = torch.empty(T, D, dtype=torch.uint8, device=dev)  # [T, D]
+    x = dedup_inputs("cupy", kpts, valid, policy, scores)
+    lead, T, D, J, keep = x.lead, x.T, x.D, x.J, x.keep
     if T * D == 0:
         return keep.view(torch.bool).reshape(*lead, D)
-    k = kpts.detach().reshape(T, D, J, 3).contiguous()  # [T, D, J, 3]
-    vd = valid.reshape(T, D).to(torch.uint8).contiguous()  # [T, D]
-    sc = None if scores is None else scores.detach().to(dtype).expand(*lead, D).reshape(T, D).contiguous()
+    dtype, dev = kpts.dtype, kpts.device
+    k, vd = x.kpts, x.valid
+    sc = x.scores
     cs.launch(
         "oks.cu", f"h4d_dedup_{cs.suffix(dtype)}", dev, (T + DEDUP_WARPS - 1) // DEDUP_WARPS, 32 * DEDUP_WARPS,
         (cs.ptr(k), cs.ptr(vd), cs.ptr(sc), cs.ptr(_coco_var(J, dtype, dev)), np.int64(T), np.int32(D), np.int32(J),

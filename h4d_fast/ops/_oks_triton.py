@@ -26,7 +26,6 @@ rounding of ``thr``. Not differentiable.
 
 from __future__ import annotations
 
-import math
 import os
 from functools import lru_cache
 
@@ -35,10 +34,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ..constants import COCO_SIGMAS
+from ._oks_host import (
+    MAX_DETECTIONS,  # noqa: F401 (the kernels' limit)
+    dedup_inputs,
+    oks_inputs,
+)
+from ._oks_host import coco_var as _coco_var
 from ._oks_torch import EPS
 
-MAX_DETECTIONS = 32
 OKS_BLOCK = 128
 
 
@@ -211,30 +214,6 @@ def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
     return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
-@lru_cache(maxsize=16)
-def _coco_var(J: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    return _var(None, J, dtype, device)
-
-
-def _var(sigmas: Tensor | None, J: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """``(2 sigma)^2`` ``[J]`` in the data dtype, as the reference computes it (COCO's sigmas by default)."""
-    if sigmas is None:  # computed on the host, copied without blocking it (cached by the caller)
-        s = torch.tensor(COCO_SIGMAS, dtype=dtype)
-        if s.numel() != J:
-            raise ValueError(f"oks: {s.numel()} COCO keypoint sigmas for {J} keypoints")
-        var = ((2 * s) ** 2).contiguous()
-        return var.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else var
-    s = sigmas.to(device=device, dtype=dtype)
-    if s.numel() != J:
-        raise ValueError(f"oks: {s.numel()} keypoint sigmas for {J} keypoints")
-    return ((2 * s) ** 2).reshape(J).contiguous()
-
-
-def _check_dtype(op: str, k: Tensor) -> None:
-    if k.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"{op} (triton): supports float32 and float64 inputs, got {k.dtype}")
-
-
 def oks_triton(
     kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | None = None, sigmas: Tensor | None = None, kpt_thr: float = 0.2
 ) -> Tensor:
@@ -246,19 +225,13 @@ def oks_triton(
     Returns:
         ``[..., A, B]`` in the dtype of ``kpts_a`` (not differentiable).
     """
-    _check_dtype("oks", kpts_a)
-    dtype, dev = kpts_a.dtype, kpts_a.device
-    A, B, J = kpts_a.shape[-3], kpts_b.shape[-3], kpts_a.shape[-2]
-    lead = torch.broadcast_shapes(kpts_a.shape[:-3], kpts_b.shape[:-3], *(() if areas is None else (areas.shape[:-2],)))
-    T = math.prod(lead)
-    var = _coco_var(J, dtype, dev) if sigmas is None else _var(sigmas, J, dtype, dev)
-    out = torch.empty(T, A, B, dtype=dtype, device=dev)  # [T, A, B]
-    total = T * A * B
+    x = oks_inputs("triton", kpts_a, kpts_b, areas, sigmas)
+    lead, A, B, J, total, var, out = x.lead, x.A, x.B, x.J, x.total, x.var, x.out
     if total == 0:
         return out.reshape(*lead, A, B)
-    a = kpts_a.detach().expand(*lead, A, J, 3).reshape(T, A, J, 3).contiguous()  # [T, A, J, 3]
-    b = kpts_b.detach().to(dtype).expand(*lead, B, J, 3).reshape(T, B, J, 3).contiguous()  # [T, B, J, 3]
-    ar = out if areas is None else areas.detach().to(dtype).expand(*lead, A, B).reshape(T, A, B).contiguous()
+    dtype, dev = kpts_a.dtype, kpts_a.device
+    a, b = x.a, x.b
+    ar = out if x.areas is None else x.areas
     block = OKS_BLOCK if os.environ.get("TRITON_INTERPRET") != "1" else max(16, min(1024, triton.next_power_of_2(total)))
     _oks_kernel[(triton.cdiv(total, block),)](
         a, b, ar, var, _params((float(kpt_thr),), dtype, dev), out, total, A, B, J,
@@ -282,21 +255,13 @@ def dedup_oks_triton(
     Returns:
         ``[..., D]`` bool keep mask.
     """
-    _check_dtype("dedup_oks", kpts)
-    if policy not in ("drop-both", "keep-best"):
-        raise ValueError(f"dedup_oks: unknown policy {policy!r} (drop-both or keep-best)")
-    D, J = kpts.shape[-3], kpts.shape[-2]
-    if D > MAX_DETECTIONS:
-        raise ValueError(f"dedup_oks (triton): at most {MAX_DETECTIONS} detections per view-frame, got {D}")
-    lead = kpts.shape[:-3]
-    T = math.prod(lead)
-    dtype, dev = kpts.dtype, kpts.device
-    keep = torch.empty(T, D, dtype=torch.uint8, device=dev)  # [T, D]
+    x = dedup_inputs("triton", kpts, valid, policy, scores)
+    lead, T, D, J, keep = x.lead, x.T, x.D, x.J, x.keep
     if T * D == 0:
         return keep.view(torch.bool).reshape(*lead, D)
-    k = kpts.detach().reshape(T, D, J, 3).contiguous()  # [T, D, J, 3]
-    vd = valid.reshape(T, D).to(torch.uint8).contiguous()  # [T, D]
-    sc = k if scores is None else scores.detach().to(dtype).expand(*lead, D).reshape(T, D).contiguous()
+    dtype, dev = kpts.dtype, kpts.device
+    k, vd = x.kpts, x.valid
+    sc = k if x.scores is None else x.scores
     block_d = max(2, triton.next_power_of_2(D))
     _dedup_kernel[(T,)](
         k, vd, sc, _coco_var(J, dtype, dev), _params((float(kpt_thr), float(thr)), dtype, dev), keep, D, J,

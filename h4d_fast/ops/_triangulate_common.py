@@ -175,3 +175,23 @@ def invalid_ransac_outputs(lead: tuple[int, ...], V: int, dtype: torch.dtype, de
         torch.zeros((*lead, V), dtype=torch.bool, device=device),
         torch.zeros(lead, dtype=torch.int64, device=device),
     )
+
+
+def flat_kernel_inputs(xy: Tensor, P: Tensor, w: Tensor) -> tuple[tuple[int, ...], int, Tensor, bool, Tensor, Tensor]:
+    """What the CUDA kernels (CuPy, Triton) read: ``lead``, ``N`` points, the projections
+    ``Pk [V, 3, 4]`` or ``[N, V, 3, 4]`` with ``per_point``, ``xy [N, V, 2]`` and the weights or
+    confidences ``[N, V]`` in ``xy``'s dtype, contiguous."""
+    lead, V = tuple(xy.shape[:-2]), xy.shape[-2]
+    N = math.prod(lead)
+    Pk, per_point = split_projections(P.to(xy.dtype), lead, V)  # [V, 3, 4] or [N, V, 3, 4]
+    xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
+    wc = w.to(xy.dtype).reshape(N, V).contiguous()  # [N, V]
+    return lead, N, Pk, per_point, xyc, wc
+
+
+def ransac_output_buffers(N: int, V: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """Uninitialised kernel outputs: ``X [N, 3]``, inliers ``[N, V]`` uint8, counts ``[N]`` int64."""
+    X = torch.empty(N, 3, dtype=dtype, device=device)  # [N, 3]
+    inl = torch.empty(N, V, dtype=torch.uint8, device=device)  # [N, V]
+    n = torch.empty(N, dtype=torch.int64, device=device)  # [N]
+    return X, inl, n

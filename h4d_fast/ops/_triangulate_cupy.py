@@ -29,10 +29,11 @@ from ._triangulate_common import (
     MAX_KERNEL_VIEWS,
     check_kernel_inputs,
     dlt_with_grad,
+    flat_kernel_inputs,
     invalid_ransac_outputs,
     pair_table,
+    ransac_output_buffers,
     ransac_with_grad,
-    split_projections,
 )
 
 RANSAC_WARPS = 4  # h4d::kRansacWarps in h4d_fast/csrc/triangulate.cu
@@ -40,11 +41,8 @@ DLT_BLOCK = 128
 
 
 def _dlt_forward(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    lead, V = tuple(xy.shape[:-2]), xy.shape[-2]
-    N = math.prod(lead)
-    Pk, per_point = split_projections(P.to(xy.dtype), lead, V)  # [V, 3, 4] or [N, V, 3, 4]
-    xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
-    wc = w.to(xy.dtype).reshape(N, V).contiguous()  # [N, V]
+    V = xy.shape[-2]
+    lead, N, Pk, per_point, xyc, wc = flat_kernel_inputs(xy, P, w)
     X = torch.empty(N, 3, dtype=xy.dtype, device=xy.device)  # [N, 3]
     if N:
         cs.launch(
@@ -94,12 +92,8 @@ def triangulate_ransac_cupy(
         C = V * (V - 1) // 2
         if N == 0 or C == 0:  # nothing to triangulate: every point is invalid
             return invalid_ransac_outputs(lead, V, dtype, dev)
-        Pk, per_point = split_projections(P.to(dtype), lead, V)  # [V, 3, 4] or [N, V, 3, 4]
-        xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
-        cf = conf.to(dtype).reshape(N, V).contiguous()  # [N, V]
-        X = torch.empty(N, 3, dtype=dtype, device=dev)  # [N, 3]
-        inl = torch.empty(N, V, dtype=torch.uint8, device=dev)  # [N, V]
-        n = torch.empty(N, dtype=torch.int64, device=dev)  # [N]
+        _, _, Pk, per_point, xyc, cf = flat_kernel_inputs(xy, P, conf)
+        X, inl, n = ransac_output_buffers(N, V, dtype, dev)
         cs.launch(
             "triangulate.cu", f"h4d_ransac_{cs.suffix(dtype)}", dev, (N + RANSAC_WARPS - 1) // RANSAC_WARPS, 32 * RANSAC_WARPS,
             (

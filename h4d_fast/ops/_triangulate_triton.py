@@ -55,10 +55,11 @@ from ._triangulate_common import (
     MAX_KERNEL_VIEWS,
     check_kernel_inputs,
     dlt_with_grad,
+    flat_kernel_inputs,
     invalid_ransac_outputs,
     pair_table,
+    ransac_output_buffers,
     ransac_with_grad,
-    split_projections,
 )
 
 # Tile of the RANSAC kernel: BLOCK_P points x BLOCK_C pairs over RANSAC_WARPS warps, i.e. 8 (float32)
@@ -370,11 +371,8 @@ def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
 
 
 def _dlt_forward(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    lead, V = tuple(xy.shape[:-2]), xy.shape[-2]
-    N = math.prod(lead)
-    Pk, per_point = split_projections(P.to(xy.dtype), lead, V)
-    xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
-    wc = w.to(xy.dtype).reshape(N, V).contiguous()  # [N, V]
+    V = xy.shape[-2]
+    lead, N, Pk, per_point, xyc, wc = flat_kernel_inputs(xy, P, w)
     X = torch.empty(N, 3, dtype=xy.dtype, device=xy.device)  # [N, 3]
     if N:
         _dlt_kernel[(triton.cdiv(N, DLT_BLOCK),)](xyc, wc, Pk, X, N, V, PER_POINT=per_point, BLOCK=DLT_BLOCK, num_warps=4)
@@ -421,12 +419,8 @@ def triangulate_ransac_triton(
         C = V * (V - 1) // 2
         if N == 0 or C == 0:  # nothing to triangulate: every point is invalid
             return invalid_ransac_outputs(lead, V, dtype, dev)
-        X = torch.empty(N, 3, dtype=dtype, device=dev)  # [N, 3]
-        inl = torch.empty(N, V, dtype=torch.uint8, device=dev)  # [N, V]
-        n = torch.empty(N, dtype=torch.int64, device=dev)  # [N]
-        Pk, per_point = split_projections(P.to(dtype), lead, V)
-        xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
-        cf = conf.to(dtype).reshape(N, V).contiguous()  # [N, V]
+        _, _, Pk, per_point, xyc, cf = flat_kernel_inputs(xy, P, conf)
+        X, inl, n = ransac_output_buffers(N, V, dtype, dev)
         prm = _params((float(conf_thr), float(err_thr), float(huber_delta)), dtype, dev)
         block_p = RANSAC_BLOCK_P
         block_c = min(RANSAC_BLOCK_C[dtype], max(16, triton.next_power_of_2(C)))

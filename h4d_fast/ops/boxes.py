@@ -7,6 +7,9 @@ Every vertex in every camera is the bulk of an export's arithmetic (600 frames x
 13,380 vertices x 20 cameras = 321 million projections). Definition: :mod:`h4d_fast.ops._boxes_torch`
 (the reference; any device); the Numba backend fuses projection and min/max on the CPU without
 the reference's intermediate tensors.
+
+Also the home of the IoU of ``(x1, y1, x2, y2)`` boxes (:func:`box_iou`, :func:`pairwise_box_iou`),
+used by the evaluation, the identity stage, the synthetic detector and the BlazePose detector.
 """
 
 from __future__ import annotations
@@ -47,4 +50,19 @@ def is_fisheye(cameras: CameraSet) -> Tensor:
     return cameras.model_id == MODEL_ID["fisheye"]
 
 
-__all__ = ["mesh_boxes"]
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of ``[..., 4]`` boxes (x1, y1, x2, y2), broadcast; 0 where the union is empty."""
+    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
+    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
+    inter = iw * ih
+    area = lambda x: (x[..., 2] - x[..., 0]).clamp_min(0) * (x[..., 3] - x[..., 1]).clamp_min(0)  # noqa: E731
+    union = area(a) + area(b) - inter
+    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+
+
+def pairwise_box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of every box of ``a [..., A, 4]`` with every box of ``b [..., B, 4]`` -> ``[..., A, B]``."""
+    return box_iou(a[..., :, None, :], b[..., None, :, :])
+
+
+__all__ = ["box_iou", "mesh_boxes", "pairwise_box_iou"]

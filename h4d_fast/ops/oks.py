@@ -12,6 +12,7 @@ from torch import Tensor
 
 from . import _backend
 from ._backend import Impl, register
+from ._oks_torch import keypoint_box_area  # noqa: F401 (public: the keypoint-box area OKS uses by default)
 
 register(Impl("oks", "torch", "_oks_torch", "oks_torch", ("cpu", "cuda")))
 register(Impl("dedup_oks", "torch", "_oks_torch", "dedup_oks_torch", ("cpu", "cuda")))

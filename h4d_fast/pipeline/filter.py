@@ -19,7 +19,7 @@ from torch import Tensor
 from ..config import FilterConfig
 from ..data import Detections
 from ..ops import dedup_oks
-from ..ops._oks_torch import keypoint_box_area
+from ..ops.oks import keypoint_box_area
 from ._threads import single_thread
 
 

@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -60,60 +57,17 @@ from .fit_init import (  # noqa: F401 (re-exported)
     kabsch,
     swing_axis_angle,
 )
+from .fit_result import (  # re-exported
+    _PARAM_KEYS,  # noqa: F401
+    NUM_BODY_POSE,  # noqa: F401
+    FitResult,  # noqa: F401
+    cpu_threads,  # noqa: F401
+    model_outputs,  # noqa: F401
+)
 from .lbfgs import LBFGS
 
-NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
 STAGE1_KEYPOINTS: tuple[int, ...] = (5, 6, 11, 12)  # shoulders and hips (COCO)
-_PARAM_KEYS: tuple[str, ...] = ("global_orient", "body_pose", "betas", "transl")
 STAGE_PARAMS: dict[int, tuple[str, ...]] = {1: ("global_orient", "transl"), 2: ("betas",), 3: ("global_orient", "transl", "body_pose")}
-
-
-@dataclass
-class FitResult:
-    """Fitted SMPL parameters of a sequence (tensors on the fitting device, detached).
-
-    Attributes:
-        global_orient: ``[F, P, 3]`` axis-angle.
-        body_pose: ``[F, P, 69]`` axis-angle of joints 1..23.
-        betas: ``[P, K]`` one shape per person.
-        transl: ``[F, P, 3]`` metres.
-        stats: per stage/epoch losses, iterations, evaluations, seconds; penetration before and
-            after the collision stage (cm^3 per frame); ``kp_error_mm`` (mean distance of the
-            fitted COCO joints to the valid keypoints); ``penetration_reduction`` when compared.
-        collision_off: with ``compare_collision``, the parameters of the same fit whose collision
-            stage ran with the collision weight 0 (``global_orient``, ``body_pose``, ``betas``,
-            ``transl``), so that accuracy with and without the collision term can be compared.
-    """
-
-    global_orient: Tensor
-    body_pose: Tensor
-    betas: Tensor
-    transl: Tensor
-    stats: dict[str, Any] = field(default_factory=dict)
-    collision_off: dict[str, Tensor] | None = None
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.global_orient.shape[0])
-
-    @property
-    def num_people(self) -> int:
-        return int(self.global_orient.shape[1])
-
-    def as_arrays(self) -> dict[str, np.ndarray]:
-        """float32 numpy copies (for caching); ``collision_off`` under keys prefixed ``off_``."""
-        out = {k: getattr(self, k).detach().float().cpu().numpy() for k in _PARAM_KEYS}
-        if self.collision_off is not None:
-            out.update({f"off_{k}": self.collision_off[k].detach().float().cpu().numpy() for k in _PARAM_KEYS})
-        return out
-
-    @staticmethod
-    def from_arrays(arrays: Mapping[str, Any], stats: dict | None = None, device: str | torch.device = "cpu") -> "FitResult":
-        def t(k: str) -> Tensor:
-            return torch.as_tensor(np.asarray(arrays[k]), dtype=torch.float32, device=device)
-
-        off = {k: t(f"off_{k}") for k in _PARAM_KEYS} if all(f"off_{k}" in arrays for k in _PARAM_KEYS) else None
-        return FitResult(**{k: t(k) for k in _PARAM_KEYS}, stats=dict(stats or {}), collision_off=off)
 
 
 # ----------------------------------------------------------------------------- the fitter
@@ -474,19 +428,6 @@ def fit_sequence(
         return _fit_sequence(poses3d, body, cfg, device, init, progress, present)
 
 
-@contextmanager
-def cpu_threads(n: int):
-    """torch's intra-op threads set to ``n`` (> 0) for the block, restored afterwards."""
-    old = torch.get_num_threads()
-    if n > 0 and n != old:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != old:
-            torch.set_num_threads(old)
-
-
 def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torch.device, init: Mapping[str, Any] | None,
                   progress: Callable[[int], None] | None, present: Tensor | None = None) -> FitResult:
     t_start = time.perf_counter()
@@ -586,30 +527,6 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
     p = fitter.p
     return FitResult(p["global_orient"].detach(), p["body_pose"].detach(), p["betas"].detach(), p["transl"].detach(), stats,
                      collision_off=collision_off)
-
-
-def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 512) -> tuple[Tensor, Tensor]:
-    """Meshes and joints of a fit: ``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]``
-    (no grad, on the result's device, ``chunk`` person-frames at a time)."""
-    dev = result.global_orient.device
-    fast = body if isinstance(body, FastBody) else FastBody(body)
-    if fast.device != dev:  # a copy on the result's device (the caller's model is not moved)
-        fast = FastBody(fast.body, fast.vertex_joint_names).to(device=dev, dtype=fast.dtype)
-    F, P = result.global_orient.shape[:2]
-    N = F * P
-    go = result.global_orient.reshape(N, 3).to(fast.dtype)
-    bp = result.body_pose.reshape(N, NUM_BODY_POSE).to(fast.dtype)
-    be = result.betas.to(fast.dtype)[None].expand(F, P, -1).reshape(N, -1)
-    tr = result.transl.reshape(N, 3).to(fast.dtype)
-    vs, js = [], []
-    with torch.no_grad():
-        for i in range(0, N, chunk):
-            v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
-            vs.append(v)
-            js.append(j)
-    V = torch.cat(vs) if vs else go.new_zeros(0, fast.v_template.shape[0], 3)
-    Jt = torch.cat(js) if js else go.new_zeros(0, 45, 3)
-    return V.view(F, P, -1, 3), Jt.view(F, P, -1, 3)
 
 
 __all__ = ["FitResult", "KABSCH_WEIGHTS", "fit_iterations", "fit_sequence", "init_from_keypoints", "kabsch", "model_outputs"]

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..align import kabsch  # noqa: F401 (re-exported; its home)
 from ..body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 
@@ -20,33 +21,6 @@ NUM_BODY_POSE = 3 * (NUM_SMPL_JOINTS - 1)
 # limbs of the T-posed model are not where the person's limbs are.
 KABSCH_WEIGHTS: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1, 0.05, 0.05, 1.0, 1.0, 0.3, 0.3, 0.2, 0.2)
 MIN_INIT_KEYPOINTS = 4
-
-
-def kabsch(src: Tensor, dst: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Weighted rigid alignment (no scale): ``R, t = argmin sum_k w_k |R src_k + t - dst_k|^2``.
-
-    Args:
-        src, dst: ``[..., J, 3]``; weight ``[..., J]`` (>= 0).
-    Returns:
-        R ``[..., 3, 3]`` (a proper rotation) and t ``[..., 3]``. Where the weights sum to 0 the
-        result is the identity and ``t = 0``.
-    """
-    w = weight.to(src.dtype)[..., None]
-    ws = w.sum(-2, keepdim=True)
-    wn = w / ws.clamp_min(1e-12)
-    mu_s = (src * wn).sum(-2, keepdim=True)
-    mu_d = (dst * wn).sum(-2, keepdim=True)
-    H = ((src - mu_s) * w).transpose(-1, -2) @ (dst - mu_d)  # [..., 3, 3]
-    U, _, Vh = torch.linalg.svd(H)
-    V = Vh.transpose(-1, -2)
-    d = torch.sign(torch.linalg.det(V @ U.transpose(-1, -2)))
-    d = torch.where(d == 0, torch.ones_like(d), d)
-    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1))
-    R = V @ D @ U.transpose(-1, -2)
-    t = (mu_d - mu_s @ R.transpose(-1, -2))[..., 0, :]
-    ok = ws[..., 0, 0] > 0
-    eye = torch.eye(3, dtype=src.dtype, device=src.device).expand_as(R)
-    return torch.where(ok[..., None, None], R, eye), torch.where(ok[..., None], t, torch.zeros_like(t))
 
 
 def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:

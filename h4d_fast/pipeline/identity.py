@@ -14,21 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..ops import oks
+from ..ops import oks, triangulate_dlt
 from ..ops.assign import linear_assignment
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``a [..., A, 4]`` and ``b [..., B, 4]`` (x1, y1, x2, y2) -> ``[..., A, B]``."""
-    a_ = a[..., :, None, :]
-    b_ = b[..., None, :, :]
-    iw = (torch.minimum(a_[..., 2], b_[..., 2]) - torch.maximum(a_[..., 0], b_[..., 0])).clamp_min(0)
-    ih = (torch.minimum(a_[..., 3], b_[..., 3]) - torch.maximum(a_[..., 1], b_[..., 1])).clamp_min(0)
-    inter = iw * ih
-    area_a = ((a_[..., 2] - a_[..., 0]).clamp_min(0) * (a_[..., 3] - a_[..., 1]).clamp_min(0))
-    area_b = ((b_[..., 2] - b_[..., 0]).clamp_min(0) * (b_[..., 3] - b_[..., 1]).clamp_min(0))
-    union = area_a + area_b - inter
-    return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+from ..ops.boxes import pairwise_box_iou as box_iou  # noqa: F401 (public name of this module; its home is h4d_fast.ops.boxes)
 
 
 def best_assignment(score: Tensor, min_score: float, backend: str = "auto") -> Tensor:
@@ -199,8 +187,6 @@ def bootstrap_people(kpts: Tensor, xy: Tensor, valid: Tensor, cams, num_people: 
     Returns:
         ``[V, num_people]`` slot per person (-1 where not found).
     """
-    from ..ops._triangulate_torch import triangulate_dlt_torch
-
     V, D, J, _ = kpts.shape
     out = torch.full((V, num_people), -1, dtype=torch.long, device=kpts.device)
     if V < 2 or D == 0:
@@ -217,7 +203,7 @@ def bootstrap_people(kpts: Tensor, xy: Tensor, valid: Tensor, cams, num_people: 
         a, i, b, j = (int(x) for x in torch.unravel_index(torch.tensor(best), S.shape))
         pair_xy = torch.stack([xy[a, i], xy[b, j]], 1)  # [J, 2, 2]
         w = torch.stack([conf[a, i], conf[b, j]], 1) * (torch.stack([conf[a, i], conf[b, j]], 1) > 0.3)
-        X = triangulate_dlt_torch(torch.nan_to_num(pair_xy), Pm[[a, b]], w)  # [J, 3]
+        X = triangulate_dlt(torch.nan_to_num(pair_xy), Pm[[a, b]], w, backend="torch")  # [J, 3]
         okX = torch.isfinite(X).all(-1)
         uv, z = cams.project(torch.nan_to_num(X).to(cams.dtype))  # [J, V, 2], [J, V]
         pred = torch.cat([uv.permute(1, 0, 2), (okX[None, :] & (z.T > 0)).to(uv.dtype)[..., None]], -1)  # [V, J, 3]

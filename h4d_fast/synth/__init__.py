@@ -59,8 +59,9 @@ __all__ = [
 
 
 @dataclass
-class SynthConfig:
-    """Every knob of the synthetic capture, with its default."""
+class SynthConfig(DetectorParams):
+    """Every knob of the synthetic capture, with its default (the detector's knobs are those of
+    :class:`~h4d_fast.synth.detector.DetectorParams`, inherited)."""
 
     seed: int = 0
     num_frames: int = 600
@@ -99,29 +100,7 @@ class SynthConfig:
     azimuth_jitter: float = 0.3
     target_jitter: float = 0.15
     scale_range: tuple[float, float] = (0.2, 5.0)  # of the COLMAP -> metric similarity
-    # detector
-    noise_px: float = 2.0
-    occluded_noise_mult: float = 4.0
-    visible_conf: tuple[float, float] = (0.75, 0.98)
-    occluded_conf: tuple[float, float] = (0.05, 0.45)
-    occluded_wrong_frac: float = 0.15
-    occluded_wrong_conf: tuple[float, float] = (0.5, 0.8)
-    outlier_frac: float = 0.10
-    outlier_conf: tuple[float, float] = (0.55, 0.95)
-    swap_prob: float = 0.15
-    swap_distance: float = 0.9
-    duplicate_prob: float = 0.05
-    duplicate_noise_px: float = 1.5
-    miss_prob: float = 0.03
-    miss_prob_hard: float = 0.5
-    hard_occluded_frac: float = 0.7
-    hard_min_in_image: int = 6
-    false_positive_prob: float = 0.02
-    false_positive_conf: tuple[float, float] = (0.3, 0.8)
-    box_pad: float = 0.1
-    box_conf_thr: float = 0.2
-    occlusion_stop: float = 0.04
-    chunk_frames: int = 32
+    # detector: the fields of DetectorParams (inherited)
     contact_distance: float = 0.02  # capsule surfaces closer than this count as contact
     # execution: torch intra-op threads while generating (restored afterwards); None leaves torch alone.
     # One thread is fastest here (small ops) and immune to OpenMP spin-wait slow-downs on a busy CPU.

@@ -27,8 +27,10 @@ import torch
 from torch import Tensor
 
 from ..camera import CameraSet
-from ..constants import COCO_FLIP, COCO_SIGMAS, NUM_COCO
+from ..constants import COCO_FLIP, NUM_COCO
 from ..data import Detections
+from ..ops import oks as ops_oks
+from ..ops.boxes import box_iou as _iou
 from .geometry import segment_params
 from .skeleton import ATTACHED_MASK
 
@@ -88,22 +90,16 @@ def _box_from(uv: Tensor, mask: Tensor, pad: float, W: Tensor, H: Tensor) -> tup
     return torch.where(has[..., None], box, torch.zeros_like(box)), has
 
 
-def _iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of boxes ``[..., 4]`` (broadcast)."""
-    iw = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0])).clamp_min(0)
-    ih = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1])).clamp_min(0)
-    inter = iw * ih
-    area = lambda x: (x[..., 2] - x[..., 0]).clamp_min(0) * (x[..., 3] - x[..., 1]).clamp_min(0)  # noqa: E731
-    return inter / (area(a) + area(b) - inter).clamp_min(1e-9)
-
-
 def oks(k1: Tensor, k2: Tensor, area: Tensor, conf_thr: float = 0.0) -> Tensor:
-    """COCO OKS between keypoint sets ``[..., 17, 3]`` (broadcast) with object ``area [...]`` (px^2), over points of ``k2`` with conf > thr."""
-    sig = torch.tensor(COCO_SIGMAS, dtype=k1.dtype, device=k1.device)
-    d2 = ((k1[..., :2] - k2[..., :2]) ** 2).sum(-1)
-    e = d2 / (2 * (2 * sig) ** 2 * area[..., None].clamp_min(1.0))
-    vis = k2[..., 2] > conf_thr
-    return (torch.exp(-e) * vis).sum(-1) / vis.sum(-1).clamp_min(1)
+    """COCO OKS between keypoint sets ``[..., 17, 3]`` (broadcast) with object ``area [...]`` (px^2), over points of ``k2`` with conf > thr.
+
+    Elementwise form of :func:`h4d_fast.ops.oks` (the one definition): ``k1`` takes ``k2``'s
+    confidences, so only ``k2``'s count; areas below 1 px^2 count as 1.
+    """
+    k1, k2 = torch.broadcast_tensors(k1, k2)
+    a = torch.cat([k1[..., :2], k2[..., 2:3]], -1)
+    out = ops_oks(a[..., None, :, :], k2[..., None, :, :], area.to(k1.dtype).clamp_min(1.0)[..., None, None], kpt_thr=conf_thr, backend="torch")
+    return out[..., 0, 0]
 
 
 def project_and_occlude(

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...ops.boxes import box_iou  # noqa: F401 (re-exported; its home)
 from .blazepose_cache import DETECTOR, load_default_graph
 from .graph import TorchGraph
 
@@ -47,16 +48,6 @@ def ssd_anchors(input_size: int = INPUT, strides: tuple[int, ...] = (8, 16, 32, 
         centres.append(cell.reshape(-1, 2))
         i = j
     return torch.cat(centres).to(torch.float32)
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """IoU of ``[..., 4]`` boxes ``x1, y1, x2, y2`` (broadcast)."""
-    lt = torch.maximum(a[..., :2], b[..., :2])
-    rb = torch.minimum(a[..., 2:4], b[..., 2:4])
-    inter = (rb - lt).clamp_min(0).prod(-1)
-    area_a = (a[..., 2:4] - a[..., :2]).clamp_min(0).prod(-1)
-    area_b = (b[..., 2:4] - b[..., :2]).clamp_min(0).prod(-1)
-    return inter / (area_a + area_b - inter).clamp_min(1e-12)
 
 
 def weighted_nms(boxes: Tensor, extra: Tensor, scores: Tensor, min_score: float, iou_threshold: float,
