@@ -16,6 +16,9 @@ Kinds of per-frame files (the dicts are those of ``smpl_layout``'s docstring):
 * ``poses3d`` -- ``OUT/poses3d/%05d.npy``: person -> (17, 4) (from the npz array ``poses3d``)
 * ``poses2d`` -- ``OUT/poses2d/<cam>/%05d.npy``: person -> (45, 2)
 * ``bbox``    -- ``OUT/bbox/<cam>/%05d.npy``: person -> int64 [x1, y1, x2, y2] (people behind the camera left out)
+* ``contact`` -- ``OUT/contact/%05d.npy``: ``"a-b"`` -> {people [a, b], contact bool [2, N], regions
+  [[a's parts], [b's parts]]} per pair of people (:func:`h4d_fast.io.contact.contact_frame_from_arrays`;
+  from the npz arrays ``contact_index`` ...)
 
 A person absent from a frame (``valid [F, P]`` of ``sequence.npz``, ``present [F, P]`` of
 ``poses3d.npz``) has no entry in that frame's files.
@@ -43,7 +46,8 @@ from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
 
 __all__ = ["FrameJob", "PendingFiles", "bbox_frame_dict", "npz_members", "write_frame_files"]
 
-KINDS = ("smpl", "poses3d", "poses2d", "bbox")
+KINDS = ("smpl", "poses3d", "poses2d", "bbox", "contact")
+_PER_SEQUENCE = ("smpl", "poses3d", "contact")  # one folder; the others have one per camera
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,10 @@ def _frame_object(kind: str, arrays: dict[str, np.ndarray], job: FrameJob, v: in
 
     if kind == "smpl":
         return os.path.join(job.out, "smpl", name), only_present(smpl_frame_dict(arrays, f, names))
+    if kind == "contact":
+        from .contact import contact_frame_from_arrays
+
+        return os.path.join(job.out, "contact", name), contact_frame_from_arrays(arrays, f, names, None if pres is None else pres[f])
     if kind == "poses3d":
         p3 = arrays["poses3d"]
         return os.path.join(job.out, "poses3d", name), only_present({n: np.ascontiguousarray(p3[f, p]) for p, n in enumerate(names)})
@@ -139,7 +147,7 @@ def _frame_object(kind: str, arrays: dict[str, np.ndarray], job: FrameJob, v: in
 
 
 def _folder(job: FrameJob, kind: str, v: int) -> str:
-    return os.path.join(job.out, kind) if kind in ("smpl", "poses3d") else os.path.join(job.out, kind, job.cameras[v])
+    return os.path.join(job.out, kind) if kind in _PER_SEQUENCE else os.path.join(job.out, kind, job.cameras[v])
 
 
 def _clean_folder(folder: str, keep: set[int]) -> None:
@@ -237,7 +245,8 @@ def write_frame_files(
         npz: the consolidated file (already complete on disk).
         out: the layout folder; its ``smpl/``, ``poses3d/``, ``poses2d/<cam>/`` and ``bbox/<cam>/``
             are created here.
-        kinds: a subset of ``smpl``, ``poses3d``, ``poses2d``, ``bbox`` (the camera kinds need ``cameras``).
+        kinds: a subset of :data:`KINDS` (the camera kinds ``poses2d``, ``bbox`` need ``cameras``;
+            ``contact`` needs the npz's contact arrays).
         workers: ``1`` writes everything here before returning; by default jobs of at least
             ``MIN_ITEMS_FOR_PROCESSES`` files go to the write pool (in the background).
     Returns:
@@ -247,7 +256,7 @@ def write_frame_files(
     job = FrameJob(str(npz), str(out), tuple(int(f) for f in frame_ids), tuple(str(n) for n in names), tuple(str(c) for c in cameras))
     F = len(job.frame_ids)
     per_cam = [k for k in kinds if k in ("poses2d", "bbox")]
-    units: list[tuple[str, int]] = [(k, 0) for k in kinds if k in ("smpl", "poses3d")]
+    units: list[tuple[str, int]] = [(k, 0) for k in kinds if k in _PER_SEQUENCE]
     units += [(k, v) for v in range(len(job.cameras)) for k in per_cam]
     for k, v in units:
         os.makedirs(_folder(job, k, v), exist_ok=True)

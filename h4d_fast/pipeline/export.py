@@ -9,6 +9,10 @@ first (everything batched, one file); the ~25,000 per-frame files are then deriv
 worker processes of :mod:`h4d_fast.io.frame_files`, in the background when the caller asks
 (``wait=False``: ``run-many`` starts the next capture while they are written).
 
+With ``contact_mm`` (``h4d run`` passes ``contact.contact_mm``) and two or more people, the
+vertex contact of every pair goes into ``sequence.npz`` (sparse), ``contact.npz`` and
+``contact/%05d.npy`` (:mod:`h4d_fast.io.contact`).
+
 Do not export into the *input* sequence's ``processed_data``: there ``poses2d/camXX/`` holds
 the 2D detections the pipeline reads.
 """
@@ -68,6 +72,7 @@ def export_harmony4d(
     workers: int | None = None,
     present: np.ndarray | None = None,
     wait: bool = True,
+    contact_mm: float | None = None,
 ) -> dict[str, Any]:
     """Write the fit in the Harmony4D layout under ``out`` (e.g. ``OUT/processed_data``).
 
@@ -88,6 +93,12 @@ def export_harmony4d(
             :class:`~h4d_fast.io.frame_files.PendingFiles` to ``wait()`` on).
         present: ``[F, P]`` bool, who is in which frame: an absent person has no entry in that
             frame's files (``sequence.npz`` keeps every array whole, with ``valid = present``).
+        contact_mm: with two or more people, the vertex contact of every pair at this threshold
+            (``cfg.contact.contact_mm``; :func:`h4d_fast.eval.contact.export_contact`, on the fit's
+            device): the sparse labels and body-part regions in ``sequence.npz``
+            (:func:`h4d_fast.io.contact.sequence_contact_arrays`), ``contact.npz`` beside it and
+            ``contact/%05d.npy`` per frame; a pair with an absent person has no contact there.
+            None: no contact labels.
     Returns:
         stats: file counts and seconds (``compute_seconds``: meshes and projections; ``npz_seconds``:
         ``sequence.npz``; ``write_seconds``: the per-frame files, when waited for).
@@ -114,6 +125,9 @@ def export_harmony4d(
     names = list(person_names)
     pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
     go = result.global_orient.float().cpu().numpy()
+    contact: dict[str, Any] = {}
+    if contact_mm is not None and P >= 2:
+        contact = _contact(out, verts, body, pres, float(contact_mm), fids)
     t1 = time.perf_counter()
     write_sequence_npz(
         out,
@@ -130,16 +144,30 @@ def export_harmony4d(
         poses2d=uv,
         bbox=bbox,
         valid=pres,
+        **contact,
     )
     t2 = time.perf_counter()
-    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox"] if cam_names else [])
+    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox"] if cam_names else []) + (["contact"] if contact else [])
     pending = write_frame_files(out / NPZ_NAME, out, kinds, fids, names, cam_names, workers=workers)
-    stats: dict[str, Any] = {"files": pending.files + 1, "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1}
+    stats: dict[str, Any] = {"files": pending.files + 1 + bool(contact), "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1}
     if wait:
         stats["write_seconds"] = pending.wait()
     else:
         stats["pending"] = pending
     return stats
+
+
+def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]) -> dict[str, np.ndarray]:
+    """The contact arrays of ``sequence.npz``; writes ``out/contact.npz`` (:mod:`h4d_fast.io.contact`)."""
+    from ..body.parts import body_parts
+    from ..eval.contact import export_contact
+    from ..io.contact import CONTACT_FILE, sequence_contact_arrays, write_contact
+
+    parts = body_parts(body)
+    exp = export_contact(verts, body.faces.to(verts.device), parts, contact_mm, present=present)
+    write_contact(out / CONTACT_FILE, torch.from_numpy(exp["contact"]), [tuple(p) for p in exp["contact_pairs"].tolist()], frame_ids,
+                  contact_mm, parts.names, parts.vertex_part)
+    return sequence_contact_arrays(exp)
 
 
 __all__ = ["boxes_from_vertices", "export_harmony4d", "project_people"]
