@@ -377,16 +377,18 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
     return out
 
 
-def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu") -> dict[str, Any]:
+def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu",
+                         present: Any = None) -> dict[str, Any]:
     """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
     ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
-    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels."""
+    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels
+    (``present [F, P]``: as :func:`export_contact`)."""
     from ..body.parts import body_parts
     from ..io.smpl_layout import recompute_meshes
 
     p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
     v, _ = recompute_meshes(body, p, device=device)
-    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm)
+    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm, present=present)
 
 
 def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
