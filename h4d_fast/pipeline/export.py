@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..body.camera_frame import SCALE_CONVENTION, body_model_identity, smpl_to_cameras, world_to_camera_matrices
 from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
 from ..io.frame_files import write_frame_files
@@ -112,6 +113,7 @@ def export_harmony4d(
     coco = joints.index_select(2, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=joints.device))
     poses3d = torch.cat([coco, torch.ones_like(coco[..., :1])], -1)
     uv = bbox = None
+    cam_smpl: dict[str, Any] = {}
     cam_names: list[str] = []
     if cameras is not None and len(cameras):
         cams = cameras.to(device=verts.device)
@@ -121,6 +123,7 @@ def export_harmony4d(
         # boxes in float32 (every vertex in every camera: the bulk of the export's compute;
         # float32 is within 1e-3 px of float64 at 4K)
         bbox = boxes_from_vertices(cams, verts.float()).float().cpu().numpy()  # [V, F, P, 4]
+        cam_smpl = _camera_frame(cams, result, joints)
     fids = [int(f) for f in frame_ids]
     names = list(person_names)
     pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
@@ -145,9 +148,11 @@ def export_harmony4d(
         bbox=bbox,
         valid=pres,
         **contact,
+        **cam_smpl,
+        **{f"body_model_{k}": np.asarray(v) for k, v in body_model_identity(body).items()},
     )
     t2 = time.perf_counter()
-    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox"] if cam_names else []) + (["contact"] if contact else [])
+    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox", "smpl_cam"] if cam_names else []) + (["contact"] if contact else [])
     pending = write_frame_files(out / NPZ_NAME, out, kinds, fids, names, cam_names, workers=workers)
     stats: dict[str, Any] = {"files": pending.files + 1 + bool(contact), "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1}
     if wait:
@@ -155,6 +160,17 @@ def export_harmony4d(
     else:
         stats["pending"] = pending
     return stats
+
+
+def _camera_frame(cams: CameraSet, result: FitResult, joints: Tensor) -> dict[str, np.ndarray]:
+    """``cam_global_orient`` / ``cam_transl`` ``[V, F, P, 3]`` (:func:`h4d_fast.body.camera_frame.smpl_to_cameras`),
+    ``world_to_camera [V, 4, 4]`` and ``scale_convention`` for ``sequence.npz``."""
+    pelvis = joints[:, :, 0].double() - result.transl.to(joints.device).double()  # the rest pelvis joint: rotation is about it
+    go_c, tr_c = smpl_to_cameras(result.global_orient.to(joints.device).double(), result.transl.to(joints.device).double(), pelvis,
+                                 cams.R.double(), cams.t.double())
+    return {"cam_global_orient": go_c.float().cpu().numpy(), "cam_transl": tr_c.float().cpu().numpy(),
+            "world_to_camera": world_to_camera_matrices(cams.R.double(), cams.t.double()).cpu().numpy(),
+            "scale_convention": np.asarray([SCALE_CONVENTION])}
 
 
 def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]) -> dict[str, np.ndarray]:
