@@ -128,3 +128,7 @@ def test_h4d_run_exports_contact_and_camera_frames(body, synth_seq, tmp_path, ca
     assert main(["eval", str(out), "--gt", str(synth_seq), "--json", "--device", "cpu"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["ground_truth_contact"] == "file" and 0.0 <= rep["contact_f1"] <= 1.0
+    # contact.export=false: no labels, and none of the first run's left behind (the fit is cached)
+    assert main(["run", str(synth_seq), "--out", str(out), "--quiet", *[a for s in short + ["contact.export=false"] for a in ("--set", s)]]) == 0
+    assert not (pd / "contact.npz").exists() and not list((pd / "contact").glob("*.npy"))
+    assert (pd / "smpl_cam" / "cam01" / "00001.npy").exists()

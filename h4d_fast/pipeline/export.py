@@ -133,6 +133,8 @@ def export_harmony4d(
     tc = time.perf_counter()
     if contact_mm is not None and P >= 2:
         contact = _contact(out, verts, body, pres, float(contact_mm), fids)
+    else:  # no labels this time: none of an earlier export's may stay
+        _remove_contact(out)
     tc = time.perf_counter() - tc
     t1 = time.perf_counter()
     write_sequence_npz(
@@ -175,6 +177,15 @@ def _camera_frame(cams: CameraSet, result: FitResult, joints: Tensor) -> dict[st
     return {"cam_global_orient": go_c.float().cpu().numpy(), "cam_transl": tr_c.float().cpu().numpy(),
             "world_to_camera": world_to_camera_matrices(cams.R.double(), cams.t.double()).cpu().numpy(),
             "scale_convention": np.asarray([SCALE_CONVENTION])}
+
+
+def _remove_contact(out: Path) -> None:
+    from ..io.contact import CONTACT_FILE
+    from ..io.smpl_layout import remove_stale_frames
+
+    (out / CONTACT_FILE).unlink(missing_ok=True)
+    if (out / "contact").is_dir():
+        remove_stale_frames(out / "contact", set())
 
 
 def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]) -> dict[str, np.ndarray]:
