@@ -83,6 +83,7 @@ def _config_epilog() -> str:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .io.harmony4d import write_sequence
     from .synth import make_capture
+    from .synth.contact import write_ground_truth_contact
 
     t0 = time.perf_counter()
     kw: dict[str, Any] = dict(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed)
@@ -105,6 +106,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         _clear_synth(out)
     capture, gt, meta = make_capture(**kw)
     write_sequence(Path(args.out), capture, gt=gt, scale_transform=meta.get("scale_transform"), meta=_jsonable_meta(meta, kw))
+    write_ground_truth_contact(Path(args.out), capture, gt, meta)
     _log(f"wrote synthetic capture: {capture.num_frames} frames, {capture.num_views} cameras, "
          f"{capture.num_people} people -> {args.out} ({time.perf_counter() - t0:.1f} s)")
     return 0
@@ -306,6 +308,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .io.harmony4d import write_sequence
     from .pipeline.driver import run_sequence
     from .synth import make_capture
+    from .synth.contact import write_ground_truth_contact
 
     if not args.no_compare_collision:  # report what the collision stage removes (a later --set wins)
         args.overrides = ["fit.compare_collision=true", *args.overrides]
@@ -318,6 +321,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         capture, gt, meta = make_capture(num_frames=args.frames, num_cameras=args.cameras, seed=args.seed)
         write_sequence(seq, capture, gt=gt, scale_transform=meta.get("scale_transform"),
                        meta=_jsonable_meta(meta, {"frames": args.frames, "cameras": args.cameras, "seed": args.seed}))
+        write_ground_truth_contact(seq, capture, gt, meta, cfg.contact.contact_mm)
         _log(f"  {'synth':<10} {time.perf_counter() - t0:7.2f} s  -> {seq}")
         run_sequence(seq, out, cfg, force=True, log=_log)
         report = evaluate_output(out, seq)

@@ -47,7 +47,7 @@ def test_export_round_trip(body, tmp_path):
     fids = [5, 6, 7]
     write_npy(tmp_path / "smpl" / "00009.npy", {"aria01": {}})  # a stale frame of an earlier write
     st = export_harmony4d(tmp_path, res, body, fids, NAMES, cameras=cams)
-    assert st["files"] == 3 * 2 + 3 * 3 * 2 + 1
+    assert st["files"] == 3 * 2 + 3 * 3 * 3 + 1  # smpl, poses3d; poses2d, bbox, smpl_cam per camera; sequence.npz
     for d in ("smpl", "poses3d", "poses2d/cam01", "bbox/cam03"):
         assert sorted(p.name for p in (tmp_path / d).iterdir()) == ["00005.npy", "00006.npy", "00007.npy"]
     verts, joints = FastBody(body).vertices(

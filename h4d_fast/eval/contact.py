@@ -344,7 +344,8 @@ def vertex_contact(verts: Tensor, faces: Tensor, contact_mm: float = DEFAULT_CON
     return out, pairs
 
 
-def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: float = DEFAULT_CONTACT_MM) -> dict[str, Any]:
+def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: float = DEFAULT_CONTACT_MM,
+                   present: Any = None) -> dict[str, Any]:
     """What the export writes about contact, from the meshes of a sequence.
 
     Args:
@@ -352,6 +353,8 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
         faces: ``[T, 3]``; parts: a :class:`~h4d_fast.body.parts.BodyParts` (``body_parts(body)``)
             for the region names, or None.
         contact_mm: ``cfg.contact.contact_mm``.
+        present: ``[F, P]`` bool, who is in which frame: a pair with an absent person has no
+            contact in that frame (default: everyone everywhere).
     Returns:
         numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
         int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``;
@@ -360,6 +363,10 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
     """
     v = torch.as_tensor(verts)
     labels, pairs = vertex_contact(v, torch.as_tensor(faces).to(v.device), contact_mm)
+    if present is not None and pairs:
+        pres = torch.as_tensor(np.asarray(present, dtype=bool)).reshape(v.shape[0], v.shape[1]).to(labels.device)
+        both = torch.stack([pres[:, a] & pres[:, b] for a, b in pairs], 1)  # [F, Q]
+        labels &= both[:, :, None, None]
     out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
                            "contact_mm": np.asarray(float(contact_mm))}
     if parts is not None:
@@ -369,16 +376,18 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
     return out
 
 
-def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu") -> dict[str, Any]:
+def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu",
+                         present: Any = None) -> dict[str, Any]:
     """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
     ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
-    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels."""
+    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels
+    (``present [F, P]``: as :func:`export_contact`)."""
     from ..body.parts import body_parts
     from ..io.smpl_layout import recompute_meshes
 
     p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
     v, _ = recompute_meshes(body, p, device=device)
-    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm)
+    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm, present=present)
 
 
 def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:

@@ -137,4 +137,64 @@ def contact_frame_dict(contact: Tensor, f: int, pairs: Sequence[tuple[int, int]]
     return out
 
 
-__all__ = ["CONTACT_FILE", "ContactLabels", "contact_arrays", "contact_frame_dict", "read_contact", "write_contact"]
+SEQUENCE_KEYS: tuple[str, ...] = ("contact_index", "contact_shape", "contact_pairs", "contact_mm", "contact_regions", "part_names", "vertex_part")
+"""The contact arrays of an export's ``sequence.npz`` (:func:`sequence_contact_arrays`)."""
+
+
+def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The arrays an export adds to ``sequence.npz`` from :func:`h4d_fast.eval.contact.export_contact`'s
+    dict: ``contact_index`` int32 ``[K, 4]`` (frame index, pair, side, vertex of every touching
+    vertex, in that order), ``contact_shape`` ``[4]`` (``F, Q, 2, N``), ``contact_pairs`` ``[Q, 2]``,
+    ``contact_mm``, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,
+    ``part_names [R]``, ``vertex_part [N]``."""
+    c = np.asarray(exp["contact"], dtype=bool)
+    out = {
+        "contact_index": np.argwhere(c).astype(np.int32).reshape(-1, 4),
+        "contact_shape": np.asarray(c.shape, dtype=np.int64),
+        "contact_pairs": np.asarray(exp["contact_pairs"], dtype=np.int64).reshape(-1, 2),
+        "contact_mm": np.asarray(float(exp["contact_mm"])),
+    }
+    for k in ("contact_regions", "part_names", "vertex_part"):
+        if k in exp:
+            out[k] = np.asarray(exp[k])
+    return out
+
+
+def dense_contact(arrays: dict[str, np.ndarray], frames: Any = None) -> np.ndarray:
+    """``[F, Q, 2, N]`` bool (or the rows ``frames``, an index array) from
+    :func:`sequence_contact_arrays`' sparse index."""
+    shape = tuple(int(x) for x in np.asarray(arrays["contact_shape"]).reshape(-1))
+    idx = np.asarray(arrays["contact_index"]).reshape(-1, 4).astype(np.int64)
+    if frames is None:
+        out = np.zeros(shape, dtype=bool)
+        out[tuple(idx.T)] = True
+        return out
+    frames = np.asarray(frames, dtype=np.int64).reshape(-1)
+    out = np.zeros((frames.size, *shape[1:]), dtype=bool)
+    for i, f in enumerate(frames.tolist()):  # the index is sorted by frame (argwhere's row-major order)
+        lo, hi = np.searchsorted(idx[:, 0], [f, f + 1])
+        r = idx[lo:hi]
+        out[i, r[:, 1], r[:, 2], r[:, 3]] = True
+    return out
+
+
+def contact_frame_from_arrays(arrays: dict[str, np.ndarray], f: int, person_names: Sequence[str],
+                              present: np.ndarray | None = None) -> dict[str, Any]:
+    """The ``contact/%05d.npy`` dict of frame index ``f`` (:func:`contact_frame_dict`'s layout) from
+    a ``sequence.npz``'s contact arrays; a pair with a person absent from the frame (``present [P]``)
+    has no entry."""
+    dense = dense_contact(arrays, [f])  # [1, Q, 2, N]
+    pairs = [(int(a), int(b)) for a, b in np.asarray(arrays["contact_pairs"]).reshape(-1, 2)]
+    regions = arrays.get("contact_regions")
+    names = arrays.get("part_names")
+    d = contact_frame_dict(torch.from_numpy(dense), 0, pairs, person_names,
+                           None if regions is None else torch.from_numpy(np.array(regions[f : f + 1])),
+                           None if names is None else [str(n) for n in np.asarray(names).reshape(-1)])
+    if present is not None:
+        keep = {f"{person_names[a]}-{person_names[b]}" for a, b in pairs if present[a] and present[b]}
+        d = {k: v for k, v in d.items() if k in keep}
+    return d
+
+
+__all__ = ["CONTACT_FILE", "SEQUENCE_KEYS", "ContactLabels", "contact_arrays", "contact_frame_dict", "contact_frame_from_arrays",
+           "dense_contact", "read_contact", "sequence_contact_arrays", "write_contact"]

@@ -16,6 +16,13 @@ Kinds of per-frame files (the dicts are those of ``smpl_layout``'s docstring):
 * ``poses3d`` -- ``OUT/poses3d/%05d.npy``: person -> (17, 4) (from the npz array ``poses3d``)
 * ``poses2d`` -- ``OUT/poses2d/<cam>/%05d.npy``: person -> (45, 2)
 * ``bbox``    -- ``OUT/bbox/<cam>/%05d.npy``: person -> int64 [x1, y1, x2, y2] (people behind the camera left out)
+* ``smpl_cam`` -- ``OUT/smpl_cam/<cam>/%05d.npy``: person -> {global_orient, transl (that camera's
+  frame, metres), body_pose, betas, world_to_camera (4, 4), body_model_sha256, body_model_gender,
+  body_model_num_betas} (from the npz arrays ``cam_global_orient``, ``cam_transl``, ``world_to_camera``,
+  ``body_model_*``; :mod:`h4d_fast.body.camera_frame`)
+* ``contact`` -- ``OUT/contact/%05d.npy``: ``"a-b"`` -> {people [a, b], contact bool [2, N], regions
+  [[a's parts], [b's parts]]} per pair of people (:func:`h4d_fast.io.contact.contact_frame_from_arrays`;
+  from the npz arrays ``contact_index`` ...)
 
 A person absent from a frame (``valid [F, P]`` of ``sequence.npz``, ``present [F, P]`` of
 ``poses3d.npz``) has no entry in that frame's files.
@@ -44,7 +51,9 @@ from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
 
 __all__ = ["FrameJob", "PendingFiles", "bbox_frame_dict", "npz_members", "write_frame_files"]
 
-KINDS = ("smpl", "poses3d", "poses2d", "bbox")
+KINDS = ("smpl", "poses3d", "poses2d", "bbox", "smpl_cam", "contact")
+_PER_CAMERA = ("poses2d", "bbox", "smpl_cam")
+_PER_SEQUENCE = ("smpl", "poses3d", "contact")  # one folder; the others have one per camera
 
 
 @dataclass(frozen=True)
@@ -129,18 +138,44 @@ def _frame_object(kind: str, arrays: dict[str, np.ndarray], job: FrameJob, v: in
 
     if kind == "smpl":
         return os.path.join(job.out, "smpl", name), only_present(smpl_frame_dict(arrays, f, names))
+    if kind == "contact":
+        from .contact import contact_frame_from_arrays
+
+        return os.path.join(job.out, "contact", name), contact_frame_from_arrays(arrays, f, names, None if pres is None else pres[f])
     if kind == "poses3d":
         p3 = arrays["poses3d"]
         return os.path.join(job.out, "poses3d", name), only_present({n: np.ascontiguousarray(p3[f, p]) for p, n in enumerate(names)})
     cam = job.cameras[v]
+    if kind == "smpl_cam":
+        return os.path.join(job.out, "smpl_cam", cam, name), only_present(_smpl_cam_dict(arrays, v, f, names))
     if kind == "poses2d":
         uv = arrays["poses2d"]
         return os.path.join(job.out, "poses2d", cam, name), only_present({n: np.ascontiguousarray(uv[v, f, p]) for p, n in enumerate(names)})
     return os.path.join(job.out, "bbox", cam, name), only_present(bbox_frame_dict(arrays["bbox"][v, f], names))
 
 
+def _smpl_cam_dict(arrays: dict[str, np.ndarray], v: int, f: int, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per person the SMPL parameters in camera ``v``'s frame, its world-to-camera 4x4 and the body model's identity."""
+    ident: dict[str, Any] = {}
+    for k in ("sha256", "gender", "num_betas"):
+        a = arrays.get(f"body_model_{k}")
+        if a is not None:
+            x = np.asarray(a).reshape(-1)[0]
+            ident[f"body_model_{k}"] = int(x) if k == "num_betas" else str(x)
+    w2c = np.ascontiguousarray(arrays["world_to_camera"][v], dtype=np.float32)
+    be = arrays["betas"]
+    out = {}
+    for p, n in enumerate(names):
+        out[n] = {"global_orient": np.ascontiguousarray(arrays["cam_global_orient"][v, f, p], dtype=np.float32),
+                  "transl": np.ascontiguousarray(arrays["cam_transl"][v, f, p], dtype=np.float32),
+                  "body_pose": np.ascontiguousarray(arrays["body_pose"][f, p], dtype=np.float32),
+                  "betas": np.ascontiguousarray(be[p] if be.ndim == 2 else be[f, p], dtype=np.float32),
+                  "world_to_camera": w2c, **ident}
+    return out
+
+
 def _folder(job: FrameJob, kind: str, v: int) -> str:
-    return os.path.join(job.out, kind) if kind in ("smpl", "poses3d") else os.path.join(job.out, kind, job.cameras[v])
+    return os.path.join(job.out, kind) if kind in _PER_SEQUENCE else os.path.join(job.out, kind, job.cameras[v])
 
 
 def _clean_folder(folder: str, keep: set[int]) -> None:
@@ -247,8 +282,9 @@ def write_frame_files(
     Args:
         npz: the consolidated file (already complete on disk).
         out: the layout folder; its ``smpl/``, ``poses3d/``, ``poses2d/<cam>/`` and ``bbox/<cam>/``
-            are created here.
-        kinds: a subset of ``smpl``, ``poses3d``, ``poses2d``, ``bbox`` (the camera kinds need ``cameras``).
+            are created here (and ``smpl_cam/<cam>/``, ``contact/``).
+        kinds: a subset of :data:`KINDS` (the camera kinds ``poses2d``, ``bbox`` need ``cameras``;
+            ``contact`` needs the npz's contact arrays).
         workers: ``1`` writes everything here before returning; by default jobs of at least
             ``MIN_ITEMS_FOR_PROCESSES`` files go to the write pool (in the background).
     Returns:
@@ -257,8 +293,8 @@ def write_frame_files(
     t0 = time.perf_counter()
     job = FrameJob(str(npz), str(out), tuple(int(f) for f in frame_ids), tuple(str(n) for n in names), tuple(str(c) for c in cameras))
     F = len(job.frame_ids)
-    per_cam = [k for k in kinds if k in ("poses2d", "bbox")]
-    units: list[tuple[str, int]] = [(k, 0) for k in kinds if k in ("smpl", "poses3d")]
+    per_cam = [k for k in kinds if k in _PER_CAMERA]
+    units: list[tuple[str, int]] = [(k, 0) for k in kinds if k in _PER_SEQUENCE]
     units += [(k, v) for v in range(len(job.cameras)) for k in per_cam]
     for k, v in units:
         os.makedirs(_folder(job, k, v), exist_ok=True)

@@ -10,6 +10,11 @@ Layout under one folder ``D`` (the sequence's ``processed_data``)::
     D/bbox/<cam>/%05d.npy     dict person -> [x1, y1, x2, y2] int64, min/max of the projected
                               vertices rounded outward, not clipped to the image (a person with
                               no vertex in front of the camera is left out of that file)
+    D/smpl_cam/<cam>/%05d.npy dict person -> {global_orient, transl (that camera's frame), body_pose,
+                              betas, world_to_camera (4, 4), body_model_sha256, body_model_gender,
+                              body_model_num_betas}   (h4d_fast.body.camera_frame)
+    D/contact/%05d.npy        dict "a-b" -> {people, contact bool (2, N), regions}   (h4d_fast.io.contact)
+    D/contact.npz             the sequence's contact labels, sparse (h4d_fast.io.contact)
     D/sequence.npz            everything batched, float32 (keys: :data:`NPZ_KEYS`)
 
 Harmony4D's released ``smpl/%05d.npy`` files have the same per-person dicts (plus
@@ -49,6 +54,13 @@ NPZ_KEYS: tuple[str, ...] = (
     "poses3d",  # [F, P, 17, 4]
     "poses2d",  # [V, F, P, 45, 2] (optional)
     "bbox",  # [V, F, P, 4] float (NaN where the person is behind the camera) (optional)
+    "valid",  # [F, P] bool: who is in which frame
+    "cam_global_orient",  # [V, F, P, 3] global_orient in each camera's frame (with cameras; h4d_fast.body.camera_frame)
+    "cam_transl",  # [V, F, P, 3] transl in each camera's frame, metres (with cameras)
+    "world_to_camera",  # [V, 4, 4] metric world -> camera (with cameras)
+    "scale_convention",  # [1] str: no scale in world_to_camera (scale.npy already applied to the world)
+    "body_model_sha256",  # [1] str: the body model file's hash (also _gender, _num_betas, _num_vertices, _file)
+    "contact_index",  # [K, 4] int32 (frame, pair, side, vertex) touching (with contact; h4d_fast.io.contact.sequence_contact_arrays)
 )
 
 

@@ -24,7 +24,8 @@ PACKAGE = "h4d_fast"
 # part of every stage's fingerprint: the data model, configuration, input readers, dispatch, the driver
 COMMON: tuple[str, ...] = (
     "__init__.py", "config.py", "constants.py", "data.py", "camera.py", "errors.py", "progress.py",
-    "io/*.py", "ops/__init__.py", "ops/_backend.py", "ops/_cuda_source.py", "csrc/common.cuh",
+    "io/*.py", "ops/__init__.py", "ops/_backend.py", "ops/_cuda_source.py", "csrc/common.cuh", "rotations.py", "align.py",
+    *("ops/boxes.py", "ops/_boxes_*.py"),
     "pipeline/__init__.py", "pipeline/driver.py", "pipeline/_threads.py", "pipeline/code_keys.py",
 )
 
@@ -36,15 +37,17 @@ _BOXES = ("ops/boxes.py", "ops/_boxes_*.py")
 # upstream stages' files.
 STAGES: dict[str, tuple[str, ...]] = {
     "detect": ("pipeline/detect.py", "detect/*.py", "detect/models/*.py", *_OKS, "ops/triangulate.py",
-               "ops/_triangulate_*.py", "csrc/triangulate.cu", "body/default_model.py", "body/_anny_convert.py"),
+               "ops/_triangulate_*.py", "csrc/triangulate.cu", "body/default_model.py", "body/_anny_convert.py",
+               "body/_anny_assets.py"),
     "filter": ("pipeline/filter.py", *_OKS),
     "track": ("pipeline/triangulate.py", "pipeline/identity.py", "pipeline/tracks.py", "pipeline/_track_numba.py",
               "pipeline/refine.py", *_OKS, "ops/triangulate.py", "ops/_triangulate_*.py", "csrc/triangulate.cu",
               "ops/assign.py", "ops/_assign_*.py", "csrc/assign.cu"),
     "refine": ("pipeline/refine.py",),
     "fit": ("pipeline/fit.py", "pipeline/fit_*.py", "pipeline/lbfgs.py", "body/*.py", "ops/collision.py",
-            "ops/_collision_*.py", "csrc/collision.cu", "eval/__init__.py", "eval/mesh.py", "eval/_mesh_numba.py", "eval/metrics.py"),
-    "export": ("pipeline/export.py", *_BOXES, "body/*.py"),
+            "ops/_collision_*.py", "csrc/collision.cu", "eval/__init__.py", "eval/mesh.py", "eval/mesh_geometry.py", "eval/_mesh_numba.py",
+            "eval/metrics.py"),
+    "export": ("pipeline/export.py", *_BOXES, "body/*.py", "eval/contact.py"),
 }
 
 # cache names of the driver that belong to a stage of STAGES under another name

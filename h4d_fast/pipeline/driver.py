@@ -436,7 +436,8 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         raise KeyboardInterrupt("stopped after stage fit")
     t1 = time.perf_counter()
     st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
-                          cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy(), wait=False)
+                          cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy(), wait=False,
+                          contact_mm=cfg.contact.contact_mm if cfg.contact.export else None)
     _sync(device)
     result.extra.setdefault("pending", []).append(st.pop("pending"))
     result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))

@@ -9,6 +9,10 @@ first (everything batched, one file); the ~25,000 per-frame files are then deriv
 worker processes of :mod:`h4d_fast.io.frame_files`, in the background when the caller asks
 (``wait=False``: ``run-many`` starts the next capture while they are written).
 
+With ``contact_mm`` (``h4d run`` passes ``contact.contact_mm``) and two or more people, the
+vertex contact of every pair goes into ``sequence.npz`` (sparse), ``contact.npz`` and
+``contact/%05d.npy`` (:mod:`h4d_fast.io.contact`).
+
 Do not export into the *input* sequence's ``processed_data``: there ``poses2d/camXX/`` holds
 the 2D detections the pipeline reads.
 """
@@ -23,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..body.camera_frame import SCALE_CONVENTION, body_model_identity, smpl_to_cameras, world_to_camera_matrices
 from ..camera import CameraSet
 from ..constants import COCO_TO_SMPL45
 from ..io import faults
@@ -69,6 +74,7 @@ def export_harmony4d(
     workers: int | None = None,
     present: np.ndarray | None = None,
     wait: bool = True,
+    contact_mm: float | None = None,
 ) -> dict[str, Any]:
     """Write the fit in the Harmony4D layout under ``out`` (e.g. ``OUT/processed_data``).
 
@@ -89,8 +95,15 @@ def export_harmony4d(
             :class:`~h4d_fast.io.frame_files.PendingFiles` to ``wait()`` on).
         present: ``[F, P]`` bool, who is in which frame: an absent person has no entry in that
             frame's files (``sequence.npz`` keeps every array whole, with ``valid = present``).
+        contact_mm: with two or more people, the vertex contact of every pair at this threshold
+            (``cfg.contact.contact_mm``; :func:`h4d_fast.eval.contact.export_contact`, on the fit's
+            device): the sparse labels and body-part regions in ``sequence.npz``
+            (:func:`h4d_fast.io.contact.sequence_contact_arrays`), ``contact.npz`` beside it and
+            ``contact/%05d.npy`` per frame; a pair with an absent person has no contact there.
+            None: no contact labels.
     Returns:
-        stats: file counts and seconds (``compute_seconds``: meshes and projections; ``npz_seconds``:
+        stats: file counts and seconds (``compute_seconds``: meshes, projections and contact, of which
+        ``contact_seconds`` the contact labels; ``npz_seconds``:
         ``sequence.npz``; ``write_seconds``: the per-frame files, when waited for).
     """
     out = Path(out)
@@ -102,6 +115,7 @@ def export_harmony4d(
     coco = joints.index_select(2, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=joints.device))
     poses3d = torch.cat([coco, torch.ones_like(coco[..., :1])], -1)
     uv = bbox = None
+    cam_smpl: dict[str, Any] = {}
     cam_names: list[str] = []
     if cameras is not None and len(cameras):
         cams = cameras.to(device=verts.device)
@@ -111,10 +125,18 @@ def export_harmony4d(
         # boxes in float32 (every vertex in every camera: the bulk of the export's compute;
         # float32 is within 1e-3 px of float64 at 4K)
         bbox = boxes_from_vertices(cams, verts.float()).float().cpu().numpy()  # [V, F, P, 4]
+        cam_smpl = _camera_frame(cams, result, joints)
     fids = [int(f) for f in frame_ids]
     names = list(person_names)
     pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
     go = result.global_orient.float().cpu().numpy()
+    contact: dict[str, Any] = {}
+    tc = time.perf_counter()
+    if contact_mm is not None and P >= 2:
+        contact = _contact(out, verts, body, pres, float(contact_mm), fids)
+    else:  # no labels this time: none of an earlier export's may stay
+        _remove_contact(out)
+    tc = time.perf_counter() - tc
     t1 = time.perf_counter()
     write_sequence_npz(
         out,
@@ -131,17 +153,54 @@ def export_harmony4d(
         poses2d=uv,
         bbox=bbox,
         valid=pres,
+        **contact,
+        **cam_smpl,
+        **{f"body_model_{k}": np.asarray(v) for k, v in body_model_identity(body).items()},
     )
     t2 = time.perf_counter()
     faults.point("after:sequence.npz", out)
-    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox"] if cam_names else [])
+    kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox", "smpl_cam"] if cam_names else []) + (["contact"] if contact else [])
     pending = write_frame_files(out / NPZ_NAME, out, kinds, fids, names, cam_names, workers=workers)
-    stats: dict[str, Any] = {"files": pending.files + 1, "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1}
+    stats: dict[str, Any] = {"files": pending.files + 1 + bool(contact), "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1,
+                             "contact_seconds": tc}
     if wait:
         stats["write_seconds"] = pending.wait()
     else:
         stats["pending"] = pending
     return stats
+
+
+def _camera_frame(cams: CameraSet, result: FitResult, joints: Tensor) -> dict[str, np.ndarray]:
+    """``cam_global_orient`` / ``cam_transl`` ``[V, F, P, 3]`` (:func:`h4d_fast.body.camera_frame.smpl_to_cameras`),
+    ``world_to_camera [V, 4, 4]`` and ``scale_convention`` for ``sequence.npz``."""
+    pelvis = joints[:, :, 0].double() - result.transl.to(joints.device).double()  # the rest pelvis joint: rotation is about it
+    go_c, tr_c = smpl_to_cameras(result.global_orient.to(joints.device).double(), result.transl.to(joints.device).double(), pelvis,
+                                 cams.R.double(), cams.t.double())
+    return {"cam_global_orient": go_c.float().cpu().numpy(), "cam_transl": tr_c.float().cpu().numpy(),
+            "world_to_camera": world_to_camera_matrices(cams.R.double(), cams.t.double()).cpu().numpy(),
+            "scale_convention": np.asarray([SCALE_CONVENTION])}
+
+
+def _remove_contact(out: Path) -> None:
+    from ..io.contact import CONTACT_FILE
+    from ..io.smpl_layout import remove_stale_frames
+
+    (out / CONTACT_FILE).unlink(missing_ok=True)
+    if (out / "contact").is_dir():
+        remove_stale_frames(out / "contact", set())
+
+
+def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]) -> dict[str, np.ndarray]:
+    """The contact arrays of ``sequence.npz``; writes ``out/contact.npz`` (:mod:`h4d_fast.io.contact`)."""
+    from ..body.parts import body_parts
+    from ..eval.contact import export_contact
+    from ..io.contact import CONTACT_FILE, sequence_contact_arrays, write_contact
+
+    parts = body_parts(body)
+    exp = export_contact(verts, body.faces.to(verts.device), parts, contact_mm, present=present)
+    write_contact(out / CONTACT_FILE, torch.from_numpy(exp["contact"]), [tuple(p) for p in exp["contact_pairs"].tolist()], frame_ids,
+                  contact_mm, parts.names, parts.vertex_part)
+    return sequence_contact_arrays(exp)
 
 
 __all__ = ["boxes_from_vertices", "export_harmony4d", "project_people"]
