@@ -3,7 +3,8 @@
 Torch (batched over leading dimensions, input dtype and device kept): axis-angle <-> matrix
 (Rodrigues, smooth at zero angle), matrix -> quaternion -> axis-angle, elementary rotations,
 random rotations. NumPy (single ``[3, 3]`` float64): Rodrigues vectors and COLMAP's
-``(qw, qx, qy, qz)`` quaternions.
+``(qw, qx, qy, qz)`` quaternions. torch is imported inside the torch functions: the input readers
+(io/, run in torch-free worker processes) use the NumPy ones.
 
 :mod:`h4d_fast.body.fast`, :mod:`h4d_fast.synth.rotations`, :mod:`h4d_fast.io.calibration` and
 :mod:`h4d_fast.io.colmap` re-export these names.
@@ -12,11 +13,12 @@ random rotations. NumPy (single ``[3, 3]`` float64): Rodrigues vectors and COLMA
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
-from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 __all__ = [
     "axis_angle_rotation",
@@ -39,6 +41,8 @@ __all__ = [
 # ------------------------------------------------------------------------------------- torch
 def skew(v: Tensor) -> Tensor:
     """``v [..., 3]`` -> ``[..., 3, 3]`` cross-product matrix ``[v]_x``."""
+    import torch
+
     x, y, z = v.unbind(-1)
     o = torch.zeros_like(x)
     return torch.stack([o, -z, y, z, o, -x, -y, x, o], -1).reshape(*v.shape[:-1], 3, 3)
@@ -46,6 +50,8 @@ def skew(v: Tensor) -> Tensor:
 
 def axis_angle_to_matrix(aa: Tensor) -> Tensor:
     """Rodrigues: ``aa [..., 3]`` -> ``[..., 3, 3]``, smooth (finite gradients) at zero angle."""
+    import torch
+
     th2 = (aa * aa).sum(-1)[..., None, None]  # [..., 1, 1]
     small = th2 < 1e-8
     th2s = torch.where(small, torch.ones_like(th2), th2)
@@ -62,6 +68,8 @@ def matrix_to_axis_angle(R: Tensor) -> Tensor:
 
     Goes through the quaternion (largest-pivot extraction), stable for every angle.
     """
+    import torch
+
     m = R
     tr = m[..., 0, 0] + m[..., 1, 1] + m[..., 2, 2]
     piv = torch.stack([1 + tr, 1 + 2 * m[..., 0, 0] - tr, 1 + 2 * m[..., 1, 1] - tr, 1 + 2 * m[..., 2, 2] - tr], -1)
@@ -93,6 +101,8 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
 
     Uses the largest of the four diagonal-based pivots per element (numerically stable for any angle).
     """
+    import torch
+
     m00, m01, m02 = R[..., 0, 0], R[..., 0, 1], R[..., 0, 2]
     m10, m11, m12 = R[..., 1, 0], R[..., 1, 1], R[..., 1, 2]
     m20, m21, m22 = R[..., 2, 0], R[..., 2, 1], R[..., 2, 2]
@@ -114,6 +124,8 @@ def matrix_to_quaternion(R: Tensor) -> Tensor:
 
 def quaternion_to_axis_angle(q: Tensor) -> Tensor:
     """``(w, x, y, z) [..., 4]`` -> axis-angle ``[..., 3]`` with angle in ``[0, pi]``."""
+    import torch
+
     q = torch.where(q[..., :1] < 0, -q, q)
     w, v = q[..., 0], q[..., 1:]
     n = v.norm(dim=-1)
@@ -125,24 +137,32 @@ def quaternion_to_axis_angle(q: Tensor) -> Tensor:
 
 def rot_x(a: Tensor) -> Tensor:
     """Rotation about +x by ``a [...]`` radians -> ``[..., 3, 3]``."""
+    import torch
+
     c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([i, o, o, o, c, -s, o, s, c], -1).reshape(*a.shape, 3, 3)
 
 
 def rot_y(a: Tensor) -> Tensor:
     """Rotation about +y by ``a [...]`` radians -> ``[..., 3, 3]``."""
+    import torch
+
     c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([c, o, s, o, i, o, -s, o, c], -1).reshape(*a.shape, 3, 3)
 
 
 def rot_z(a: Tensor) -> Tensor:
     """Rotation about +z by ``a [...]`` radians -> ``[..., 3, 3]``."""
+    import torch
+
     c, s, o, i = torch.cos(a), torch.sin(a), torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([c, -s, o, s, c, o, o, o, i], -1).reshape(*a.shape, 3, 3)
 
 
 def random_rotation(u: Tensor) -> Tensor:
     """Uniform random rotation from ``u [..., 4]`` standard-normal samples (normalised quaternion)."""
+    import torch
+
     q = u / u.norm(dim=-1, keepdim=True)
     w, x, y, z = q.unbind(-1)
     return torch.stack(
