@@ -228,7 +228,15 @@ def test_stage_on_cuda_matches_cpu(synth, runs, tmp_path):
     cap, res, _ = detect_capture(seq, _cfg(prompt=True), tmp_path / "work", pose.to("cuda"), det, device=torch.device("cuda"))
     ref = runs[True][0].detections
     got = cap.detections
-    assert got.valid.sum() == ref.valid.sum()
-    a = torch.sort(ref.kpts[ref.valid][..., 0].flatten()).values
-    b = torch.sort(got.kpts[got.valid][..., 0].flatten()).values
-    assert (a - b).abs().median() < 0.05
+    # a detection at the score threshold can flip between the two crop paths: measured on an H100
+    # (2026-12-07) 311 detections on the GPU against 315 on the CPU; at most 2% may differ
+    n_got, n_ref = int(got.valid.sum()), int(ref.valid.sum())
+    assert abs(n_got - n_ref) <= 0.02 * n_ref, (n_got, n_ref)
+    # each GPU detection against the nearest CPU detection of its view-frame (mean keypoint distance)
+    near = []
+    for f, v in zip(*torch.nonzero(got.valid.any(-1), as_tuple=True)):
+        g = got.kpts[f, v][got.valid[f, v]][..., :2].cpu().double()  # [n, 17, 2]
+        r = ref.kpts[f, v][ref.valid[f, v]][..., :2].double()
+        if len(r):
+            near.append((g[:, None] - r[None]).norm(dim=-1).mean(-1).amin(1))
+    assert float(torch.cat(near).median()) < 0.05

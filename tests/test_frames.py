@@ -130,8 +130,8 @@ def test_bad_video_names_the_file(tmp_path):
 
 @pytest.mark.gpu
 def test_nvjpeg_decode_matches_cpu(tmp_path):
-    """On a CUDA machine with torchvision: nvJPEG's batch equals OpenCV's decode within JPEG's
-    IDCT rounding (a grey level or two)."""
+    """On a CUDA machine with torchvision: nvJPEG's batch equals OpenCV's decode up to the
+    decoders' IDCT rounding and chroma upsampling."""
     pytest.importorskip("torchvision")
     _write_images(tmp_path, sizes=((640, 360), (640, 480)))
     src = frame_sources(tmp_path, ["cam01", "cam02"])
@@ -141,7 +141,11 @@ def test_nvjpeg_decode_matches_cpu(tmp_path):
     with FrameLoader(src, ids, batch_frames=3, device="cpu", decoder="cpu", thumb_side=128) as L:
         cpu = [(b.images, b.thumbs) for b in L]
     for (g, gt), (c, ct) in zip(gpu, cpu):
-        assert (g.int() - c.int()).abs().max() <= 3
+        # nvJPEG and libjpeg upsample the chroma differently at colour edges: measured on an H100
+        # (2026-12-07) up to 18 grey levels apart on these synthetic images; the bound leaves room
+        # for other decoder versions, and the mean must stay within a grey level
+        d = (g.int() - c.int()).abs()
+        assert d.max() <= 24 and d.float().mean() < 1.0
         assert (gt - ct).abs().max() < 0.02
 
 

@@ -166,7 +166,7 @@ def joints_with_jacobian(
     if want_pose:
         sel = list(range(NUM_SMPL_JOINTS)) if pose_joints is None else [int(i) for i in pose_joints]
         full = sel == list(range(NUM_SMPL_JOINTS))
-        si = None if full else torch.tensor(sel, dtype=torch.long, device=pose.device)
+        si = None if full else _index(tuple(sel), pose.device)
 
         def pick(x: Tensor, dim: int) -> Tensor:
             return x if si is None else x.index_select(dim, si)
@@ -259,6 +259,18 @@ def joints_vjp(fast: FastBody, jj: JointsJacobian, grad: Tensor, grad_rot6d: Ten
             acc = acc + torch.linalg.cross(e.expand_as(h), h, dim=-1)
         out = out + torch.cat([torch.zeros_like(out[:, :1]), (Jb.transpose(-1, -2) @ acc[..., None])[..., 0]], 1)
     return out
+
+
+_INDEX: dict[tuple[tuple[int, ...], str], Tensor] = {}
+
+
+def _index(sel: tuple[int, ...], device: torch.device) -> Tensor:
+    """``sel`` as a long tensor on ``device``, made once (a host-to-device copy inside a CUDA graph
+    capture would break the capture)."""
+    key = (sel, str(device))
+    if key not in _INDEX:
+        _INDEX[key] = torch.tensor(sel, dtype=torch.long, device=device)
+    return _INDEX[key]
 
 
 __all__ = ["JointsJacobian", "joints_vjp", "joints_with_jacobian", "skew", "so3_right_jacobian"]

@@ -87,6 +87,9 @@ class TorchGraph(nn.Module):
         for w, kind in relaid.items():
             perm = (0, 3, 1, 2) if kind == "CONV_2D" else (3, 0, 1, 2)
             self.consts[w] = self.consts[w].permute(*perm).contiguous()
+        # integer constants (pads, sizes, shapes) read on the host as Python lists: reading them
+        # back from the device at every call would synchronise the stream
+        self._host: dict[int, list] = {tid: t.tolist() for tid, t in self.consts.items() if not t.is_floating_point()}
         for tid, t in self.consts.items():
             self.register_buffer(f"t{tid}", t, persistent=False)
         del self.consts
@@ -122,7 +125,7 @@ class TorchGraph(nn.Module):
             src = producer.get(o["inputs"][0])
             if src is None or src["op"] != "PAD" or consumers.get(o["inputs"][0], 0) != 1:
                 continue
-            pads = self._const(src["inputs"][1]).tolist()
+            pads = self._host_const(src["inputs"][1])
             if len(pads) != 4 or pads[0] != [0, 0] or pads[3] != [0, 0] or pads[1][0] != pads[1][1] or pads[2][0] != pads[2][1]:
                 continue
             src["_skip"] = True  # the convolution reads the PAD's input and pads itself
@@ -131,6 +134,12 @@ class TorchGraph(nn.Module):
 
     def _const(self, tid: int) -> Tensor:
         return getattr(self, f"t{tid}")
+
+    def _host_const(self, tid: int) -> list:
+        """An integer constant as a Python list (no device read)."""
+        if tid in self._host:
+            return self._host[tid]
+        return self._const(tid).tolist()
 
     def _value(self, env: dict[int, Tensor], tid: int) -> Tensor:
         if tid in env:
@@ -201,14 +210,14 @@ class TorchGraph(nn.Module):
                 raise ValueError("AVERAGE_POOL_2D with SAME padding is not supported")
             return _act(F.avg_pool2d(x, k, stride), act)
         if op == "PAD":
-            p = self._const(ins[1]).tolist()  # [[before, after]] per NHWC dim
+            p = self._host_const(ins[1])  # [[before, after]] per NHWC dim
             if len(p) == 4:
                 (nb, na), (hb, ha), (wb, wa), (cb, ca) = p
                 return F.pad(x, (wb, wa, hb, ha, cb, ca, nb, na))
             flat = [v for pair in reversed(p) for v in pair]
             return F.pad(x, flat)
         if op == "RESIZE_BILINEAR":
-            size = [int(v) for v in self._const(ins[1]).tolist()]
+            size = [int(v) for v in self._host_const(ins[1])]
             ac, hp = bool(opt.get("AlignCorners", False)), bool(opt.get("HalfPixelCenters", False))
             if not (ac or hp):
                 raise ValueError("RESIZE_BILINEAR without half-pixel centres or aligned corners is not supported")
