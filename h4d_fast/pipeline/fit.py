@@ -285,11 +285,15 @@ class _Fitter:
                 for n in names:  # a diverged step: keep the stage's starting point
                     self.p[n].copy_(start[n])
                 l1, t = self.total(stage, weights)
+        return self.stage_record(stage, l0, l1, t, done, ev0, t0)
+
+    def stage_record(self, stage: int, l0: float, l1: Tensor, terms: Mapping[str, Tensor], done: int, ev0: int, t0: float) -> dict[str, Any]:
+        """A stage's statistics (every optimizer reports the same record)."""
         return {
             "stage": stage,
             "loss_start": l0,
             "loss_end": float(l1),
-            "terms": {k: float(v) for k, v in t.items()},
+            "terms": {k: float(v) for k, v in terms.items()},
             "iterations": done,
             "evaluations": self.evals - ev0,
             "seconds": time.perf_counter() - t0,

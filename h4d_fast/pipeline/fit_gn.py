@@ -204,15 +204,7 @@ class GaussNewton(Objective):
                     done = self._run_body(stage, weights, iters, on_iter)
         with torch.no_grad():
             l1, t = f.total(stage, weights)
-        return {
-            "stage": stage,
-            "loss_start": l0,
-            "loss_end": float(l1),
-            "terms": {k: float(v) for k, v in t.items()},
-            "iterations": done,
-            "evaluations": f.evals - ev0,
-            "seconds": time.perf_counter() - t0,
-        }
+        return f.stage_record(stage, l0, l1, t, done, ev0, t0)
 
     def _converged(self, prev: float, cur: float) -> bool:
         return (not math.isfinite(cur)) or abs(prev - cur) / max(abs(prev), abs(cur), 1.0) <= self.f.cfg.ftol
