@@ -5,13 +5,14 @@
 #   bash bench/gpu_session.sh bench   # python -m bench (every workload, one table)
 #   bash bench/gpu_session.sh images  # python -m bench --only detect,images_to_meshes
 #   bash bench/gpu_session.sh core    # the GPU tests, then a short python -m bench (issue 13's keys)
+#   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys (warm, fresh, run-many)
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, core, bench or images}
+phase=${1:?phase: tests, core, verify, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -38,6 +39,10 @@ tests)
 core)  # when device time is short: the GPU tests, then issue 13's keys
     step pytest_gpu 220 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
     step bench 150 python3 -m bench --only end_to_end_warm,triangulation --no-sweep --budget-s 120 --out "$R" --tag core
+    ;;
+verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloads
+    step pytest_gpu 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step bench 370 python3 -m bench --only end_to_end_warm,end_to_end,run_many --no-sweep --budget-s 330 --out "$R" --tag verify
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
