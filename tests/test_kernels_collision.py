@@ -106,6 +106,37 @@ def test_numba_matches_reference(cell_centers, normalize):
 
 
 @needs_numba
+def test_numba_rows_wider_than_one_word():
+    # G = 70: a row's inside bits span two 64-bit words (the parity carried across the boundary)
+    va, fa, vb, fb = sphere_pair(B=1, level=2, depth=0.25)
+    compare("numba", va, vb, fa, fb, grid_size=70)
+
+
+@needs_numba
+def test_numba_nearest_face_two_level_search_is_exact():
+    # a mesh of more than SUPER clusters (5120 faces: 160 clusters in 5 super-clusters): the
+    # two-level bound search returns the brute-force minimum over all faces
+    from h4d_fast.eval.mesh_geometry import closest_point_triangle
+    from h4d_fast.ops._collision_numba import SUPER, _cluster_boxes, _nearest
+
+    v, f = icosphere(4)
+    v = v * torch.tensor([1.0, 0.6, 0.3], dtype=v.dtype)  # an ellipsoid: distances vary over the surface
+    fc = face_clusters(f, v)
+    assert fc.n_clusters > 2 * SUPER
+    P = v.double().numpy()
+    faces = fc.faces.numpy()
+    aabb = np.empty((fc.n_clusters, 6))
+    saabb = np.empty((-(-fc.n_clusters // SUPER), 6))
+    _cluster_boxes(P, faces, fc.n_clusters, CLUSTER, aabb, saabb)
+    q = torch.rand(64, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64) * 2.4 - 1.2
+    tri = v.double()[f.long()]
+    cp, _ = closest_point_triangle(q[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
+    brute = (q[:, None] - cp).norm(dim=-1).amin(1)
+    got = torch.tensor([_nearest(*map(float, x), P, faces, aabb, saabb, fc.n_clusters, CLUSTER) for x in q], dtype=torch.float64)
+    torch.testing.assert_close(got, brute, rtol=1e-9, atol=1e-12)
+
+
+@needs_numba
 def test_numba_direct_call_float32_odd_grid():
     from h4d_fast.ops._collision_numba import collision_loss_numba
 

@@ -4,13 +4,17 @@ Same method as the GPU kernels (:mod:`h4d_fast.ops.collision`, "Kernel method"),
 CPU: one task per (frame, direction) in a ``prange``; inside a task
 
 1. the owner's vertices are normalised into its box;
-2. parity: every triangle is rasterised onto the ``G x G`` rows (watertight edge functions,
-   as the reference's ``"parity"`` mode) and toggles a crossing counter; a prefix xor along
-   each row gives the inside mask (``O(F + G^3)``);
-3. the AABB of each face cluster;
-4. the other person's vertices are sampled; a corner's distance is computed on first use
-   (best-first search over the clusters, exact minimum over all faces) and cached in a
-   per-task ``G^3`` array, so each grid point is evaluated at most once.
+2. the sampled person's vertices that can read an inside grid point (within a cell of the
+   owner's vertex box) are listed, with the grid rows their trilinear corners lie on; a task
+   with none stops here (bodies whose boxes meet but that are apart cost one pass over each);
+3. parity on those rows only: every triangle whose ``(y, z)`` bounds meet a listed row is
+   rasterised onto it (watertight edge functions, as the reference's ``"parity"`` mode) and
+   toggles one bit of the row's 64-bit words; a shift-xor prefix per word (the parity of the
+   earlier words carried) gives the inside bits;
+4. the listed samples are read; an inside corner's distance is computed on first use and
+   cached (a ``have`` bit per grid point): exact minimum over all faces by a two-level bound
+   search (clusters of 32 faces, super-clusters of 32 clusters, AABBs of both built at the
+   task's first query), so each grid point is evaluated at most once.
 
 Computed in float64 whatever the input dtype. Tasks whose direction is inactive (invalid
 frame or boxes that do not meet) do nothing.
@@ -124,100 +128,198 @@ def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best):
     return best
 
 
+SUPER = 32  # clusters per super-cluster of the two-level nearest-face search
+
+
+@njit(cache=True, inline="always")
+def _box_d2(box, qx, qy, qz):
+    """Squared distance from a point to an AABB ``(lo x, lo y, lo z, hi x, hi y, hi z)`` (0 inside)."""
+    dx = max(box[0] - qx, qx - box[3], 0.0)
+    dy = max(box[1] - qy, qy - box[4], 0.0)
+    dz = max(box[2] - qz, qz - box[5], 0.0)
+    return dx * dx + dy * dy + dz * dz
+
+
 @njit(cache=True)
-def _nearest(qx, qy, qz, Pn, faces, aabb, n_clusters, lb, cs):
-    """Exact distance to the nearest face: the cluster with the lowest AABB bound first (a tight
-    first bound), then every cluster whose bound is below the best distance so far. Each cluster's
-    bound is computed once and tested once, so a query costs ``O(clusters + 32 x visited)``."""
-    cmin = -1
+def _nearest(qx, qy, qz, Pn, faces, aabb, saabb, n_clusters, cs):
+    """Exact distance to the nearest face, by a two-level bound search.
+
+    Clusters (``cs`` faces, Morton order) are grouped by ``SUPER`` consecutive ones into
+    super-clusters with their own AABBs. The super-cluster with the lowest bound is searched first
+    (its nearest cluster first), which gives a tight best distance; then every super-cluster and,
+    inside it, every cluster whose bound is below the best so far. A face nearer than the result
+    would lie in a cluster and a super-cluster whose bounds are below it, so the minimum is exact.
+    A query costs ``O(clusters / SUPER + SUPER x visited super-clusters + cs x visited clusters)``.
+    """
+    n_super = saabb.shape[0]
+    smin = 0
     m = np.inf
-    for c in range(n_clusters):
-        dx = max(aabb[c, 0] - qx, qx - aabb[c, 3], 0.0)
-        dy = max(aabb[c, 1] - qy, qy - aabb[c, 4], 0.0)
-        dz = max(aabb[c, 2] - qz, qz - aabb[c, 5], 0.0)
-        d = dx * dx + dy * dy + dz * dz
-        lb[c] = d
+    for t in range(n_super):
+        d = _box_d2(saabb[t], qx, qy, qz)
+        if d < m:
+            m = d
+            smin = t
+    best = np.inf
+    # the nearest super-cluster: its nearest cluster first, then the others below the best
+    c0, c1 = smin * SUPER, min(smin * SUPER + SUPER, n_clusters)
+    cmin = c0
+    m = np.inf
+    for c in range(c0, c1):
+        d = _box_d2(aabb[c], qx, qy, qz)
         if d < m:
             m = d
             cmin = c
-    if cmin < 0:
-        return math.sqrt(m)
-    best = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, np.inf)
-    for c in range(n_clusters):
-        if c != cmin and lb[c] < best:
+    best = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, best)
+    for c in range(c0, c1):
+        if c != cmin and _box_d2(aabb[c], qx, qy, qz) < best:
             best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
+    for t in range(n_super):
+        if t == smin or _box_d2(saabb[t], qx, qy, qz) >= best:
+            continue
+        for c in range(t * SUPER, min(t * SUPER + SUPER, n_clusters)):
+            if _box_d2(aabb[c], qx, qy, qz) < best:
+                best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
     return math.sqrt(best)
 
 
 @njit(cache=True)
+def _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb):
+    """AABBs of the face clusters and of their super-clusters (normalised coordinates)."""
+    for c in range(n_clusters):
+        for a in range(3):
+            aabb[c, a] = np.inf
+            aabb[c, 3 + a] = -np.inf
+        for f in range(c * cs, c * cs + cs):
+            for m in range(3):
+                vi = faces[f, m]
+                for a in range(3):
+                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
+                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+    for t in range(saabb.shape[0]):
+        for a in range(3):
+            saabb[t, a] = np.inf
+            saabb[t, 3 + a] = -np.inf
+        for c in range(t * SUPER, min(t * SUPER + SUPER, n_clusters)):
+            for a in range(3):
+                saabb[t, a] = min(saabb[t, a], aabb[c, a])
+                saabb[t, 3 + a] = max(saabb[t, 3 + a], aabb[c, 3 + a])
+
+
+@njit(cache=True)
 def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need_grad, gout):
-    """Sum over Q's vertices of the owner's phi (and d/dQ into gout). One frame, one direction."""
+    """Sum over Q's vertices of the owner's phi (and d/dQ into gout). One frame, one direction.
+
+    Order of the work: the owner's vertices normalised; the samples that can read an inside
+    grid point mark the grid rows they read (none: nothing else is done); parity on the marked
+    rows only; then the samples, a grid point's distance computed at its first use.
+    """
     h = 2.0 / (G - 1)
     N = P.shape[0]
     Pn = np.empty((N, 3))
-    Gr = np.empty((N, 2))  # (y, z) in row units: row j is at Gr = j (monotone map: min/max commute with it)
     lo = np.full(3, np.inf)  # the owner's vertex box (normalised): every inside grid point lies in it
     hi = np.full(3, -np.inf)
     for v in range(N):
-        for a in range(3):
-            x = (P[v, a] - (cx, cy, cz)[a]) / s
-            Pn[v, a] = x
-            lo[a] = min(lo[a], x)
-            hi[a] = max(hi[a], x)
-        Gr[v, 0] = (Pn[v, 1] + 1.0) / h - off
-        Gr[v, 1] = (Pn[v, 2] + 1.0) / h - off
+        x, y, z = (P[v, 0] - cx) / s, (P[v, 1] - cy) / s, (P[v, 2] - cz) / s
+        Pn[v, 0], Pn[v, 1], Pn[v, 2] = x, y, z
+        lo[0], lo[1], lo[2] = min(lo[0], x), min(lo[1], y), min(lo[2], z)
+        hi[0], hi[1], hi[2] = max(hi[0], x), max(hi[1], y), max(hi[2], z)
+    half_g = 0.5 * (G - 1)
 
-    # parity: toggles[k, j, i] at the first grid point beyond each crossing of row (j, k)
-    tog = np.zeros((G, G, G + 1), np.uint8)
+    # rows (j, k) that some sample reads: its corners are at most one cell away, so beyond the
+    # owner's box grown by a cell every corner is outside and the sample reads nothing
+    need = np.zeros((G, G), np.uint8)
+    jmin, jmax, kmin, kmax = G, -1, G, -1
+    x_lo, y_lo, z_lo, x_hi, y_hi, z_hi = lo[0] - h, lo[1] - h, lo[2] - h, hi[0] + h, hi[1] + h, hi[2] + h
+    sidx = np.empty(Q.shape[0], np.int32)  # the samples that pass (the sample loop reads only these)
+    n_s = 0
+    for v in range(Q.shape[0]):
+        qx, qy, qz = (Q[v, 0] - cx) / s, (Q[v, 1] - cy) / s, (Q[v, 2] - cz) / s
+        if qx < x_lo or qx > x_hi or qy < y_lo or qy > y_hi or qz < z_lo or qz > z_hi:
+            continue
+        fx, fy, fz = (qx + 1.0) * half_g, (qy + 1.0) * half_g, (qz + 1.0) * half_g
+        if not (fx > -1.0 and fx < G and fy > -1.0 and fy < G and fz > -1.0 and fz < G):
+            continue
+        sidx[n_s] = v
+        n_s += 1
+        iy0, iz0 = int(math.floor(fy)), int(math.floor(fz))
+        for iz in range(max(iz0, 0), min(iz0 + 2, G)):
+            for iy in range(max(iy0, 0), min(iy0 + 2, G)):
+                need[iz, iy] = 1
+                jmin, jmax = min(jmin, iy), max(jmax, iy)
+                kmin, kmax = min(kmin, iz), max(kmax, iz)
+    if jmax < 0:
+        return 0.0
+
+    # parity on the needed rows, as bits: row (k, j) is W 64-bit words; a crossing toggles the bit
+    # of the first grid point beyond it (a crossing beyond the last grid point changes nothing)
+    W = (G + 63) // 64
+    bits = np.zeros((G, G, W), np.uint64)
+    one = np.uint64(1)
     for f in range(n_faces):
         i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        x0, y0, z0 = Pn[i0, 0], Pn[i0, 1], Pn[i0, 2]
-        x1, y1, z1 = Pn[i1, 0], Pn[i1, 1], Pn[i1, 2]
-        x2, y2, z2 = Pn[i2, 0], Pn[i2, 1], Pn[i2, 2]
-        jlo = max(int(math.ceil(min(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) - _EPS_ROW)), 0)
-        jhi = min(int(math.floor(max(Gr[i0, 0], Gr[i1, 0], Gr[i2, 0]) + _EPS_ROW)), G - 1)
+        y0, z0 = Pn[i0, 1], Pn[i0, 2]
+        y1, z1 = Pn[i1, 1], Pn[i1, 2]
+        y2, z2 = Pn[i2, 1], Pn[i2, 2]
+        # (y, z) in row units: row j is at (y + 1) / h - off (monotone: min/max commute with it)
+        jlo = max(int(math.ceil((min(y0, y1, y2) + 1.0) / h - off - _EPS_ROW)), jmin)
+        jhi = min(int(math.floor((max(y0, y1, y2) + 1.0) / h - off + _EPS_ROW)), jmax)
         if jhi < jlo:
             continue
-        klo = max(int(math.ceil(min(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) - _EPS_ROW)), 0)
-        khi = min(int(math.floor(max(Gr[i0, 1], Gr[i1, 1], Gr[i2, 1]) + _EPS_ROW)), G - 1)
+        klo = max(int(math.ceil((min(z0, z1, z2) + 1.0) / h - off - _EPS_ROW)), kmin)
+        khi = min(int(math.floor((max(z0, z1, z2) + 1.0) / h - off + _EPS_ROW)), kmax)
         for k in range(klo, khi + 1):
             zc = -1.0 + (k + off) * h
             for j in range(jlo, jhi + 1):
+                if need[k, j] == 0:
+                    continue
                 yc = -1.0 + (j + off) * h
                 e0, s0 = _edge(i1, i2, y1, z1, y2, z2, yc, zc)
                 e1, s1 = _edge(i2, i0, y2, z2, y0, z0, yc, zc)
                 e2, s2 = _edge(i0, i1, y0, z0, y1, z1, yc, zc)
                 if s0 != 0 and s0 == s1 and s1 == s2:
                     den = e0 + e1 + e2
-                    xc = (e0 * x0 + e1 * x1 + e2 * x2) / den if den != 0 else x0
+                    xc = (e0 * Pn[i0, 0] + e1 * Pn[i1, 0] + e2 * Pn[i2, 0]) / den if den != 0 else Pn[i0, 0]
                     t = math.floor((xc + 1.0) / h - off) + 1.0
                     i = int(min(max(t, 0.0), float(G)))
-                    tog[k, j, i] ^= 1
-    # inside = prefix xor of the toggles along each row, computed for the rows the samples read
-    # (row_done), together with the distance cache of those rows
-    inside = np.empty((G, G, G), np.uint8)
-    row_done = np.zeros((G, G), np.uint8)
+                    if i < G:
+                        bits[k, j, i >> 6] ^= one << np.uint64(i & 63)
+    # inside = inclusive prefix xor of the toggles along each needed row (shift-xor within a word,
+    # the parity of the earlier words carried over)
+    for k in range(kmin, kmax + 1):
+        for j in range(jmin, jmax + 1):
+            if need[k, j] == 0:
+                continue
+            carry = False
+            for w in range(W):
+                x = bits[k, j, w]
+                x ^= x << np.uint64(1)
+                x ^= x << np.uint64(2)
+                x ^= x << np.uint64(4)
+                x ^= x << np.uint64(8)
+                x ^= x << np.uint64(16)
+                x ^= x << np.uint64(32)
+                top = (x >> np.uint64(63)) != 0
+                if carry:
+                    x = ~x
+                bits[k, j, w] = x
+                carry = carry != top
 
     # cluster AABBs: built at the first distance query (many tasks have none)
     aabb = np.empty((n_clusters, 6))
+    saabb = np.empty(((n_clusters + SUPER - 1) // SUPER, 6))
     have_aabb = False
-    lb = np.empty(n_clusters)
 
-    # samples
+    # samples; a grid point's distance is computed at its first use (``have`` bits, same layout)
     cache = np.empty(G * G * G)
-    half_g = 0.5 * (G - 1)
+    have = np.zeros((G, G, W), np.uint64)
     gscale = half_g / s
     total = 0.0
-    for v in range(Q.shape[0]):
+    for si in range(n_s):  # (the other samples' gout stays zero)
+        v = sidx[si]
         qx, qy, qz = (Q[v, 0] - cx) / s, (Q[v, 1] - cy) / s, (Q[v, 2] - cz) / s
-        # corners are at most one cell away: beyond the owner's box grown by a cell all are outside
-        if qx < lo[0] - h or qx > hi[0] + h or qy < lo[1] - h or qy > hi[1] + h or qz < lo[2] - h or qz > hi[2] + h:
-            continue  # (gout stays zero)
         fx = (qx + 1.0) * half_g
         fy = (qy + 1.0) * half_g
         fz = (qz + 1.0) * half_g
-        if not (fx > -1.0 and fx < G and fy > -1.0 and fy < G and fz > -1.0 and fz < G):
-            continue
         x0f, y0f, z0f = math.floor(fx), math.floor(fy), math.floor(fz)
         tx, ty, tz = fx - x0f, fy - y0f, fz - z0f
         ix0, iy0, iz0 = int(x0f), int(y0f), int(z0f)
@@ -230,35 +332,17 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             ix, iy, iz = ix0 + dx, iy0 + dy, iz0 + dz
             if ix < 0 or ix >= G or iy < 0 or iy >= G or iz < 0 or iz >= G:
                 continue
-            if row_done[iz, iy] == 0:
-                acc = 0
-                base = (iz * G + iy) * G
-                for i in range(G):
-                    acc ^= tog[iz, iy, i]
-                    inside[iz, iy, i] = acc
-                    cache[base + i] = -1.0
-                row_done[iz, iy] = 1
-            if inside[iz, iy, ix] == 0:
-                continue
+            w, b = ix >> 6, np.uint64(ix & 63)
+            if (bits[iz, iy, w] >> b) & one == 0:
+                continue  # outside: phi = 0
             flat = (iz * G + iy) * G + ix
-            ph = cache[flat]
-            if ph < 0:
+            if (have[iz, iy, w] >> b) & one == 0:
                 if not have_aabb:
-                    for c in range(n_clusters):
-                        for a in range(3):
-                            aabb[c, a] = np.inf
-                            aabb[c, 3 + a] = -np.inf
-                        for f in range(c * cs, c * cs + cs):
-                            for m in range(3):
-                                vi = faces[f, m]
-                                for a in range(3):
-                                    aabb[c, a] = min(aabb[c, a], Pn[vi, a])
-                                    aabb[c, 3 + a] = max(aabb[c, 3 + a], Pn[vi, a])
+                    _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb)
                     have_aabb = True
-                ph = _nearest(
-                    -1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, n_clusters, lb, cs
-                )
-                cache[flat] = ph
+                cache[flat] = _nearest(-1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, saabb, n_clusters, cs)
+                have[iz, iy, w] |= one << b
+            ph = cache[flat]
             wx = tx if dx else 1.0 - tx
             wy = ty if dy else 1.0 - ty
             wz = tz if dz else 1.0 - tz
