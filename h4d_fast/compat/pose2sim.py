@@ -42,8 +42,9 @@ What Pose2Sim 0.10's ``triangulate_all`` computes, reproduced (``[triangulation]
   the views, the search Pose2Sim describes (``_pose2sim_swap`` states both).
 
 Not reproduced (as stated): in multi-person mode the identities across frames come from a
-Hungarian assignment on the mean keypoint distance with ``max_distance_m`` (Pose2Sim's ``sort_people_sports2d`` with ``match_by = "keypoints"``); its
-``max_unseen_frames`` staleness and ``predict_displacement`` are not applied.
+Hungarian assignment on the mean keypoint distance with ``max_distance_m`` (Pose2Sim's
+``sort_people_sports2d`` with ``match_by = "keypoints"``); its ``max_unseen_frames`` staleness and
+``predict_displacement`` are not applied.
 """
 
 from __future__ import annotations
