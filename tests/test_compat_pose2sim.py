@@ -281,14 +281,6 @@ def test_post_processing():
     assert np.isnan(fill_gaps(f, "nan")[0, 0])
 
 
-def test_lr_swap_is_refused(tmp_path):
-    proj = toy_project(tmp_path, 1, seed=6, frames=12)
-    cfg = P2S._config_dicts(str(proj))[0]
-    cfg["triangulation"]["handle_LR_swap"] = True
-    with pytest.raises(NotImplementedError, match="handle_LR_swap"):
-        P2S.triangulate_all(cfg, device="cpu")
-
-
 @pytest.mark.gpu
 def test_best_cameras_gpu_matches_cpu():
     cams = ring_cameras(12, seed=7)

@@ -33,25 +33,29 @@ What Pose2Sim 0.10's ``triangulate_all`` computes, reproduced (``[triangulation]
 * ``undistort_points = true``: points undistorted with ``cv2.undistortPoints`` onto
   ``getOptimalNewCameraMatrix``, ``P`` built on that matrix, and the reprojection error taken
   between those undistorted points and ``cv2.projectPoints`` with the original ``K`` and
-  distortion, as Pose2Sim does.
+  distortion, as Pose2Sim does;
+* ``handle_LR_swap = true``: where a level's best combination is above the threshold, candidates
+  with the other side's keypoint (``RWrist`` for ``LWrist``, paired by the skeleton's names) in
+  some views are tried, as Pose2Sim's code computes them (which, unlike its docstring says, swaps
+  every view of a combination at once); ``lr_swap="per_camera"`` (an argument of
+  :func:`triangulation` / :func:`triangulate_all`) instead tries every set of fewer than half of
+  the views, the search Pose2Sim describes (``_pose2sim_swap`` states both).
 
-Not reproduced (a clear error, or as stated): ``handle_LR_swap = true`` (error); in multi-person
-mode the identities across frames come from a Hungarian assignment on the mean keypoint distance
-with ``max_distance_m`` (Pose2Sim's ``sort_people_sports2d`` with ``match_by = "keypoints"``); its
-``max_unseen_frames`` staleness and ``predict_displacement`` are not applied.
+Not reproduced (as stated): in multi-person mode the identities across frames come from a
+Hungarian assignment on the mean keypoint distance with ``max_distance_m`` (Pose2Sim's
+``sort_people_sports2d`` with ``match_by = "keypoints"``); its ``max_unseen_frames`` staleness and
+``predict_displacement`` are not applied.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import json
 import logging
 import os
 import re
 import sys
 import warnings
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +65,7 @@ from torch import Tensor
 
 from ._geometry import dlt_rows_normal, homogeneous_dlt
 from ._pose2sim_post import chunk_bounds, fill_gaps, interpolate_gaps
+from ._pose2sim_swap import SWAP_MODES, combination_masks, mirror_index, swap_per_camera, swap_pose2sim
 
 log = logging.getLogger(__name__)
 _BLOCK = 1 << 22  # point x combination x camera elements per batch
@@ -218,24 +223,16 @@ def read_pose_json(config_dict: dict, keypoint_ids: list[int], n_cams: int) -> t
 
 
 # ----------------------------------------------------------------------------- the triangulation
-@lru_cache(maxsize=64)
-def _combinations(C: int, k: int) -> np.ndarray:
-    """``[nC, C]`` bool: cameras taken off by each combination of ``k`` of ``C`` (lexicographic)."""
-    combos = list(itertools.combinations(range(C), k))
-    m = np.zeros((len(combos), C), bool)
-    for i, cmb in enumerate(combos):
-        m[i, list(cmb)] = True
-    return m
-
-
 def best_cameras(xy: Tensor, lik: Tensor, P: Tensor, err_thr: float = 15.0, min_cams: int = 2,
-                 reproject: Any = None) -> tuple[Tensor, Tensor, Tensor]:
+                 reproject: Any = None, xy_swap: Tensor | None = None, lr_swap: str = "pose2sim") -> tuple[Tensor, Tensor, Tensor]:
     """Pose2Sim's ``triangulation_from_best_cameras`` for ``N`` points at once (module docstring).
 
     Args:
         xy: ``[N, C, 2]`` pixel coordinates; lik ``[N, C]`` likelihoods (NaN or 0 = unavailable).
         P: ``[C, 3, 4]`` pixel projection matrices.
         reproject: optional ``X [..., 3] -> [..., C, 2]`` pixels (default ``P``, no distortion).
+        xy_swap: ``[N, C, 2]`` the mirror keypoint's pixels (NaN where missing): ``handle_LR_swap``,
+            searched as ``lr_swap`` says (``"pose2sim"`` or ``"per_camera"``, see ``_pose2sim_swap``).
     Returns:
         ``Q [N, 3]`` (NaN when no combination qualifies), error ``[N]`` px (NaN likewise),
         excluded cameras ``[N, C]`` bool.
@@ -250,6 +247,12 @@ def best_cameras(xy: Tensor, lik: Tensor, P: Tensor, err_thr: float = 15.0, min_
         def reproject(X: Tensor) -> Tensor:
             q = torch.einsum("cij,...j->...ci", P[..., :3].to(dt), X) + P[..., 3].to(dt)
             return q[..., :2] / q[..., 2:]
+    if xy_swap is not None:
+        if lr_swap not in SWAP_MODES:
+            raise ValueError(f"lr_swap {lr_swap!r}: one of {SWAP_MODES}")
+        mir_ok = torch.isfinite(xy_swap).all(-1)
+        xys0 = torch.where(mir_ok[..., None], xy_swap, torch.zeros_like(xy_swap))
+        Ms = (dlt_rows_normal(xys0, P.to(dt)) * (w * w)[..., None, None]).reshape(N, C, 16)
     n_av = avail.sum(-1)
     Q = torch.full((N, 3), float("nan"), dtype=dt, device=dev)
     err = torch.full((N,), float("nan"), dtype=dt, device=dev)
@@ -257,7 +260,7 @@ def best_cameras(xy: Tensor, lik: Tensor, P: Tensor, err_thr: float = 15.0, min_
     open_ = n_av >= min_cams  # points still looking (Pose2Sim: k <= n_available - min_cams)
     k = 0
     while bool(open_.any()) and C - k >= min_cams:
-        combos = torch.as_tensor(_combinations(C, k), device=dev)  # [nC, C]
+        combos = torch.as_tensor(combination_masks(C, k), device=dev)  # [nC, C]
         act = (open_ & (n_av - min_cams >= k)).nonzero()[:, 0]
         open_ = open_ & (n_av - min_cams >= k)
         if act.numel() == 0:
@@ -280,6 +283,18 @@ def best_cameras(xy: Tensor, lik: Tensor, P: Tensor, err_thr: float = 15.0, min_
             err[a] = torch.where(hit, v, err[a])
             excl[a] = torch.where(hit[:, None], ~use[torch.arange(a.numel(), device=dev), j], excl[a])
             open_[a] = open_[a] & ~hit
+            if xy_swap is not None:  # above the threshold: the left/right swap candidates of this level
+                m = n_av[a] - k
+                t = (~hit & (m > 2)).nonzero()[:, 0]
+                if t.numel():
+                    b = a[t]
+                    args = (Mc[b], Ms[b], xy0[b], xys0[b], mir_ok[b], use[t], m[t], reproject)
+                    vs, js, Xs = swap_pose2sim(*args) if lr_swap == "pose2sim" else swap_per_camera(*args, err_thr, _BLOCK)
+                    hs = vs <= err_thr
+                    Q[b] = torch.where(hs[:, None], Xs, Q[b])
+                    err[b] = torch.where(hs, vs, err[b])
+                    excl[b] = torch.where(hs[:, None], ~use[t, js], excl[b])
+                    open_[b] = open_[b] & ~hs
         k += 1
     return Q, err, excl
 
@@ -297,16 +312,23 @@ def _undistort_setup(cal: dict[str, np.ndarray]) -> tuple[np.ndarray, list[np.nd
     return P, optim
 
 
-def triangulate_points(pts: np.ndarray, cal: dict[str, np.ndarray], tri: dict, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """``pts [F, C, people, K, 3]`` -> ``Q [F, people, K, 3]`` world (calibration axes) and error ``[F, people, K]``."""
+def triangulate_points(pts: np.ndarray, cal: dict[str, np.ndarray], tri: dict, device: torch.device,
+                       names: list[str] | None = None, lr_swap: str = "pose2sim") -> tuple[np.ndarray, np.ndarray]:
+    """``pts [F, C, people, K, 3]`` -> ``Q [F, people, K, 3]`` world (calibration axes) and error ``[F, people, K]``.
+
+    ``names`` (the ``K`` keypoint names) pair the left and right keypoints for ``handle_LR_swap``;
+    ``lr_swap`` picks its search (``"pose2sim"``: Pose2Sim's; ``"per_camera"``; module docstring)."""
     import cv2
 
     F, C, Pn, K, _ = pts.shape
     lik_thr = float(tri.get("likelihood_threshold_triangulation", 0.3))
     err_thr = float(tri.get("reproj_error_threshold_triangulation", 15))
     min_cams = int(tri.get("min_cameras_for_triangulation", 2))
+    mirror = None
     if tri.get("handle_LR_swap", False):
-        raise NotImplementedError("h4d_fast.compat.pose2sim: handle_LR_swap = true is not supported (set it false)")
+        if names is None or len(names) != K:
+            raise ValueError(f"handle_LR_swap = true needs the {K} keypoint names (names=...)")
+        mirror = mirror_index(list(names))
     xy = pts[..., :2].copy()
     lik = pts[..., 2].copy()
     reproject = None
@@ -330,7 +352,8 @@ def triangulate_points(pts: np.ndarray, cal: dict[str, np.ndarray], tri: dict, d
     lik[low] = np.nan
     xt = torch.as_tensor(np.moveaxis(xy, 1, 3).reshape(-1, C, 2), device=device)  # [F * people * K, C, 2]
     lt = torch.as_tensor(np.moveaxis(lik, 1, 3).reshape(-1, C), device=device)
-    Q, err, _ = best_cameras(xt, lt, torch.as_tensor(Pm, device=device), err_thr, min_cams, reproject)
+    xs = None if mirror is None else torch.as_tensor(np.moveaxis(xy[..., mirror, :], 1, 3).reshape(-1, C, 2), device=device)
+    Q, err, _ = best_cameras(xt, lt, torch.as_tensor(Pm, device=device), err_thr, min_cams, reproject, xs, lr_swap)
     return Q.cpu().numpy().reshape(F, Pn, K, 3), err.cpu().numpy().reshape(F, Pn, K)
 
 
@@ -389,8 +412,11 @@ def frame_rate(config_dict: dict, project_dir: Path) -> float:
         return 30.0
 
 
-def triangulate_all(config_dict: dict, device: str | torch.device | None = None) -> list[Path]:
-    """Pose2Sim's ``triangulation.triangulate_all``: the TRC file of every kept person (module docstring)."""
+def triangulate_all(config_dict: dict, device: str | torch.device | None = None, lr_swap: str = "pose2sim") -> list[Path]:
+    """Pose2Sim's ``triangulation.triangulate_all``: the TRC file of every kept person (module docstring).
+
+    ``lr_swap``: the left/right swap search when ``handle_LR_swap = true``: ``"pose2sim"`` (the
+    default: Pose2Sim's result) or ``"per_camera"`` (each subset of cameras; module docstring)."""
     from ..io.trc import POSE2SIM_AXES, write_trc
 
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -399,7 +425,7 @@ def triangulate_all(config_dict: dict, device: str | torch.device | None = None)
     cal = read_calibration(calib_file)
     ids, names = keypoint_model(config_dict)
     pts, frames, _ = read_pose_json(config_dict, ids, len(cal["K"]))
-    Q, err = triangulate_points(pts, cal, tri, dev)  # [F, P, K, 3], [F, P, K]
+    Q, err = triangulate_points(pts, cal, tri, dev, names, lr_swap)  # [F, P, K, 3], [F, P, K]
     multi = bool(config_dict.get("project", {}).get("multi_person", False))
     if multi:
         order = _associate(Q, float(tri.get("max_distance_m", 1.0)))
@@ -475,11 +501,12 @@ def _config_dicts(config: Any) -> list[dict]:
     return [d]
 
 
-def triangulation(config: Any = None, device: str | torch.device | None = None) -> list[Path]:
-    """``Pose2Sim.triangulation(config)``: every trial ``config`` names (module docstring)."""
+def triangulation(config: Any = None, device: str | torch.device | None = None, lr_swap: str = "pose2sim") -> list[Path]:
+    """``Pose2Sim.triangulation(config)``: every trial ``config`` names (module docstring; ``lr_swap``
+    as in :func:`triangulate_all`)."""
     paths: list[Path] = []
     for d in _config_dicts(config):
-        paths += triangulate_all(d, device=device)
+        paths += triangulate_all(d, device=device, lr_swap=lr_swap)
     return paths
 
 
