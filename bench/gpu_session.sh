@@ -5,7 +5,7 @@
 #   bash bench/gpu_session.sh bench   # python -m bench (every workload, one table)
 #   bash bench/gpu_session.sh images  # python -m bench --only detect,images_to_meshes
 #   bash bench/gpu_session.sh core    # the GPU tests, then a short python -m bench (issue 13's keys)
-#   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys (warm, fresh, run-many)
+#   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
@@ -41,8 +41,8 @@ core)  # when device time is short: the GPU tests, then issue 13's keys
     step bench 150 python3 -m bench --only end_to_end_warm,triangulation --no-sweep --budget-s 120 --out "$R" --tag core
     ;;
 verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloads
-    step pytest_gpu 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
-    step bench 370 python3 -m bench --only end_to_end_warm,end_to_end,run_many --no-sweep --budget-s 330 --out "$R" --tag verify
+    step pytest_gpu 190 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step bench 380 python3 -m bench --only end_to_end,end_to_end_warm,run_many,detect,images_to_meshes --no-sweep --budget-s 340 --out "$R" --tag verify
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
