@@ -27,6 +27,7 @@ step() {  # step NAME SECONDS CMD...: one command with its own time cap and log
     timeout -k 10 "$cap" "$@" > "$R/$name.log" 2>&1
     local rc=$?
     printf '%-18s rc=%-3s %6.1f s  %s\n' "$name" "$rc" "$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN{print b-a}')" "$*" | tee -a "$R/steps.txt"
+    tar -czf "$OUT/$phase.tar.gz" -C "$OUT" "$phase"  # after every step: a call cut short still returns what it measured
 }
 case $phase in
 tests)
