@@ -42,8 +42,8 @@ core)  # when device time is short: the GPU tests, then issue 13's keys
     step bench 150 python3 -m bench --only end_to_end_warm,triangulation --no-sweep --budget-s 120 --out "$R" --tag core
     ;;
 verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloads
-    step pytest_gpu 190 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
-    step bench 380 python3 -m bench --only end_to_end,end_to_end_warm,run_many,detect,images_to_meshes --no-sweep --budget-s 340 --out "$R" --tag verify
+    step pytest_gpu 170 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step bench 330 python3 -m bench --only end_to_end,end_to_end_warm,run_many,detect,images_to_meshes --no-sweep --budget-s 290 --out "$R" --tag verify
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
