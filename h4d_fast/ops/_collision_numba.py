@@ -26,7 +26,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .collision import CLUSTER, KernelInputs, kernel_collision_loss
+from .collision import CLUSTER, KernelInputs
 
 _EPS_ROW = 1e-3  # rows within this many cells of a triangle's (y, z) box are tested exactly
 
@@ -308,19 +308,3 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     if not need_grad:
         return torch.from_numpy(sums), None, None
     return torch.from_numpy(sums), torch.from_numpy(gb), torch.from_numpy(ga)
-
-
-def collision_loss_numba(
-    verts_a: Tensor,
-    verts_b: Tensor,
-    faces_a: Tensor,
-    faces_b: Tensor,
-    grid_size: int = 32,
-    pad: float = 1.2,
-    cell_centers: str = "aligned",
-    normalize: str = "mean",
-) -> Tensor:
-    """Per-frame collision loss ``[B]`` (CPU tensors), differentiable in both vertex sets."""
-    return kernel_collision_loss(
-        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64, keep_float=True
-    )
