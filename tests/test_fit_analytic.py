@@ -15,7 +15,6 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody, rot6d  # noqa: E402
 from h4d_fast.body.jacobian import joints_with_jacobian, so3_right_jacobian  # noqa: E402
 from h4d_fast.body.sparse_skin import SparseSkin  # noqa: E402
@@ -23,14 +22,12 @@ from h4d_fast.config import FitConfig  # noqa: E402
 from h4d_fast.pipeline import fit as FT  # noqa: E402
 from h4d_fast.pipeline.fit_gn import GaussNewton, pcg  # noqa: E402
 from h4d_fast.pipeline.fit_objective import TemporalBand  # noqa: E402
+from helpers import body_model_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _with_posedirs(body, seed: int = 7):
