@@ -488,7 +488,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
         log(f"  warning: {w}")
     detect_record: StageRecord | None = None
     input_key = fingerprint_inputs(seq)
-    if capture is None:
+    if not isinstance(capture, Capture):  # None, or the future of a load the CLI started early
         from .detect import needs_detection
 
         if needs_detection(seq, cfg):  # stage 0: 2D keypoints from the images / videos
