@@ -71,7 +71,7 @@ def summary(fig: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path) -> dict[str, Any]:
-    from h4d_fast.io.smpl_layout import recompute_meshes
+    from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.synth import make_capture
 
     t0 = time.perf_counter()

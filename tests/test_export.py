@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body.fast import FastBody  # noqa: E402
+from h4d_fast.body.fast import FastBody, with_meshes  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
 from h4d_fast.errors import InputError  # noqa: E402
 from h4d_fast.io.atomic import write_npy  # noqa: E402
@@ -81,7 +81,7 @@ def test_export_without_cameras_and_vertices(body, tmp_path):
     back = read_smpl_sequence(tmp_path)
     assert "vertices" not in back and back["joints"].shape == (2, 2, 45, 3)
     # recomputed on request
-    back = read_smpl_sequence(tmp_path, body=body)
+    back = with_meshes(read_smpl_sequence(tmp_path), body)
     assert back["vertices"].shape == (2, 2, body.num_vertices, 3)
 
 
@@ -108,7 +108,7 @@ def test_released_style_files_without_vertices_load(body, tmp_path):
     assert "vertices" not in back
     np.testing.assert_allclose(back["body_pose"][2, 1], res.body_pose[2, 1].numpy(), atol=1e-6)
     assert (back["global_orient"][1, 1] == 0).all()
-    back = read_smpl_sequence(folder, body=body)  # the smpl folder itself, meshes recomputed
+    back = with_meshes(read_smpl_sequence(folder), body)  # the smpl folder itself, meshes recomputed
     v, j = body.forward(res.global_orient[0], res.body_pose[0], res.betas, res.transl[0])
     np.testing.assert_allclose(back["vertices"][0], v.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(back["joints"][0], j.detach().numpy(), atol=1e-5)

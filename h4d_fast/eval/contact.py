@@ -382,8 +382,8 @@ def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CON
     ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
     ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels
     (``present [F, P]``: as :func:`export_contact`)."""
+    from ..body.fast import recompute_meshes
     from ..body.parts import body_parts
-    from ..io.smpl_layout import recompute_meshes
 
     p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
     v, _ = recompute_meshes(body, p, device=device)

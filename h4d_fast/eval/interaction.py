@@ -244,11 +244,12 @@ def interaction_report(
     import numpy as np
 
     from ..body import load_body_model
+    from ..body.fast import recompute_meshes, with_meshes
     from ..body.parts import body_parts
     from ..config import Config, load_config
     from ..io.contact import CONTACT_FILE, read_contact
     from ..io.harmony4d import read_ground_truth, read_meta
-    from ..io.smpl_layout import read_smpl_sequence, recompute_meshes
+    from ..io.smpl_layout import read_smpl_sequence
 
     out = Path(out)
     processed = out / "processed_data"
@@ -261,7 +262,7 @@ def interaction_report(
     dev = _resolve_device(device)
     body_spec = cfg.fit.body_model
     body = load_body_model(None if body_spec in ("default", "", None) else body_spec, gender=cfg.fit.gender)
-    fit = read_smpl_sequence(processed, body=body)
+    fit = with_meshes(read_smpl_sequence(processed), body)
     frame_ids = [int(f) for f in np.asarray(fit["frame_ids"]).reshape(-1)]
     faces = body.faces.to(dev)
     verts = torch.as_tensor(np.asarray(fit["vertices"]), device=dev)
