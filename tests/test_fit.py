@@ -13,7 +13,8 @@ pytest.importorskip("smplx")
 from h4d_fast.body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
 from h4d_fast.config import FitConfig  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
-from h4d_fast.eval.mesh import mpjpe24, penetration_volume, pve  # noqa: E402
+from h4d_fast.eval.metrics import mpjpe24, pve  # noqa: E402
+from h4d_fast.ops.penetration import penetration_volume  # noqa: E402
 from h4d_fast.pipeline import fit_losses as L  # noqa: E402
 from h4d_fast.pipeline.fit import FitResult, fit_iterations, fit_sequence, model_outputs  # noqa: E402
 from helpers import body_model_or_skip  # noqa: E402

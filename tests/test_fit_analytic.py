@@ -476,7 +476,7 @@ def test_gpu_objective_equals_cpu(body):
 def test_gpu_fit_with_graphs_matches_cpu_fit(body):
     """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
     the same accuracy as on the CPU (float32 on both; different summation orders)."""
-    from h4d_fast.eval.mesh import mpjpe24
+    from h4d_fast.eval.metrics import mpjpe24
     from h4d_fast.pipeline.fit import fit_sequence, model_outputs
     from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
     from test_fit import facing_pair

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from h4d_fast.eval.contact import pair_contact
 from h4d_fast.eval.interaction import accel_measures, inter_person_error, interaction_measures, penetration_measures
+from h4d_fast.ops.contact import pair_contact
 from test_contact import SPH_F, two_spheres
 
 
@@ -20,7 +20,7 @@ def test_penetration_measures_follow_the_benchmark_definition():
     # per frame: max over both directions of the nearest-vertex distance of the vertices inside the other sphere
     per = []
     for f in range(3):
-        from h4d_fast.eval.mesh import winding_number
+        from h4d_fast.ops.penetration import winding_number
 
         vals = [0.0]
         for p, q in ((a[f], b[f]), (b[f], a[f])):

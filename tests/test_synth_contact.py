@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("smplx")
 
 from h4d_fast.body.fast import recompute_meshes  # noqa: E402
-from h4d_fast.eval.contact import vertex_contact  # noqa: E402
 from h4d_fast.io.contact import read_contact  # noqa: E402
 from h4d_fast.io.harmony4d import read_ground_truth  # noqa: E402
+from h4d_fast.ops.contact import vertex_contact  # noqa: E402
 from helpers import body_model_or_skip  # noqa: E402
 
 F = 12

@@ -35,7 +35,7 @@ where the stage started -- and its record says why (``guard``: ``"non-finite"`` 
 
 With ``compare_collision`` the collision stage is also run from the same starting point with the
 collision weight set to 0, and ``stats['penetration_reduction'] = 1 - pen(with) /
-pen(without)`` is reported (penetration: :func:`h4d_fast.eval.mesh.penetration_volume`, cm^3).
+pen(without)`` is reported (penetration: :func:`h4d_fast.ops.penetration.penetration_volume`, cm^3).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from ..body.fast import FastBody, rot6d
 from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
+from ..ops.contact import person_pairs
 from . import fit_losses as L
 from .fit_init import (  # noqa: F401 (re-exported)
     KABSCH_WEIGHTS,
@@ -365,7 +366,7 @@ class _Fitter:
                 hi.append(v.amax(2))
         lo_, hi_ = torch.cat(lo), torch.cat(hi)  # [F, P, 3]
         near = torch.zeros(F, dtype=torch.bool, device=self.kp.device)
-        for a, b in L.person_pairs(P):
+        for a, b in person_pairs(P):
             close = ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
             if self.present is not None:  # only people present in the frame can be in contact
                 close &= self.present[:, a] & self.present[:, b]
@@ -375,7 +376,7 @@ class _Fitter:
 
     def penetration(self) -> Tensor:
         """Per-frame penetration volume ``[F]`` (cm^3; 0 on frames outside the contact set)."""
-        from ..eval.mesh import penetration_volume
+        from ..ops.penetration import penetration_volume
 
         out = self.kp.new_zeros(self.F)
         if self.P < 2 or self.contact is None or not self.contact.numel():
@@ -383,7 +384,7 @@ class _Fitter:
         with torch.no_grad():
             v = self.contact_vertices()
             pen = v.new_zeros(v.shape[0])
-            for a, b in L.person_pairs(self.P):
+            for a, b in person_pairs(self.P):
                 pen = pen + penetration_volume(v[:, a], v[:, b], self.faces)
         out[self.contact] = pen
         return out
