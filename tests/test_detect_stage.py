@@ -20,7 +20,8 @@ from h4d_fast.eval.metrics import keypoint_report
 from h4d_fast.io.harmony4d import read_sequence, write_sequence
 from h4d_fast.pipeline import detect as detect_stage
 from h4d_fast.pipeline.detect import detect_capture, write_detections
-from h4d_fast.pipeline.driver import run_keypoints, run_sequence
+from h4d_fast.pipeline.driver import run_keypoints
+from h4d_fast.pipeline.run import run_sequence
 from h4d_fast.synth import make_capture
 
 pytestmark = pytest.mark.slow  # ~45 s on 2 cores (rendered images through both detection passes)
