@@ -345,6 +345,43 @@ def median_wall_s(fn: Callable[[], Any], device: torch.device, repeats: int) -> 
     return statistics.median(ts), len(ts)
 
 
+def repo_env() -> dict[str, str]:
+    """The environment of a benchmark's child process: this checkout's ``h4d_fast`` first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def timed_h4d_runs(ctx: Context, cmd: list[str], out: Path, cap_s: float, max_runs: int, margin: float, label: str,
+                   record: Callable[[dict[str, Any]], dict[str, Any]], long_s: float | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """``cmd`` (an ``h4d run ... --out OUT``) as separate processes, each timed from process start to
+    exit (wall clock), up to ``max_runs`` times while the cap ``cap_s`` leaves ``margin`` times the
+    last run's wall time (and, with ``long_s``, no third run after two longer than ``long_s``).
+
+    Returns ``(runs, error)``: a run is ``{"wall_s", **record(OUT/timing.json)}`` or ``{"wall_s",
+    "timeout": True}`` (the last one then); ``error`` is the message of a run that failed (None if none).
+    """
+    runs: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    while len(runs) < max_runs:
+        left = cap_s - (time.perf_counter() - t_start)
+        if runs and (left < margin * runs[-1]["wall_s"] or (long_s is not None and len(runs) >= 2 and runs[-1]["wall_s"] > long_s)):
+            break
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, env=repo_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, left))
+        except subprocess.TimeoutExpired:
+            runs.append({"wall_s": time.perf_counter() - t0, "timeout": True})
+            break
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            return runs, f"h4d run failed ({p.returncode}): {p.stderr[-2000:]}"
+        tj = json.loads((out / "timing.json").read_text())
+        runs.append({"wall_s": wall, **record(tj)})
+        ctx.log(f"  {label} run {len(runs)}: {wall:.2f} s wall, {tj['total_s']:.2f} s in timing.json")
+    return runs, None
+
+
 def absent(reason: str, **extra: Any) -> dict[str, Any]:
     return {"available": False, "reason": reason, **extra}
 

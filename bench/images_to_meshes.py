@@ -22,26 +22,16 @@ budget allows, else the cold one (the result says which). Writing the JPEG files
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import NO_DEMO, REPO, Context, demo_source, image_script_main, write_image_sequence  # noqa: E402
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+from bench.common import NO_DEMO, Context, demo_source, image_script_main, timed_h4d_runs, write_image_sequence  # noqa: E402
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -58,25 +48,10 @@ def run(ctx: Context) -> dict[str, Any]:
         ctx.log(f"  wrote {frames} x {cameras} JPEG frames ({res['sequence']['bytes'] / 1e9:.2f} GB) in {res['sequence']['write_s']:.1f} s")
         cmd = [sys.executable, "-m", "h4d_fast.cli", "run", str(seq), "--out", str(out), "--force", "--quiet", "--device", ctx.device.type]
         res["command"] = "h4d " + " ".join(cmd[3:])
-        runs = []
         cap = ctx.cap(420 if ctx.cuda else 1500, reserve=10)
-        t_start = time.perf_counter()
-        while len(runs) < 2:
-            left = cap - (time.perf_counter() - t_start)
-            if runs and left < 1.3 * runs[-1]["wall_s"]:
-                break
-            t0 = time.perf_counter()
-            try:
-                p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, left))
-            except subprocess.TimeoutExpired:
-                runs.append({"wall_s": time.perf_counter() - t0, "timeout": True})
-                break
-            wall = time.perf_counter() - t0
-            if p.returncode != 0:
-                return {**res, "available": False, "reason": f"h4d run failed ({p.returncode}): {p.stderr[-2000:]}", "runs": runs}
-            tj = json.loads((out / "timing.json").read_text())
-            runs.append({"wall_s": wall, "total_s": tj["total_s"], "stages": tj["stages"]})
-            ctx.log(f"  images to meshes run {len(runs)}: {wall:.2f} s wall")
+        runs, err = timed_h4d_runs(ctx, cmd, out, cap, 2, 1.3, "images to meshes", lambda tj: {"total_s": tj["total_s"], "stages": tj["stages"]})
+        if err is not None:
+            return {**res, "available": False, "reason": err, "runs": runs}
         ok = [r for r in runs if not r.get("timeout")]
         res["runs"] = runs
         if not ok:
