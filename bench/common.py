@@ -18,14 +18,17 @@ Timing rules (see /work/.library/device/METHOD.md):
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import types
 from dataclasses import dataclass, field
@@ -328,6 +331,57 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def median_wall_s(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, int]:
+    """Median wall time (seconds) of ``fn()``, synchronised before and after, over ``repeats`` calls
+    after one untimed warm-up call; returns ``(median, calls timed)``."""
+    ts = []
+    for i in range(repeats + 1):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        if i:
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(ts), len(ts)
+
+
+def repo_env() -> dict[str, str]:
+    """The environment of a benchmark's child process: this checkout's ``h4d_fast`` first on the path."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def timed_h4d_runs(ctx: Context, cmd: list[str], out: Path, cap_s: float, max_runs: int, margin: float, label: str,
+                   record: Callable[[dict[str, Any]], dict[str, Any]], long_s: float | None = None) -> tuple[list[dict[str, Any]], str | None]:
+    """``cmd`` (an ``h4d run ... --out OUT``) as separate processes, each timed from process start to
+    exit (wall clock), up to ``max_runs`` times while the cap ``cap_s`` leaves ``margin`` times the
+    last run's wall time (and, with ``long_s``, no third run after two longer than ``long_s``).
+
+    Returns ``(runs, error)``: a run is ``{"wall_s", **record(OUT/timing.json)}`` or ``{"wall_s",
+    "timeout": True}`` (the last one then); ``error`` is the message of a run that failed (None if none).
+    """
+    runs: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+    while len(runs) < max_runs:
+        left = cap_s - (time.perf_counter() - t_start)
+        if runs and (left < margin * runs[-1]["wall_s"] or (long_s is not None and len(runs) >= 2 and runs[-1]["wall_s"] > long_s)):
+            break
+        t0 = time.perf_counter()
+        try:
+            p = subprocess.run(cmd, env=repo_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, left))
+        except subprocess.TimeoutExpired:
+            runs.append({"wall_s": time.perf_counter() - t0, "timeout": True})
+            break
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            return runs, f"h4d run failed ({p.returncode}): {p.stderr[-2000:]}"
+        tj = json.loads((out / "timing.json").read_text())
+        runs.append({"wall_s": wall, **record(tj)})
+        ctx.log(f"  {label} run {len(runs)}: {wall:.2f} s wall, {tj['total_s']:.2f} s in timing.json")
+    return runs, None
+
+
 def absent(reason: str, **extra: Any) -> dict[str, Any]:
     return {"available": False, "reason": reason, **extra}
 
@@ -346,3 +400,117 @@ def fmt_ms(x: float | None) -> str:
     if x >= 0.01:
         return f"{x:.3f} ms"
     return f"{x * 1e3:.2f} us"
+
+
+# ----------------------------------------------------------------------------- image workloads (detect, images_to_meshes)
+JPEG_QUALITY = 95
+NO_DEMO = {"available": False, "absent": "the Pose2Sim demo folder is not here: pass --images-src DIR (or set H4D_DEMO_DATA)"}
+
+
+def demo_source(ctx: Context | None = None, src: str | Path | None = None) -> Path | None:
+    """The Pose2Sim demo folder: ``src``, the context's ``images_src``, ``$H4D_DEMO_DATA``, or the
+    shared data folder near the checkout; None when absent."""
+    from bench.detect_accuracy import demo_dir
+
+    for c in (src, ctx.images_src if ctx is not None else None):
+        if c and (Path(c) / "single_person" / "videos").is_dir():
+            return Path(c)
+    return demo_dir()
+
+
+def ping_pong(n_src: int, n: int) -> list[int]:
+    """``n`` source frame indices playing ``0..n_src-1`` forward, then backward, and so on."""
+    if n_src < 2:
+        return [0] * n
+    period = 2 * (n_src - 1)
+    return [(k % period) if (k % period) < n_src else period - (k % period) for k in range(n)]
+
+
+def write_image_sequence(src: Path, seq: Path, frames: int, cameras: int, quality: int = JPEG_QUALITY) -> dict[str, Any]:
+    """Write the image workloads' sequence from the demo folder ``src`` into ``seq``: its cameras
+    replicated to ``cameras``, its frames played forward and backward to ``frames``, JPEG files of the
+    videos' own size in the Harmony4D layout plus the cameras as a COLMAP model (the input described
+    in :mod:`bench.images_to_meshes`).
+
+    Returns:
+        what was written: frames, cameras, image sizes, bytes, seconds.
+    """
+    import cv2
+    import torch
+
+    from h4d_fast.camera import CameraSet
+    from h4d_fast.io.atomic import write_json
+    from h4d_fast.io.calibration import read_calibration_info
+    from h4d_fast.io.colmap import write_colmap
+
+    t0 = time.perf_counter()
+    cal = read_calibration_info(src / "calibration" / "Calib_qualisys.toml").cameras
+    vids = sorted((src / "single_person" / "videos").glob("cam0*.mp4"))
+    n_base = len(vids)
+    encoded: list[list[bytes]] = []
+    sizes = []
+    counts = []
+    for v in vids:
+        cap = cv2.VideoCapture(str(v))
+        counts.append(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        cap.release()
+    n_src = min(counts)
+    order = ping_pong(n_src, frames)
+    need = max(order) + 1
+    for v in vids:
+        cap = cv2.VideoCapture(str(v))
+        imgs = []
+        while len(imgs) < need:
+            ok, img = cap.read()
+            if not ok:
+                raise RuntimeError(f"{v}: ends after {len(imgs)} frames, {need} needed")
+            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+            imgs.append(buf.tobytes())
+            size = (img.shape[1], img.shape[0])
+        cap.release()
+        encoded.append(imgs)
+        sizes.append(size)
+    names = [f"cam{i + 1:02d}" for i in range(cameras)]
+    base = [i % n_base for i in range(cameras)]
+    idx = torch.as_tensor(base)
+    cams = CameraSet(names, [cal.model[i] for i in base], cal.intrinsics[idx], cal.dist[idx], cal.R[idx], cal.t[idx], cal.size[idx])
+    write_colmap(seq / "colmap" / "workplace", cams)
+    write_json(seq / "sequence.json", {"name": "images_to_meshes", "person_names": ["aria01"], "cameras": names, "frames": frames})
+    total = 0
+    for c, b in zip(names, base):
+        d = seq / "exo" / c / "images"
+        d.mkdir(parents=True, exist_ok=True)
+        for k, s in enumerate(order):
+            data = encoded[b][s]
+            (d / f"{k + 1:05d}.jpg").write_bytes(data)
+            total += len(data)
+    return {"frames": frames, "cameras": cameras, "source_cameras": n_base, "source_frames": n_src, "image_sizes": sizes,
+            "jpeg_quality": quality, "bytes": total, "write_s": time.perf_counter() - t0, "people": 1,
+            "mean_jpeg_kb": round(total / max(1, frames * cameras) / 1024, 1)}
+
+
+def image_script_main(key: str, run: Callable[[Context], dict[str, Any]], doc: str | None, argv: list[str] | None = None,
+                      onnx: bool = False) -> dict[str, Any]:
+    """The command line of an image workload (``python -m bench.detect``, ``bench.images_to_meshes``):
+    ``--src --device --frames --quick --json`` (and ``--onnx`` with ``onnx``); prints ``run(ctx)`` or
+    writes ``{"environment": ..., key: run(ctx)}`` to ``--json``."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--src", type=Path, help="the Pose2Sim demo folder (default: $H4D_DEMO_DATA or the shared data folder)")
+    ap.add_argument("--device", choices=("cpu", "cuda"))
+    ap.add_argument("--frames", type=int)
+    if onnx:
+        ap.add_argument("--onnx", type=Path, action="append", default=[], help="also time this top-down ONNX pose model (repeatable)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    ctx = context_for_script(args.device, args.quick)
+    ctx.frames = args.frames
+    ctx.images_src = args.src
+    ctx.onnx_models = list(getattr(args, "onnx", []))
+    ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
+    out = {"environment": environment(ctx.device), key: run(ctx)}
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2, default=str))
+    else:
+        print(json.dumps(out[key], indent=2, default=str))
+    return out

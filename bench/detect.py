@@ -25,10 +25,7 @@ person crops become keypoints on this device); the pass figures beside it say wh
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -38,7 +35,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, context_for_script, environment, sync  # noqa: E402
+from bench.common import NO_DEMO, Context, demo_source, image_script_main, median_wall_s, sync, write_image_sequence  # noqa: E402
 
 MODEL_CROPS = 1024
 MODEL_CROPS_CPU = 64  # a CPU takes seconds per crop batch: a sanity figure only
@@ -97,41 +94,28 @@ def _one_model(ctx: Context, spec: str, seq: Path, cfg) -> dict[str, Any]:
     reps = -(-n_crops // boxes.shape[0])
     img, boxes = img.repeat(reps)[:n_crops], boxes.repeat(reps, 1)[:n_crops]
     images = batch.images.flatten(0, 1)
-    ts = []
     n_rep = ctx.n_repeats if ctx.cuda else 2
-    for i in range(n_rep + 1):
-        sync(dev)
-        t1 = time.perf_counter()
-        run_pose(pose, images, img, boxes, d.crop_batch)
-        sync(dev)
-        if i:
-            ts.append(time.perf_counter() - t1)
-    med = statistics.median(ts)
-    r["model_only"] = {"crops": n_crops, "crop_batch": d.crop_batch, "median_s": med, "repeats": len(ts)}
+    med, n = median_wall_s(lambda: run_pose(pose, images, img, boxes, d.crop_batch), dev, n_rep)
+    r["model_only"] = {"crops": n_crops, "crop_batch": d.crop_batch, "median_s": med, "repeats": n}
     r["model_crops_per_s"] = n_crops / med
     th = batch.thumbs.flatten(0, 1)
-    ts = []
-    for i in range(n_rep + 1):
-        sync(dev)
-        t1 = time.perf_counter()
+
+    def detector() -> None:
         with torch.inference_mode():
             det(th.to(det.device))
-        sync(dev)
-        if i:
-            ts.append(time.perf_counter() - t1)
-    r["detector_images_per_s"] = th.shape[0] / statistics.median(ts)
+
+    r["detector_images_per_s"] = th.shape[0] / median_wall_s(detector, dev, n_rep)[0]
     ctx.log(f"  {r['name']}: {r['model_crops_per_s']:.0f} crops/s (crop + model), "
             f"detector {r['detector_images_per_s']:.0f} images/s")
     return r
 
 
 def run(ctx: Context) -> dict[str, Any]:
-    from bench.images_to_meshes import demo_source, write_image_sequence
     from h4d_fast.config import Config
 
     src = demo_source(ctx)
     if src is None:
-        return {"available": False, "absent": "the Pose2Sim demo folder is not here: pass --images-src DIR (or set H4D_DEMO_DATA)"}
+        return dict(NO_DEMO)
     frames = ctx.frames_or(8 if ctx.quick else 100)
     cameras = 4 if ctx.quick else 20
     work = Path(tempfile.mkdtemp(prefix="h4d_bench_detect_", dir=ctx.tmp))
@@ -156,25 +140,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--src", type=Path, help="the Pose2Sim demo folder (default: $H4D_DEMO_DATA or the shared data folder)")
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--frames", type=int)
-    ap.add_argument("--onnx", type=Path, action="append", default=[], help="also time this top-down ONNX pose model (repeatable)")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    ctx.frames = args.frames
-    ctx.images_src = args.src
-    ctx.onnx_models = args.onnx
-    ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
-    out = {"environment": environment(ctx.device), "detect": run(ctx)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["detect"], indent=2, default=str))
-    return out
+    return image_script_main("detect", run, __doc__, argv, onnx=True)
 
 
 if __name__ == "__main__":

@@ -26,30 +26,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Context, context_for_script, environment  # noqa: E402
+from bench.common import Context, context_for_script, environment, timed_h4d_runs  # noqa: E402
 
 FIT_STAGE_NAMES = ("fit", "smpl", "mesh", "meshes")
 KEYPOINT_STAGES = ("load", "filter", "track", "refine", "export")  # run_keypoints + reading the sequence + keypoint outputs
 QUICK_OVERRIDES = ("fit.epochs=1", "fit.iters_stage1=5", "fit.iters_stage2=3", "fit.iters_stage3=10", "fit.collision=false")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def _cmd(*args: str) -> list[str]:
@@ -58,6 +49,15 @@ def _cmd(*args: str) -> list[str]:
 
 def _show(cmd: list[str]) -> str:
     return " ".join(["h4d"] + cmd[3:])
+
+
+def _run_record(tj: dict[str, Any]) -> dict[str, Any]:
+    """What a run's ``timing.json`` adds to its record."""
+    return {"total_s": tj["total_s"], "device": tj.get("device"),
+            "startup_s": tj.get("process_start_to_run_s"),  # interpreter + imports before the run began
+            "stages": [{"name": s["name"], "seconds": s["seconds"], "cached": s.get("cached", False),
+                        "stats": {k: v for k, v in (s.get("stats") or {}).items() if isinstance(v, (int, float, str))}}
+                       for s in tj["stages"]]}
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -77,30 +77,10 @@ def run(ctx: Context) -> dict[str, Any]:
             res["overrides"] = list(QUICK_OVERRIDES)
         res["command"] = _show(cmd)
         res["command_exact"] = " ".join(cmd)
-        runs = []
         cap = ctx.cap(180 if ctx.cuda else (150 if ctx.quick else 300), reserve=10)
-        t_start = time.perf_counter()
-        n_max = 3 if ctx.cuda else 2
-        while len(runs) < n_max:
-            left = cap - (time.perf_counter() - t_start)
-            if runs and (left < 1.2 * runs[-1]["wall_s"] or (len(runs) >= 2 and runs[-1]["wall_s"] > 20)):
-                break
-            t0 = time.perf_counter()
-            try:
-                p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, left))
-            except subprocess.TimeoutExpired:
-                runs.append({"wall_s": time.perf_counter() - t0, "timeout": True})
-                break
-            wall = time.perf_counter() - t0
-            if p.returncode != 0:
-                return {**res, "available": False, "reason": f"h4d run failed ({p.returncode}): {p.stderr[-2000:]}", "runs": runs}
-            tj = json.loads((out / "timing.json").read_text())
-            runs.append({"wall_s": wall, "total_s": tj["total_s"], "device": tj.get("device"),
-                         "startup_s": tj.get("process_start_to_run_s"),  # interpreter + imports before the run began
-                         "stages": [{"name": s["name"], "seconds": s["seconds"], "cached": s.get("cached", False),
-                                     "stats": {k: v for k, v in (s.get("stats") or {}).items() if isinstance(v, (int, float, str))}}
-                                    for s in tj["stages"]]})
-            ctx.log(f"  end-to-end run {len(runs)}: {wall:.2f} s wall, {tj['total_s']:.2f} s in timing.json")
+        runs, err = timed_h4d_runs(ctx, cmd, out, cap, 3 if ctx.cuda else 2, 1.2, "end-to-end", _run_record, long_s=20)
+        if err is not None:
+            return {**res, "available": False, "reason": err, "runs": runs}
         res["runs"] = runs
         ok = [r for r in runs if not r.get("timeout")]
         if not ok:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -31,17 +30,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Context, context_for_script, environment  # noqa: E402
+from bench.common import REPO, Context, context_for_script, environment, repo_env  # noqa: E402
 
 #: issue 13's budgets (seconds) on one H100/H200 for 600 frames x 20 cameras x 2 people
 STAGE_BUDGETS_S = {"load": 0.3, "filter": 0.05, "track": 0.4, "refine": 0.2, "fit": 1.5, "export": 0.5}
 QUICK_OVERRIDES = ("fit.epochs=1", "fit.iters_stage1=5", "fit.iters_stage2=3", "fit.iters_stage3=10", "fit.collision=false")
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def accuracy_of(out: Path, seq: Path) -> dict[str, Any]:
@@ -79,7 +72,7 @@ def run(ctx: Context) -> dict[str, Any]:
         res["command"] = " ".join(["python"] + cmd[1:])
         cap = ctx.cap(150 if ctx.cuda else (200 if ctx.quick else 900), reserve=10)
         try:
-            p = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, cap))
+            p = subprocess.run(cmd, env=repo_env(), cwd=REPO, capture_output=True, text=True, timeout=max(30.0, cap))
         except subprocess.TimeoutExpired:
             return {**res, "available": False, "reason": f"the warm runs did not finish within {cap:.0f} s (time cap)"}
         if p.returncode != 0:

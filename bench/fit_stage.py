@@ -76,7 +76,7 @@ def prepare(kind: str, frames: int | None, seed: int, device: torch.device, work
 
 
 def accuracy(body, fit, seq: Path) -> dict[str, float]:
-    from h4d_fast.eval.mesh import mpjpe24, pve
+    from h4d_fast.eval.metrics import mpjpe24, pve
     from h4d_fast.io.harmony4d import read_ground_truth
     from h4d_fast.pipeline.fit import FitResult, model_outputs
 

@@ -3,7 +3,7 @@
     python -m bench.penetration_seeds --frames 60 --seeds 0-19 [--run] [--json OUT]
 
 Per seed: the synthetic ground truth posed with the default body model, per frame the
-interpenetration volume (:func:`h4d_fast.eval.mesh.penetration_volume`, cm^3) and the maximum
+interpenetration volume (:func:`h4d_fast.ops.penetration.penetration_volume`, cm^3) and the maximum
 penetration depth as the Harmony4D benchmark measures it (:func:`h4d_fast.eval.interaction.penetration_measures`,
 mm). With ``--run``: ``h4d run`` on the capture (synthetic detections; every stage, the collision
 stage included) and the same figures of the fit, plus the fit's SMPL-joint MPJPE and contact F1
@@ -52,7 +52,7 @@ def _seeds(spec: str) -> list[int]:
 def mesh_figures(verts: torch.Tensor, faces: torch.Tensor, chunk: int = 64) -> dict[str, np.ndarray]:
     """Per frame ``volume_cm3`` and ``max_depth_mm`` of ``verts [F, 2, N, 3]``."""
     from h4d_fast.eval.interaction import pair_contacts
-    from h4d_fast.eval.mesh import penetration_volume
+    from h4d_fast.ops.penetration import penetration_volume
 
     vol, depth = [], []
     for s in range(0, verts.shape[0], chunk):
@@ -71,7 +71,7 @@ def summary(fig: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path) -> dict[str, Any]:
-    from h4d_fast.io.smpl_layout import recompute_meshes
+    from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.synth import make_capture
 
     t0 = time.perf_counter()

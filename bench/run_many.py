@@ -40,15 +40,9 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Context, context_for_script, environment  # noqa: E402
+from bench.common import REPO, Context, context_for_script, environment, repo_env  # noqa: E402
 
 DEFAULT_WORKERS = 4
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
 
 
 def steady_rate(finished: list[float]) -> float | None:
@@ -98,7 +92,7 @@ def run(ctx: Context, workers: int | None = None, captures: int | None = None, c
         with GpuSampler(len(names)) as sampler:
             t_unix0 = time.time()
             t0 = time.perf_counter()
-            p = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            p = subprocess.Popen(cmd, env=repo_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 stdout, stderr = p.communicate(timeout=cap)
                 stopped = False

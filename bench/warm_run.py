@@ -66,8 +66,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from dataclasses import asdict
 
     from h4d_fast.config import load_config
-    from h4d_fast.pipeline.driver import resolve_device, run_sequence, since_process_start
+    from h4d_fast.pipeline.driver import resolve_device
     from h4d_fast.pipeline.many import gpu_worker_settings
+    from h4d_fast.pipeline.run import run_sequence, since_process_start
 
     cfg = load_config(None, [f"run.device={args.device}", "run.progress=false", *args.overrides])
     device = resolve_device(cfg.run.device)

@@ -140,7 +140,7 @@ def _jsonable_meta(meta: dict, kw: dict) -> dict:
 
 def cmd_run(args: argparse.Namespace) -> int:
     load = _start_load(Path(args.seq))  # the detection files are parsed while torch is imported
-    from .pipeline.driver import run_sequence
+    from .pipeline.run import run_sequence
     from .pipeline.warmup import start_warmup
 
     cfg = _config_from_args(args)
@@ -306,7 +306,7 @@ def format_interaction(rep: dict[str, Any]) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .io.harmony4d import write_sequence
-    from .pipeline.driver import run_sequence
+    from .pipeline.run import run_sequence
     from .synth import make_capture
     from .synth.contact import write_ground_truth_contact
 

@@ -36,3 +36,30 @@ def normalized_projections(cams: CameraSet, X: torch.Tensor) -> torch.Tensor:
     """``X [..., 3]`` -> exact normalized coordinates ``[..., V, 2]``."""
     Xc = cams.world_to_camera(X)
     return Xc[..., :2] / Xc[..., 2:]
+
+
+def body_model_or_skip():
+    """The embedded default body model; skips the calling test when it cannot be built here."""
+    import pytest
+
+    from h4d_fast.body import DefaultModelUnavailable, load_body_model
+
+    try:
+        return load_body_model()
+    except DefaultModelUnavailable as e:  # pragma: no cover
+        pytest.skip(f"default body model unavailable: {e}")
+
+
+def two_person_fit(F: int = 3, seed: int = 0, spread: float = 0.1, transl=((-0.4, 0.0, 1.0), (0.4, 0.0, 1.0)),
+                   betas_scale: float = 1.0):
+    """A :class:`~h4d_fast.pipeline.fit.FitResult` of two people standing upright in a z-up world
+    (``global_orient`` = pi/2 about x plus ``spread`` rad of noise) at ``transl``, body pose noise
+    0.2 rad, betas ``betas_scale * N(0, 1)``; deterministic from ``seed``."""
+    from h4d_fast.pipeline.fit import FitResult
+
+    g = torch.Generator().manual_seed(seed)
+    go = torch.zeros(F, 2, 3)
+    go[..., 0] = math.pi / 2
+    go += spread * torch.randn(F, 2, 3, generator=g)
+    tr = torch.tensor(transl).expand(F, 2, 3).clone()
+    return FitResult(go, 0.2 * torch.randn(F, 2, 69, generator=g), betas_scale * torch.randn(2, 10, generator=g), tr)

@@ -1,4 +1,4 @@
-"""Vertex contact (eval.contact), the body-part segmentation (body.parts) and contact files (io.contact)."""
+"""Vertex contact (ops.contact) and its scores (eval.metrics), the body-part segmentation (body.parts) and contact files (io.contact)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import torch
 from h4d_fast.body.parts import PART_NAMES, PART_OF_JOINT, BodyParts, body_parts, segment_vertices
 from h4d_fast.constants import SMPL_JOINT_NAMES
 from h4d_fast.errors import InputError
-from h4d_fast.eval import mesh as _mesh
-from h4d_fast.eval.contact import contact_scores, pair_contact, person_pairs, surface_query, vertex_contact
+from h4d_fast.eval.metrics import contact_scores
 from h4d_fast.io.contact import contact_frame_dict, read_contact, write_contact
+from h4d_fast.ops import penetration as _mesh
+from h4d_fast.ops.contact import pair_contact, person_pairs, surface_query, vertex_contact
+from h4d_fast.ops.mesh_geometry import _topology
 
 
 def icosphere(subdiv: int = 3, radius: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
@@ -93,7 +95,7 @@ def test_surface_query_without_numba_matches(monkeypatch):
 
 def test_batched_query_matches_numba_path():
     """The frames-batched query (the GPU path) run on CPU tensors gives the numba path's labels."""
-    from h4d_fast.eval import contact as C
+    from h4d_fast.ops import contact as C
 
     a, b = two_spheres([-0.03, -0.004, 0.004, 0.012, 0.3])
     q = surface_query(a, b, SPH_F, 0.01)
@@ -102,7 +104,7 @@ def test_batched_query_matches_numba_path():
     out = C.SurfaceQuery(torch.full(cand.shape, float("inf"), dtype=a.dtype), torch.zeros(cand.shape, dtype=torch.bool), torch.zeros(cand.shape, dtype=a.dtype))
     need = C._gpu_needed(a, b, SPH_F, cand, 0.01)
     assert bool((need <= cand).all())
-    C._query_gpu(a, b, _mesh._topology(SPH_F, b.shape[1]), need, 8, out)
+    C._query_gpu(a, b, _topology(SPH_F, b.shape[1]), need, 8, out)
     assert torch.equal(q.inside | (q.dist <= 0.01), out.inside | (out.dist <= 0.01))
     torch.testing.assert_close(out.vertex_dist, q.vertex_dist, atol=1e-12, rtol=0)
 
@@ -213,19 +215,19 @@ def test_default_body_contact_culls_nothing_in_reach(default_body):
     lo, hi = b[0].amin(0) - 0.01, b[0].amax(0) + 0.01
     box = ((v[0] >= lo) & (v[0] <= hi)).all(-1)
     idx = box.nonzero()[:, 0]
-    d, ins = _mesh._depth_fast(v[0, idx], b[0], _mesh._topology(faces, b.shape[1]), 8)
+    d, ins = _mesh._depth_fast(v[0, idx], b[0], _topology(faces, b.shape[1]), 8)
     truth = ins | (d <= 0.01)
     got = q.inside[0, idx] | (q.dist[0, idx] <= 0.01)
     assert int(truth.sum()) > 20  # the set-up does touch
     assert torch.equal(got, truth)
     # the GPU path's coarse cull (run here on CPU tensors) drops most box candidates and no contact
-    from h4d_fast.eval import contact as C
+    from h4d_fast.ops import contact as C
 
     need = C._gpu_needed(v, b, faces, box[None], 0.01)
     assert int(need.sum()) < 0.5 * int(box.sum())
     out = C.SurfaceQuery(torch.full(box[None].shape, float("inf"), dtype=v.dtype), torch.zeros(box[None].shape, dtype=torch.bool),
                          torch.zeros(box[None].shape, dtype=v.dtype))
-    C._query_gpu(v, b, _mesh._topology(faces, b.shape[1]), need, 8, out)
+    C._query_gpu(v, b, _topology(faces, b.shape[1]), need, 8, out)
     assert torch.equal((out.inside | (out.dist <= 0.01))[0, idx], truth)
 
 
@@ -273,7 +275,8 @@ def test_surface_query_gpu_matches_cpu():
 
 def test_export_and_ground_truth_contact(default_body, tmp_path):
     """The export's arrays from ground-truth parameters: two default bodies placed into each other's reach."""
-    from h4d_fast.eval.contact import export_contact, ground_truth_contact
+    from h4d_fast.ops.contact import export_contact
+    from h4d_fast.synth.contact import ground_truth_contact
 
     F, P = 2, 2
     params = {"global_orient": torch.zeros(F, P, 3), "body_pose": torch.zeros(F, P, 69), "betas": torch.zeros(P, 10),

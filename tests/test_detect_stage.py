@@ -2,6 +2,7 @@
 the first pass, the track's prompts through contact, identity on disk, `h4d detect` / `h4d run`
 stage 0 (cached, resumable), and bad input."""
 
+import json
 import shutil
 from dataclasses import replace
 
@@ -19,7 +20,8 @@ from h4d_fast.eval.metrics import keypoint_report
 from h4d_fast.io.harmony4d import read_sequence, write_sequence
 from h4d_fast.pipeline import detect as detect_stage
 from h4d_fast.pipeline.detect import detect_capture, write_detections
-from h4d_fast.pipeline.driver import run_keypoints, run_sequence
+from h4d_fast.pipeline.driver import run_keypoints
+from h4d_fast.pipeline.run import run_sequence
 from h4d_fast.synth import make_capture
 
 pytestmark = pytest.mark.slow  # ~45 s on 2 cores (rendered images through both detection passes)
@@ -174,6 +176,18 @@ def test_h4d_run_detects_as_stage_0_cached_and_resumable(synth, tmp_path, monkey
 
     with pytest.raises(InputError, match="detection folder missing"):
         run_sequence(seq, tmp_path / "out2", cfg)
+
+
+def test_h4d_run_cli_detects_on_a_sequence_without_detections(synth, tmp_path, monkeypatch):
+    """``h4d run`` (the CLI starts loading the sequence before the run) runs stage 0 on a sequence
+    that has images and no 2D detections, as run_sequence does."""
+    seq, _, _ = synth
+    monkeypatch.setattr(detect_stage, "load_models", lambda cfg, device: _models())
+    out = tmp_path / "out"
+    assert cli_main(["run", str(seq), "--out", str(out), "--no-fit", "--quiet", "--device", "cpu",
+                     "--set", "detect.detector_size=320"]) == 0
+    names = [s["name"] for s in json.loads((out / "timing.json").read_text())["stages"]]
+    assert names[:2] == ["detect", "load"]
 
 
 def test_h4d_detect_bad_input_one_line_exit_2_nothing_written(synth, tmp_path, capsys):

@@ -2,47 +2,30 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
-from h4d_fast.body.fast import FastBody  # noqa: E402
+from h4d_fast.body.fast import FastBody, with_meshes  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
 from h4d_fast.errors import InputError  # noqa: E402
 from h4d_fast.io.atomic import write_npy  # noqa: E402
 from h4d_fast.io.detections import read_npy  # noqa: E402
 from h4d_fast.io.smpl_layout import read_smpl_sequence  # noqa: E402
 from h4d_fast.pipeline.export import export_harmony4d  # noqa: E402
-from h4d_fast.pipeline.fit import FitResult  # noqa: E402
-from helpers import ring_cameras  # noqa: E402
+from helpers import body_model_or_skip, ring_cameras, two_person_fit  # noqa: E402
 
 NAMES = ["aria01", "aria02"]
 
 
 @pytest.fixture(scope="session")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
-
-
-def _result(F: int = 3, seed: int = 0) -> FitResult:
-    g = torch.Generator().manual_seed(seed)
-    go = torch.zeros(F, 2, 3)
-    go[..., 0] = math.pi / 2  # upright in a z-up world
-    go += 0.1 * torch.randn(F, 2, 3, generator=g)
-    tr = torch.tensor([[-0.4, 0.0, 1.0], [0.4, 0.0, 1.0]]).expand(F, 2, 3).clone()
-    return FitResult(go, 0.2 * torch.randn(F, 2, 69, generator=g), torch.randn(2, 10, generator=g), tr)
+    return body_model_or_skip()
 
 
 def test_export_round_trip(body, tmp_path):
-    res = _result(F=3)
+    res = two_person_fit(F=3)
     cams = ring_cameras(3, model="fisheye")
     fids = [5, 6, 7]
     write_npy(tmp_path / "smpl" / "00009.npy", {"aria01": {}})  # a stale frame of an earlier write
@@ -91,21 +74,21 @@ def test_export_round_trip(body, tmp_path):
 
 
 def test_export_without_cameras_and_vertices(body, tmp_path):
-    res = _result(F=2)
+    res = two_person_fit(F=2)
     export_harmony4d(tmp_path, res, body, [1, 2], NAMES, write_vertices=False, write_poses3d=False)
     assert not (tmp_path / "poses2d").exists() and not (tmp_path / "bbox").exists()
     assert not (tmp_path / "poses3d").exists()
     back = read_smpl_sequence(tmp_path)
     assert "vertices" not in back and back["joints"].shape == (2, 2, 45, 3)
     # recomputed on request
-    back = read_smpl_sequence(tmp_path, body=body)
+    back = with_meshes(read_smpl_sequence(tmp_path), body)
     assert back["vertices"].shape == (2, 2, body.num_vertices, 3)
 
 
 def test_released_style_files_without_vertices_load(body, tmp_path):
     """Harmony4D's released smpl files: per-person dicts with (1, N)-shaped arrays, an extra
     epoch_loss, no vertices/joints; one person missing in one frame."""
-    res = _result(F=3, seed=3)
+    res = two_person_fit(F=3, seed=3)
     folder = tmp_path / "processed_data" / "smpl"
     for f in range(3):
         d = {}
@@ -125,7 +108,7 @@ def test_released_style_files_without_vertices_load(body, tmp_path):
     assert "vertices" not in back
     np.testing.assert_allclose(back["body_pose"][2, 1], res.body_pose[2, 1].numpy(), atol=1e-6)
     assert (back["global_orient"][1, 1] == 0).all()
-    back = read_smpl_sequence(folder, body=body)  # the smpl folder itself, meshes recomputed
+    back = with_meshes(read_smpl_sequence(folder), body)  # the smpl folder itself, meshes recomputed
     v, j = body.forward(res.global_orient[0], res.body_pose[0], res.betas, res.transl[0])
     np.testing.assert_allclose(back["vertices"][0], v.detach().numpy(), atol=1e-5)
     np.testing.assert_allclose(back["joints"][0], j.detach().numpy(), atol=1e-5)
@@ -138,7 +121,7 @@ def test_released_style_files_without_vertices_load(body, tmp_path):
 
 
 def test_export_leaves_absent_people_out_of_their_frames(body, tmp_path):
-    res = _result(F=3)
+    res = two_person_fit(F=3)
     cams = ring_cameras(2, model="pinhole")
     present = np.array([[True, True], [True, False], [False, True]])
     export_harmony4d(tmp_path, res, body, [1, 2, 3], NAMES, cameras=cams, present=present)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
+from h4d_fast.body import load_body_model  # noqa: E402
 from h4d_fast.body.camera_frame import body_model_identity, smpl_to_cameras  # noqa: E402
 from h4d_fast.body.fast import FastBody  # noqa: E402
 from h4d_fast.camera import CameraSet  # noqa: E402
@@ -19,26 +18,19 @@ from h4d_fast.io.detections import read_npy  # noqa: E402
 from h4d_fast.io.frame_files import npz_members  # noqa: E402
 from h4d_fast.pipeline.export import export_harmony4d  # noqa: E402
 from h4d_fast.pipeline.fit import FitResult  # noqa: E402
-from helpers import ring_cameras  # noqa: E402
+from helpers import body_model_or_skip, ring_cameras, two_person_fit  # noqa: E402
 
 NAMES = ["aria01", "aria02"]
 
 
 @pytest.fixture(scope="module")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _result(F: int = 3, seed: int = 0) -> FitResult:
-    g = torch.Generator().manual_seed(seed)
-    go = torch.zeros(F, 2, 3)
-    go[..., 0] = math.pi / 2
-    go += 0.4 * torch.randn(F, 2, 3, generator=g)  # well away from the identity: the composition matters
-    tr = torch.tensor([[-0.4, 0.1, 1.0], [0.4, -0.2, 0.9]]).expand(F, 2, 3).clone()
-    return FitResult(go, 0.2 * torch.randn(F, 2, 69, generator=g), 1.5 * torch.randn(2, 10, generator=g), tr)
+    """Orientations well away from the identity (the composition with the camera rotation matters)."""
+    return two_person_fit(F, seed, spread=0.4, transl=((-0.4, 0.1, 1.0), (0.4, -0.2, 0.9)), betas_scale=1.5)
 
 
 def _mesh(fast: FastBody, go, bp, betas, tr):

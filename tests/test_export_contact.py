@@ -11,25 +11,22 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody  # noqa: E402
 from h4d_fast.body.parts import body_parts  # noqa: E402
-from h4d_fast.eval.contact import vertex_contact  # noqa: E402
 from h4d_fast.io.contact import dense_contact, read_contact  # noqa: E402
 from h4d_fast.io.detections import read_npy  # noqa: E402
 from h4d_fast.io.frame_files import npz_members  # noqa: E402
+from h4d_fast.ops.contact import vertex_contact  # noqa: E402
 from h4d_fast.pipeline.export import export_harmony4d  # noqa: E402
 from h4d_fast.pipeline.fit import FitResult  # noqa: E402
+from helpers import body_model_or_skip  # noqa: E402
 
 NAMES = ["aria01", "aria02", "aria03"]
 
 
 @pytest.fixture(scope="module")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _touching(F: int = 3) -> FitResult:

@@ -10,21 +10,19 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle  # noqa: E402
 from h4d_fast.config import FitConfig  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
-from h4d_fast.eval.mesh import mpjpe24, penetration_volume, pve  # noqa: E402
+from h4d_fast.eval.metrics import mpjpe24, pve  # noqa: E402
+from h4d_fast.ops.penetration import penetration_volume  # noqa: E402
 from h4d_fast.pipeline import fit_losses as L  # noqa: E402
 from h4d_fast.pipeline.fit import FitResult, fit_iterations, fit_sequence, model_outputs  # noqa: E402
+from helpers import body_model_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _upright(yaw: torch.Tensor) -> torch.Tensor:

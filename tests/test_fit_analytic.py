@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
 
 import pytest
 import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody, rot6d  # noqa: E402
 from h4d_fast.body.jacobian import joints_with_jacobian, so3_right_jacobian  # noqa: E402
 from h4d_fast.body.sparse_skin import SparseSkin  # noqa: E402
@@ -22,14 +22,12 @@ from h4d_fast.config import FitConfig  # noqa: E402
 from h4d_fast.pipeline import fit as FT  # noqa: E402
 from h4d_fast.pipeline.fit_gn import GaussNewton, pcg  # noqa: E402
 from h4d_fast.pipeline.fit_objective import TemporalBand  # noqa: E402
+from helpers import body_model_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _with_posedirs(body, seed: int = 7):
@@ -228,6 +226,71 @@ def test_pcg_step_equals_dense_solve(body):
             torch.testing.assert_close(d[:, q].reshape(-1), ref, rtol=1e-6, atol=1e-8 * float(ref.abs().max()))
 
 
+def _gn_stage_weights(cfg, stage: int) -> dict:
+    w = cfg.stage_weights(stage)
+    w["collision"] = 0.0
+    return w
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+@pytest.mark.parametrize("how", ["nan", "absurd"])
+def test_gn_divergence_guard_restores_the_best_finite_point(body, monkeypatch, stage, how):
+    """A Gauss-Newton stage that diverges -- a NaN, or an absurd step (+1e5 on a parameter the stage
+    optimises), injected into what its loop leaves in the parameters -- is undone by the divergence
+    guard: the parameters are the stage's starting point (finite, and better than the diverged end)
+    and the stage's record says why."""
+    fitter, cfg = _fitter(body)
+    w = _gn_stage_weights(cfg, stage)
+    loop = "_run_betas" if stage == 2 else "_run_body"
+    real = getattr(GaussNewton, loop)
+
+    def diverging(self, *args):
+        done = real(self, *args)
+        x = self.f.p[{1: "transl", 2: "betas", 3: "body_pose"}[stage]]
+        if how == "nan":
+            x[0, 0] = float("nan")
+        else:
+            x.add_(1e5)
+        return done
+
+    monkeypatch.setattr(GaussNewton, loop, diverging)
+    start = {k: v.clone() for k, v in fitter.p.items()}
+    with torch.no_grad():
+        l0 = float(fitter.total(stage, w)[0])
+    rec = fitter.run_stage(stage, w, 3, lambda n: None)
+    assert rec["guard"] == ("non-finite" if how == "nan" else "rising")
+    assert rec["iterations"] > 0
+    for k, v in fitter.p.items():
+        assert torch.equal(v, start[k]), k
+    assert math.isfinite(rec["loss_end"]) and rec["loss_end"] == rec["loss_start"] == l0
+
+
+def test_gn_trials_reject_non_finite_and_absurd_steps(body, monkeypatch):
+    """Steps that are NaN for some bodies and absurd for the others never lower the loss: the
+    Levenberg-Marquardt trials reject them (raising the damping), the stage ends where it started
+    and the guard has nothing to undo; with the real steps the same stage lowers the loss."""
+    fitter, cfg = _fitter(body)
+    w = _gn_stage_weights(cfg, 3)
+    real_solve = GaussNewton.solve
+    lams = []
+
+    def bad_solve(self, g, H, lam, *rest):
+        lams.append(lam.clone())
+        d = 1e6 * real_solve(self, g, H, lam, *rest)
+        d[0] = float("nan")  # the first frame's bodies: NaN steps
+        return d
+
+    start = {k: v.clone() for k, v in fitter.p.items()}
+    monkeypatch.setattr(GaussNewton, "solve", bad_solve)
+    rec = fitter.run_stage(3, w, 4, lambda n: None)
+    assert rec["guard"] is None and rec["loss_end"] == rec["loss_start"]
+    assert all(torch.equal(v, start[k]) for k, v in fitter.p.items())
+    assert len(lams) == 4 and bool((lams[-1] > lams[0]).all())  # every rejection damps harder
+    monkeypatch.setattr(GaussNewton, "solve", real_solve)
+    rec = fitter.run_stage(3, w, 4, lambda n: None)
+    assert rec["guard"] is None and rec["loss_end"] < rec["loss_start"]
+
+
 def test_pcg_solves_independent_systems():
     g = torch.Generator().manual_seed(0)
     F, P, n = 4, 3, 5
@@ -413,7 +476,7 @@ def test_gpu_objective_equals_cpu(body):
 def test_gpu_fit_with_graphs_matches_cpu_fit(body):
     """The whole fit (collision stage included) on CUDA with CUDA graphs: no capture failure and
     the same accuracy as on the CPU (float32 on both; different summation orders)."""
-    from h4d_fast.eval.mesh import mpjpe24
+    from h4d_fast.eval.metrics import mpjpe24
     from h4d_fast.pipeline.fit import fit_sequence, model_outputs
     from h4d_fast.pipeline.fit_objective import GRAPH_FAILURES
     from test_fit import facing_pair

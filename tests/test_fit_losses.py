@@ -11,7 +11,6 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody, axis_angle_to_matrix, matrix_to_axis_angle, rot6d  # noqa: E402
 from h4d_fast.config import FitConfig  # noqa: E402
 from h4d_fast.constants import COCO_TO_SMPL45  # noqa: E402
@@ -22,14 +21,12 @@ from h4d_fast.pipeline.fit import (  # noqa: E402
     kabsch,
     swing_axis_angle,
 )
+from helpers import body_model_or_skip  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 def _random_params(B: int, seed: int, pose_std: float = 0.4):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from h4d_fast.eval.contact import pair_contact
 from h4d_fast.eval.interaction import accel_measures, inter_person_error, interaction_measures, penetration_measures
+from h4d_fast.ops.contact import pair_contact
 from test_contact import SPH_F, two_spheres
 
 
@@ -20,7 +20,7 @@ def test_penetration_measures_follow_the_benchmark_definition():
     # per frame: max over both directions of the nearest-vertex distance of the vertices inside the other sphere
     per = []
     for f in range(3):
-        from h4d_fast.eval.mesh import winding_number
+        from h4d_fast.ops.penetration import winding_number
 
         vals = [0.0]
         for p, q in ((a[f], b[f]), (b[f], a[f])):
@@ -93,9 +93,10 @@ def tiny_run(tmp_path_factory):
     """A 10-frame synthetic sequence and a fake run folder: the ground-truth bodies, person 2 moved 3 mm."""
     pytest.importorskip("smplx")
     from h4d_fast.body import DefaultModelUnavailable, load_body_model
+    from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.config import Config, to_toml
     from h4d_fast.io.harmony4d import write_sequence
-    from h4d_fast.io.smpl_layout import recompute_meshes, write_sequence_npz
+    from h4d_fast.io.smpl_layout import write_sequence_npz
     from h4d_fast.synth import make_capture
 
     try:
@@ -139,10 +140,10 @@ def test_interaction_report_and_cli(tiny_run, capsys):
     assert "max_penetration_mm" in q and "contact_f1" not in q and q["accel_mm_s2"]["error"] is None and q["accel_mm_s2"]["jitter"] > 0
     # precomputed ground-truth labels are used when present and at the same threshold
     from h4d_fast.body import load_body_model
+    from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.eval.interaction import pair_contacts, stack_contact
     from h4d_fast.io.contact import write_contact
     from h4d_fast.io.harmony4d import read_ground_truth
-    from h4d_fast.io.smpl_layout import recompute_meshes
 
     gt = read_ground_truth(seq)
     gv, _ = recompute_meshes(load_body_model(), {k: gt.smpl[k].numpy() for k in ("global_orient", "body_pose", "betas", "transl")})

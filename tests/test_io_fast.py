@@ -374,12 +374,12 @@ def test_run_sequence_leaves_the_files_to_finish(tmp_path, monkeypatch):
     """``wait_files=False``: the consolidated outputs are written when it returns; ``finish()`` waits
     for the per-frame files and writes timing.json last."""
     from h4d_fast.config import load_config
-    from h4d_fast.pipeline import driver
+    from h4d_fast.pipeline import run
 
     seq, cap = _write_seq(tmp_path, F=8)
     cfg = load_config(None, ["fit.enabled=false", "run.progress=false"])
     out = tmp_path / "out"
-    res = driver.run_sequence(seq, out, cfg, wait_files=False)
+    res = run.run_sequence(seq, out, cfg, wait_files=False)
     assert (out / "poses3d.npz").is_file() and not (out / "timing.json").exists()
     res.finish()
     tj = json.loads((out / "timing.json").read_text())

@@ -138,11 +138,9 @@ def test_numba_nearest_face_two_level_search_is_exact():
 
 @needs_numba
 def test_numba_direct_call_float32_odd_grid():
-    from h4d_fast.ops._collision_numba import collision_loss_numba
-
     va, fa, vb, fb = sphere_pair(B=2, level=1, depth=0.3, seed=4)
     a, b = va.float().requires_grad_(True), vb.float().requires_grad_(True)
-    loss = collision_loss_numba(a, b, fa, fb, grid_size=7)
+    loss = collision_loss(a, b, fa, fb, grid_size=7, backend="numba")
     assert loss.dtype == torch.float32 and loss.requires_grad
     compare("numba", va, vb, fa, fb, dtype=torch.float32, ref_dtype=torch.float64, grid_size=7)
     compare("numba", va, vb, fa, fb, grid_size=37)

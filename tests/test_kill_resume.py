@@ -176,7 +176,7 @@ def test_run_many_killed_inside_a_commit_then_rerun_is_identical(many_root, tmp_
 
 # ----------------------------------------------------------------------------- two runs, one folder
 def test_second_run_on_the_same_folder_refuses(seq, tmp_path, capsys, monkeypatch):
-    from h4d_fast.pipeline import driver
+    from h4d_fast.pipeline import run
 
     out = tmp_path / "out"
     args = ["run", str(seq), "--out", str(out), "--set", "fit.enabled=false", "--set", "refine.iters=5", "--quiet"]
@@ -198,13 +198,13 @@ def test_second_run_on_the_same_folder_refuses(seq, tmp_path, capsys, monkeypatc
         holder.wait(timeout=60)
     # while a run runs, a second one on its folder is refused (the lock is held for the whole run)
     seen: list[int] = []
-    real = driver.run_sequence
+    real = run.run_sequence
 
     def nested(*a, **k):
         seen.append(main(args))
         return real(*a, **k)
 
-    monkeypatch.setattr(driver, "run_sequence", nested)
+    monkeypatch.setattr(run, "run_sequence", nested)
     assert main(args) == 0
     assert seen == [2] and "another `h4d run` is writing here" in capsys.readouterr().err
     monkeypatch.undo()

@@ -7,16 +7,9 @@ import math
 import pytest
 import torch
 
-from h4d_fast.eval.mesh import (
-    closest_point_triangle,
-    inside_depth,
-    mesh_errors,
-    mpjpe24,
-    penetration_volume,
-    pve,
-    vertex_areas,
-    winding_number,
-)
+from h4d_fast.eval.metrics import mesh_errors, mpjpe24, pve
+from h4d_fast.ops.mesh_geometry import closest_point_triangle, vertex_areas
+from h4d_fast.ops.penetration import inside_depth, penetration_volume, winding_number
 
 # a closed, outward-oriented unit cube (12 triangles)
 CUBE_V = torch.tensor(
@@ -132,7 +125,8 @@ def test_pve_and_mpjpe():
 
 def test_frame_batched_fast_depth_matches_the_per_frame_path(default_body):
     """The GPU path's frame-batched search (run here on CPU tensors) equals the per-frame one."""
-    from h4d_fast.eval.mesh import _depth_fast, _depth_fast_frames, _topology
+    from h4d_fast.ops.mesh_geometry import _topology
+    from h4d_fast.ops.penetration import _depth_fast, _depth_fast_frames
 
     body, fast = default_body
     g = torch.Generator().manual_seed(1)
@@ -166,7 +160,7 @@ def test_penetration_volume_on_cuda_matches_cpu(default_body):
 def test_numba_fast_depth_matches_the_torch_path(default_body):
     """The CPU numba path (exact cell cull + candidate-triangle search) equals the torch code."""
     pytest.importorskip("numba")
-    import h4d_fast.eval.mesh as M
+    import h4d_fast.ops.penetration as M
 
     body, fast = default_body
     g = torch.Generator().manual_seed(2)
@@ -190,7 +184,7 @@ def test_numba_fast_depth_matches_the_torch_path(default_body):
 def test_packed_gpu_depth_path_matches_the_per_frame_path(default_body):
     """The GPU path packs each frame's box candidates (varying counts, one frame without any);
     run on CPU tensors here, it equals the per-frame torch search point for point."""
-    import h4d_fast.eval.mesh as M
+    import h4d_fast.ops.penetration as M
 
     body, fast = default_body
     g = torch.Generator().manual_seed(4)
@@ -216,8 +210,8 @@ def test_packed_gpu_depth_path_matches_the_per_frame_path(default_body):
 
 def test_cell_candidates_equal_the_numba_cull(default_body):
     """The GPU path's batched cell cull (torch) gives the numba kernel's candidates exactly."""
-    nb_mod = pytest.importorskip("h4d_fast.eval._mesh_numba")
-    import h4d_fast.eval.mesh as M
+    nb_mod = pytest.importorskip("h4d_fast.ops._mesh_numba")
+    import h4d_fast.ops.penetration as M
 
     body, fast = default_body
     g = torch.Generator().manual_seed(6)

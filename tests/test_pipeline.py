@@ -12,7 +12,7 @@ import torch
 from h4d_fast.cli import main
 from h4d_fast.config import Config
 from h4d_fast.io.harmony4d import write_sequence
-from h4d_fast.pipeline.driver import run_sequence
+from h4d_fast.pipeline.run import run_sequence
 from h4d_fast.synth import make_capture
 
 FRAMES, CAMERAS = 48, 12

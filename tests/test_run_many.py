@@ -13,7 +13,7 @@ import pytest
 from h4d_fast.cli import main
 from h4d_fast.config import load_config
 from h4d_fast.io.harmony4d import write_sequence
-from h4d_fast.pipeline import driver, many
+from h4d_fast.pipeline import many, run
 from h4d_fast.synth import make_capture
 
 FAST = ["--set", "fit.enabled=false", "--set", "refine.iters=5", "--quiet"]
@@ -130,7 +130,7 @@ def test_prefetch_off_and_process_loader_agree(root, tmp_path, capsys):
 def test_interrupted_run_resumes_from_partial_folder(clean_root, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     # the first sequence is interrupted after its track stage (as a killed process would be)
-    monkeypatch.setattr(driver, "run_sequence", functools.partial(driver.run_sequence, stop_after="track"))
+    monkeypatch.setattr(run, "run_sequence", functools.partial(run.run_sequence, stop_after="track"))
     assert main(["run-many", str(clean_root), "--out", str(out), *FAST, "--match", "a"]) == 130
     monkeypatch.undo()
     part = out / many.PARTIAL_DIR / "a"

@@ -158,7 +158,7 @@ def test_skeleton_only_mode():
 
 
 # Ground-truth meshes nearly free of interpenetration (h4d_fast.synth.collide). Measured with
-# h4d_fast.eval.mesh.penetration_volume (vertices of one body inside the other x their area, cm^3 per
+# h4d_fast.ops.penetration.penetration_volume (vertices of one body inside the other x their area, cm^3 per
 # frame) on 120-frame captures (approach, hug, grapple: contact in ~2/3 of the frames):
 # seed 0: mean 9.2, max 150; seed 1: mean 1.8, max 151 (seeds 0-8: means 1.8-9.2, maxima 91-371;
 # 300 frames of seed 0: mean 0.05). The residue is mostly forearms crossing each other, where the
@@ -170,7 +170,7 @@ GT_PEN_MAX_CM3 = 600.0
 @pytest.mark.slow  # 15-25 s on 2 cores
 def test_ground_truth_meshes_barely_interpenetrate():
     from h4d_fast.body.fast import FastBody
-    from h4d_fast.eval.mesh import penetration_volume
+    from h4d_fast.ops.penetration import penetration_volume
     from h4d_fast.synth import _resolve_body
 
     F = 120

@@ -9,21 +9,18 @@ import torch
 
 pytest.importorskip("smplx")
 
-from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
-from h4d_fast.eval.contact import vertex_contact  # noqa: E402
+from h4d_fast.body.fast import recompute_meshes  # noqa: E402
 from h4d_fast.io.contact import read_contact  # noqa: E402
 from h4d_fast.io.harmony4d import read_ground_truth  # noqa: E402
-from h4d_fast.io.smpl_layout import recompute_meshes  # noqa: E402
+from h4d_fast.ops.contact import vertex_contact  # noqa: E402
+from helpers import body_model_or_skip  # noqa: E402
 
 F = 12
 
 
 @pytest.fixture(scope="module")
 def body():
-    try:
-        return load_body_model()
-    except DefaultModelUnavailable as e:  # pragma: no cover
-        pytest.skip(f"default body model unavailable: {e}")
+    return body_model_or_skip()
 
 
 @pytest.fixture(scope="module")

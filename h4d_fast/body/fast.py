@@ -24,8 +24,9 @@ Rotation conventions are smplx's: axis-angle per joint, Rodrigues, parents from 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -256,4 +257,37 @@ class FastBody:
         return verts, joints
 
 
-__all__ = ["FACE_VERTEX_JOINTS", "FastBody", "axis_angle_to_matrix", "joint_transforms", "matrix_to_axis_angle", "rot6d", "skin"]
+def recompute_meshes(body: Any, params: Mapping[str, np.ndarray], device: str = "cpu", chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]`` (float32) of batched parameters."""
+    fast = FastBody(body).to(device=device)
+    go = torch.as_tensor(np.asarray(params["global_orient"]), dtype=fast.dtype, device=device)
+    F, P = go.shape[:2]
+    N = F * P
+    go = go.reshape(N, 3)
+    bp = torch.as_tensor(np.asarray(params["body_pose"]), dtype=fast.dtype, device=device).reshape(N, -1)
+    be = torch.as_tensor(np.asarray(params["betas"]), dtype=fast.dtype, device=device)
+    be = (be[None].expand(F, P, -1) if be.dim() == 2 else be).reshape(N, -1)
+    tr = torch.as_tensor(np.asarray(params["transl"]), dtype=fast.dtype, device=device).reshape(N, 3)
+    vs, js = [], []
+    with torch.no_grad():
+        for i in range(0, N, chunk):
+            v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
+            vs.append(v.float().cpu().numpy())
+            js.append(j.float().cpu().numpy())
+    nv = fast.v_template.shape[0]
+    V = np.concatenate(vs) if vs else np.zeros((0, nv, 3), np.float32)
+    J = np.concatenate(js) if js else np.zeros((0, 45, 3), np.float32)
+    return V.reshape(F, P, nv, 3), J.reshape(F, P, -1, 3)
+
+
+def with_meshes(smpl: dict[str, Any], body: Any, device: str = "cpu") -> dict[str, Any]:
+    """``smpl`` (:func:`h4d_fast.io.smpl_layout.read_smpl_sequence`'s batched results) with
+    ``vertices`` and ``joints`` recomputed from its parameters (frame betas as stored) where the
+    files lacked them, posed with ``body``."""
+    if "vertices" not in smpl or "joints" not in smpl:
+        smpl["vertices"], smpl["joints"] = recompute_meshes(body, smpl, device=device)
+    return smpl
+
+
+__all__ = ["FACE_VERTEX_JOINTS", "FastBody", "axis_angle_to_matrix", "joint_transforms", "matrix_to_axis_angle", "recompute_meshes", "rot6d",
+           "skin", "with_meshes"]

@@ -73,8 +73,7 @@ from .hmr_io import (  # re-exported
     read_predictions,  # noqa: F401
     read_sequence_smpl,  # noqa: F401
 )
-from .mesh import mpjpe24, pve
-from .metrics import procrustes_align
+from .metrics import mpjpe24, procrustes_align, pve
 
 MAJOR_JOINTS: tuple[int, ...] = (1, 2, 4, 5, 7, 8, 16, 17, 18, 19, 20, 21)
 PCK_THRESHOLD_MM = 150.0

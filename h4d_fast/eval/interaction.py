@@ -20,7 +20,7 @@ Every measure is computed from the fitted meshes / joints, vectorised over frame
     pairs ``(i of a, j of b)``, ``mean | |a_i - b_j| - |a_i* - b_j*| |`` (``*`` = ground truth),
     on the 24 SMPL joints when both sides have meshes, else on the COCO-17 3D keypoints valid in both.
 ``contact_f1``, ``contact_precision``, ``contact_recall`` (GT)
-    Vertex contact (:mod:`h4d_fast.eval.contact`, ``contact.contact_mm``) against the ground
+    Vertex contact (:mod:`h4d_fast.ops.contact`, ``contact.contact_mm``) against the ground
     truth's, over every (frame, pair, side, vertex) decision. ``contact_region_f1`` (and its
     precision / recall): the same over (frame, pair, side, body part) with the segmentation of
     :mod:`h4d_fast.body.parts` (a part touches when any of its vertices does).
@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from .contact import DEFAULT_CONTACT_MM, PairContact, contact_scores, pair_contact, person_pairs
+from ..ops.contact import DEFAULT_CONTACT_MM, PairContact, pair_contact, person_pairs
+from .metrics import contact_scores
 
 DEFAULT_PENETRATION_MM = 10.0
 
@@ -133,7 +134,7 @@ def accel_measures(pred: Tensor, fps: float, gt: Tensor | None = None, valid: Te
 
 
 def pair_contacts(verts: Tensor, faces: Tensor, contact_mm: float = DEFAULT_CONTACT_MM) -> list[PairContact]:
-    """:func:`~h4d_fast.eval.contact.pair_contact` for every pair of ``verts [F, P, N, 3]``."""
+    """:func:`~h4d_fast.ops.contact.pair_contact` for every pair of ``verts [F, P, N, 3]``."""
     return [pair_contact(verts[:, a], verts[:, b], faces, contact_mm=contact_mm) for a, b in person_pairs(verts.shape[1])]
 
 
@@ -244,11 +245,12 @@ def interaction_report(
     import numpy as np
 
     from ..body import load_body_model
+    from ..body.fast import recompute_meshes, with_meshes
     from ..body.parts import body_parts
     from ..config import Config, load_config
     from ..io.contact import CONTACT_FILE, read_contact
     from ..io.harmony4d import read_ground_truth, read_meta
-    from ..io.smpl_layout import read_smpl_sequence, recompute_meshes
+    from ..io.smpl_layout import read_smpl_sequence
 
     out = Path(out)
     processed = out / "processed_data"
@@ -261,7 +263,7 @@ def interaction_report(
     dev = _resolve_device(device)
     body_spec = cfg.fit.body_model
     body = load_body_model(None if body_spec in ("default", "", None) else body_spec, gender=cfg.fit.gender)
-    fit = read_smpl_sequence(processed, body=body)
+    fit = with_meshes(read_smpl_sequence(processed), body)
     frame_ids = [int(f) for f in np.asarray(fit["frame_ids"]).reshape(-1)]
     faces = body.faces.to(dev)
     verts = torch.as_tensor(np.asarray(fit["vertices"]), device=dev)

@@ -1,9 +1,12 @@
-"""Accuracy of 3D keypoints against ground truth.
+"""Accuracy against ground truth: 3D keypoints, SMPL joints and meshes, vertex contact.
 
-All inputs are ``[F, P, J, 4]`` (x, y, z, valid) in metres; results are in millimetres.
-A keypoint counts in MPJPE when it is valid in both prediction and ground truth; the fraction
-of ground-truth keypoints the prediction recovers is reported beside it, so no method wins by
-dropping hard keypoints.
+Keypoints: inputs ``[F, P, J, 4]`` (x, y, z, valid) in metres, results in millimetres. A keypoint
+counts in MPJPE when it is valid in both prediction and ground truth; the fraction of ground-truth
+keypoints the prediction recovers is reported beside it, so no method wins by dropping hard
+keypoints. Meshes (:func:`pve`, :func:`mpjpe24`, :func:`mesh_errors`): any leading dims, metres in,
+millimetres out. Contact (:func:`contact_scores`): precision, recall and F1 of vertex contact labels
+(:func:`h4d_fast.ops.contact.vertex_contact`). The two-person penetration measure is
+:mod:`h4d_fast.ops.penetration`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..align import procrustes_align  # noqa: F401 (re-exported; its home)
-from ..constants import COCO17_NAMES
+from ..constants import COCO17_NAMES, NUM_SMPL_JOINTS
 
 
 def _masked_mean(x: Tensor, m: Tensor, dims: tuple[int, ...] | None = None) -> Tensor:
@@ -89,3 +92,88 @@ def keypoint_report(pred: Tensor, gt: Tensor, person_names: list[str] | None = N
         "per_joint_mpjpe_mm": {COCO17_NAMES[j] if J == 17 else str(j): float(_masked_mean(err[..., j], both[..., j])) for j in range(J)},
     }
     return rep
+
+
+# ----------------------------------------------------------------------------- meshes
+def _align(pred: Tensor, gt: Tensor, align: str, root_pred: Tensor | None, root_gt: Tensor | None) -> tuple[Tensor, Tensor]:
+    if align == "none":
+        return pred, gt
+    if align == "root":
+        if root_pred is None or root_gt is None:
+            raise ValueError("align='root' needs root_pred and root_gt")
+        return pred - root_pred[..., None, :], gt - root_gt[..., None, :]
+    if align == "procrustes":
+        mask = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
+        return procrustes_align(pred, gt, mask), gt
+    raise ValueError(f"align must be 'none', 'root' or 'procrustes', got {align!r}")
+
+
+def mpjpe24(pred_joints: Tensor, gt_joints: Tensor, align: str = "none") -> Tensor:
+    """Mean per-joint position error over the 24 SMPL tree joints, in mm.
+
+    Args:
+        pred_joints, gt_joints: ``[..., J >= 24, 3]`` (e.g. smplx ``joints45``), metres.
+        align: ``"none"``, ``"root"`` (pelvis = joint 0 subtracted, as the Harmony4D benchmark)
+            or ``"procrustes"`` (similarity alignment per sample).
+    Returns:
+        ``[...]`` mm.
+    """
+    p, g = pred_joints[..., :NUM_SMPL_JOINTS, :], gt_joints[..., :NUM_SMPL_JOINTS, :]
+    p, g = _align(p, g, align, p[..., 0, :], g[..., 0, :])
+    return (p - g).norm(dim=-1).mean(-1) * 1000.0
+
+
+def pve(
+    pred_verts: Tensor,
+    gt_verts: Tensor,
+    align: str = "none",
+    pred_root: Tensor | None = None,
+    gt_root: Tensor | None = None,
+) -> Tensor:
+    """Per-vertex error (mean vertex distance), in mm.
+
+    Args:
+        pred_verts, gt_verts: ``[..., N, 3]`` metres (same topology).
+        align: ``"none"``, ``"root"`` (subtract ``pred_root`` / ``gt_root [..., 3]``, e.g. the
+            pelvis joints; the Harmony4D benchmark uses vertex 0) or ``"procrustes"``.
+    Returns:
+        ``[...]`` mm.
+    """
+    p, g = _align(pred_verts, gt_verts, align, pred_root, gt_root)
+    return (p - g).norm(dim=-1).mean(-1) * 1000.0
+
+
+def mesh_errors(pred_verts: Tensor, gt_verts: Tensor, pred_joints: Tensor, gt_joints: Tensor) -> dict[str, float]:
+    """Summary over all leading dims: ``mpjpe``, ``pa_mpjpe``, ``root_mpjpe``, ``pve``,
+    ``root_pve`` (pelvis-aligned), ``pa_pve``; mm."""
+    pr, gr = pred_joints[..., 0, :], gt_joints[..., 0, :]
+    return {
+        "mpjpe": float(mpjpe24(pred_joints, gt_joints).mean()),
+        "root_mpjpe": float(mpjpe24(pred_joints, gt_joints, "root").mean()),
+        "pa_mpjpe": float(mpjpe24(pred_joints, gt_joints, "procrustes").mean()),
+        "pve": float(pve(pred_verts, gt_verts).mean()),
+        "root_pve": float(pve(pred_verts, gt_verts, "root", pr, gr).mean()),
+        "pa_pve": float(pve(pred_verts, gt_verts, "procrustes").mean()),
+    }
+
+
+# ----------------------------------------------------------------------------- contact
+def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
+    """Precision, recall and F1 of predicted vertex contact against ground truth.
+
+    Args:
+        pred, gt: bool tensors of one shape (e.g. ``[F, Q, 2, N]``); every element is one decision.
+    Returns:
+        ``{"precision", "recall", "f1", "tp", "fp", "fn", "gt_positives"}``; precision (recall) is
+        1.0 when nothing is predicted (in the ground truth), F1 likewise when both are empty.
+    """
+    if pred.shape != gt.shape:
+        raise ValueError(f"contact_scores: prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ")
+    p, g = pred.bool(), gt.bool()
+    tp = int((p & g).sum())
+    fp = int((p & ~g).sum())
+    fn = int((~p & g).sum())
+    prec = tp / (tp + fp) if tp + fp else 1.0
+    rec = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"precision": prec, "recall": rec, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "gt_positives": tp + fn}

@@ -151,7 +151,7 @@ def mesh_report(out: Path, gt_seq: Path, gt, frame_ids: list[int], pred=None, gt
     from ..body.fast import FastBody
     from ..io.harmony4d import read_meta
     from ..io.smpl_layout import read_smpl_sequence
-    from .mesh import mpjpe24, pve
+    from .metrics import mpjpe24, pve
 
     fit = read_smpl_sequence(out / "processed_data")
     meta = read_meta(gt_seq) or {}

@@ -142,7 +142,7 @@ SEQUENCE_KEYS: tuple[str, ...] = ("contact_index", "contact_shape", "contact_pai
 
 
 def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
-    """The arrays an export adds to ``sequence.npz`` from :func:`h4d_fast.eval.contact.export_contact`'s
+    """The arrays an export adds to ``sequence.npz`` from :func:`h4d_fast.ops.contact.export_contact`'s
     dict: ``contact_index`` int32 ``[K, 4]`` (frame index, pair, side, vertex of every touching
     vertex, in that order), ``contact_shape`` ``[4]`` (``F, Q, 2, N``), ``contact_pairs`` ``[Q, 2]``,
     ``contact_mm``, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,

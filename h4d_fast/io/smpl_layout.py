@@ -19,7 +19,7 @@ Layout under one folder ``D`` (the sequence's ``processed_data``)::
 
 Harmony4D's released ``smpl/%05d.npy`` files have the same per-person dicts (plus
 ``epoch_loss``); some copies lack ``vertices``/``joints``. :func:`read_smpl_sequence` reads both
-forms and can recompute missing meshes with a body model.
+forms (:func:`h4d_fast.body.fast.with_meshes` recomputes missing meshes with a body model).
 
 Every file is written atomically (:mod:`h4d_fast.io.atomic`); many small files go through a
 thread pool.
@@ -272,27 +272,18 @@ def _read_npz(path: Path) -> dict[str, Any]:
     return out
 
 
-def read_smpl_sequence(
-    folder: Path,
-    body: Any = None,
-    person_names: Sequence[str] | None = None,
-    prefer: str = "npz",
-    device: str = "cpu",
-) -> dict[str, Any]:
+def read_smpl_sequence(folder: Path, person_names: Sequence[str] | None = None, prefer: str = "npz") -> dict[str, Any]:
     """Batched SMPL results of a sequence.
 
     Args:
         folder: a ``processed_data`` folder (with ``sequence.npz`` and/or ``smpl/``) or an
             ``smpl`` folder of per-frame files itself.
-        body: a :class:`~h4d_fast.body.BodyModel`; when given, ``vertices`` and ``joints``
-            missing from the files are recomputed from the parameters (frame betas as stored).
         person_names: people to read from per-frame files, in this order (default: all, sorted).
         prefer: ``"npz"`` (use ``sequence.npz`` when present) or ``"files"``.
-        device: where the recomputation runs.
     Returns:
         dict with ``frame_ids``, ``person_names``, ``valid [F, P]``, ``global_orient``,
-        ``body_pose``, ``betas [F, P, K]``, ``transl`` and, when stored or recomputed,
-        ``vertices``, ``joints`` (plus ``poses3d``/``poses2d``/``bbox``/``camera_names`` from
+        ``body_pose``, ``betas [F, P, K]``, ``transl`` and, when stored, ``vertices``, ``joints``
+        (:func:`h4d_fast.body.fast.with_meshes` computes them where they are not) (plus ``poses3d``/``poses2d``/``bbox``/``camera_names`` from
         the npz).
     """
     folder = Path(folder)
@@ -308,36 +299,7 @@ def read_smpl_sequence(
         out = read_smpl_frames(folder, person_names)
     else:
         raise InputError(folder, f"no {NPZ_NAME} and no SMPL frame files (smpl/00001.npy ...)")
-    if body is not None and ("vertices" not in out or "joints" not in out):
-        out["vertices"], out["joints"] = recompute_meshes(body, out, device=device)
     return out
-
-
-def recompute_meshes(body: Any, params: Mapping[str, np.ndarray], device: str = "cpu", chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]`` (float32) of batched parameters."""
-    import torch
-
-    from ..body.fast import FastBody
-
-    fast = FastBody(body).to(device=device)
-    go = torch.as_tensor(np.asarray(params["global_orient"]), dtype=fast.dtype, device=device)
-    F, P = go.shape[:2]
-    N = F * P
-    go = go.reshape(N, 3)
-    bp = torch.as_tensor(np.asarray(params["body_pose"]), dtype=fast.dtype, device=device).reshape(N, -1)
-    be = torch.as_tensor(np.asarray(params["betas"]), dtype=fast.dtype, device=device)
-    be = (be[None].expand(F, P, -1) if be.dim() == 2 else be).reshape(N, -1)
-    tr = torch.as_tensor(np.asarray(params["transl"]), dtype=fast.dtype, device=device).reshape(N, 3)
-    vs, js = [], []
-    with torch.no_grad():
-        for i in range(0, N, chunk):
-            v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
-            vs.append(v.float().cpu().numpy())
-            js.append(j.float().cpu().numpy())
-    nv = fast.v_template.shape[0]
-    V = np.concatenate(vs) if vs else np.zeros((0, nv, 3), np.float32)
-    J = np.concatenate(js) if js else np.zeros((0, 45, 3), np.float32)
-    return V.reshape(F, P, nv, 3), J.reshape(F, P, -1, 3)
 
 
 __all__ = [
@@ -346,7 +308,6 @@ __all__ = [
     "SMPL_PARAM_KEYS",
     "read_smpl_frames",
     "read_smpl_sequence",
-    "recompute_meshes",
     "remove_stale_frames",
     "smpl_frame_dict",
     "write_person_frames",

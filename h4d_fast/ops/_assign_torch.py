@@ -15,7 +15,8 @@ maximum of ``sum s'`` over complete matchings is a maximum over all matchings be
 The numba and CUDA backends run the same steps in the same order in float64, so they return the
 same assignment, ties included.
 
-This module is the readable oracle (plain Python loops per problem, any device via the host);
+This module is the readable oracle (plain Python loops per problem, any device via the host; its
+:func:`hungarian_min` is also what the numba backend compiles);
 :func:`assign_bruteforce_torch` enumerates every injective map for tiny sizes (tests).
 """
 
@@ -25,6 +26,7 @@ import itertools
 import math
 from functools import lru_cache
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,22 +38,26 @@ def clean_scores(score: Tensor, min_score: float) -> Tensor:
     return torch.where(ok, s, torch.zeros_like(s))
 
 
-def hungarian_min(cost: list[list[float]], n: int, m: int) -> list[int]:
-    """Minimum-cost assignment of ``n <= m`` rows to distinct columns; ``cost[i][j]``.
+def hungarian_min(cost: np.ndarray) -> np.ndarray:
+    """Minimum-cost assignment of the ``n <= m`` rows of ``cost [n, m]`` to distinct columns.
 
-    Returns ``col[i]`` for each row (every row is assigned). 1-based potentials with the virtual
-    column 0 holding the row being inserted.
+    Returns ``col [n]`` int64 (every row is assigned). 1-based potentials with the virtual column 0
+    holding the row being inserted. Plain Python on numpy arrays: the numba backend compiles this
+    same function (:mod:`h4d_fast.ops._assign_numba`), so the two cannot drift apart.
     """
+    n, m = cost.shape
     inf = math.inf
-    u = [0.0] * (n + 1)
-    v = [0.0] * (m + 1)
-    p = [0] * (m + 1)  # p[j]: row matched to column j (0 = none)
-    way = [0] * (m + 1)
+    u = np.zeros(n + 1)
+    v = np.zeros(m + 1)
+    p = np.zeros(m + 1, np.int64)  # p[j]: row matched to column j (0 = none)
+    way = np.zeros(m + 1, np.int64)
+    minv = np.empty(m + 1)
+    used = np.empty(m + 1, np.bool_)
     for i in range(1, n + 1):
         p[0] = i
         j0 = 0
-        minv = [inf] * (m + 1)
-        used = [False] * (m + 1)
+        minv[:] = inf
+        used[:] = False
         while True:
             used[j0] = True
             i0 = p[j0]
@@ -59,7 +65,7 @@ def hungarian_min(cost: list[list[float]], n: int, m: int) -> list[int]:
             j1 = 0
             for j in range(1, m + 1):
                 if not used[j]:
-                    cur = cost[i0 - 1][j - 1] - u[i0] - v[j]
+                    cur = cost[i0 - 1, j - 1] - u[i0] - v[j]
                     if cur < minv[j]:
                         minv[j] = cur
                         way[j] = j0
@@ -81,27 +87,25 @@ def hungarian_min(cost: list[list[float]], n: int, m: int) -> list[int]:
             j0 = j1
             if j0 == 0:
                 break
-    col = [-1] * n
+    col = np.full(n, -1, np.int64)
     for j in range(1, m + 1):
         if p[j] != 0:
             col[p[j] - 1] = j - 1
     return col
 
 
-def assign_one(s: list[list[float]], R: int, C: int) -> list[int]:
-    """One problem: ``s [R][C]`` cleaned scores -> ``assign [R]`` (see the module docstring)."""
+def assign_one(s: np.ndarray) -> list[int]:
+    """One problem: ``s [R, C]`` cleaned scores (float64) -> ``assign [R]`` (see the module docstring)."""
+    R, C = s.shape
     out = [-1] * R
     if R == 0 or C == 0:
         return out
     if R <= C:
-        col = hungarian_min([[-x for x in row] for row in s], R, C)
-        for r in range(R):
-            out[r] = col[r]
-    else:
-        row_of = hungarian_min([[-s[r][c] for r in range(R)] for c in range(C)], C, R)
-        for c in range(C):
-            out[row_of[c]] = c
-    return [c if c >= 0 and s[r][c] > 0 else -1 for r, c in enumerate(out)]
+        out = hungarian_min(-s).tolist()
+    else:  # the columns take the rows
+        for c, r in enumerate(hungarian_min(np.ascontiguousarray(-s.T)).tolist()):
+            out[r] = c
+    return [c if c >= 0 and s[r, c] > 0 else -1 for r, c in enumerate(out)]
 
 
 def linear_assignment_torch(score: Tensor, min_score: float) -> Tensor:
@@ -110,10 +114,10 @@ def linear_assignment_torch(score: Tensor, min_score: float) -> Tensor:
     B = 1
     for n in lead:
         B *= n
-    s = clean_scores(score, min_score).reshape(B, R, C).cpu()
-    out = torch.full((s.shape[0], R), -1, dtype=torch.long)
-    for b, prob in enumerate(s.tolist()):
-        out[b] = torch.tensor(assign_one(prob, R, C), dtype=torch.long)
+    s = clean_scores(score, min_score).reshape(B, R, C).cpu().numpy()
+    out = torch.full((B, R), -1, dtype=torch.long)
+    for b in range(B):
+        out[b] = torch.tensor(assign_one(s[b]), dtype=torch.long)
     return out.reshape(*lead, R).to(score.device)
 
 

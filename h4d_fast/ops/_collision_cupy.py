@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _cuda_source as cs
-from .collision import CLUSTER, KernelInputs, kernel_collision_loss, next_pow2
+from .collision import CLUSTER, KernelInputs, next_pow2
 
 SOURCE = "collision.cu"
 BLOCK = 256  # h4d::coll::kBlock
@@ -91,17 +91,3 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         sums.append(part.sum(1))
         grads.append(grad)
     return torch.stack(sums), grads[0], grads[1]
-
-
-def collision_loss_cupy(
-    verts_a: Tensor,
-    verts_b: Tensor,
-    faces_a: Tensor,
-    faces_b: Tensor,
-    grid_size: int = 32,
-    pad: float = 1.2,
-    cell_centers: str = "aligned",
-    normalize: str = "mean",
-) -> Tensor:
-    """Per-frame collision loss ``[B]`` (CUDA tensors), differentiable in both vertex sets."""
-    return kernel_collision_loss(run_cupy, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize)

@@ -30,7 +30,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
-from .collision import CLUSTER, KernelInputs, kernel_collision_loss
+from .collision import CLUSTER, KernelInputs
 
 _EPS_ROW = 1e-3  # rows within this many cells of a triangle's (y, z) box are tested exactly
 
@@ -63,45 +63,47 @@ def _edge(ia, ib, ay, az, by, bz, cy, cz):
 
 
 @njit(cache=True, inline="always")
+def _dot(ux, uy, uz, vx, vy, vz):
+    return ux * vx + uy * vy + uz * vz
+
+
+@njit(cache=True, inline="always")
+def _edge_d2(ox, oy, oz, t_num, t_den, ex, ey, ez):
+    """``|o - t e|^2`` with ``t = t_num / t_den`` (0 when ``t_den`` is 0): squared distance to a point of an edge."""
+    t = t_num / t_den if t_den != 0 else 0.0
+    qx, qy, qz = ox - t * ex, oy - t * ey, oz - t * ez
+    return qx * qx + qy * qy + qz * qz
+
+
+@njit(cache=True, inline="always")
 def _pt_tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
     """Squared point-triangle distance (Ericson's Voronoi-region cascade)."""
     abx, aby, abz = bx - ax, by - ay, bz - az
     acx, acy, acz = cx - ax, cy - ay, cz - az
     apx, apy, apz = px - ax, py - ay, pz - az
-    d1 = abx * apx + aby * apy + abz * apz
-    d2 = acx * apx + acy * apy + acz * apz
-    if d1 <= 0 and d2 <= 0:
-        return apx * apx + apy * apy + apz * apz
+    d1 = _dot(abx, aby, abz, apx, apy, apz)
+    d2 = _dot(acx, acy, acz, apx, apy, apz)
+    if d1 <= 0 and d2 <= 0:  # vertex a
+        return _dot(apx, apy, apz, apx, apy, apz)
     bpx, bpy, bpz = px - bx, py - by, pz - bz
-    d3 = abx * bpx + aby * bpy + abz * bpz
-    d4 = acx * bpx + acy * bpy + acz * bpz
-    if d3 >= 0 and d4 <= d3:
-        return bpx * bpx + bpy * bpy + bpz * bpz
+    d3 = _dot(abx, aby, abz, bpx, bpy, bpz)
+    d4 = _dot(acx, acy, acz, bpx, bpy, bpz)
+    if d3 >= 0 and d4 <= d3:  # vertex b
+        return _dot(bpx, bpy, bpz, bpx, bpy, bpz)
     vc = d1 * d4 - d3 * d2
-    if vc <= 0 and d1 >= 0 and d3 <= 0:
-        den = d1 - d3
-        v = d1 / den if den != 0 else 0.0
-        qx, qy, qz = apx - v * abx, apy - v * aby, apz - v * abz
-        return qx * qx + qy * qy + qz * qz
+    if vc <= 0 and d1 >= 0 and d3 <= 0:  # edge ab
+        return _edge_d2(apx, apy, apz, d1, d1 - d3, abx, aby, abz)
     cpx, cpy, cpz = px - cx, py - cy, pz - cz
-    d5 = abx * cpx + aby * cpy + abz * cpz
-    d6 = acx * cpx + acy * cpy + acz * cpz
-    if d6 >= 0 and d5 <= d6:
-        return cpx * cpx + cpy * cpy + cpz * cpz
+    d5 = _dot(abx, aby, abz, cpx, cpy, cpz)
+    d6 = _dot(acx, acy, acz, cpx, cpy, cpz)
+    if d6 >= 0 and d5 <= d6:  # vertex c
+        return _dot(cpx, cpy, cpz, cpx, cpy, cpz)
     vb = d5 * d2 - d1 * d6
-    if vb <= 0 and d2 >= 0 and d6 <= 0:
-        den = d2 - d6
-        w = d2 / den if den != 0 else 0.0
-        qx, qy, qz = apx - w * acx, apy - w * acy, apz - w * acz
-        return qx * qx + qy * qy + qz * qz
+    if vb <= 0 and d2 >= 0 and d6 <= 0:  # edge ac
+        return _edge_d2(apx, apy, apz, d2, d2 - d6, acx, acy, acz)
     va = d3 * d6 - d5 * d4
-    if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
-        den = (d4 - d3) + (d5 - d6)
-        w = (d4 - d3) / den if den != 0 else 0.0
-        qx = bpx - w * (cx - bx)
-        qy = bpy - w * (cy - by)
-        qz = bpz - w * (cz - bz)
-        return qx * qx + qy * qy + qz * qz
+    if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:  # edge bc
+        return _edge_d2(bpx, bpy, bpz, d4 - d3, (d4 - d3) + (d5 - d6), cx - bx, cy - by, cz - bz)
     den = va + vb + vc
     if den != 0:
         v = vb / den
@@ -392,19 +394,3 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     if not need_grad:
         return torch.from_numpy(sums), None, None
     return torch.from_numpy(sums), torch.from_numpy(gb), torch.from_numpy(ga)
-
-
-def collision_loss_numba(
-    verts_a: Tensor,
-    verts_b: Tensor,
-    faces_a: Tensor,
-    faces_b: Tensor,
-    grid_size: int = 32,
-    pad: float = 1.2,
-    cell_centers: str = "aligned",
-    normalize: str = "mean",
-) -> Tensor:
-    """Per-frame collision loss ``[B]`` (CPU tensors), differentiable in both vertex sets."""
-    return kernel_collision_loss(
-        run_numba, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, torch.float64, keep_float=True
-    )

@@ -35,7 +35,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .collision import CLUSTER, KernelInputs, kernel_collision_loss, next_pow2
+from .collision import CLUSTER, KernelInputs, next_pow2
 
 CPP = 4  # clusters per raster program
 BLOCK_V = 256  # vertices per mark/sample program
@@ -207,6 +207,23 @@ def _raster_kernel(
 
 
 @triton.jit
+def _grid_coords(q_ptr, n_q, b, pb, vo, ok, cen_ptr, half_ptr, G: tl.constexpr):
+    """Vertices ``vo`` (mask ``ok``) of frame ``b`` in the grid units of box ``pb``: ``(fx, fy, fz, in_range,
+    s, hg)`` with ``s`` the box half size and ``hg = (G - 1) / 2`` (grid units per normalised unit)."""
+    qb = q_ptr + b.to(tl.int64) * n_q * 3
+    cx = tl.load(cen_ptr + pb * 3 + 0)
+    cy = tl.load(cen_ptr + pb * 3 + 1)
+    cz = tl.load(cen_ptr + pb * 3 + 2)
+    s = tl.load(half_ptr + pb)
+    hg = 0.5 * (G - 1)
+    fx = ((tl.load(qb + vo * 3 + 0, mask=ok, other=0.0) - cx) / s + 1.0) * hg
+    fy = ((tl.load(qb + vo * 3 + 1, mask=ok, other=0.0) - cy) / s + 1.0) * hg
+    fz = ((tl.load(qb + vo * 3 + 2, mask=ok, other=0.0) - cz) / s + 1.0) * hg
+    inr = ok & (fx > -1.0) & (fx < G) & (fy > -1.0) & (fy < G) & (fz > -1.0) & (fz < G)
+    return fx, fy, fz, inr, s, hg
+
+
+@triton.jit
 def _mark_kernel(
     q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, par_ptr, need_ptr, cnt_ptr, list_ptr, list_cap,
     G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr,
@@ -217,17 +234,7 @@ def _mark_kernel(
     act = tl.load(act_ptr + pb)
     if act != 0:
         vo = blk * BLOCK_V + tl.arange(0, BLOCK_V)
-        ok = vo < n_q
-        qb = q_ptr + b.to(tl.int64) * n_q * 3
-        cx = tl.load(cen_ptr + pb * 3 + 0)
-        cy = tl.load(cen_ptr + pb * 3 + 1)
-        cz = tl.load(cen_ptr + pb * 3 + 2)
-        s = tl.load(half_ptr + pb)
-        hg = 0.5 * (G - 1)
-        fx = ((tl.load(qb + vo * 3 + 0, mask=ok, other=0.0) - cx) / s + 1.0) * hg
-        fy = ((tl.load(qb + vo * 3 + 1, mask=ok, other=0.0) - cy) / s + 1.0) * hg
-        fz = ((tl.load(qb + vo * 3 + 2, mask=ok, other=0.0) - cz) / s + 1.0) * hg
-        ok = ok & (fx > -1.0) & (fx < G) & (fy > -1.0) & (fy < G) & (fz > -1.0) & (fz < G)
+        fx, fy, fz, ok, s, hg = _grid_coords(q_ptr, n_q, b, pb, vo, vo < n_q, cen_ptr, half_ptr, G)
         ix0 = tl.where(ok, tl.floor(fx), 0.0).to(tl.int32)
         iy0 = tl.where(ok, tl.floor(fy), 0.0).to(tl.int32)
         iz0 = tl.where(ok, tl.floor(fz), 0.0).to(tl.int32)
@@ -345,16 +352,7 @@ def _sample_kernel(
     ok = vo < n_q
     gb = grad_ptr + (b.to(tl.int64) * n_q + vo) * 3
     if act != 0:
-        qb = q_ptr + b.to(tl.int64) * n_q * 3
-        cx = tl.load(cen_ptr + pb * 3 + 0)
-        cy = tl.load(cen_ptr + pb * 3 + 1)
-        cz = tl.load(cen_ptr + pb * 3 + 2)
-        s = tl.load(half_ptr + pb)
-        hg = 0.5 * (G - 1)
-        fx = ((tl.load(qb + vo * 3 + 0, mask=ok, other=0.0) - cx) / s + 1.0) * hg
-        fy = ((tl.load(qb + vo * 3 + 1, mask=ok, other=0.0) - cy) / s + 1.0) * hg
-        fz = ((tl.load(qb + vo * 3 + 2, mask=ok, other=0.0) - cz) / s + 1.0) * hg
-        inr = ok & (fx > -1.0) & (fx < G) & (fy > -1.0) & (fy < G) & (fz > -1.0) & (fz < G)
+        fx, fy, fz, inr, s, hg = _grid_coords(q_ptr, n_q, b, pb, vo, ok, cen_ptr, half_ptr, G)
         x0 = tl.where(inr, tl.floor(fx), 0.0)
         y0 = tl.where(inr, tl.floor(fy), 0.0)
         z0 = tl.where(inr, tl.floor(fz), 0.0)
@@ -474,17 +472,3 @@ def run_triton(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None
         sums.append(part.sum(1))
         grads.append(grad if need_grad else None)
     return torch.stack(sums), grads[0], grads[1]
-
-
-def collision_loss_triton(
-    verts_a: Tensor,
-    verts_b: Tensor,
-    faces_a: Tensor,
-    faces_b: Tensor,
-    grid_size: int = 32,
-    pad: float = 1.2,
-    cell_centers: str = "aligned",
-    normalize: str = "mean",
-) -> Tensor:
-    """Per-frame collision loss ``[B]`` (CUDA tensors), differentiable in both vertex sets."""
-    return kernel_collision_loss(run_triton, verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize)

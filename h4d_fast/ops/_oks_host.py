@@ -1,12 +1,13 @@
 """Host side shared by the OKS kernels (:mod:`._oks_cupy`, :mod:`._oks_triton`): dtype check, the
-``(2 sigma)^2`` table, and the flattened, contiguous inputs of the pairwise OKS and of the duplicate
-removal (one definition of the shapes the kernels read)."""
+``(2 sigma)^2`` table, the flattened, contiguous inputs of the pairwise OKS and of the duplicate
+removal (one definition of the shapes the kernels read), and the entry points that run a backend's
+launch on them (:func:`kernel_oks`, :func:`kernel_dedup`)."""
 
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -101,3 +102,27 @@ def dedup_inputs(backend: str, kpts: Tensor, valid: Tensor, policy: str, scores:
     vd = valid.reshape(T, D).to(torch.uint8).contiguous()  # [T, D]
     sc = None if scores is None else scores.detach().to(dtype).expand(*lead, D).reshape(T, D).contiguous()
     return DedupInputs(tuple(lead), T, D, J, keep, k, vd, sc)
+
+
+OksLaunch = Callable[[OksInputs, float], None]  # (inputs, kpt_thr): fills inputs.out
+DedupLaunch = Callable[[DedupInputs, float, bool, float], None]  # (inputs, thr, keep_best, kpt_thr): fills inputs.keep
+
+
+def kernel_oks(backend: str, launch: OksLaunch, kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | None, sigmas: Tensor | None,
+               kpt_thr: float) -> Tensor:
+    """A kernel backend's pairwise OKS: its ``launch`` on the checked, flattened inputs (skipped when
+    there is no pair); ``[..., A, B]`` in the dtype of ``kpts_a``."""
+    x = oks_inputs(backend, kpts_a, kpts_b, areas, sigmas)
+    if x.total:
+        launch(x, kpt_thr)
+    return x.out.reshape(*x.lead, x.A, x.B)
+
+
+def kernel_dedup(backend: str, launch: DedupLaunch, kpts: Tensor, valid: Tensor, thr: float, policy: str, kpt_thr: float,
+                 scores: Tensor | None) -> Tensor:
+    """A kernel backend's duplicate removal: its ``launch`` on the checked, flattened inputs (skipped
+    when there is no detection slot); the ``[..., D]`` bool keep mask."""
+    x = dedup_inputs(backend, kpts, valid, policy, scores)
+    if x.T * x.D:
+        launch(x, thr, policy == "keep-best", kpt_thr)
+    return x.keep.view(torch.bool).reshape(*x.lead, x.D)

@@ -36,8 +36,10 @@ from torch import Tensor
 
 from ._oks_host import (
     MAX_DETECTIONS,  # noqa: F401 (the kernels' limit)
-    dedup_inputs,
-    oks_inputs,
+    DedupInputs,
+    OksInputs,
+    kernel_dedup,
+    kernel_oks,
 )
 from ._oks_host import coco_var as _coco_var
 from ._oks_torch import EPS
@@ -214,58 +216,33 @@ def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
     return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
-def oks_triton(
-    kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | None = None, sigmas: Tensor | None = None, kpt_thr: float = 0.2
-) -> Tensor:
-    """Pairwise OKS (see :func:`~h4d_fast.ops._oks_torch.oks_torch`) in one Triton launch.
-
-    Args:
-        kpts_a: ``[..., A, J, 3]``; kpts_b: ``[..., B, J, 3]`` (leading dims broadcast);
-        areas: ``[..., A, B]`` (broadcastable) or ``None``; sigmas: ``[J]``.
-    Returns:
-        ``[..., A, B]`` in the dtype of ``kpts_a`` (not differentiable).
-    """
-    x = oks_inputs("triton", kpts_a, kpts_b, areas, sigmas)
-    lead, A, B, J, total, var, out = x.lead, x.A, x.B, x.J, x.total, x.var, x.out
-    if total == 0:
-        return out.reshape(*lead, A, B)
-    dtype, dev = kpts_a.dtype, kpts_a.device
-    a, b = x.a, x.b
-    ar = out if x.areas is None else x.areas
-    block = OKS_BLOCK if os.environ.get("TRITON_INTERPRET") != "1" else max(16, min(1024, triton.next_power_of_2(total)))
-    _oks_kernel[(triton.cdiv(total, block),)](
-        a, b, ar, var, _params((float(kpt_thr),), dtype, dev), out, total, A, B, J,
-        HAS_AREA=areas is not None, EPS_=EPS, BLOCK=block, num_warps=4,
+def _oks_launch(x: OksInputs, kpt_thr: float) -> None:
+    dtype, dev = x.out.dtype, x.out.device
+    ar = x.out if x.areas is None else x.areas
+    block = OKS_BLOCK if os.environ.get("TRITON_INTERPRET") != "1" else max(16, min(1024, triton.next_power_of_2(x.total)))
+    _oks_kernel[(triton.cdiv(x.total, block),)](
+        x.a, x.b, ar, x.var, _params((float(kpt_thr),), dtype, dev), x.out, x.total, x.A, x.B, x.J,
+        HAS_AREA=x.areas is not None, EPS_=EPS, BLOCK=block, num_warps=4,
     )
-    return out.reshape(*lead, A, B)
 
 
-def dedup_oks_triton(
-    kpts: Tensor,
-    valid: Tensor,
-    thr: float = 0.7,
-    policy: str = "drop-both",
-    kpt_thr: float = 0.2,
-    scores: Tensor | None = None,
-) -> Tensor:
-    """OKS duplicate removal (see :func:`~h4d_fast.ops._oks_torch.dedup_oks_torch`): one program per view-frame.
+def oks_triton(kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | None = None, sigmas: Tensor | None = None, kpt_thr: float = 0.2) -> Tensor:
+    """Pairwise OKS (:func:`~h4d_fast.ops._oks_torch.oks_torch`) in one Triton launch; not differentiable."""
+    return kernel_oks("triton", _oks_launch, kpts_a, kpts_b, areas, sigmas, kpt_thr)
 
-    Args:
-        kpts: ``[..., D, J, 3]`` (D <= 32); valid: ``[..., D]`` bool; scores: ``[..., D]`` or ``None``.
-    Returns:
-        ``[..., D]`` bool keep mask.
-    """
-    x = dedup_inputs("triton", kpts, valid, policy, scores)
-    lead, T, D, J, keep = x.lead, x.T, x.D, x.J, x.keep
-    if T * D == 0:
-        return keep.view(torch.bool).reshape(*lead, D)
-    dtype, dev = kpts.dtype, kpts.device
-    k, vd = x.kpts, x.valid
-    sc = k if x.scores is None else x.scores
-    block_d = max(2, triton.next_power_of_2(D))
-    _dedup_kernel[(T,)](
-        k, vd, sc, _coco_var(J, dtype, dev), _params((float(kpt_thr), float(thr)), dtype, dev), keep, D, J,
-        HAS_SCORES=scores is not None, KEEP_BEST=policy == "keep-best", EPS_=EPS, BLOCK_D=block_d,
+
+def _dedup_launch(x: DedupInputs, thr: float, keep_best: bool, kpt_thr: float) -> None:
+    dtype, dev = x.kpts.dtype, x.kpts.device
+    block_d = max(2, triton.next_power_of_2(x.D))
+    _dedup_kernel[(x.T,)](
+        x.kpts, x.valid, x.kpts if x.scores is None else x.scores, _coco_var(x.J, dtype, dev),
+        _params((float(kpt_thr), float(thr)), dtype, dev), x.keep, x.D, x.J,
+        HAS_SCORES=x.scores is not None, KEEP_BEST=keep_best, EPS_=EPS, BLOCK_D=block_d,
         num_warps=1 if block_d <= 8 else (2 if block_d <= 16 else 4),  # <= 8 tile elements per thread
     )
-    return keep.view(torch.bool).reshape(*lead, D)
+
+
+def dedup_oks_triton(kpts: Tensor, valid: Tensor, thr: float = 0.7, policy: str = "drop-both", kpt_thr: float = 0.2,
+                     scores: Tensor | None = None) -> Tensor:
+    """OKS duplicate removal (:func:`~h4d_fast.ops._oks_torch.dedup_oks_torch`), one program per view-frame, D <= 32."""
+    return kernel_dedup("triton", _dedup_launch, kpts, valid, thr, policy, kpt_thr, scores)

@@ -1,7 +1,9 @@
 """Host-side pieces shared by the triangulation kernel backends (numba, Triton, CuPy).
 
 Imports none of those libraries. Holds the projection-matrix layout, the cached pair table, input
-checks, and the autograd wrappers (forward = a kernel, backward = the torch reference).
+checks, the flattened inputs every kernel reads and the entry points that run a backend's launch
+(:func:`kernel_dlt`, :func:`kernel_ransac`), and the autograd wrappers (forward = a kernel,
+backward = the torch reference).
 
 The numba, Triton and CuPy backends compute their outputs without autograd. When an input
 requires a gradient, their result is wrapped in a :class:`torch.autograd.Function` whose backward
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import Tensor
@@ -177,16 +179,37 @@ def invalid_ransac_outputs(lead: tuple[int, ...], V: int, dtype: torch.dtype, de
     )
 
 
-def flat_kernel_inputs(xy: Tensor, P: Tensor, w: Tensor) -> tuple[tuple[int, ...], int, Tensor, bool, Tensor, Tensor]:
-    """What the CUDA kernels (CuPy, Triton) read: ``lead``, ``N`` points, the projections
-    ``Pk [V, 3, 4]`` or ``[N, V, 3, 4]`` with ``per_point``, ``xy [N, V, 2]`` and the weights or
-    confidences ``[N, V]`` in ``xy``'s dtype, contiguous."""
+class FlatInputs(NamedTuple):
+    """What the kernels read, flattened over the leading dimensions ``lead`` (``N`` points) and
+    contiguous, in ``xy``'s dtype."""
+
+    lead: tuple[int, ...]
+    N: int
+    V: int
+    P: Tensor  # [V, 3, 4] when shared (per_point False), else [N, V, 3, 4]
+    per_point: bool
+    xy: Tensor  # [N, V, 2]
+    w: Tensor  # [N, V] weights (DLT) or confidences (RANSAC)
+
+
+class RansacParams(NamedTuple):
+    """The scalar arguments of :func:`~h4d_fast.ops._triangulate_torch.triangulate_ransac_torch`."""
+
+    conf_thr: float
+    err_thr: float
+    min_views: int
+    refine_steps: int
+    huber_delta: float
+
+
+def flat_kernel_inputs(xy: Tensor, P: Tensor, w: Tensor) -> FlatInputs:
+    """The inputs of a kernel call (see :class:`FlatInputs`)."""
     lead, V = tuple(xy.shape[:-2]), xy.shape[-2]
     N = math.prod(lead)
     Pk, per_point = split_projections(P.to(xy.dtype), lead, V)  # [V, 3, 4] or [N, V, 3, 4]
     xyc = xy.reshape(N, V, 2).contiguous()  # [N, V, 2]
     wc = w.to(xy.dtype).reshape(N, V).contiguous()  # [N, V]
-    return lead, N, Pk, per_point, xyc, wc
+    return FlatInputs(lead, N, V, Pk, per_point, xyc, wc)
 
 
 def ransac_output_buffers(N: int, V: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
@@ -195,3 +218,34 @@ def ransac_output_buffers(N: int, V: int, dtype: torch.dtype, device: torch.devi
     inl = torch.empty(N, V, dtype=torch.uint8, device=device)  # [N, V]
     n = torch.empty(N, dtype=torch.int64, device=device)  # [N]
     return X, inl, n
+
+
+DltLaunch = Callable[[FlatInputs], Tensor]  # -> X [N, 3] (N > 0)
+RansacLaunch = Callable[[FlatInputs, RansacParams], "tuple[Tensor, Tensor, Tensor]"]  # -> X [N, 3], inliers [N, V], n [N]
+
+
+def kernel_dlt(launch: DltLaunch, xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
+    """A backend's weighted DLT: the flattened inputs to its ``launch`` (skipped when there are no
+    points), ``[..., 3]`` back, with the reference gradient when an input requires one."""
+
+    def forward(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
+        k = flat_kernel_inputs(xy, P, w)
+        X = launch(k) if k.N else torch.empty(0, 3, dtype=xy.dtype, device=xy.device)
+        return X.reshape(*k.lead, 3)
+
+    return dlt_with_grad(forward, xy, P, w)
+
+
+def kernel_ransac(launch: RansacLaunch, xy: Tensor, P: Tensor, conf: Tensor, prm: RansacParams) -> tuple[Tensor, Tensor, Tensor]:
+    """A backend's RANSAC: the flattened inputs to its ``launch`` (skipped when there are no points
+    or fewer than two views: every point is then invalid), the outputs reshaped to ``[..., 3]``,
+    ``[..., V]`` bool and ``[...]``, with the reference gradient of X when an input requires one."""
+
+    def forward(xy: Tensor, P: Tensor, conf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        lead, V = tuple(xy.shape[:-2]), xy.shape[-2]
+        if math.prod(lead) == 0 or V < 2:
+            return invalid_ransac_outputs(lead, V, xy.dtype, xy.device)
+        X, inl, n = launch(flat_kernel_inputs(xy, P, conf), prm)
+        return X.reshape(*lead, 3), inl.view(torch.bool).reshape(*lead, V), n.reshape(lead)
+
+    return ransac_with_grad(forward, xy, P, conf, prm.conf_thr, prm.refine_steps, prm.huber_delta)

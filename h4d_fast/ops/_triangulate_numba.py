@@ -32,10 +32,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._triangulate_common import dlt_with_grad, ransac_with_grad, split_projections
-
+from ._triangulate_common import FlatInputs, RansacParams, kernel_dlt, kernel_ransac
+from ._triangulate_math import normal_terms, solve3
 
 # ----------------------------------------------------------------------------- scalar helpers
+_normal_terms = numba.njit(cache=True, error_model="numpy")(normal_terms)
+_solve3 = numba.njit(cache=True, error_model="numpy")(solve3)
+
+
 @numba.njit(cache=True, error_model="numpy")
 def _view_terms(x: float, y: float, w: float, P: np.ndarray, v: int):
     """One view's contribution ``w^2 (r1 r1^T + r2 r2^T)`` (6 unique) and ``w^2 (r1[:3] r1[3] + r2[:3] r2[3])`` (3)."""
@@ -51,33 +55,7 @@ def _view_terms(x: float, y: float, w: float, P: np.ndarray, v: int):
     b1 = y * P[v, 2, 1] - P[v, 1, 1]
     b2 = y * P[v, 2, 2] - P[v, 1, 2]
     b3 = y * P[v, 2, 3] - P[v, 1, 3]
-    return (
-        w2 * (a0 * a0 + b0 * b0),
-        w2 * (a0 * a1 + b0 * b1),
-        w2 * (a0 * a2 + b0 * b2),
-        w2 * (a1 * a1 + b1 * b1),
-        w2 * (a1 * a2 + b1 * b2),
-        w2 * (a2 * a2 + b2 * b2),
-        w2 * (a0 * a3 + b0 * b3),
-        w2 * (a1 * a3 + b1 * b3),
-        w2 * (a2 * a3 + b2 * b3),
-    )
-
-
-@numba.njit(cache=True, error_model="numpy")
-def _solve3(a, b, c, d, e, f, r0, r1, r2):
-    """Adjugate solve of the symmetric ``[[a, b, c], [b, d, e], [c, e, f]] x = r``; returns ``(x0, x1, x2, det)``."""
-    A00 = d * f - e * e
-    A01 = c * e - b * f
-    A02 = b * e - c * d
-    A11 = a * f - c * c
-    A12 = b * c - a * e
-    A22 = a * d - b * b
-    det = a * A00 + b * A01 + c * A02
-    x0 = (A00 * r0 + A01 * r1 + A02 * r2) / det
-    x1 = (A01 * r0 + A11 * r1 + A12 * r2) / det
-    x2 = (A02 * r0 + A12 * r1 + A22 * r2) / det
-    return x0, x1, x2, det
+    return _normal_terms(w2, a0, a1, a2, a3, b0, b1, b2, b3)
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -177,8 +155,8 @@ def _refine(X0, X1, X2, xy, wf, P, steps, delta):
 
 # ----------------------------------------------------------------------------- kernels
 @numba.njit(cache=True, error_model="numpy")
-def _dlt_point(xy, w, P, X_out):
-    """Weighted DLT of one point: xy ``[V, 2]``, w ``[V]``, P ``[V, 3, 4]`` -> X_out ``[3]``."""
+def _dlt_point(xy, w, P):
+    """Weighted DLT of one point: xy ``[V, 2]``, w ``[V]``, P ``[V, 3, 4]`` -> ``(X0, X1, X2)`` (NaN when singular)."""
     m00 = m01 = m02 = m11 = m12 = m22 = s0 = s1 = s2 = 0.0
     for v in range(w.shape[0]):
         t = _view_terms(xy[v, 0], xy[v, 1], w[v], P, v)
@@ -191,14 +169,14 @@ def _dlt_point(xy, w, P, X_out):
         s0 += t[6]
         s1 += t[7]
         s2 += t[8]
-    X_out[0], X_out[1], X_out[2] = _dlt_solve(m00, m01, m02, m11, m12, m22, s0, s1, s2)
+    return _dlt_solve(m00, m01, m02, m11, m12, m22, s0, s1, s2)
 
 
 @numba.njit(parallel=True, cache=True, error_model="numpy")
 def _dlt_kernel(xy, w, P, X_out):
     """Weighted DLT, one ``prange`` iteration per point. xy ``[N, V, 2]``, w ``[N, V]``, P ``[Np, V, 3, 4]`` -> X_out ``[N, 3]``."""
     for p in numba.prange(w.shape[0]):
-        _dlt_point(xy[p], w[p], P[p % P.shape[0]], X_out[p])
+        X_out[p, 0], X_out[p, 1], X_out[p, 2] = _dlt_point(xy[p], w[p], P[p % P.shape[0]])
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -235,25 +213,13 @@ def _ransac_point(xy, conf, P, conf_thr, err_thr, min_views, refine_steps, delta
     n_out[0] = 0
     if best == 0:
         return
-    wf = np.zeros(V)
+    wf = np.zeros(V)  # the winner's inliers keep their weight (a zero weight adds exact zeros to the sums)
     n = 0
-    m00 = m01 = m02 = m11 = m12 = m22 = s0 = s1 = s2 = 0.0
     for v in range(V):
-        if not inl_out[v]:
-            continue
-        n += 1
-        wf[v] = w[v]
-        t = _view_terms(xy0[v, 0], xy0[v, 1], w[v], P, v)
-        m00 += t[0]
-        m01 += t[1]
-        m02 += t[2]
-        m11 += t[3]
-        m12 += t[4]
-        m22 += t[5]
-        s0 += t[6]
-        s1 += t[7]
-        s2 += t[8]
-    X0, X1, X2 = _dlt_solve(m00, m01, m02, m11, m12, m22, s0, s1, s2)
+        if inl_out[v]:
+            n += 1
+            wf[v] = w[v]
+    X0, X1, X2 = _dlt_point(xy0, wf, P)
     if refine_steps > 0:
         X0, X1, X2 = _refine(X0, X1, X2, xy0, wf, P, refine_steps, delta)
     if n >= max(min_views, 2) and _finite3(X0, X1, X2):
@@ -285,67 +251,30 @@ def _as_dtype(value: float, dtype: torch.dtype) -> float:
     return float(torch.tensor(value, dtype=dtype))
 
 
-def _dlt_forward(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    lead, V = xy.shape[:-2], xy.shape[-2]
-    Pk, per_point = split_projections(P.to(xy.dtype), tuple(lead), V)  # [V, 3, 4] or [N, V, 3, 4]
-    xyf = _np64(xy.reshape(-1, V, 2))  # [N, V, 2]
-    wf = _np64(w.to(xy.dtype).reshape(-1, V))  # [N, V]
-    Pn = _np64(Pk if per_point else Pk[None])  # [Np, V, 3, 4]
-    X = np.empty((xyf.shape[0], 3))
-    if xyf.shape[0]:
-        _dlt_kernel(xyf, wf, Pn, X)
-    return torch.from_numpy(X).to(xy.dtype).reshape(*lead, 3)
+def _dlt_launch(k: FlatInputs) -> Tensor:
+    X = np.empty((k.N, 3))
+    _dlt_kernel(_np64(k.xy), _np64(k.w), _np64(k.P if k.per_point else k.P[None]), X)  # P [Np, V, 3, 4], Np = 1 or N
+    return torch.from_numpy(X).to(k.xy.dtype)
 
 
 def triangulate_dlt_numba(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    """Weighted DLT (see :func:`~h4d_fast.ops._triangulate_torch.triangulate_dlt_torch`), numba on CPU.
-
-    Args:
-        xy: ``[..., V, 2]``; P: ``[V, 3, 4]`` or ``[..., V, 3, 4]``; w: ``[..., V]``.
-    Returns:
-        ``[..., 3]`` (NaN where singular). Differentiable in xy, P, w.
-    """
-    return dlt_with_grad(_dlt_forward, xy, P, w)
+    """Weighted DLT (:func:`~h4d_fast.ops._triangulate_torch.triangulate_dlt_torch`), numba on CPU, any V."""
+    return kernel_dlt(_dlt_launch, xy, P, w)
 
 
-def triangulate_ransac_numba(
-    xy: Tensor,
-    P: Tensor,
-    conf: Tensor,
-    conf_thr: float = 0.5,
-    err_thr: float = 0.01,
-    min_views: int = 2,
-    refine_steps: int = 3,
-    huber_delta: float = 0.005,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """RANSAC view-set triangulation (see :func:`~h4d_fast.ops._triangulate_torch.triangulate_ransac_torch`).
+def _ransac_launch(k: FlatInputs, prm: RansacParams) -> tuple[Tensor, Tensor, Tensor]:
+    dtype = k.xy.dtype
+    X = np.full((k.N, 3), np.nan)
+    inl = np.zeros((k.N, k.V), dtype=np.bool_)
+    n = np.zeros(k.N, dtype=np.int64)
+    _ransac_kernel(
+        _np64(k.xy), _np64(k.w), _np64(k.P if k.per_point else k.P[None]), _as_dtype(prm.conf_thr, dtype), _as_dtype(prm.err_thr, dtype),
+        int(prm.min_views), int(prm.refine_steps), _as_dtype(prm.huber_delta, dtype), X, inl, n,
+    )
+    return torch.from_numpy(X).to(dtype), torch.from_numpy(inl), torch.from_numpy(n)
 
-    Args:
-        xy: ``[..., V, 2]``; P: ``[V, 3, 4]`` or ``[..., V, 3, 4]``; conf: ``[..., V]``.
-    Returns:
-        X ``[..., 3]`` (NaN where invalid, differentiable), inliers ``[..., V]`` bool, n ``[...]`` int64.
-    """
-    dtype = xy.dtype
 
-    def forward(xy: Tensor, P: Tensor, conf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        lead, V = xy.shape[:-2], xy.shape[-2]
-        Pk, per_point = split_projections(P.to(dtype), tuple(lead), V)
-        xyf = _np64(xy.reshape(-1, V, 2))  # [N, V, 2]
-        cf = _np64(conf.to(dtype).reshape(-1, V))  # [N, V]
-        Pn = _np64(Pk if per_point else Pk[None])  # [Np, V, 3, 4]
-        N = xyf.shape[0]
-        X = np.full((N, 3), np.nan)
-        inl = np.zeros((N, V), dtype=np.bool_)
-        n = np.zeros(N, dtype=np.int64)
-        if N and V >= 2:
-            _ransac_kernel(
-                xyf, cf, Pn, _as_dtype(conf_thr, dtype), _as_dtype(err_thr, dtype), int(min_views),
-                int(refine_steps), _as_dtype(huber_delta, dtype), X, inl, n,
-            )
-        return (
-            torch.from_numpy(X).to(dtype).reshape(*lead, 3),
-            torch.from_numpy(inl).reshape(*lead, V),
-            torch.from_numpy(n).reshape(lead),
-        )
-
-    return ransac_with_grad(forward, xy, P, conf, conf_thr, refine_steps, huber_delta)
+def triangulate_ransac_numba(xy: Tensor, P: Tensor, conf: Tensor, conf_thr: float = 0.5, err_thr: float = 0.01, min_views: int = 2,
+                             refine_steps: int = 3, huber_delta: float = 0.005) -> tuple[Tensor, Tensor, Tensor]:
+    """RANSAC (:func:`~h4d_fast.ops._triangulate_torch.triangulate_ransac_torch`), numba on CPU, any V."""
+    return kernel_ransac(_ransac_launch, xy, P, conf, RansacParams(conf_thr, err_thr, min_views, refine_steps, huber_delta))

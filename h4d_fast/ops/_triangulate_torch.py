@@ -33,6 +33,8 @@ from functools import lru_cache
 import torch
 from torch import Tensor
 
+from ._triangulate_math import solve3
+
 
 @lru_cache(maxsize=64)
 def view_pairs(V: int) -> tuple[tuple[int, int], ...]:
@@ -49,23 +51,9 @@ def _pairs_tensor(V: int, device: torch.device) -> Tensor:
 
 def solve3x3(M: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Closed-form solve of ``M x = b`` for symmetric ``M [..., 3, 3]``; returns ``(x [..., 3], det [...])``."""
-    a, bb, c = M[..., 0, 0], M[..., 0, 1], M[..., 0, 2]
-    d, e = M[..., 1, 1], M[..., 1, 2]
-    f = M[..., 2, 2]
-    # adjugate of the symmetric matrix [[a, bb, c], [bb, d, e], [c, e, f]]
-    A00 = d * f - e * e
-    A01 = c * e - bb * f
-    A02 = bb * e - c * d
-    A11 = a * f - c * c
-    A12 = bb * c - a * e
-    A22 = a * d - bb * bb
-    det = a * A00 + bb * A01 + c * A02
-    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
-    x0 = A00 * b0 + A01 * b1 + A02 * b2
-    x1 = A01 * b0 + A11 * b1 + A12 * b2
-    x2 = A02 * b0 + A12 * b1 + A22 * b2
-    x = torch.stack([x0, x1, x2], -1) / det[..., None]
-    return x, det
+    m = M[..., 0, 0], M[..., 0, 1], M[..., 0, 2], M[..., 1, 1], M[..., 1, 2], M[..., 2, 2]  # the unique entries
+    x0, x1, x2, det = solve3(*m, b[..., 0], b[..., 1], b[..., 2])
+    return torch.stack([x0, x1, x2], -1), det
 
 
 def dlt_normal_equations(xy: Tensor, P: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:

@@ -42,8 +42,8 @@ Gradients: X is differentiable in xy, conf (and P) through
 
 from __future__ import annotations
 
-import math
 import os
+import types
 from functools import lru_cache
 
 import torch
@@ -53,14 +53,15 @@ from torch import Tensor
 
 from ._triangulate_common import (
     MAX_KERNEL_VIEWS,
+    FlatInputs,
+    RansacParams,
     check_kernel_inputs,
-    dlt_with_grad,
-    flat_kernel_inputs,
-    invalid_ransac_outputs,
+    kernel_dlt,
+    kernel_ransac,
     pair_table,
     ransac_output_buffers,
-    ransac_with_grad,
 )
+from ._triangulate_math import normal_terms, solve3
 
 # Tile of the RANSAC kernel: BLOCK_P points x BLOCK_C pairs over RANSAC_WARPS warps, i.e. 8 (float32)
 # or 4 (float64) hypotheses per thread. float32 needs ~150 registers (sm_90, no spills); float64
@@ -73,6 +74,17 @@ INTERPRET_BLOCK_P = 128  # under TRITON_INTERPRET=1 (CPU tests) few large progra
 
 
 # ----------------------------------------------------------------------------- device helpers
+def _device_function(fn):
+    """A formula of :mod:`h4d_fast.ops._triangulate_math` as a Triton device function: rebuilt over
+    that module's globals plus ``tl`` (the Triton interpreter of ``TRITON_INTERPRET=1`` runs only
+    functions that see ``triton.language``; the math module imports no backend)."""
+    return triton.jit(types.FunctionType(fn.__code__, {**fn.__globals__, "tl": tl}, fn.__name__))
+
+
+_normal_terms = _device_function(normal_terms)
+_solve3 = _device_function(solve3)
+
+
 @triton.jit
 def _finite(x):
     return tl.abs(x) < float("inf")
@@ -137,33 +149,7 @@ def _view_terms(x, y, w, p0, p1, p2, p3, p4, p5, p6, p7, p8, p9, p10, p11):
     b1 = ym * p9 - p5
     b2 = ym * p10 - p6
     b3 = ym * p11 - p7
-    return (
-        w2 * (a0 * a0 + b0 * b0),
-        w2 * (a0 * a1 + b0 * b1),
-        w2 * (a0 * a2 + b0 * b2),
-        w2 * (a1 * a1 + b1 * b1),
-        w2 * (a1 * a2 + b1 * b2),
-        w2 * (a2 * a2 + b2 * b2),
-        w2 * (a0 * a3 + b0 * b3),
-        w2 * (a1 * a3 + b1 * b3),
-        w2 * (a2 * a3 + b2 * b3),
-    )
-
-
-@triton.jit
-def _solve3(a, b, c, d, e, f, r0, r1, r2):
-    """Adjugate solve of the symmetric ``[[a, b, c], [b, d, e], [c, e, f]] x = r``: ``(x0, x1, x2, det)``."""
-    A00 = d * f - e * e
-    A01 = c * e - b * f
-    A02 = b * e - c * d
-    A11 = a * f - c * c
-    A12 = b * c - a * e
-    A22 = a * d - b * b
-    det = a * A00 + b * A01 + c * A02
-    x0 = (A00 * r0 + A01 * r1 + A02 * r2) / det
-    x1 = (A01 * r0 + A11 * r1 + A12 * r2) / det
-    x2 = (A02 * r0 + A12 * r1 + A22 * r2) / det
-    return x0, x1, x2, det
+    return _normal_terms(w2, a0, a1, a2, a3, b0, b1, b2, b3)
 
 
 @triton.jit
@@ -370,66 +356,36 @@ def _params(values: tuple[float, ...], dtype: torch.dtype, device: torch.device)
     return host.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else host
 
 
-def _dlt_forward(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    V = xy.shape[-2]
-    lead, N, Pk, per_point, xyc, wc = flat_kernel_inputs(xy, P, w)
-    X = torch.empty(N, 3, dtype=xy.dtype, device=xy.device)  # [N, 3]
-    if N:
-        _dlt_kernel[(triton.cdiv(N, DLT_BLOCK),)](xyc, wc, Pk, X, N, V, PER_POINT=per_point, BLOCK=DLT_BLOCK, num_warps=4)
-    return X.reshape(*lead, 3)
+def _dlt_launch(k: FlatInputs) -> Tensor:
+    X = torch.empty(k.N, 3, dtype=k.xy.dtype, device=k.xy.device)  # [N, 3]
+    _dlt_kernel[(triton.cdiv(k.N, DLT_BLOCK),)](k.xy, k.w, k.P, X, k.N, k.V, PER_POINT=k.per_point, BLOCK=DLT_BLOCK, num_warps=4)
+    return X
 
 
 def triangulate_dlt_triton(xy: Tensor, P: Tensor, w: Tensor) -> Tensor:
-    """Weighted DLT (see :func:`~h4d_fast.ops._triangulate_torch.triangulate_dlt_torch`), one Triton launch.
-
-    Args:
-        xy: ``[..., V, 2]``; P: ``[V, 3, 4]`` or ``[..., V, 3, 4]``; w: ``[..., V]``; any V.
-    Returns:
-        ``[..., 3]`` (NaN where singular). Differentiable in xy, P, w.
-    """
+    """Weighted DLT (:func:`~h4d_fast.ops._triangulate_torch.triangulate_dlt_torch`), one Triton launch, any V."""
     check_kernel_inputs("triangulate_dlt", "triton", xy)
-    return dlt_with_grad(_dlt_forward, xy, P, w)
+    return kernel_dlt(_dlt_launch, xy, P, w)
 
 
-def triangulate_ransac_triton(
-    xy: Tensor,
-    P: Tensor,
-    conf: Tensor,
-    conf_thr: float = 0.5,
-    err_thr: float = 0.01,
-    min_views: int = 2,
-    refine_steps: int = 3,
-    huber_delta: float = 0.005,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """RANSAC view-set triangulation in one fused Triton launch (see module docstring).
+def _ransac_launch(k: FlatInputs, prm: RansacParams) -> tuple[Tensor, Tensor, Tensor]:
+    dtype, dev, V = k.xy.dtype, k.xy.device, k.V
+    C = V * (V - 1) // 2
+    X, inl, n = ransac_output_buffers(k.N, V, dtype, dev)
+    thr = _params((float(prm.conf_thr), float(prm.err_thr), float(prm.huber_delta)), dtype, dev)
+    block_p = RANSAC_BLOCK_P
+    block_c = min(RANSAC_BLOCK_C[dtype], max(16, triton.next_power_of_2(C)))
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        block_p, block_c = INTERPRET_BLOCK_P, max(16, triton.next_power_of_2(C))
+    _ransac_kernel[(triton.cdiv(k.N, block_p),)](
+        k.xy, k.w, k.P, pair_table(V, dev), thr, X, inl, n, k.N, V, C, max(int(prm.min_views), 2), int(prm.refine_steps),
+        PER_POINT=k.per_point, BLOCK_P=block_p, BLOCK_C=block_c, VP=max(2, triton.next_power_of_2(V)), num_warps=RANSAC_WARPS,
+    )
+    return X, inl, n
 
-    Args:
-        xy: ``[..., V, 2]`` (V <= 32); P: ``[V, 3, 4]`` or ``[..., V, 3, 4]``; conf: ``[..., V]``.
-    Returns:
-        X ``[..., 3]`` (NaN where invalid, differentiable), inliers ``[..., V]`` bool, n ``[...]`` int64.
-    """
+
+def triangulate_ransac_triton(xy: Tensor, P: Tensor, conf: Tensor, conf_thr: float = 0.5, err_thr: float = 0.01, min_views: int = 2,
+                              refine_steps: int = 3, huber_delta: float = 0.005) -> tuple[Tensor, Tensor, Tensor]:
+    """RANSAC (:func:`~h4d_fast.ops._triangulate_torch.triangulate_ransac_torch`) in one fused Triton launch, V <= 32."""
     check_kernel_inputs("triangulate_ransac", "triton", xy, MAX_KERNEL_VIEWS)
-    V = xy.shape[-2]
-    dtype = xy.dtype
-
-    def forward(xy: Tensor, P: Tensor, conf: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        lead = tuple(xy.shape[:-2])
-        N = math.prod(lead)
-        dev = xy.device
-        C = V * (V - 1) // 2
-        if N == 0 or C == 0:  # nothing to triangulate: every point is invalid
-            return invalid_ransac_outputs(lead, V, dtype, dev)
-        _, _, Pk, per_point, xyc, cf = flat_kernel_inputs(xy, P, conf)
-        X, inl, n = ransac_output_buffers(N, V, dtype, dev)
-        prm = _params((float(conf_thr), float(err_thr), float(huber_delta)), dtype, dev)
-        block_p = RANSAC_BLOCK_P
-        block_c = min(RANSAC_BLOCK_C[dtype], max(16, triton.next_power_of_2(C)))
-        if os.environ.get("TRITON_INTERPRET") == "1":
-            block_p, block_c = INTERPRET_BLOCK_P, max(16, triton.next_power_of_2(C))
-        _ransac_kernel[(triton.cdiv(N, block_p),)](
-            xyc, cf, Pk, pair_table(V, dev), prm, X, inl, n, N, V, C, max(int(min_views), 2), int(refine_steps),
-            PER_POINT=per_point, BLOCK_P=block_p, BLOCK_C=block_c, VP=max(2, triton.next_power_of_2(V)), num_warps=RANSAC_WARPS,
-        )
-        return X.reshape(*lead, 3), inl.view(torch.bool).reshape(*lead, V), n.reshape(lead)
-
-    return ransac_with_grad(forward, xy, P, conf, conf_thr, refine_steps, huber_delta)
+    return kernel_ransac(_ransac_launch, xy, P, conf, RansacParams(conf_thr, err_thr, min_views, refine_steps, huber_delta))

@@ -68,11 +68,12 @@ from ._backend import Impl, register
 from ._collision_torch import PAD, sdf_grid_torch
 
 register(Impl("collision_loss", "torch", "_collision_torch", "collision_loss_torch", ("cpu", "cuda")))
-register(Impl("collision_loss", "numba", "_collision_numba", "collision_loss_numba", ("cpu",), ("numba",)))
+# the kernel backends register their run function (the contract of kernel_collision_loss below)
+register(Impl("collision_loss", "numba", "_collision_numba", "run_numba", ("cpu",), ("numba",)))
 # triton lists "cpu" only so that TRITON_INTERPRET=1 can run it on CPU tensors (tests); without it
 # _backend refuses CPU tensors ("triton kernels need CUDA tensors") and auto never picks it there.
-register(Impl("collision_loss", "triton", "_collision_triton", "collision_loss_triton", ("cuda", "cpu"), ("triton",)))
-register(Impl("collision_loss", "cupy", "_collision_cupy", "collision_loss_cupy", ("cuda",), ("cupy",)))
+register(Impl("collision_loss", "triton", "_collision_triton", "run_triton", ("cuda", "cpu"), ("triton",)))
+register(Impl("collision_loss", "cupy", "_collision_cupy", "run_cupy", ("cuda",), ("cupy",)))
 
 CLUSTER = 32  # faces per cluster of the kernels' nearest-triangle search (one warp)
 _CELL_CENTERS = ("aligned", "reference")
@@ -296,6 +297,12 @@ def kernel_collision_loss(
     return _KernelCollisionFn.apply(verts_a, verts_b, run, ki, scale_a, scale_b, need)
 
 
+def _kernel_precision(backend: str) -> tuple[torch.dtype, bool]:
+    """``(compute_dtype, keep_float)`` of :func:`kernel_inputs` for a kernel backend: numba computes in
+    float64 and reads float32 vertices as they are; triton and cupy compute in float32."""
+    return (torch.float64, True) if backend == "numba" else (torch.float32, False)
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
@@ -371,7 +378,8 @@ def collision_loss(
         if name == "torch":
             loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside)
         else:
-            loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize)
+            loss = kernel_collision_loss(fn, verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize,
+                                         *_kernel_precision(name))
     if reduction == "mean":
         return loss.mean() if loss.numel() else loss.sum()
     if reduction == "sum":
@@ -434,13 +442,9 @@ def collision_loss_grad(
             loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity")
             ga, gb = torch.autograd.grad(loss.sum(), (va, vb))
         return loss.detach(), ga, gb
-    import sys
-
-    run = getattr(sys.modules[fn.__module__], f"run_{name}")
-    dtype = torch.float64 if name == "numba" else torch.float32
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, dtype, keep_float=name == "numba")
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, *_kernel_precision(name))
     scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
-    sums, grad_b, grad_a = run(ki, True)
+    sums, grad_b, grad_a = fn(ki, True)
     out = torch.promote_types(verts_a.dtype, verts_b.dtype)
     loss = (sums[0] * scale_b + sums[1] * scale_a).to(out)
     return loss, grad_a.to(verts_a.dtype).mul_(scale_a), grad_b.to(verts_b.dtype).mul_(scale_b)

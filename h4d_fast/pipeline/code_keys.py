@@ -26,11 +26,14 @@ COMMON: tuple[str, ...] = (
     "__init__.py", "config.py", "constants.py", "data.py", "camera.py", "errors.py", "progress.py",
     "io/*.py", "ops/__init__.py", "ops/_backend.py", "ops/_cuda_source.py", "csrc/common.cuh", "rotations.py", "align.py",
     *("ops/boxes.py", "ops/_boxes_*.py"),
-    "pipeline/__init__.py", "pipeline/driver.py", "pipeline/_threads.py", "pipeline/code_keys.py",
+    "pipeline/__init__.py", "pipeline/driver.py", "pipeline/run.py", "pipeline/_threads.py", "pipeline/code_keys.py",
 )
 
 _OKS = ("ops/oks.py", "ops/_oks_*.py", "csrc/oks.cu")
 _BOXES = ("ops/boxes.py", "ops/_boxes_*.py")
+# penetration and contact of meshes (the fit reports penetration, the export writes contact labels)
+_MESH_MEASURES = ("ops/penetration.py", "ops/contact.py", "ops/mesh_geometry.py", "ops/_mesh_numba.py", "ops/_collision_numba.py",
+                  "ops/_collision_torch.py")
 
 # stage -> the files that compute it (beside COMMON). The keys of the stages chain (filter -> track
 # -> refine -> fit; detect's pass 2 runs filter/track/refine), so a stage's list need not repeat its
@@ -45,9 +48,8 @@ STAGES: dict[str, tuple[str, ...]] = {
               "ops/assign.py", "ops/_assign_*.py", "csrc/assign.cu"),
     "refine": ("pipeline/refine.py",),
     "fit": ("pipeline/fit.py", "pipeline/fit_*.py", "pipeline/lbfgs.py", "body/*.py", "ops/collision.py",
-            "ops/_collision_*.py", "csrc/collision.cu", "eval/__init__.py", "eval/mesh.py", "eval/mesh_geometry.py", "eval/_mesh_numba.py",
-            "eval/metrics.py"),
-    "export": ("pipeline/export.py", *_BOXES, "body/*.py", "eval/contact.py"),
+            "ops/_collision_*.py", "csrc/collision.cu", *_MESH_MEASURES),
+    "export": ("pipeline/export.py", *_BOXES, "body/*.py", *_MESH_MEASURES),
 }
 
 # cache names of the driver that belong to a stage of STAGES under another name

@@ -59,6 +59,7 @@ from ..detect.prompts import contact_frames, plan_prompts
 from ..errors import InputError
 from ..io.frames import FrameLoader, FrameSource, ImageFolder, frame_sources, sequence_frame_ids
 from ..progress import Progress
+from .driver import StageCache, resolve_device, run_keypoints
 
 __all__ = ["DetectResult", "detect_capture", "first_contact", "load_models", "read_cameras"]
 
@@ -200,8 +201,6 @@ def detect_capture(
         pose, detector: models (default: :func:`load_models` from ``cfg.detect``).
         device: compute device (default ``cfg.run.device``).
     """
-    from .driver import StageCache, resolve_device, run_keypoints
-
     log = log or (lambda s: None)
     dcfg = cfg.detect
     device = device or resolve_device(cfg.run.device)

@@ -1,4 +1,7 @@
-"""The thin pipeline driver: stages in order, each cached on disk so a run resumes.
+"""The pipeline's stages after the load, in order, each cached on disk so a run resumes: the
+keypoint stages (:func:`run_keypoints`), their outputs, the SMPL fit and its export (:func:`run_fit`).
+:func:`h4d_fast.pipeline.run.run_sequence` (``h4d run``) runs them on a sequence folder, after
+stage 0 (:mod:`h4d_fast.pipeline.detect`, which runs the keypoint stages between its passes).
 
 Each stage's result is written atomically to ``OUT/.h4d/<stage>.npz`` with a key: a hash of
 the input files' fingerprint, the stage's configuration and the keys of the stages before it.
@@ -8,7 +11,7 @@ seconds from process start to the run's start: interpreter and imports).
 
 Outputs: each export writes its consolidated file first (``poses3d.npz``,
 ``processed_data/sequence.npz``) and hands the per-frame files to background writer processes
-(:mod:`h4d_fast.io.frame_files`); :func:`run_sequence` waits for them before writing
+(:mod:`h4d_fast.io.frame_files`); :func:`~h4d_fast.pipeline.run.run_sequence` waits for them before writing
 ``timing.json`` and ``config.toml`` (the last files of a finished run), unless the caller takes
 that over (``wait_files=False``, then :meth:`RunResult.finish`; ``run-many`` computes the next
 capture meanwhile).
@@ -21,7 +24,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +32,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..config import Config, to_toml
+from ..config import Config
 from ..data import Capture, Detections
 from ..errors import InputError, OutputError
 from ..io import atomic, faults
@@ -60,7 +63,7 @@ def sequential_device(cfg: Config, device: torch.device) -> torch.device:
     return torch.device("cpu")
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -235,7 +238,7 @@ class StageCache:
         atomic.write_npz(self.dir / f"{name}.npz", __key__=np.array(key), **arrays)
 
 
-def _check_output_dir(out: Path) -> None:
+def check_output_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -262,7 +265,7 @@ def run_keypoints(
         stop_after: stop (raising ``KeyboardInterrupt``) after this stage -- used to test resume.
     """
     out = Path(out)
-    _check_output_dir(out)
+    check_output_dir(out)
     log = log or (lambda s: None)
     device = resolve_device(cfg.run.device)
     dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32
@@ -283,7 +286,7 @@ def run_keypoints(
             log(f"  {name:<10} cached")
             return key, hit
         arrays, stats = compute()
-        _sync(device)
+        sync_device(device)
         dt = time.perf_counter() - t0
         cache.save(name, key, {**arrays, "__stats__": np.array(json.dumps(stats))})
         records.append(StageRecord(name, dt, False, stats))
@@ -419,7 +422,7 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
         P = len(result.person_names)
         with Progress("fit", fit_iterations(cfg.fit, P), enabled=cfg.run.progress) as bar:
             fit = fit_sequence(result.poses3d.to(device), body, cfg.fit, device, progress=bar.update, present=result.presence)
-        _sync(device)
+        sync_device(device)
         dt = time.perf_counter() - t0
         cache.save("fit", key, {**fit.as_arrays(), "__stats__": np.array(json.dumps(fit.stats, default=float))})
         result.stages.append(StageRecord("fit", dt, False, _fit_summary(fit.stats)))
@@ -438,17 +441,12 @@ def run_fit(result: RunResult, capture: Capture, out: Path, cfg: Config, force: 
     st = export_harmony4d(out / "processed_data", fit, body, result.frame_ids, result.person_names,
                           cameras=capture.cameras, write_poses3d=False, present=result.presence.cpu().numpy(), wait=False,
                           contact_mm=cfg.contact.contact_mm if cfg.contact.export else None)
-    _sync(device)
+    sync_device(device)
     result.extra.setdefault("pending", []).append(st.pop("pending"))
     result.stages.append(StageRecord("export_smpl", time.perf_counter() - t1, False, {k: v for k, v in st.items() if isinstance(v, (int, float, str))}))
     log(f"  {'export':<10} {time.perf_counter() - t1:7.2f} s  sequence.npz; {st['files'] - 1} files of smpl/, poses2d/, bbox/ being written")
     result.extra["fit"] = fit
     return fit
-
-
-def _detect_summary(stats: dict) -> dict:
-    keys = ("frames", "cameras", "detections", "crops_per_s", "first_contact", "pass1_s", "pass2_s")
-    return {k: stats[k] for k in keys if k in stats and isinstance(stats[k], (int, float, str))}
 
 
 FIT_COLLISION_OFF_FILE = "fit_collision_off.npz"  # parameters of the fit without the collision term (compare_collision)
@@ -457,102 +455,3 @@ FIT_COLLISION_OFF_FILE = "fit_collision_off.npz"  # parameters of the fit withou
 def _fit_summary(stats: dict) -> dict:
     keys = ("kp_error_mm", "iterations", "penetration_before_cm3", "penetration_after_cm3", "penetration_reduction", "seconds")
     return {k: stats[k] for k in keys if k in stats and isinstance(stats[k], (int, float))}
-
-
-def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
-                 stop_after: str | None = None, capture: Any = None, wait_files: bool = True) -> RunResult:
-    """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs.
-
-    ``capture`` -- the sequence already loaded, or being loaded (anything with ``result()``, e.g.
-    :func:`~h4d_fast.io.harmony4d.start_read`'s :class:`SequenceLoad`; ``run-many`` prefetches the
-    next one while this one computes); ``seq`` still names it (input fingerprint, error messages).
-    ``wait_files=False`` returns as soon as the consolidated outputs are written, with the
-    per-frame files still being written: the caller then calls :meth:`RunResult.finish` (which
-    waits for them and writes ``timing.json`` and ``config.toml``).
-    """
-    from ..io.harmony4d import read_sequence
-    from ..io.sequence_checks import check_metric_scale, check_two_views
-
-    t_run = time.perf_counter()
-    started = since_process_start()
-    seq, out = Path(seq), Path(out)
-    if out.resolve() == seq.resolve():
-        raise OutputError(out, "the output folder must differ from the sequence folder (its processed_data holds the inputs)")
-    _check_output_dir(out)
-    for d, deep in ((out, False), (out / CACHE_DIR, True), (out / "processed_data", True)):
-        atomic.remove_stale_temp(d, deep)  # what a killed run left in the folders it writes (a run holds OUT's lock)
-    log = log or (lambda s: None)
-    # 3D in COLMAP units is refused unless asked for (the load leaves it to the config, here)
-    warnings = [w for w in [seq.is_dir() and check_metric_scale(seq, cfg.run.assume_metric)] if w]
-    for w in warnings:
-        log(f"  warning: {w}")
-    detect_record: StageRecord | None = None
-    input_key = fingerprint_inputs(seq)
-    if capture is None:
-        from .detect import needs_detection
-
-        if needs_detection(seq, cfg):  # stage 0: 2D keypoints from the images / videos
-            from .detect import detect_capture
-
-            t0 = time.perf_counter()
-            capture, det_res, det_key = detect_capture(seq, cfg, out / CACHE_DIR, force=force, log=log)
-            _sync(resolve_device(cfg.run.device))
-            detect_record = StageRecord("detect", time.perf_counter() - t0, "pass1_s" not in det_res.stats, _detect_summary(det_res.stats))
-            input_key += "|detect:" + det_key
-            if stop_after == "detect":
-                raise KeyboardInterrupt("stopped after stage detect")
-    t0 = time.perf_counter()
-    if capture is None:
-        capture = read_sequence(seq)
-    elif not isinstance(capture, Capture):
-        capture = capture.result()
-        while not isinstance(capture, Capture):  # a future of a SequenceLoad
-            capture = capture.result()
-    t_load = time.perf_counter() - t0
-    check_two_views(seq, list(capture.cameras.names))
-    log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
-    result = run_keypoints(capture, out, cfg, input_key=input_key, force=force, log=log, stop_after=stop_after)
-    result.stages.insert(0, StageRecord("load", t_load, False))
-    if detect_record is not None:
-        result.stages.insert(0, detect_record)
-    t1 = time.perf_counter()
-    result.extra.setdefault("pending", []).append(write_keypoint_outputs(result, out, wait=False))
-    faults.point("after:poses3d.npz", out)
-    result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
-    if cfg.fit.enabled and not result.person_names:
-        log("  fit        skipped: nobody was found")
-    elif cfg.fit.enabled:
-        run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
-
-    def finish() -> None:
-        total = sum(s.seconds for s in result.stages)
-        atomic.write_json(out / "timing.json", {
-            "sequence": str(seq),
-            "device": str(resolve_device(cfg.run.device)),
-            "total_s": total,
-            "wall_s": time.perf_counter() - t_run,
-            "process_start_to_run_s": started,
-            "stages": [asdict(s) for s in result.stages],
-            "warnings": warnings,
-        })
-        faults.point("after:timing.json", out)
-        atomic.write_text(out / "config.toml", to_toml(cfg))
-
-    result.extra["finish"] = finish
-    if wait_files:
-        waited = result.finish()
-        if waited > 0.05:
-            log(f"  {'files':<10} {waited:7.2f} s  waited for the per-frame files")
-    return result
-
-
-def since_process_start() -> float | None:
-    """Seconds since this process started (interpreter start, imports, ...; Linux ``/proc``), or None."""
-    try:
-        with open("/proc/self/stat") as f:
-            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/uptime") as f:
-            uptime = float(f.read().split()[0])
-        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return None

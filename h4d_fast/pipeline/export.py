@@ -96,7 +96,7 @@ def export_harmony4d(
         present: ``[F, P]`` bool, who is in which frame: an absent person has no entry in that
             frame's files (``sequence.npz`` keeps every array whole, with ``valid = present``).
         contact_mm: with two or more people, the vertex contact of every pair at this threshold
-            (``cfg.contact.contact_mm``; :func:`h4d_fast.eval.contact.export_contact`, on the fit's
+            (``cfg.contact.contact_mm``; :func:`h4d_fast.ops.contact.export_contact`, on the fit's
             device): the sparse labels and body-part regions in ``sequence.npz``
             (:func:`h4d_fast.io.contact.sequence_contact_arrays`), ``contact.npz`` beside it and
             ``contact/%05d.npy`` per frame; a pair with an absent person has no contact there.
@@ -193,8 +193,8 @@ def _remove_contact(out: Path) -> None:
 def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]) -> dict[str, np.ndarray]:
     """The contact arrays of ``sequence.npz``; writes ``out/contact.npz`` (:mod:`h4d_fast.io.contact`)."""
     from ..body.parts import body_parts
-    from ..eval.contact import export_contact
     from ..io.contact import CONTACT_FILE, sequence_contact_arrays, write_contact
+    from ..ops.contact import export_contact
 
     parts = body_parts(body)
     exp = export_contact(verts, body.faces.to(verts.device), parts, contact_mm, present=present)

@@ -29,9 +29,13 @@ a CUDA graph). Only the collision term needs meshes (sparse skinning), and only 
 whose bodies' boxes come within ``collision_margin`` of each other (chosen when the collision
 stage starts; every close pair of people counts).
 
+Divergence guard (every optimizer, :meth:`_Fitter.end_stage`): a stage that ends with a non-finite
+loss or parameter, or with a loss above its starting loss, is undone -- its parameters go back to
+where the stage started -- and its record says why (``guard``: ``"non-finite"`` or ``"rising"``).
+
 With ``compare_collision`` the collision stage is also run from the same starting point with the
 collision weight set to 0, and ``stats['penetration_reduction'] = 1 - pen(with) /
-pen(without)`` is reported (penetration: :func:`h4d_fast.eval.mesh.penetration_volume`, cm^3).
+pen(without)`` is reported (penetration: :func:`h4d_fast.ops.penetration.penetration_volume`, cm^3).
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from ..body.fast import FastBody, rot6d
 from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
+from ..ops.contact import person_pairs
 from . import fit_losses as L
 from .fit_init import (  # noqa: F401 (re-exported)
     KABSCH_WEIGHTS,
@@ -229,9 +234,7 @@ class _Fitter:
             self.evals += 1
             return loss.detach(), out
 
-        with torch.no_grad():
-            l0 = float(self.total(stage, weights)[0])
-            start = {n: self.p[n].detach().clone() for n in names}
+        l0, start = self.begin_stage(stage, weights)
         done = 0
         prev = l0
         if iters > 0 and any(weights.values()):
@@ -279,24 +282,42 @@ class _Fitter:
                 prev = cur
         for x in self.p.values():
             x.requires_grad_(False)
+        return self.end_stage(stage, weights, start, l0, done, ev0, t0)
+
+    def begin_stage(self, stage: int, weights: Mapping[str, float]) -> tuple[float, dict[str, Tensor]]:
+        """The stage's starting loss and a copy of the parameters it optimises (for :meth:`end_stage`)."""
+        with torch.no_grad():
+            return float(self.total(stage, weights)[0]), {n: self.p[n].detach().clone() for n in STAGE_PARAMS[stage]}
+
+    def end_stage(self, stage: int, weights: Mapping[str, float], start: Mapping[str, Tensor], l0: float, done: int, ev0: int,
+                  t0: float) -> dict[str, Any]:
+        """The divergence guard of every optimizer, then the stage's record.
+
+        ``start`` holds the stage's parameters as it began, ``l0`` their loss. A stage that ends with a
+        non-finite loss or parameter (``guard = "non-finite"``), or with a loss above ``l0``
+        (``"rising"``), is undone: its parameters go back to ``start``, the best finite point it
+        knows (an optimizer keeps its best iterate within the stage: L-BFGS's line search and the
+        Gauss-Newton trials accept only decreases)."""
         with torch.no_grad():
             l1, t = self.total(stage, weights)
-            if not bool(torch.isfinite(l1)) or not all(bool(torch.isfinite(self.p[n]).all()) for n in names):
-                for n in names:  # a diverged step: keep the stage's starting point
-                    self.p[n].copy_(start[n])
+            guard = None
+            if not bool(torch.isfinite(l1)) or not all(bool(torch.isfinite(self.p[n]).all()) for n in start):
+                guard = "non-finite"
+            elif math.isfinite(l0) and float(l1) > l0:
+                guard = "rising"
+            if guard is not None:
+                for n, x in start.items():
+                    self.p[n].copy_(x)
                 l1, t = self.total(stage, weights)
-        return self.stage_record(stage, l0, l1, t, done, ev0, t0)
-
-    def stage_record(self, stage: int, l0: float, l1: Tensor, terms: Mapping[str, Tensor], done: int, ev0: int, t0: float) -> dict[str, Any]:
-        """A stage's statistics (every optimizer reports the same record)."""
         return {
             "stage": stage,
             "loss_start": l0,
             "loss_end": float(l1),
-            "terms": {k: float(v) for k, v in terms.items()},
+            "terms": {k: float(v) for k, v in t.items()},
             "iterations": done,
             "evaluations": self.evals - ev0,
             "seconds": time.perf_counter() - t0,
+            "guard": guard,
         }
 
     def objective(self):
@@ -345,7 +366,7 @@ class _Fitter:
                 hi.append(v.amax(2))
         lo_, hi_ = torch.cat(lo), torch.cat(hi)  # [F, P, 3]
         near = torch.zeros(F, dtype=torch.bool, device=self.kp.device)
-        for a, b in L.person_pairs(P):
+        for a, b in person_pairs(P):
             close = ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
             if self.present is not None:  # only people present in the frame can be in contact
                 close &= self.present[:, a] & self.present[:, b]
@@ -355,7 +376,7 @@ class _Fitter:
 
     def penetration(self) -> Tensor:
         """Per-frame penetration volume ``[F]`` (cm^3; 0 on frames outside the contact set)."""
-        from ..eval.mesh import penetration_volume
+        from ..ops.penetration import penetration_volume
 
         out = self.kp.new_zeros(self.F)
         if self.P < 2 or self.contact is None or not self.contact.numel():
@@ -363,7 +384,7 @@ class _Fitter:
         with torch.no_grad():
             v = self.contact_vertices()
             pen = v.new_zeros(v.shape[0])
-            for a, b in L.person_pairs(self.P):
+            for a, b in person_pairs(self.P):
                 pen = pen + penetration_volume(v[:, a], v[:, b], self.faces)
         out[self.contact] = pen
         return out

@@ -26,7 +26,10 @@ the analytic Jacobians of the joints-only forward (:mod:`h4d_fast.body.jacobian`
   whole sequence with the collision term) and ``lambda`` shrinks (x 1/3), else it is undone and
   ``lambda`` grows (x 4). Every trial costs one joints-only forward (and, in the collision stage,
   one mesh and collision evaluation). The loss is checked for convergence (``fit.ftol``) every
-  ``fit.check_every`` steps, the only host synchronisation in the loop.
+  ``fit.check_every`` steps, the only host synchronisation in the loop. The trials judge steps by
+  this module's own evaluation of the loss; the stage's result is judged once more by the fit's
+  divergence guard (:meth:`~h4d_fast.pipeline.fit._Fitter.end_stage`, as for the first-order
+  optimizers): a stage that ends non-finite or above its starting loss is undone.
 
 Accuracy (not the default for this reason): it converges to the objective's minimum in ~10 steps
 per stage where L-BFGS stops far from it after 60 iterations, and that minimum is less accurate:
@@ -193,8 +196,7 @@ class GaussNewton(Objective):
         f = self.f
         t0 = time.perf_counter()
         ev0 = f.evals
-        with torch.no_grad():
-            l0 = float(f.total(stage, weights)[0])
+        l0, start = f.begin_stage(stage, weights)
         done = 0
         if iters > 0 and any(weights.values()):
             with torch.no_grad():
@@ -202,9 +204,7 @@ class GaussNewton(Objective):
                     done = self._run_betas(stage, weights, iters, on_iter)
                 else:
                     done = self._run_body(stage, weights, iters, on_iter)
-        with torch.no_grad():
-            l1, t = f.total(stage, weights)
-        return f.stage_record(stage, l0, l1, t, done, ev0, t0)
+        return f.end_stage(stage, weights, start, l0, done, ev0, t0)
 
     def _converged(self, prev: float, cur: float) -> bool:
         return (not math.isfinite(cur)) or abs(prev - cur) / max(abs(prev), abs(cur), 1.0) <= self.f.cfg.ftol

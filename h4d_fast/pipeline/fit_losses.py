@@ -69,6 +69,7 @@ import torch
 from torch import Tensor
 
 from ..constants import COCO_LIMBS
+from ..ops.contact import person_pairs
 
 # The 12 COCO body limbs (ankle-knee, knee-hip x2, hip-hip, shoulder-hip x2, shoulder-shoulder,
 # shoulder-elbow x2, elbow-wrist x2): all between SMPL tree joints.
@@ -209,10 +210,6 @@ def shape_prior_loss(betas: Tensor) -> Tensor:
     return (betas * betas).mean()
 
 
-def person_pairs(P: int) -> list[tuple[int, int]]:
-    return [(a, b) for a in range(P) for b in range(a + 1, P)]
-
-
 def collision_term(
     verts: Tensor,
     faces: Tensor,
@@ -279,7 +276,6 @@ __all__ = [
     "keypoint_loss",
     "limb_length_loss",
     "limb_lengths",
-    "person_pairs",
     "pose_reg_loss",
     "shape_prior_loss",
     "symmetry_loss",

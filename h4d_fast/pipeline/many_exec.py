@@ -40,7 +40,7 @@ def process_loaded(capture: Any, seq: Path, out: Path, cfg: Config, force: bool 
     """All pipeline stages on an already loaded capture, written into ``out`` (= ``run_sequence``
     without its load). The one place to point at the driver's entry point. ``wait_files=False``:
     the per-frame files may still be being written on return (call ``finish()`` on the result)."""
-    from .driver import run_sequence
+    from .run import run_sequence
 
     return run_sequence(seq, out, cfg, force=force, log=log, capture=capture, wait_files=wait_files)
 

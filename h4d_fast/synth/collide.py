@@ -26,6 +26,7 @@ from torch import Tensor
 
 from ..body.fast import joint_transforms
 from ..constants import NUM_SMPL_JOINTS
+from .arm_ik import DEG, HINGE_LIMITS, SHOULDER_LIMITS, clamp_arm_direction
 from .proxy import ARM_JOINTS, BodyProxy
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
 from .skeleton import (
@@ -47,7 +48,6 @@ from .skeleton import (
     fk_matrices,
 )
 
-DEG = math.pi / 180.0
 _K = 6  # skinning weights kept per point / sphere in the narrow phase
 
 
@@ -363,8 +363,6 @@ def resolve_interpenetration(
     hw = torch.ones(Fw, P, 2, dtype=dt) if hand_weight is None else hand_weight[lo:hi].to(dt)
     hw4 = torch.cat([hw, hw], -1)
 
-    from .motion import SHOULDER_LIMITS  # local import: motion imports this module
-
     s_cross = math.sin(SHOULDER_LIMITS["cross"] * DEG)
     s_ext = math.sin(SHOULDER_LIMITS["extension"] * DEG)
     c_elev = math.cos(SHOULDER_LIMITS["elevation"] * DEG)
@@ -465,8 +463,6 @@ def resolve_interpenetration(
 
 def _enforce_limits(Rl: Tensor, Tr: Tensor, rest: Tensor, arms: Sequence[Sequence[ArmInfo]]) -> Tensor:
     """Hard elbow range ``[0, 150]`` degrees about the hinge and the shoulder cone (:func:`clamp_arm_direction`)."""
-    from .motion import HINGE_LIMITS, clamp_arm_direction
-
     Rl = Rl.clone()
     P = Rl.shape[1]
     for p in range(P):

@@ -1,6 +1,6 @@
 """Ground-truth vertex contact of a synthetic capture: ``SEQ/ground_truth/contact.npz``.
 
-The labels are those an export computes (:func:`h4d_fast.eval.contact.ground_truth_contact`: a
+The labels are those an export computes (:func:`ground_truth_contact`: a
 vertex touches the other person within ``contact_mm`` of their surface or inside their body), on
 the ground-truth body parameters posed with the generator's own body model; a pair with a person
 absent from a frame (ground-truth keypoints invalid there: ``--enter-leave``) has no contact in it.
@@ -20,12 +20,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..eval.contact import DEFAULT_CONTACT_MM
+from ..ops.contact import DEFAULT_CONTACT_MM, export_contact
 
 
 def ground_truth_presence(gt: Any) -> np.ndarray:
     """``[F, P]`` bool: the person's ground-truth keypoints are valid in the frame."""
     return (torch.as_tensor(gt.poses3d)[..., 3] > 0.5).any(-1).cpu().numpy()
+
+
+def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu",
+                         present: Any = None) -> dict[str, Any]:
+    """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
+    ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
+    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels
+    (``present [F, P]``: as :func:`export_contact`)."""
+    from ..body.fast import recompute_meshes
+    from ..body.parts import body_parts
+
+    p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
+    v, _ = recompute_meshes(body, p, device=device)
+    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm, present=present)
 
 
 def write_ground_truth_contact(seq: str | Path, capture: Any, gt: Any, meta: dict[str, Any],
@@ -34,7 +48,6 @@ def write_ground_truth_contact(seq: str | Path, capture: Any, gt: Any, meta: dic
     :func:`h4d_fast.synth.make_capture`; None (nothing written) when it has fewer than two people or
     no body-model ground truth (skeleton-only generation)."""
     from ..body.parts import body_parts
-    from ..eval.contact import ground_truth_contact
     from ..io.contact import CONTACT_FILE, write_contact
     from . import _resolve_body
 
@@ -50,4 +63,4 @@ def write_ground_truth_contact(seq: str | Path, capture: Any, gt: Any, meta: dic
                          [int(f) for f in capture.frame_ids], contact_mm, parts.names, parts.vertex_part)
 
 
-__all__ = ["ground_truth_presence", "write_ground_truth_contact"]
+__all__ = ["ground_truth_contact", "ground_truth_presence", "write_ground_truth_contact"]

@@ -30,7 +30,7 @@ from scipy.spatial import cKDTree
 from torch import Tensor
 
 from ..body.fast import skin
-from ..eval.mesh import vertex_areas
+from ..ops.mesh_geometry import vertex_areas
 
 # joints whose vertices get a denser sampling (hands, fingers: thin and often in contact)
 _HAND_JOINTS = (20, 21, 22, 23)

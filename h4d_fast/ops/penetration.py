@@ -1,7 +1,6 @@
-"""Mesh metrics: vertex error (PVE), MPJPE on the 24 SMPL joints, and two-person penetration.
-
-Errors are in millimetres, penetration in cm^3. Shapes: ``B`` (any leading dims for the error
-metrics), ``N`` vertices, ``T`` triangles.
+"""Two-person penetration of meshes: the inside test and depth of points against a closed mesh,
+and the penetration volume (cm^3) the fit reports and the evaluation measures. Shapes: ``B``
+frames, ``N`` vertices, ``T`` triangles.
 
 **Penetration volume** (:func:`penetration_volume`)::
 
@@ -38,83 +37,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..constants import NUM_SMPL_JOINTS
-from .mesh_geometry import (  # re-exported
-    _CHUNK_GPU,  # noqa: F401
-    _closest_st,  # noqa: F401
-    _knn,  # noqa: F401
-    _normals,  # noqa: F401
-    _Topology,  # noqa: F401
-    _topology,  # noqa: F401
-    closest_point_triangle,  # noqa: F401
-    vertex_areas,  # noqa: F401
-)
-from .metrics import procrustes_align
+from .mesh_geometry import _CHUNK_GPU, _closest_st, _knn, _normals, _Topology, _topology, closest_point_triangle
 
 _CHUNK = 1 << 22  # elements per temporary in the chunked loops
-# ----------------------------------------------------------------------------- errors
-def _align(pred: Tensor, gt: Tensor, align: str, root_pred: Tensor | None, root_gt: Tensor | None) -> tuple[Tensor, Tensor]:
-    if align == "none":
-        return pred, gt
-    if align == "root":
-        if root_pred is None or root_gt is None:
-            raise ValueError("align='root' needs root_pred and root_gt")
-        return pred - root_pred[..., None, :], gt - root_gt[..., None, :]
-    if align == "procrustes":
-        mask = torch.ones(pred.shape[:-1], dtype=torch.bool, device=pred.device)
-        return procrustes_align(pred, gt, mask), gt
-    raise ValueError(f"align must be 'none', 'root' or 'procrustes', got {align!r}")
-
-
-def mpjpe24(pred_joints: Tensor, gt_joints: Tensor, align: str = "none") -> Tensor:
-    """Mean per-joint position error over the 24 SMPL tree joints, in mm.
-
-    Args:
-        pred_joints, gt_joints: ``[..., J >= 24, 3]`` (e.g. smplx ``joints45``), metres.
-        align: ``"none"``, ``"root"`` (pelvis = joint 0 subtracted, as the Harmony4D benchmark)
-            or ``"procrustes"`` (similarity alignment per sample).
-    Returns:
-        ``[...]`` mm.
-    """
-    p, g = pred_joints[..., :NUM_SMPL_JOINTS, :], gt_joints[..., :NUM_SMPL_JOINTS, :]
-    p, g = _align(p, g, align, p[..., 0, :], g[..., 0, :])
-    return (p - g).norm(dim=-1).mean(-1) * 1000.0
-
-
-def pve(
-    pred_verts: Tensor,
-    gt_verts: Tensor,
-    align: str = "none",
-    pred_root: Tensor | None = None,
-    gt_root: Tensor | None = None,
-) -> Tensor:
-    """Per-vertex error (mean vertex distance), in mm.
-
-    Args:
-        pred_verts, gt_verts: ``[..., N, 3]`` metres (same topology).
-        align: ``"none"``, ``"root"`` (subtract ``pred_root`` / ``gt_root [..., 3]``, e.g. the
-            pelvis joints; the Harmony4D benchmark uses vertex 0) or ``"procrustes"``.
-    Returns:
-        ``[...]`` mm.
-    """
-    p, g = _align(pred_verts, gt_verts, align, pred_root, gt_root)
-    return (p - g).norm(dim=-1).mean(-1) * 1000.0
-
-
-def mesh_errors(pred_verts: Tensor, gt_verts: Tensor, pred_joints: Tensor, gt_joints: Tensor) -> dict[str, float]:
-    """Summary over all leading dims: ``mpjpe``, ``pa_mpjpe``, ``root_mpjpe``, ``pve``,
-    ``root_pve`` (pelvis-aligned), ``pa_pve``; mm."""
-    pr, gr = pred_joints[..., 0, :], gt_joints[..., 0, :]
-    return {
-        "mpjpe": float(mpjpe24(pred_joints, gt_joints).mean()),
-        "root_mpjpe": float(mpjpe24(pred_joints, gt_joints, "root").mean()),
-        "pa_mpjpe": float(mpjpe24(pred_joints, gt_joints, "procrustes").mean()),
-        "pve": float(pve(pred_verts, gt_verts).mean()),
-        "root_pve": float(pve(pred_verts, gt_verts, "root", pr, gr).mean()),
-        "pa_pve": float(pve(pred_verts, gt_verts, "procrustes").mean()),
-    }
-
-
+# ----------------------------------------------------------------------------- inside depth
 def _depth_fast(points: Tensor, verts: Tensor, topo: _Topology, k: int) -> tuple[Tensor, Tensor]:
     """Distance to and inside flag w.r.t. one closed mesh, ``points [M, 3]`` -> ``[M]``, ``[M]``."""
     M = points.shape[0]
@@ -270,7 +196,7 @@ def inside_depth(
 
 
 def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int = 64, chunk: int = 32) -> Tensor:
-    """The exact cell cull of the CPU path (:func:`h4d_fast.eval._mesh_numba.candidates`) in
+    """The exact cell cull of the CPU path (:func:`h4d_fast.ops._mesh_numba.candidates`) in
     batched torch: ``[B, M]`` True where a point may be inside the closed mesh of its frame.
 
     Per frame, the mesh's box is cut into cubes of ``max side / divisions``; cubes met by a
@@ -282,7 +208,7 @@ def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int
     Args:
         points: ``[B, M, 3]``; verts ``[B, N, 3]``; faces ``[T, 3]``.
     """
-    from ..ops._collision_torch import _edge
+    from ._collision_torch import _edge
 
     B, M = points.shape[:2]
     out = torch.zeros(B, M, dtype=torch.bool, device=points.device)
@@ -386,7 +312,7 @@ _CELL_DIVISIONS = 64  # cells along the longest side of the other mesh's box (3 
 
 
 def _numba_depth():
-    """The numba kernels of the CPU ``"fast"`` path (:mod:`h4d_fast.eval._mesh_numba`), or None."""
+    """The numba kernels of the CPU ``"fast"`` path (:mod:`h4d_fast.ops._mesh_numba`), or None."""
     if not _NUMBA_DEPTH:
         try:
             from . import _mesh_numba
@@ -506,14 +432,4 @@ def penetration_stats(verts: Tensor, faces: Tensor, method: str = "fast") -> dic
             "frames_in_contact": int((pen > 0).sum())}
 
 
-__all__ = [
-    "closest_point_triangle",
-    "inside_depth",
-    "mesh_errors",
-    "mpjpe24",
-    "penetration_stats",
-    "penetration_volume",
-    "pve",
-    "vertex_areas",
-    "winding_number",
-]
+__all__ = ["cell_candidates", "inside_depth", "penetration_stats", "penetration_volume", "winding_number"]

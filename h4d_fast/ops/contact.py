@@ -1,11 +1,12 @@
-"""Vertex-level contact between people, and the per-vertex surface query it rests on.
+"""Vertex-level contact between people, and the per-vertex surface query it rests on: the contact
+labels the export writes and the evaluation scores (:func:`h4d_fast.eval.metrics.contact_scores`).
 
 Definition (issue 15): in a frame, a vertex of person ``a`` *touches* person ``b`` when it lies
 within ``contact_mm`` of ``b``'s surface or inside ``b``'s body. Per frame and pair of people the
 result is ``contact [2, V]``: row 0 = ``a``'s vertices touching ``b``, row 1 = ``b``'s touching
 ``a``. The default ``contact_mm`` (10 mm) is ``ExportConfig.contact_mm`` in the config.
 
-The surface query (:func:`surface_query`) is :mod:`h4d_fast.eval.mesh`'s machinery -- closest
+The surface query (:func:`surface_query`) is :mod:`h4d_fast.ops.penetration`'s machinery -- closest
 triangle among those around the ``k`` nearest vertices, inside test by the angle-weighted
 pseudo-normal of that triangle's closest feature -- run on the points that can matter:
 
@@ -44,7 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import mesh as _mesh
+from . import penetration as _pen
+from .mesh_geometry import _topology
 
 DEFAULT_CONTACT_MM = 10.0
 _GPU_POINTS = 1 << 28  # point x vertex distances per batch of the GPU query (1 GiB of float32)
@@ -136,11 +138,11 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
         points, verts = points.detach(), verts.detach()
         lo, hi = _boxes(verts)
         cand = ((points >= lo[:, None] - band) & (points <= hi[:, None] + band)).all(-1)  # [F, M]
-        topo = _mesh._topology(faces, verts.shape[1])
+        topo = _topology(faces, verts.shape[1])
         if dev.type != "cpu":
             _query_gpu(points, verts, topo, _gpu_needed(points, verts, faces, cand, band), k, out)
             return out
-        nb = _mesh._numba_depth()
+        nb = _pen._numba_depth()
         if nb is None:
             _query_torch(points, verts, topo, cand, k, out)
         else:
@@ -167,7 +169,7 @@ def _query_numba(nb, points: Tensor, verts: Tensor, faces: Tensor, topo, cand: T
         keep = np.isfinite(dv)
         far = np.nonzero(~keep)[0]
         if far.size:  # the mesh module's cell cull: inside cells and cells its triangles touch
-            keep[far] = nb.candidates(np.ascontiguousarray(pts[far]), vv, f_np, ext / _mesh._CELL_DIVISIONS).astype(bool)
+            keep[far] = nb.candidates(np.ascontiguousarray(pts[far]), vv, f_np, ext / _pen._CELL_DIVISIONS).astype(bool)
         sel = np.nonzero(keep)[0]
         if sel.size == 0:
             continue
@@ -188,7 +190,7 @@ def _query_torch(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out:
     for fi in cand.any(-1).nonzero()[:, 0].tolist():
         idx = cand[fi].nonzero()[:, 0]
         p = points[fi, idx]
-        d, ins = _mesh._depth_fast(p, verts[fi], topo, k)
+        d, ins = _pen._depth_fast(p, verts[fi], topo, k)
         out.dist[fi, idx] = d
         out.inside[fi, idx] = ins
         if bool(ins.any()):
@@ -265,7 +267,7 @@ def _query_gpu(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out: S
         fi, oi, ui = frames[i : i + g], order[i : i + g], used[i : i + g]
         pts = points[fi].gather(1, oi[..., None].expand(-1, -1, 3))
         vv = verts[fi]
-        d, ins = _mesh._depth_fast_frames(pts, vv, topo, k)
+        d, ins = _pen._depth_fast_frames(pts, vv, topo, k)
         ins = ins & ui
         vd = torch.where(ins, torch.cdist(pts, vv).amin(-1), torch.zeros_like(d)) if bool(ins.any()) else torch.zeros_like(d)
         cols = torch.where(ui, oi, torch.full_like(oi, M))  # column M takes the padding
@@ -376,48 +378,11 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
     return out
 
 
-def ground_truth_contact(params: Any, body: Any, contact_mm: float = DEFAULT_CONTACT_MM, device: str = "cpu",
-                         present: Any = None) -> dict[str, Any]:
-    """:func:`export_contact` of ground-truth body parameters (``global_orient [F, P, 3]``,
-    ``body_pose [F, P, 69]``, ``betas [P, K]`` or ``[F, P, K]``, ``transl [F, P, 3]``) posed with
-    ``body`` (a :class:`~h4d_fast.body.model.BodyModel`): the synthetic generator's contact labels
-    (``present [F, P]``: as :func:`export_contact`)."""
-    from ..body.parts import body_parts
-    from ..io.smpl_layout import recompute_meshes
-
-    p = {k: np.asarray(torch.as_tensor(params[k]).cpu()) for k in ("global_orient", "body_pose", "betas", "transl")}
-    v, _ = recompute_meshes(body, p, device=device)
-    return export_contact(torch.as_tensor(v, device=device), body.faces.to(device), body_parts(body), contact_mm, present=present)
-
-
-def contact_scores(pred: Tensor, gt: Tensor) -> dict[str, float]:
-    """Precision, recall and F1 of predicted vertex contact against ground truth.
-
-    Args:
-        pred, gt: bool tensors of one shape (e.g. ``[F, Q, 2, N]``); every element is one decision.
-    Returns:
-        ``{"precision", "recall", "f1", "tp", "fp", "fn", "gt_positives"}``; precision (recall) is
-        1.0 when nothing is predicted (in the ground truth), F1 likewise when both are empty.
-    """
-    if pred.shape != gt.shape:
-        raise ValueError(f"contact_scores: prediction {tuple(pred.shape)} and ground truth {tuple(gt.shape)} differ")
-    p, g = pred.bool(), gt.bool()
-    tp = int((p & g).sum())
-    fp = int((p & ~g).sum())
-    fn = int((~p & g).sum())
-    prec = tp / (tp + fp) if tp + fp else 1.0
-    rec = tp / (tp + fn) if tp + fn else 1.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    return {"precision": prec, "recall": rec, "f1": f1, "tp": tp, "fp": fp, "fn": fn, "gt_positives": tp + fn}
-
-
 __all__ = [
     "DEFAULT_CONTACT_MM",
     "export_contact",
-    "ground_truth_contact",
     "PairContact",
     "SurfaceQuery",
-    "contact_scores",
     "pair_contact",
     "person_pairs",
     "surface_query",

@@ -1,4 +1,5 @@
-"""Mesh geometry of the mesh metrics: vertex areas, closest points on triangles, topology, normals and nearest vertices (split from :mod:`h4d_fast.eval.mesh`)."""
+"""Mesh geometry of the penetration and contact measures (:mod:`h4d_fast.ops.penetration`,
+:mod:`h4d_fast.ops.contact`): vertex areas, closest points on triangles, topology, normals and nearest vertices."""
 
 from __future__ import annotations
 

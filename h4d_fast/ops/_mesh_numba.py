@@ -1,4 +1,4 @@
-"""Numba (CPU) helpers of :func:`h4d_fast.eval.mesh.inside_depth` (``method="fast"``).
+"""Numba (CPU) helpers of :func:`h4d_fast.ops.penetration.inside_depth` (``method="fast"``).
 
 Two kernels, per frame and direction (points of one mesh against the other mesh):
 
@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..ops._collision_numba import _edge
+from ._collision_numba import _edge
 
 
 @njit(cache=True, nogil=True)
@@ -201,7 +201,7 @@ def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
 def normals(verts, faces, edge_adj):
     """Unit face normals ``[T, 3]``, angle-weighted vertex pseudo-normals ``[N, 3]`` and edge
     pseudo-normals ``[T, 3, 3]`` (edges ab, bc, ca; sum of the two faces' normals), as
-    :func:`h4d_fast.eval.mesh._normals`."""
+    :func:`h4d_fast.ops.mesh_geometry._normals`."""
     T = faces.shape[0]
     fn = np.zeros((T, 3))
     vn = np.zeros((verts.shape[0], 3))
