@@ -492,3 +492,31 @@ def test_gpu_fit_with_graphs_matches_cpu_fit(body):
     assert float(mpjpe24(gj, cj).mean()) < 2.0  # mm between the two fits
     assert gpu.stats["kp_error_mm"] == pytest.approx(cpu.stats["kp_error_mm"], abs=0.5)
     assert gpu.stats["penetration_after_cm3"] == pytest.approx(cpu.stats["penetration_after_cm3"], rel=0.2, abs=1.0)
+
+
+def test_objective_makes_no_host_tensors_after_warm_up(body):
+    """CUDA-graph capture fails on any copy from host memory (``torch.tensor(...)``, a Python scalar
+    written into a device tensor, a list index). After one warm-up evaluation, a stage's objective
+    must create no tensor from host data: checked on the CPU, so that the GPU capture cannot break
+    unnoticed (a unit vector written element by element did, on the H100 run of 2026-12-07)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class HostData(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.lift_fresh.default or (func is torch.ops.aten._to_copy.default and "device" in (kwargs or {})):
+                self.seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    fitter, cfg = _fitter(body, F=6, P=2, dtype=torch.float32)
+    obj = fitter.objective()
+    for stage in (1, 2, 3):
+        w = cfg.stage_weights(stage)
+        w["collision"] = 0.0
+        obj.value_and_grad(stage, w, FT.STAGE_PARAMS[stage])  # warm-up: caches may be built here
+        with HostData() as mode:
+            obj.value_and_grad(stage, w, FT.STAGE_PARAMS[stage])
+        assert mode.seen == [], (stage, mode.seen)

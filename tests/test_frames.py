@@ -142,10 +142,11 @@ def test_nvjpeg_decode_matches_cpu(tmp_path):
         cpu = [(b.images, b.thumbs) for b in L]
     for (g, gt), (c, ct) in zip(gpu, cpu):
         # nvJPEG and libjpeg upsample the chroma differently at colour edges: measured on an H100
-        # (2026-12-07) up to 18 grey levels apart on these synthetic images; the bound leaves room
-        # for other decoder versions, and the mean must stay within a grey level
+        # (2026-12-07, two runs) up to 18 grey levels apart on these synthetic images, 1.81 on
+        # average (their colour edges are a large share of the pixels); the bounds leave a third
+        # more for other decoder versions
         d = (g.int() - c.int()).abs()
-        assert d.max() <= 24 and d.float().mean() < 1.0
+        assert d.max() <= 24 and d.float().mean() < 2.5
         assert (gt - ct).abs().max() < 0.02
 
 

@@ -116,8 +116,8 @@ def test_numba_rows_wider_than_one_word():
 def test_numba_nearest_face_two_level_search_is_exact():
     # a mesh of more than SUPER clusters (5120 faces: 160 clusters in 5 super-clusters): the
     # two-level bound search returns the brute-force minimum over all faces
-    from h4d_fast.ops.mesh_geometry import closest_point_triangle
     from h4d_fast.ops._collision_numba import SUPER, _cluster_boxes, _nearest
+    from h4d_fast.ops.mesh_geometry import closest_point_triangle
 
     v, f = icosphere(4)
     v = v * torch.tensor([1.0, 0.6, 0.3], dtype=v.dtype)  # an ellipsoid: distances vary over the surface

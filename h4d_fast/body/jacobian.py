@@ -253,10 +253,14 @@ def joints_vjp(fast: FastBody, jj: JointsJacobian, grad: Tensor, grad_rot6d: Ten
         # d(R e_c) = -R [e_c]x J_r d  =>  dL/dtheta = -J_r^T [e_c]x^T R^T g_c = J_r^T (e_c x (R^T g_c))
         acc = torch.zeros_like(out[:, 1:])
         for c in (0, 1):
-            e = torch.zeros(3, dtype=R.dtype, device=R.device)
-            e[c] = 1.0
             h = (R.transpose(-1, -2) @ g6[..., c, None])[..., 0]  # [B, 23, 3]
-            acc = acc + torch.linalg.cross(e.expand_as(h), h, dim=-1)
+            # e_0 x h = (0, -h_z, h_y), e_1 x h = (h_z, 0, -h_x) (no unit-vector tensor: nothing
+            # is copied from the host inside a CUDA-graph capture)
+            z = torch.zeros_like(h[..., 0])
+            if c == 0:
+                acc = acc + torch.stack([z, -h[..., 2], h[..., 1]], -1)
+            else:
+                acc = acc + torch.stack([h[..., 2], z, -h[..., 0]], -1)
         out = out + torch.cat([torch.zeros_like(out[:, :1]), (Jb.transpose(-1, -2) @ acc[..., None])[..., 0]], 1)
     return out
 

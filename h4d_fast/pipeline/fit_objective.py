@@ -18,6 +18,8 @@ value and the gradient equal autograd through the loss definitions (tests).
 from __future__ import annotations
 
 import math
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import torch
@@ -341,7 +343,9 @@ def graph_or_eager(fn: Callable[[], Any]) -> Callable[[], Any]:
         with torch.cuda.graph(graph):
             out = fn()
     except Exception as e:  # noqa: BLE001 - any capture problem: run eagerly
-        GRAPH_FAILURES.append(f"{type(e).__name__}: {e}")
+        where = [f for f in traceback.extract_tb(e.__traceback__) if "h4d_fast" in f.filename]
+        at = f" (at {Path(where[-1].filename).name}:{where[-1].lineno})" if where else ""
+        GRAPH_FAILURES.append(f"{type(e).__name__}: {e}{at}")
         torch.cuda.synchronize()
         return fn
 
