@@ -46,7 +46,7 @@ import numpy as np
 
 from ..errors import OutputError
 from . import faults
-from .atomic import write_npy
+from .atomic import npy_bytes, write_bytes_in
 from .parallel import MIN_ITEMS_FOR_PROCESSES, shards, write_pool
 
 __all__ = ["FrameJob", "PendingFiles", "bbox_frame_dict", "npz_members", "write_frame_files"]
@@ -200,9 +200,14 @@ def write_range(job: FrameJob, tasks: Sequence[tuple[str, int, int, int]]) -> tu
             if arrays is None:
                 path = job.npz
                 arrays = npz_members(job.npz)
+            made: set[str] = set()
             for f in range(lo, hi):
                 path, obj = _frame_object(kind, arrays, job, v, f)
-                write_npy(path, obj)
+                folder, name = os.path.split(path)
+                if folder not in made:  # one folder check per range, then the short write path
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                write_bytes_in(folder, name, npy_bytes(obj))
                 n += 1
                 faults.point(f"write:{n}", job.out)
     except Exception as e:  # noqa: BLE001 - reported to the owner, raised there
