@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from h4d_fast.cli import main
-from h4d_fast.errors import InputError
+from h4d_fast.errors import InputError, OutputError
 from h4d_fast.io import atomic
 from h4d_fast.io.detections import LoadReport
 from h4d_fast.io.harmony4d import read_sequence, write_sequence
@@ -207,15 +207,33 @@ def test_outputs_follow_umask(tmp_path, monkeypatch, mask) -> None:
         atomic.write_json(tmp_path / "a.json", {"x": 1})
         atomic.write_npy(tmp_path / "b.npy", np.zeros(3))
         atomic.write_npz(tmp_path / "c.npz", x=np.zeros(2))
+        atomic.write_bytes_in(str(tmp_path), "d.npy", atomic.npy_bytes({"p": np.zeros(2)}))
         with open(tmp_path / "plain", "w"):
             pass
     finally:
         os.umask(old)
     want = 0o666 & ~mask
     assert (os.stat(tmp_path / "plain").st_mode & 0o777) == want
-    for n in ("a.json", "b.npy", "c.npz"):
+    for n in ("a.json", "b.npy", "c.npz", "d.npy"):
         assert (os.stat(tmp_path / n).st_mode & 0o777) == want, n
     assert os.umask(old) == old  # reading the umask left it as it was
+
+
+def test_short_write_path_leaves_no_temporary_and_names_the_folder(tmp_path, monkeypatch) -> None:
+    """The per-frame writers' short path: the whole file or the old one, never a temporary left
+    beside it; a folder it cannot write in is an OutputError naming the folder."""
+    atomic.write_bytes_in(str(tmp_path), "a.npy", b"old")
+
+    def boom(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic.os, "replace", boom)
+    with pytest.raises(OSError):
+        atomic.write_bytes_in(str(tmp_path), "a.npy", b"new")
+    monkeypatch.undo()
+    assert (tmp_path / "a.npy").read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.npy"]
+    with pytest.raises(OutputError, match=str(tmp_path / "missing")):
+        atomic.write_bytes_in(str(tmp_path / "missing"), "b.npy", b"x")
 
 
 def test_input_error_is_one_line() -> None:
