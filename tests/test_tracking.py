@@ -277,7 +277,7 @@ def test_names_and_body_proportions():
     assert proportion_distance(a, torch.full_like(a, float("nan"))) == float("inf")
 
 
-@pytest.mark.slow  # ~10 s on 2 cores (synth, run, eval through the CLI)
+@pytest.mark.slow  # ~30 s of CPU on 2 cores (synth, keypoint run, eval, then a short fit and export, through the CLI)
 def test_cli_enter_leave_synth_run_and_eval(tmp_path, capsys):
     import json
 
@@ -301,6 +301,16 @@ def test_cli_enter_leave_synth_run_and_eval(tmp_path, capsys):
     assert absent  # somebody is away at some point
     f, p = absent[0]
     assert names[p] not in read_npy(out / "processed_data" / "poses3d" / f"{f + 1:05d}.npy")
+    # the SMPL fit on top (the keypoint stages resume from their cache): fitted per segment, no body
+    # where a person is absent, in the per-frame files or in sequence.npz
+    short = ["fit.epochs=1", "fit.iters_stage3=20", "fit.collision=false", "contact.export=false"]  # presence is checked, not accuracy
+    assert main(["run", str(seq), "--out", str(out), "--quiet", *[a for kv in short for a in ("--set", kv)]]) == 0
+    st = json.loads((out / "fit_stats.json").read_text())
+    assert st["absent_person_frames"] == int((~present).sum()) > 0
+    smpl = read_npy(out / "processed_data" / "smpl" / f"{f + 1:05d}.npy")
+    assert names[p] not in smpl and len(smpl) == int(present[f].sum())
+    with np.load(out / "processed_data" / "sequence.npz") as z:
+        assert np.array_equal(z["valid"], present) and float(np.abs(z["transl"][~present]).max()) == 0.0
     for bad in ("0", "-3"):
         assert main(["run", str(seq), "--out", str(tmp_path / "o2"), "--quiet", "--no-fit", "--people", bad]) == 2
         assert "identity.people" in capsys.readouterr().err

@@ -542,6 +542,7 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
         t_c = time.perf_counter()
         contact = fitter.select_contact(float(cfg.collision_margin))
         stats["contact_frames"] = int(contact.numel())
+        stats["contact_pairs"] = int(fitter.collision_pairs()[1].shape[0])
         meas = [0.0]  # seconds spent measuring penetration (stats)
 
         def penetration() -> Tensor:
