@@ -97,8 +97,8 @@ def test_no_body_where_the_person_is_absent(body, gap_fits, tmp_path):
 
 
 def test_the_temporal_term_stops_at_an_absence(body):
-    """Moving one absent body changes nothing in the objective; moving a present body just before
-    the absence changes only terms within its own segment."""
+    """Moving the bodies of an absence changes nothing in the objective (no data, prior or temporal
+    term reaches them) and they get no gradient."""
     gt = synthetic_sequence(body, F=12, seed=2)
     present = torch.ones(12, 2, dtype=torch.bool)
     present[5:8, 0] = False

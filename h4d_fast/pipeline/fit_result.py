@@ -103,14 +103,15 @@ def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 51
     if fast.device != dev:  # a copy on the result's device (the caller's model is not moved)
         fast = FastBody(fast.body, fast.vertex_joint_names).to(device=dev, dtype=fast.dtype)
     F, P = result.global_orient.shape[:2]
-    ids = None if result.present is None else result.present.to(dev).reshape(-1).nonzero()[:, 0]
-    take = (lambda x: x) if ids is None else (lambda x: x.index_select(0, ids))  # noqa: E731
-    go = take(result.global_orient.reshape(F * P, 3).to(fast.dtype))
-    bp = take(result.body_pose.reshape(F * P, NUM_BODY_POSE).to(fast.dtype))
-    be = take(result.betas.to(fast.dtype)[None].expand(F, P, -1).reshape(F * P, -1))
-    tr = take(result.transl.reshape(F * P, 3).to(fast.dtype))
-    N = go.shape[0]
+    N = F * P
+    go = result.global_orient.reshape(N, 3).to(fast.dtype)
+    bp = result.body_pose.reshape(N, NUM_BODY_POSE).to(fast.dtype)
+    be = result.betas.to(fast.dtype)[None].expand(F, P, -1).reshape(N, -1)
+    tr = result.transl.reshape(N, 3).to(fast.dtype)
     vs, js = [], []
+    # every person-frame, absent ones too (then zeroed): the batches, hence the float results, do not
+    # depend on who is present (a subset's batched products can differ in the last bit with the
+    # thread count, and a resumed run must write the same bytes)
     with torch.no_grad():
         for i in range(0, N, chunk):
             v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
@@ -118,7 +119,7 @@ def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 51
             js.append(j)
     V = torch.cat(vs) if vs else go.new_zeros(0, fast.v_template.shape[0], 3)
     Jt = torch.cat(js) if js else go.new_zeros(0, 45, 3)
-    if ids is not None:
-        V = V.new_zeros(F * P, *V.shape[1:]).index_copy_(0, ids, V)
-        Jt = Jt.new_zeros(F * P, *Jt.shape[1:]).index_copy_(0, ids, Jt)
+    if result.present is not None:
+        gone = ~result.present.to(dev).reshape(N, 1, 1)
+        V, Jt = V.masked_fill(gone, 0.0), Jt.masked_fill(gone, 0.0)
     return V.view(F, P, -1, 3), Jt.view(F, P, -1, 3)
