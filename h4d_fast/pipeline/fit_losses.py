@@ -48,9 +48,13 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
   with ``D`` the second difference ``x_{t+1} - 2 x_t + x_{t-1}`` (``"acceleration"``, default:
   unbiased for constant-velocity motion; ``S_ROT = 0.05 /frame^2``, ``S_POS = 1 cm/frame^2``)
   or the first difference ``x_t - x_{t-1}`` (``"velocity"``, the reference's SmoothJointLoss
-  without its frame-0 padding quirk; ``S_ROT = 0.1 /frame``, ``S_POS = 2 cm/frame``).
+  without its frame-0 padding quirk; ``S_ROT = 0.1 /frame``, ``S_POS = 2 cm/frame``). With
+  presence (people who enter and leave) only the differences whose frames all lie in one run of a
+  person's presence count (:func:`temporal_rows`), and the per-body terms above are means over the
+  present person-frames.
 * **shape prior** (:func:`shape_prior_loss`): ``L_beta = mean(beta^2)`` (plain L2, as the reference).
-* **collision** (:func:`collision_term`): ``L_coll = sum_{pairs a<b} sum_t
+* **collision** (:func:`collision_term`, :func:`pair_collision_term` for a list of close pairs of
+  people present in the same frame): ``L_coll = sum_{pairs a<b} sum_t
   collision_loss(V_a(t), V_b(t)) / (F S_COLL)`` with :func:`h4d_fast.ops.collision_loss`
   (each person's inside-distance grid sampled at the other's vertices, mean over vertices, in
   box-normalised units ~ metres). ``S_COLL = 1e-5``: 2% of a body's vertices 5 mm deep cost 10,
