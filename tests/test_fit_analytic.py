@@ -117,27 +117,50 @@ def test_sparse_skin_and_pose_gradient_match_autograd(body, use_numba):
 # ------------------------------------------------------------------------------ temporal band
 @pytest.mark.parametrize("mode", ["acceleration", "velocity"])
 @pytest.mark.parametrize("F", [1, 2, 3, 4, 9])
-def test_temporal_band_equals_dense(mode, F):
-    band = TemporalBand(F, mode, torch.float64, torch.device("cpu"))
+@pytest.mark.parametrize("gaps", [False, True])
+def test_temporal_band_equals_dense(mode, F, gaps):
+    """``D^T M D`` per person against the dense matrices; with gaps, ``M`` keeps only the rows whose
+    frames are all present (person 0 absent in frame 3 and from frame 7 on, person 1 everywhere)."""
+    P = 2
+    present = torch.ones(F, P, dtype=torch.bool)
+    if gaps:
+        present[3:4, 0] = False
+        present[7:, 0] = False
+    band = TemporalBand(F, mode, torch.float64, torch.device("cpu"), present if gaps else None)
     k = 3 if mode == "acceleration" else 2
     T = max(0, F - k + 1)
-    D = torch.zeros(T, F, dtype=torch.float64)
     st = (1.0, -2.0, 1.0) if k == 3 else (-1.0, 1.0)
-    for t in range(T):
-        for a, s in enumerate(st):
-            D[t, t + a] = s
-    DtD = D.T @ D
-    y = torch.randn(F, 2, 5, dtype=torch.float64)
-    if T:
-        torch.testing.assert_close(band.diff(y), torch.einsum("tf,f...->t...", D, y))
-        torch.testing.assert_close(band.adjoint(band.diff(y)), torch.einsum("sf,f...->s...", DtD, y))
-    torch.testing.assert_close(band.diagonal(), DtD.diagonal())
-    off = DtD - torch.diag(DtD.diagonal())
-    torch.testing.assert_close(band.offdiag(y), torch.einsum("sf,f...->s...", off, y))
+    y = torch.randn(F, P, 5, dtype=torch.float64)
+    rows = 0
+    for p in range(P):
+        D = torch.zeros(T, F, dtype=torch.float64)
+        for t in range(T):
+            if bool(present[t : t + k, p].all()):
+                for a, s in enumerate(st):
+                    D[t, t + a] = s
+                rows += 1
+        DtD = D.T @ D
+        if T:
+            torch.testing.assert_close(band.diff(y)[:, p], D @ y[:, p])
+            torch.testing.assert_close(band.adjoint(band.diff(y))[:, p], DtD @ y[:, p])
+        torch.testing.assert_close(band.diagonal()[:, min(p, band.diagonal().shape[1] - 1)], DtD.diagonal())
+        off = DtD - torch.diag(DtD.diagonal())
+        torch.testing.assert_close(band.offdiag(y)[:, p], off @ y[:, p])
+    assert band.count(P) == rows
+    if gaps and F == 9:  # no row touches frame 3 or frames 7, 8 of person 0
+        assert float(band.diagonal()[3, 0]) == 0.0 and float(band.diagonal()[7:, 0].abs().sum()) == 0.0
 
 
 # ------------------------------------------------------------------------------ stages
-def _fitter(body, F=5, P=2, seed=0, dtype=torch.float64, **cfg_kw):
+def _gappy(F: int, P: int) -> torch.Tensor:
+    """Presence with gaps: person 0 away in frame 3, the last person arrives in frame 1."""
+    present = torch.ones(F, P, dtype=torch.bool)
+    present[3, 0] = False
+    present[:1, P - 1] = False
+    return present
+
+
+def _fitter(body, F=5, P=2, seed=0, dtype=torch.float64, present=None, **cfg_kw):
     from test_fit import synthetic_sequence
 
     gt = synthetic_sequence(body, F=F, seed=seed, noise=0.01)
@@ -155,7 +178,7 @@ def _fitter(body, F=5, P=2, seed=0, dtype=torch.float64, **cfg_kw):
         "transl": gt["transl"][:, :P].to(dtype) + 0.02 * torch.randn(F, P, 3, generator=g, dtype=dtype),
     }
     cfg = FitConfig(optimizer="gn", **cfg_kw)
-    return FT._Fitter(kp, w, fast, cfg, params), cfg
+    return FT._Fitter(kp, w, fast, cfg, params, present), cfg
 
 
 def _all_weights(stage: int) -> dict:
@@ -166,8 +189,11 @@ def _all_weights(stage: int) -> dict:
 @pytest.mark.parametrize("mode", ["acceleration", "velocity"])
 @pytest.mark.parametrize("stage", [1, 2, 3])
 @pytest.mark.parametrize("weights", ["config", "all"])
-def test_loss_split_and_gradient_match_autograd(body, stage, weights, mode):
-    fitter, cfg = _fitter(body, temporal=mode, w_hyperext=0.5, kp_sigma=0.05)
+@pytest.mark.parametrize("gaps", [False, True])
+def test_loss_split_and_gradient_match_autograd(body, stage, weights, mode, gaps):
+    """... also with people absent in some frames (no term there, the temporal term per run of presence)."""
+    F = 8 if gaps else 5
+    fitter, cfg = _fitter(body, F=F, temporal=mode, w_hyperext=0.5, kp_sigma=0.05, present=_gappy(F, 2) if gaps else None)
     w = cfg.stage_weights(stage) if weights == "config" else _all_weights(stage)
     w["collision"] = 0.0
     gn = GaussNewton(fitter)
@@ -190,14 +216,18 @@ def test_loss_split_and_gradient_match_autograd(body, stage, weights, mode):
         full = torch.cat([gz("global_orient"), gz("body_pose")], -1)
         torch.testing.assert_close(g[..., : V.nq], full.index_select(-1, V.qidx), rtol=1e-8, atol=1e-10)
         torch.testing.assert_close(g[..., V.nq :], p["transl"].grad, rtol=1e-8, atol=1e-10)
+        if gaps:  # an absent body has no gradient and no curvature
+            assert float(g[3, 0].abs().max()) == 0.0 and float(H[0, 1].abs().max()) == 0.0
         # the Gauss-Newton blocks are symmetric positive semi-definite
         torch.testing.assert_close(H, H.transpose(-1, -2))
         assert float(torch.linalg.eigvalsh(H).min()) > -1e-9 * float(H.abs().max())
 
 
-def test_pcg_step_equals_dense_solve(body):
+@pytest.mark.parametrize("gaps", [False, True])
+def test_pcg_step_equals_dense_solve(body, gaps):
     """With enough iterations the PCG step solves the full (frame-coupled) damped system."""
-    fitter, cfg = _fitter(body, F=4, P=2)
+    F = 7 if gaps else 4
+    fitter, cfg = _fitter(body, F=F, P=2, present=_gappy(F, 2) if gaps else None)
     gn = GaussNewton(fitter)
     w = cfg.stage_weights(3)
     w["collision"] = 0.0
@@ -206,7 +236,7 @@ def test_pcg_step_equals_dense_solve(body):
         g, H, tpos, rt, _ = gn.body_system(gn.pose(), p["betas"], p["transl"], 3, w)
         lam = torch.full(g.shape[:2], 1e-3, dtype=g.dtype)
         F, P, n = g.shape
-        d = gn.solve(g, H, lam, tpos, rt, cg_iters=150)
+        d = gn.solve(g, H, lam, tpos, rt, cg_iters=150 if not gaps else 400)
         # dense matrix of the damped operator, per person
         diag = H.diagonal(dim1=-2, dim2=-1)
         from h4d_fast.pipeline.fit_gn import EPS_REL
@@ -333,9 +363,12 @@ def test_joints_vjp_matches_autograd(body, posedirs):
 
 @pytest.mark.parametrize("stage", [1, 2, 3])
 @pytest.mark.parametrize("weights", ["config", "all"])
-def test_objective_value_and_grad_match_autograd(body, stage, weights):
-    """The first-order optimizers' analytic closure equals autograd through the loss definitions."""
-    fitter, cfg = _fitter(body, temporal="acceleration", w_hyperext=0.5, kp_sigma=0.05)
+@pytest.mark.parametrize("gaps", [False, True])
+def test_objective_value_and_grad_match_autograd(body, stage, weights, gaps):
+    """The first-order optimizers' analytic closure equals autograd through the loss definitions
+    (also with absences)."""
+    F = 8 if gaps else 5
+    fitter, cfg = _fitter(body, F=F, temporal="acceleration", w_hyperext=0.5, kp_sigma=0.05, present=_gappy(F, 2) if gaps else None)
     w = cfg.stage_weights(stage) if weights == "config" else _all_weights(stage)
     w["collision"] = 0.0
     names = FT.STAGE_PARAMS[stage]
@@ -353,17 +386,22 @@ def test_objective_value_and_grad_match_autograd(body, stage, weights):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("numba") is None, reason="needs the numba collision backend (torch is minutes per frame)")
-@pytest.mark.parametrize("P", [2, 3])
+@pytest.mark.parametrize("P", [2, 3, "3-absent"])
 def test_collision_stage_gradient_matches_autograd(body, P):
     """The analytic collision-stage gradient (op vertex gradient -> pose, sparse skinning) equals
-    autograd through the full meshes; three people: every close pair counts."""
+    autograd through the full meshes; three people: every close pair counts; a person absent from a
+    frame is in no pair there."""
     fitter, cfg = _fitter(body, F=3, P=2, dtype=torch.float32)
-    if P == 3:  # a third person between the two (overlapping both)
+    absent = P == "3-absent"
+    if P != 2:  # a third person between the two (overlapping both)
+        P = 3
         kp = torch.cat([fitter.kp, fitter.kp[:, :1] + torch.tensor([0.3, 0.0, 0.0])], 1)
         w = torch.cat([fitter.w, fitter.w[:, :1]], 1)
         p = {k: torch.cat([v, v[:, :1] + (torch.tensor([0.3, 0.0, 0.0]) if k == "transl" else 0)], 1) if k != "betas"
              else torch.cat([v, v[:1]], 0) for k, v in fitter.p.items()}
-        fitter = FT._Fitter(kp, w, fitter.fast, cfg, p)
+        present = torch.ones(3, 3, dtype=torch.bool)
+        present[0, 2] = False  # the third person is away in frame 0
+        fitter = FT._Fitter(kp, w, fitter.fast, cfg, p, present if absent else None)
     p = fitter.p
     with torch.no_grad():  # bring the people into contact as in facing_pair
         p["transl"][..., 0] = torch.linspace(-0.17, 0.17, P)
@@ -386,6 +424,10 @@ def test_collision_stage_gradient_matches_autograd(body, P):
         torch.testing.assert_close(grads[k], p[k].grad, rtol=1e-3, atol=1e-4 * max(scale, 1.0), msg=k)
         assert float((grads[k] - no_coll[k]).abs().max()) > 0  # the collision term contributes
     torch.testing.assert_close(grads["transl"][1], no_coll["transl"][1])  # frame 1 is not in the contact set
+    ids, pairs = fitter.collision_pairs()
+    assert pairs.shape[0] == (1 + 3 if absent else 2 * P * (P - 1) // 2)  # frames 0 and 2
+    if absent:  # no term at all on the absent body: its gradient is exactly 0
+        assert float(grads["transl"][0, 2].abs().max()) == 0.0 and float(grads["body_pose"][0, 2].abs().max()) == 0.0
 
 
 # ------------------------------------------------------------------------------ L-BFGS

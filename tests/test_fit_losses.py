@@ -251,13 +251,13 @@ def test_shape_prior_and_collision_term_trivial_cases(body):
     calls = []
 
     def fake(a, b, fa, fb, **kw):
-        calls.append(kw)
+        calls.append((a.shape[0], kw))
         return torch.full((a.shape[0],), 2e-4)
 
     v2 = torch.zeros(2, 3, 10, 3)
     # 3 pairs x 2 frames x 2e-4 / (F = 4 frames x S_COLL)
     assert float(L.collision_term(v2, body.faces, 4, loss_fn=fake, grid_size=16)) == pytest.approx(3 * 2 * 2e-4 / (4 * L.S_COLL))
-    assert len(calls) == 3 and calls[0] == {"grid_size": 16}
+    assert calls == [(6, {"grid_size": 16})]  # every pair of every frame in one batched call
 
 
 def test_fit_config_weights_are_the_paper_table():

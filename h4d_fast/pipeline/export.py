@@ -93,8 +93,10 @@ def export_harmony4d(
         wait: return once every per-frame file is written; ``False`` returns once ``sequence.npz``
             is, with the writes still running (``stats["pending"]``, a
             :class:`~h4d_fast.io.frame_files.PendingFiles` to ``wait()`` on).
-        present: ``[F, P]`` bool, who is in which frame: an absent person has no entry in that
-            frame's files (``sequence.npz`` keeps every array whole, with ``valid = present``).
+        present: ``[F, P]`` bool, who is in which frame (default: the fit's own,
+            :attr:`~h4d_fast.pipeline.fit.FitResult.present`): an absent person has no entry in that
+            frame's files; ``sequence.npz`` keeps every array whole, with ``valid = present`` and
+            nothing in the absent person-frames (parameters, meshes, joints 0; 2D joints and boxes NaN).
         contact_mm: with two or more people, the vertex contact of every pair at this threshold
             (``cfg.contact.contact_mm``; :func:`h4d_fast.ops.contact.export_contact`, on the fit's
             device): the sparse labels and body-part regions in ``sequence.npz``
@@ -111,7 +113,12 @@ def export_harmony4d(
     if len(frame_ids) != F or len(person_names) != P:
         raise ValueError(f"export: {len(frame_ids)} frame ids and {len(person_names)} names for a fit of {F} frames x {P} people")
     t0 = time.perf_counter()
-    verts, joints = model_outputs(body, result)  # [F, P, N, 3], [F, P, 45, 3]
+    if present is None and result.present is not None:
+        present = result.present.cpu().numpy()
+    pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
+    if not pres.all() and (result.present is None or not np.array_equal(result.present.cpu().numpy(), pres)):
+        result = _absent_removed(result, pres)
+    verts, joints = model_outputs(body, result)  # [F, P, N, 3], [F, P, 45, 3] (zeros where absent)
     coco = joints.index_select(2, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=joints.device))
     poses3d = torch.cat([coco, torch.ones_like(coco[..., :1])], -1)
     uv = bbox = None
@@ -121,14 +128,18 @@ def export_harmony4d(
         cams = cameras.to(device=verts.device)
         cam_names = list(cams.names)
         uvj, front = project_people(cams, joints.to(cams.dtype))  # [V, F, P, 45, 2]
-        uv = torch.where(front[..., None], uvj, torch.full_like(uvj, float("nan"))).float().cpu().numpy()
+        here = torch.as_tensor(pres, device=uvj.device)[None, :, :, None, None]
+        uv = torch.where(front[..., None] & here, uvj, torch.full_like(uvj, float("nan"))).float().cpu().numpy()
         # boxes in float32 (every vertex in every camera: the bulk of the export's compute;
         # float32 is within 1e-3 px of float64 at 4K)
         bbox = boxes_from_vertices(cams, verts.float()).float().cpu().numpy()  # [V, F, P, 4]
+        bbox[:, ~pres] = np.nan
         cam_smpl = _camera_frame(cams, result, joints)
+        for k in ("cam_global_orient", "cam_transl"):
+            cam_smpl[k][:, ~pres] = 0.0
     fids = [int(f) for f in frame_ids]
     names = list(person_names)
-    pres = np.ones((F, P), dtype=bool) if present is None else np.asarray(present, dtype=bool).reshape(F, P)
+    poses3d = poses3d * torch.as_tensor(pres, device=poses3d.device)[..., None, None].to(poses3d.dtype)
     go = result.global_orient.float().cpu().numpy()
     contact: dict[str, Any] = {}
     tc = time.perf_counter()
@@ -168,6 +179,16 @@ def export_harmony4d(
     else:
         stats["pending"] = pending
     return stats
+
+
+def _absent_removed(result: FitResult, present: np.ndarray) -> FitResult:
+    """``result`` with no body where ``present [F, P]`` is false (zero parameters, ``present`` set)."""
+    import dataclasses
+
+    pres = torch.as_tensor(present, device=result.global_orient.device)
+    gone = ~pres[..., None]
+    return dataclasses.replace(result, present=pres, **{k: getattr(result, k).masked_fill(gone, 0.0)
+                                                        for k in ("global_orient", "body_pose", "transl")})
 
 
 def _camera_frame(cams: CameraSet, result: FitResult, joints: Tensor) -> dict[str, np.ndarray]:

@@ -19,6 +19,15 @@ then, with two or more people, the *collision stage*: stage 3's parameters and w
 collision term (weight 1) for ``iters_collision`` iterations (the reference runs it the same way,
 as a separate SMPLifyCollision pass after the temporal fit).
 
+**Presence** (``present [F, P]``, people who enter and leave): each run of frames where a person is
+present (a *segment* of their track) is fitted on its own. An absent person-frame carries no term
+(no keypoints, pose prior, limb or symmetry term; the per-body terms are means over the present
+person-frames), the temporal term keeps only the differences whose frames all lie in one segment
+(:func:`h4d_fast.pipeline.fit_losses.temporal_rows`: no smoothing across an absence or past a
+track's ends), the initialisation fills a frame only from its own segment, and the result has no
+body there (zero parameters, :attr:`FitResult.present`; the export writes nothing). The shape
+(betas) stays one per person: the same person in every segment.
+
 The loss terms and their units are defined in :mod:`h4d_fast.pipeline.fit_losses`. Each stage
 runs L-BFGS with a strong-Wolfe line search (:mod:`h4d_fast.pipeline.lbfgs`), Adam, or
 Gauss-Newton (:mod:`h4d_fast.pipeline.fit_gn`) over all frames and people at once, stopping early
@@ -26,8 +35,9 @@ when the relative loss change over ``check_every`` iterations falls below ``ftol
 its gradient are evaluated without autograd (:mod:`h4d_fast.pipeline.fit_objective`: analytic
 derivatives of :class:`~h4d_fast.body.fast.FastBody`'s joints-only forward; on CUDA replayed from
 a CUDA graph). Only the collision term needs meshes (sparse skinning), and only on the frames
-whose bodies' boxes come within ``collision_margin`` of each other (chosen when the collision
-stage starts; every close pair of people counts).
+whose bodies' boxes come within ``collision_margin`` of each other, pair by pair: every pair of
+people present in the same frame whose boxes come that close there (chosen when the collision
+stage starts), all pairs in one batched call of the op.
 
 Divergence guard (every optimizer, :meth:`_Fitter.end_stage`): a stage that ends with a non-finite
 loss or parameter, or with a loss above its starting loss, is undone -- its parameters go back to
@@ -53,6 +63,7 @@ from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
 from ..ops.contact import person_pairs
 from . import fit_losses as L
+from .fit_collision import run_collision_stage
 from .fit_init import (  # noqa: F401 (re-exported)
     KABSCH_WEIGHTS,
     MIN_INIT_KEYPOINTS,
@@ -81,9 +92,13 @@ class _Fitter:
 
     def __init__(self, kp: Tensor, weight: Tensor, fast: FastBody, cfg: FitConfig, params: dict[str, Tensor],
                  present: Tensor | None = None):
-        self.kp, self.w, self.fast, self.cfg = kp, weight, fast, cfg
         self.F, self.P = kp.shape[:2]
-        self.present = present  # [F, P] bool or None (everyone everywhere)
+        # [F, P] bool or None (everyone everywhere): an absent person-frame has no term at all, and
+        # the temporal term only links frames of one run of presence (fit_losses.temporal_rows)
+        self.present = None if present is None else present.to(device=kp.device, dtype=torch.bool)
+        if self.present is not None:
+            weight = weight * self.present[..., None].to(weight.dtype)
+        self.kp, self.w, self.fast, self.cfg = kp, weight, fast, cfg
         self.p = params
         self.coco_idx = torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=kp.device)
         valid = weight > 0
@@ -92,11 +107,47 @@ class _Fitter:
         m1[list(STAGE1_KEYPOINTS)] = 1
         self.w_stage1 = weight * m1
         self.faces = fast.faces.to(kp.device)
-        self.contact: Tensor | None = None  # [Fc] frame indices for the collision term
+        self._contact: Tensor | None = None
+        self._pairs: tuple[Tensor, Tensor] | None = None
         self.evals = 0
         self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
         self._obj = None  # the autograd-free objective (fit.gradients = "analytic"), built on first use
         self._graphs: dict = {}  # CUDA graphs of the objective, per stage and weights
+
+    # -- the collision term's bodies: pairs of people present in the same frame and close
+    @property
+    def contact(self) -> Tensor | None:
+        """``[Fc]`` frames of the collision term (setting it takes every pair of present people there)."""
+        return self._contact
+
+    @contact.setter
+    def contact(self, idx: Tensor | None) -> None:
+        self._contact = idx
+        self._pairs = None
+
+    def collision_pairs(self) -> tuple[Tensor, Tensor]:
+        """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
+        its pairs ``[Q, 2]`` (indices into ``ids``): those chosen by :meth:`select_contact`, or
+        every pair of people present in a frame of :attr:`contact`."""
+        if self._pairs is None:
+            dev = self.kp.device
+            idx = self._contact if self._contact is not None else torch.zeros(0, dtype=torch.long, device=dev)
+            fp = L.all_pairs(idx.numel(), self.P, dev)  # rows of [Fc, P]
+            fa = idx.index_select(0, fp[:, 0] // self.P) if fp.numel() else fp[:, 0]
+            flat = torch.stack([fa * self.P + fp[:, 0] % self.P, fa * self.P + fp[:, 1] % self.P], 1)
+            if self.present is not None:
+                pres = self.present.reshape(-1)
+                flat = flat[pres[flat[:, 0]] & pres[flat[:, 1]]]
+            self._set_pairs(flat)
+        return self._pairs
+
+    def _set_pairs(self, flat: Tensor) -> None:
+        """Pairs of bodies given by their flat ids ``[Q, 2]``."""
+        ids, inv = torch.unique(flat.reshape(-1), sorted=True, return_inverse=True)
+        self._pairs = (ids, inv.view(-1, 2))
+
+    def collision_active(self) -> bool:
+        return self.P >= 2 and self._contact is not None and self.collision_pairs()[1].shape[0] > 0
 
     def _forward_joints(self, need_rot6d: bool) -> tuple[Tensor, Tensor | None]:
         F, P = self.F, self.P
@@ -107,31 +158,23 @@ class _Fitter:
         r6 = rot6d(rot[:, 1:]).view(F, P, NUM_SMPL_JOINTS - 1, 6) if need_rot6d else None
         return J.view(F, P, -1, 3), r6
 
-    def contact_vertices(self) -> Tensor:
-        """``[Fc, P, N, 3]`` meshes of the contact frames (differentiable when grad mode is on;
-        without it, and without pose correctives, by sparse skinning)."""
-        idx = self.contact
+    def body_vertices(self, ids: Tensor) -> Tensor:
+        """``[U, N, 3]`` meshes of the bodies ``ids [U]`` (``frame * P + person``); differentiable when
+        grad mode is on; without it, and without pose correctives, by sparse skinning."""
         P = self.P
-        go, bp, be, tr = (self.p[k] for k in ("global_orient", "body_pose", "betas", "transl"))
-        n = idx.numel() * P
+        go, bp, be, tr = (self.p[k] for k in _PARAM_KEYS)
+        person = ids % P
+        go_, bp_ = go.reshape(-1, 3).index_select(0, ids), bp.reshape(-1, NUM_BODY_POSE).index_select(0, ids)
+        tr_ = tr.reshape(-1, 3).index_select(0, ids)
         if not torch.is_grad_enabled() and self.fast.posedirs is None:
             from ..body.sparse_skin import sparse_skin
 
             fast, sk = self.fast, sparse_skin(self.fast)
-            rot = fast.rotations(go.index_select(0, idx).reshape(n, 3), bp.index_select(0, idx).reshape(n, NUM_BODY_POSE))
-            J = fast.rest_joints(be)  # [P, 24, 3]
-            person = torch.arange(P, device=idx.device).repeat(idx.numel())
-            Jb = J.index_select(0, person)
-            GR, Gt = fast.kinematics(rot, Jb)
-            v = sk.vertices(GR, Gt, Jb, sk.rest(be), person, tr.index_select(0, idx).reshape(n, 3))
-            return v.view(idx.numel(), P, -1, 3)
-        v, _ = self.fast.vertices(
-            go.index_select(0, idx).reshape(n, 3),
-            bp.index_select(0, idx).reshape(n, NUM_BODY_POSE),
-            be[None].expand(idx.numel(), P, -1).reshape(n, -1),
-            tr.index_select(0, idx).reshape(n, 3),
-        )
-        return v.view(idx.numel(), P, -1, 3)
+            Jb = fast.rest_joints(be).index_select(0, person)  # [U, 24, 3]
+            GR, Gt = fast.kinematics(fast.rotations(go_, bp_), Jb)
+            return sk.vertices(GR, Gt, Jb, sk.rest(be), person, tr_)
+        v, _ = self.fast.vertices(go_, bp_, be.index_select(0, person), tr_)
+        return v
 
     def terms(self, stage: int, weights: Mapping[str, float]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -140,24 +183,25 @@ class _Fitter:
         coco = J.index_select(2, self.coco_idx)
         if weights["joint"]:
             out["joint"] = L.keypoint_loss(coco, self.kp, self.w_stage1 if stage == 1 else self.w, cfg.kp_sigma)
+        pres = self.present
         if weights["reg"]:
-            out["reg"] = L.pose_reg_loss(self.p["body_pose"])
+            out["reg"] = L.pose_reg_loss(self.p["body_pose"], pres)
         if stage == 3 and cfg.w_hyperext:
-            out["hyperext"] = L.hyperextension_loss(self.p["body_pose"])
+            out["hyperext"] = L.hyperextension_loss(self.p["body_pose"], pres)
         if weights["limb"]:
-            out["limb"] = L.limb_length_loss(coco, self.limb_tgt, self.limb_ok)
+            out["limb"] = L.limb_length_loss(coco, self.limb_tgt, self.limb_ok, pres)
         if weights["symm"]:
-            out["symm"] = L.symmetry_loss(coco)
+            out["symm"] = L.symmetry_loss(coco, bodies=pres)
         if weights["temporal"]:
-            out["temporal"] = L.temporal_loss(r6, J, cfg.temporal)
+            out["temporal"] = L.temporal_loss(r6, J, cfg.temporal, pres)
         if weights["shape"]:
             out["shape"] = L.shape_prior_loss(self.p["betas"])
-        if weights["collision"] and self.P >= 2 and self.contact is not None and self.contact.numel():
+        if weights["collision"] and self.collision_active():
             out["collision"] = self.collision()
         return out
 
     def collision(self) -> Tensor:
-        """The collision term on the contact frames.
+        """The collision term on the contact pairs.
 
         The op's grids are built from detached vertices and its value is linear in the samples, so
         its gradient with respect to the parameters is ``sum_v g_v . dv/dtheta`` with ``g_v`` the
@@ -170,30 +214,30 @@ class _Fitter:
         """
         cfg = self.cfg
         kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend)
+        ids, pairs = self.collision_pairs()
         if not torch.is_grad_enabled() or self.fast.posedirs is not None or not cfg.collision_sparse_grad:
-            return L.collision_term(self.contact_vertices(), self.faces, self.F, **kw)
+            return L.pair_collision_term(self.body_vertices(ids), pairs, self.faces, self.F, **kw)
         with torch.no_grad():
-            V = self.contact_vertices()  # [Fc, P, N, 3]
+            V = self.body_vertices(ids)  # [U, N, 3]
         Vd = V.requires_grad_(True)
-        lc = L.collision_term(Vd, self.faces, self.F, **kw)
+        lc = L.pair_collision_term(Vd, pairs, self.faces, self.F, **kw)
         (g,) = torch.autograd.grad(lc, Vd)
-        rows = (g != 0).any(-1).nonzero()  # [R, 3] (contact frame, person, vertex)
+        rows = (g != 0).any(-1).nonzero()  # [R, 2] (body, vertex)
         if rows.shape[0] == 0:
             return lc.detach() + 0.0 * self.p["transl"].sum()
-        sur = (g[rows[:, 0], rows[:, 1], rows[:, 2]] * self.skin_rows(rows)).sum()
+        sur = (g[rows[:, 0], rows[:, 1]] * self.skin_rows(ids, rows)).sum()
         return lc.detach() + sur - sur.detach()
 
-    def skin_rows(self, rows: Tensor) -> Tensor:
-        """Differentiable posed vertices ``[R, 3]`` of ``rows [R, 3]`` = (contact frame, person, vertex)."""
-        fast, idx, P = self.fast, self.contact, self.P
+    def skin_rows(self, ids: Tensor, rows: Tensor) -> Tensor:
+        """Differentiable posed vertices ``[R, 3]`` of ``rows [R, 2]`` = (index into ``ids``, vertex)."""
+        fast, P = self.fast, self.P
         go, bp, be, tr = (self.p[k] for k in _PARAM_KEYS)
-        n = idx.numel() * P
-        rot = fast.rotations(go.index_select(0, idx).reshape(n, 3), bp.index_select(0, idx).reshape(n, NUM_BODY_POSE))
-        J = fast.rest_joints(be)[None].expand(idx.numel(), P, -1, -1).reshape(n, NUM_SMPL_JOINTS, 3)
+        person = ids % P
+        rot = fast.rotations(go.reshape(-1, 3).index_select(0, ids), bp.reshape(-1, NUM_BODY_POSE).index_select(0, ids))
+        J = fast.rest_joints(be).index_select(0, person)
         GR, Gt = fast.kinematics(rot, J)
-        batch = rows[:, 0] * P + rows[:, 1]  # contact frame-person
-        betas = be[None].expand(idx.numel(), P, -1).reshape(n, -1)
-        return fast.skin_vertices(batch, rows[:, 2], GR, Gt, J, betas) + tr.index_select(0, idx).reshape(n, 3).index_select(0, batch)
+        return fast.skin_vertices(rows[:, 0], rows[:, 1], GR, Gt, J, be.index_select(0, person)) \
+            + tr.reshape(-1, 3).index_select(0, ids).index_select(0, rows[:, 0])
 
     def total(self, stage: int, weights: Mapping[str, float]) -> tuple[Tensor, dict[str, Tensor]]:
         t = self.terms(stage, weights)
@@ -338,7 +382,7 @@ class _Fitter:
         def fn() -> tuple[Tensor, dict[str, Tensor]]:
             return obj.value_and_grad(stage, w, names)
 
-        coll = bool(w.get("collision")) and self.P >= 2 and self.contact is not None and self.contact.numel() > 0
+        coll = bool(w.get("collision")) and self.collision_active()
         if self.kp.device.type != "cuda" or not self.cfg.cuda_graphs or coll:
             return fn
         key = (stage, tuple(sorted(w.items())), names)
@@ -351,43 +395,47 @@ class _Fitter:
 
 
     # -- collision helpers
-    def select_contact(self, margin: float, chunk: int = 256) -> Tensor:
-        """Frames where some pair's vertex boxes come within ``margin`` (metres) of each other."""
+    def select_contact(self, margin: float, chunk: int = 512) -> Tensor:
+        """The collision term's pairs: every pair of people present in a frame whose vertex boxes
+        come within ``margin`` (metres) of each other there. Returns the frames with a pair."""
         F, P = self.F, self.P
+        dev = self.kp.device
         if P < 2:
-            return torch.zeros(0, dtype=torch.long, device=self.kp.device)
-        lo, hi = [], []
+            self.contact = torch.zeros(0, dtype=torch.long, device=dev)
+            return self.contact
+        ids = torch.arange(F * P, device=dev) if self.present is None else self.present.reshape(-1).nonzero()[:, 0]
+        lo = torch.full((F * P, 3), float("inf"), dtype=self.kp.dtype, device=dev)
+        hi = torch.full((F * P, 3), float("-inf"), dtype=self.kp.dtype, device=dev)
         with torch.no_grad():
-            for f0 in range(0, F, chunk):
-                idx = torch.arange(f0, min(F, f0 + chunk), device=self.kp.device)
-                self.contact = idx
-                v = self.contact_vertices()  # [c, P, N, 3]
-                lo.append(v.amin(2))
-                hi.append(v.amax(2))
-        lo_, hi_ = torch.cat(lo), torch.cat(hi)  # [F, P, 3]
-        near = torch.zeros(F, dtype=torch.bool, device=self.kp.device)
-        for a, b in person_pairs(P):
-            close = ((lo_[:, a] <= hi_[:, b] + margin) & (lo_[:, b] <= hi_[:, a] + margin)).all(-1)
-            if self.present is not None:  # only people present in the frame can be in contact
-                close &= self.present[:, a] & self.present[:, b]
-            near |= close
-        self.contact = near.nonzero()[:, 0]
+            for i in range(0, ids.numel(), chunk):
+                sel = ids[i : i + chunk]
+                v = self.body_vertices(sel)  # [c, N, 3]
+                lo[sel], hi[sel] = v.amin(1), v.amax(1)
+        lo, hi = lo.view(F, P, 3), hi.view(F, P, 3)
+        found = []
+        t = torch.arange(F, device=dev)
+        for a, b in person_pairs(P):  # absent people have empty boxes (inf, -inf): never close
+            close = ((lo[:, a] <= hi[:, b] + margin) & (lo[:, b] <= hi[:, a] + margin)).all(-1)
+            f = t[close]
+            found.append(torch.stack([f * P + a, f * P + b], 1))
+        flat = torch.cat(found)
+        self.contact = torch.unique(flat[:, 0] // P, sorted=True)
+        self._set_pairs(flat)
         return self.contact
 
     def penetration(self) -> Tensor:
-        """Per-frame penetration volume ``[F]`` (cm^3; 0 on frames outside the contact set)."""
+        """Per-frame penetration volume ``[F]`` (cm^3, summed over the contact pairs; 0 on frames
+        without one)."""
         from ..ops.penetration import penetration_volume
 
         out = self.kp.new_zeros(self.F)
-        if self.P < 2 or self.contact is None or not self.contact.numel():
+        if not self.collision_active():
             return out
+        ids, pairs = self.collision_pairs()
         with torch.no_grad():
-            v = self.contact_vertices()
-            pen = v.new_zeros(v.shape[0])
-            for a, b in person_pairs(self.P):
-                pen = pen + penetration_volume(v[:, a], v[:, b], self.faces)
-        out[self.contact] = pen
-        return out
+            v = self.body_vertices(ids)
+            pen = penetration_volume(v.index_select(0, pairs[:, 0]), v.index_select(0, pairs[:, 1]), self.faces)
+        return out.index_add_(0, ids.index_select(0, pairs[:, 0]) // self.P, pen.to(out.dtype))
 
     def kp_error_mm(self) -> float:
         with torch.no_grad():
@@ -437,8 +485,9 @@ def fit_sequence(
         progress: called with the cumulative number of optimizer iterations (the total is
             :func:`fit_iterations`).
         present: ``[F, P]`` bool, who is in which frame (default: everyone everywhere). Absent
-            person-frames carry no keypoint weight; the collision stage only considers frames
-            where a pair of present people comes close.
+            person-frames carry no term and get no body (module docstring); the temporal term
+            works per segment of presence; the collision stage only pairs people present in the
+            same frame who come close.
     Returns:
         :class:`FitResult` on ``device``.
     """
@@ -464,7 +513,11 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
     w = torch.where(torch.isfinite(x[..., :3]).all(-1), w, torch.zeros_like(w))
     if present is not None:
         present = present.to(device=device, dtype=torch.bool)
+        if present.shape != (F, P):
+            raise ValueError(f"fit_sequence: present must be [F, P] = [{F}, {P}], got {tuple(present.shape)}")
         w = w * present[..., None].to(w.dtype)
+        if bool(present.all()):
+            present = None  # everyone everywhere: the plain objective
     kp = torch.where(w[..., None] > 0, x[..., :3], torch.zeros_like(x[..., :3]))
     K = fast.num_betas
 
@@ -477,7 +530,7 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
     tr = _init_array(init, "transl", (F, P, 3), dt, device)
     init_ok = None
     if go is None or tr is None:
-        go, tr, init_ok = init_from_keypoints(kp, w, fast, betas, body_pose)
+        go, tr, init_ok = init_from_keypoints(kp, w, fast, betas, body_pose, present)
     if body_pose is None:
         body_pose = init_limb_pose(kp, w, go, fast, betas) if cfg.init_limbs else torch.zeros(F, P, NUM_BODY_POSE, dtype=dt, device=device)
     params = {"global_orient": go.clone(), "body_pose": body_pose.clone(), "betas": betas.clone(), "transl": tr.clone()}
@@ -508,50 +561,20 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
             rec["epoch"] = e
             stats["stages"].append(rec)
     if coll_on:
-        t_c = time.perf_counter()
-        contact = fitter.select_contact(float(cfg.collision_margin))
-        stats["contact_frames"] = int(contact.numel())
-        meas = [0.0]  # seconds spent measuring penetration (stats)
-
-        def penetration() -> Tensor:
-            t_m = time.perf_counter()
-            pen = fitter.penetration()
-            meas[0] += time.perf_counter() - t_m
-            return pen
-
-        if cfg.compare_collision:  # the measure costs ~1-4 s at 600 frames; h4d run reports the after value only
-            stats["penetration_before_cm3"] = float(penetration().mean())
-        wts = cfg.stage_weights(3)
-        if cfg.compare_collision and contact.numel():
-            snap = {k: v.detach().clone() for k, v in fitter.p.items()}
-            rec = fitter.run_stage(3, {**wts, "collision": 0.0}, its["collision"], on_iter)
-            rec["epoch"] = "collision-off"
-            stats["collision_off_stage"] = rec
-            stats["penetration_without_collision_cm3"] = float(penetration().mean())
-            stats["kp_error_without_collision_mm"] = fitter.kp_error_mm()
-            collision_off = {k: v.detach().clone() for k, v in fitter.p.items()}
-            for k, v in snap.items():
-                fitter.p[k].copy_(v)
-        if contact.numel():
-            rec = fitter.run_stage(3, wts, its["collision"], on_iter)
-            rec["epoch"] = "collision"
-            stats["stages"].append(rec)
-        pen1 = penetration()
-        stats["penetration_measure_seconds"] = meas[0]
-        stats["penetration_after_cm3"] = float(pen1.mean())
-        stats["penetration_max_frame_cm3"] = float(pen1.max()) if pen1.numel() else 0.0
-        if cfg.compare_collision:
-            base = stats.setdefault("penetration_without_collision_cm3", stats["penetration_before_cm3"])
-            stats["penetration_reduction"] = (1.0 - stats["penetration_after_cm3"] / base) if base > 0 else 0.0
-        stats["collision_seconds"] = time.perf_counter() - t_c
+        collision_off = run_collision_stage(fitter, cfg, its["collision"], on_iter, stats)
     stats["kp_error_mm"] = fitter.kp_error_mm()
     stats["iterations"] = int(sum(r["iterations"] for r in stats["stages"]))
     stats["evaluations"] = int(sum(r["evaluations"] for r in stats["stages"]))
     stats["final_loss"] = stats["stages"][-1]["loss_end"] if stats["stages"] else None
     stats["seconds"] = time.perf_counter() - t_start
+    if present is not None:  # no body where the person is absent
+        stats["absent_person_frames"] = int((~present).sum())
+        for params_ in (fitter.p, collision_off) if collision_off is not None else (fitter.p,):
+            for k in ("global_orient", "body_pose", "transl"):
+                params_[k] = params_[k].detach().masked_fill(~present[..., None], 0.0)
     p = fitter.p
     return FitResult(p["global_orient"].detach(), p["body_pose"].detach(), p["betas"].detach(), p["transl"].detach(), stats,
-                     collision_off=collision_off)
+                     collision_off=collision_off, present=present)
 
 
 __all__ = ["FitResult", "KABSCH_WEIGHTS", "fit_iterations", "fit_sequence", "init_from_keypoints", "kabsch", "model_outputs"]

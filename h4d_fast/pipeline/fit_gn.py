@@ -101,7 +101,7 @@ class GaussNewton(Objective):
         B = F * P
         V = self.vars(stage)
         nq, n = V.nq, V.nq + 3
-        temporal = bool(w["temporal"]) and self.band.T > 0
+        temporal = bool(w["temporal"]) and self.has_temporal
         rot_t = temporal and V.rot_joints.numel() > 0
         jj = self.forward(pose, betas, transl, want_pose=True, want_rot6d=rot_t, pose_joints=V.joints)
         X = jj.joints.view(F, P, NJ, 3)
@@ -116,35 +116,39 @@ class GaussNewton(Objective):
         extra_g = torch.zeros(B, n, dtype=X.dtype, device=X.device)
         extra_h = torch.zeros(B, n, dtype=X.dtype, device=X.device)
         bp = pose[..., 3:].reshape(B, -1)
+        nb = self.n_bodies
+        bm = None if self.bmask is None else self.bmask.reshape(B, 1)  # absent bodies: no parameter terms
         if stage == 3 and V.body_pos.numel():
             bsel = bp.index_select(1, V.body_vals)  # [B, nb] the optimised body-pose values
             if w["reg"]:
-                c = 2 * w["reg"] / (F * P * bp.shape[-1])
-                extra_g.index_add_(1, V.body_pos, c * bsel)
-                extra_h.index_add_(1, V.body_pos, torch.full_like(bsel, c))
+                c = 2 * w["reg"] / (nb * bp.shape[-1])
+                cb = c if bm is None else c * bm
+                extra_g.index_add_(1, V.body_pos, cb * bsel)
+                extra_h.index_add_(1, V.body_pos, cb * torch.ones_like(bsel))
             if cfg.w_hyperext and V.hyp_pos.numel():
                 s = self._hyp_sign(X).index_select(0, V.hyp_sel)
                 th = bp.index_select(1, V.hyp_vals) * s
                 pos = th > 0
                 r = torch.where(pos, torch.expm1(th), torch.zeros_like(th))
                 dr = torch.where(pos, s * torch.exp(th), torch.zeros_like(th))
-                c = 2 * cfg.w_hyperext / (F * P * len(L.HYPEREXT_INDEX))
-                extra_g.index_add_(1, V.hyp_pos, c * r * dr)
-                extra_h.index_add_(1, V.hyp_pos, c * dr * dr)
+                c = 2 * cfg.w_hyperext / (nb * len(L.HYPEREXT_INDEX))
+                cb = c if bm is None else c * bm
+                extra_g.index_add_(1, V.hyp_pos, cb * r * dr)
+                extra_h.index_add_(1, V.hyp_pos, cb * dr * dr)
         rt = None
         if rot_t:
             nr = V.rot_joints.numel()
-            om = w["temporal"] / (self.band.T * P * (NUM_SMPL_JOINTS - 1) * L.S_ROT[cfg.temporal] ** 2)
+            om = w["temporal"] / (self.n_rows * (NUM_SMPL_JOINTS - 1) * L.S_ROT[cfg.temporal] ** 2)
             r6 = rot6d(jj.rot.index_select(1, V.rot_joints)).view(F, P, nr, 6)
             g6 = 2 * om * self.band.adjoint(self.band.diff(r6))  # [F, P, nr, 6]
             Jr6 = jj.d_rot6d.index_select(1, V.rot_joints - 1)  # [B, nr, 6, 3]
             extra_g.index_add_(1, V.rot_pos, torch.einsum("bjkc,bjk->bjc", Jr6, g6.reshape(B, nr, 6)).reshape(B, -1))
-            blocks = (2 * om) * self.band.diagonal().repeat_interleave(P).view(B, 1, 1, 1) * (Jr6.transpose(-1, -2) @ Jr6)
+            blocks = (2 * om) * self.band.diagonal().expand(F, P).reshape(B, 1, 1, 1) * (Jr6.transpose(-1, -2) @ Jr6)
             H = H.reshape(B, n * n).index_add(1, V.block_index(n), blocks.reshape(B, -1)).reshape(B, n, n)
             rt = (Jr6, 2 * om, V)
         g = g + extra_g
         H = H + torch.diag_embed(extra_h)
-        temporal_pos = (Af, 2 * w["temporal"] / (self.band.T * P * NJ * L.S_POS[cfg.temporal] ** 2)) if temporal else None
+        temporal_pos = (Af, 2 * w["temporal"] / (self.n_rows * NJ * L.S_POS[cfg.temporal] ** 2)) if temporal else None
         return g.view(F, P, n), H.view(F, P, n, n), temporal_pos, rt, jj
 
     def temporal_matvec(self, v: Tensor, temporal_pos, rt) -> Tensor:
@@ -213,8 +217,8 @@ class GaussNewton(Objective):
         f, cfg = self.f, self.f.cfg
         F, P = self.F, self.P
         p = f.p
-        coll = bool(w.get("collision")) and P >= 2 and f.contact is not None and f.contact.numel() > 0
-        temporal = bool(w["temporal"]) and self.band.T > 0
+        coll = bool(w.get("collision")) and f.collision_active()
+        temporal = bool(w["temporal"]) and self.has_temporal
         level = "global" if coll else ("person" if temporal else "body")
         V = self.vars(stage)
         nq = V.nq
@@ -311,12 +315,12 @@ class GaussNewton(Objective):
                 Rm = torch.cat(Rr, 1)
                 H = (Rm.transpose(1, 2) @ Rm).view(F, P, K, K).sum(0)
                 g = (A.reshape(B, NJ * 3, K).transpose(1, 2) @ gX.reshape(B, NJ * 3, 1))[..., 0].view(F, P, K).sum(0)
-                if w["temporal"] and self.band.T:
+                if w["temporal"] and self.has_temporal:
                     # temporal positions: the diagonal curvature above is a lower bound; the exact
-                    # term couples frames through D: (D A)^T (D A)
-                    om = w["temporal"] / (self.band.T * P * NJ * L.S_POS[cfg.temporal] ** 2)
+                    # term couples frames through D: (D A)^T M (D A)
+                    om = w["temporal"] / (self.n_rows * NJ * L.S_POS[cfg.temporal] ** 2)
                     DA = self.band.diff(A.reshape(F, P, NJ * 3, K))
-                    H = H - (2 * om * self.band.diagonal().view(F, 1, 1, 1) * (A.reshape(F, P, NJ * 3, K).transpose(-1, -2)
+                    H = H - (2 * om * self.band.diagonal()[..., None, None] * (A.reshape(F, P, NJ * 3, K).transpose(-1, -2)
                                                                              @ A.reshape(F, P, NJ * 3, K))).sum(0)
                     H = H + 2 * om * (DA.transpose(-1, -2) @ DA).sum(0)
                 if w["shape"]:

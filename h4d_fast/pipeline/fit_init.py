@@ -23,15 +23,23 @@ KABSCH_WEIGHTS: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5, 0.5, 1.0, 1.0, 0.1, 0.1
 MIN_INIT_KEYPOINTS = 4
 
 
-def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor) -> tuple[Tensor, Tensor]:
+def _fill_frames(aa: Tensor, transl: Tensor, ok: Tensor, present: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Frames with ``ok[f, p]`` False: rotation of the nearest ok frame, translation linearly
     interpolated (held at the ends). ``aa, transl [F, P, 3]``, ``ok [F, P]``. A person with no ok
-    frame keeps what it has."""
+    frame keeps what it has. With ``present [F, P]`` a present frame takes only ok frames of its
+    own run of presence (nothing is carried across an absence); absent frames (no term of the fit
+    reads them) are filled as without it, so that they stay finite."""
     F = aa.shape[0]
     t = torch.arange(F, device=aa.device)[:, None].expand_as(ok)
     prev = torch.where(ok, t, torch.full_like(t, -1)).cummax(0).values
     nxt = torch.where(ok, t, torch.full_like(t, F)).flip(0).cummin(0).values.flip(0)
     has_p, has_n = prev >= 0, nxt < F
+    if present is not None:
+        from .refine import present_runs
+
+        start, end = present_runs(present)
+        has_p &= (prev >= start) | ~present
+        has_n &= (nxt <= end) | ~present
     pi, ni = prev.clamp(0, F - 1), nxt.clamp(0, F - 1)
 
     def take(x: Tensor, idx: Tensor) -> Tensor:
@@ -53,6 +61,7 @@ def init_from_keypoints(
     fast: FastBody,
     betas: Tensor,
     body_pose: Tensor | None = None,
+    present: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Rigid initialisation of orientation and translation (module docstring).
 
@@ -62,6 +71,7 @@ def init_from_keypoints(
         betas: ``[P, K]``.
         body_pose: ``[F, P, 69]`` or None (zero pose; the keypoints are then weighted by
             :data:`KABSCH_WEIGHTS`).
+        present: ``[F, P]`` bool or None: frames are filled only from their own run of presence.
     Returns:
         global_orient ``[F, P, 3]``, transl ``[F, P, 3]`` and ok ``[F, P]`` (Kabsch was possible;
         the other frames are filled from their neighbours).
@@ -86,7 +96,7 @@ def init_from_keypoints(
         ok = (w > 0).sum(-1) >= MIN_INIT_KEYPOINTS
         aa = matrix_to_axis_angle(R)
         transl = t + (R @ J0[..., None])[..., 0] - J0
-        aa, transl = _fill_frames(aa, transl, ok)
+        aa, transl = _fill_frames(aa, transl, ok, present)
         # a person never seen: upright (model y-up -> world z-up) at the origin
         never = ~ok.any(0)  # [P]
         if bool(never.any()):

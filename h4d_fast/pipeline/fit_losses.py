@@ -48,9 +48,13 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
   with ``D`` the second difference ``x_{t+1} - 2 x_t + x_{t-1}`` (``"acceleration"``, default:
   unbiased for constant-velocity motion; ``S_ROT = 0.05 /frame^2``, ``S_POS = 1 cm/frame^2``)
   or the first difference ``x_t - x_{t-1}`` (``"velocity"``, the reference's SmoothJointLoss
-  without its frame-0 padding quirk; ``S_ROT = 0.1 /frame``, ``S_POS = 2 cm/frame``).
+  without its frame-0 padding quirk; ``S_ROT = 0.1 /frame``, ``S_POS = 2 cm/frame``). With
+  presence (people who enter and leave) only the differences whose frames all lie in one run of a
+  person's presence count (:func:`temporal_rows`), and the per-body terms above are means over the
+  present person-frames.
 * **shape prior** (:func:`shape_prior_loss`): ``L_beta = mean(beta^2)`` (plain L2, as the reference).
-* **collision** (:func:`collision_term`): ``L_coll = sum_{pairs a<b} sum_t
+* **collision** (:func:`collision_term`, :func:`pair_collision_term` for a list of close pairs of
+  people present in the same frame): ``L_coll = sum_{pairs a<b} sum_t
   collision_loss(V_a(t), V_b(t)) / (F S_COLL)`` with :func:`h4d_fast.ops.collision_loss`
   (each person's inside-distance grid sampled at the other's vertices, mean over vertices, in
   box-normalised units ~ metres). ``S_COLL = 1e-5``: 2% of a body's vertices 5 mm deep cost 10,
@@ -129,17 +133,28 @@ def keypoint_loss(pred: Tensor, target: Tensor, weight: Tensor, sigma: float | N
     return _wmean(rho, weight) / (S_KP * S_KP)
 
 
-def pose_reg_loss(body_pose: Tensor) -> Tensor:
-    """``mean(theta^2)`` over the body-pose axis-angle values ``[..., 69]`` (rad^2)."""
-    return (body_pose * body_pose).mean()
+def _body_mean(x: Tensor, bodies: Tensor | None) -> Tensor:
+    """Mean of ``x [F, P, n]`` over its entries, only over the bodies (person-frames) with
+    ``bodies [F, P]`` true when given (a person's absent frames carry no term)."""
+    if bodies is None:
+        return x.mean()
+    m = bodies.to(x.dtype)
+    return (x.sum(-1) * m).sum() / (m.sum() * x.shape[-1]).clamp_min(1e-12)
 
 
-def hyperextension_loss(body_pose: Tensor) -> Tensor:
-    """``mean (exp(max(s theta, 0)) - 1)^2`` on elbows (y) and knees (x); ``body_pose [..., 69]``."""
+def pose_reg_loss(body_pose: Tensor, bodies: Tensor | None = None) -> Tensor:
+    """``mean(theta^2)`` over the body-pose axis-angle values ``[F, P, 69]`` (rad^2); with
+    ``bodies [F, P]`` only over the present person-frames."""
+    return _body_mean(body_pose * body_pose, bodies)
+
+
+def hyperextension_loss(body_pose: Tensor, bodies: Tensor | None = None) -> Tensor:
+    """``mean (exp(max(s theta, 0)) - 1)^2`` on elbows (y) and knees (x); ``body_pose [F, P, 69]``
+    (``bodies`` as in :func:`pose_reg_loss`)."""
     idx = _index(HYPEREXT_INDEX, body_pose.device)
     sgn = torch.tensor(HYPEREXT_SIGN, dtype=body_pose.dtype, device=body_pose.device)
     a = (body_pose.index_select(-1, idx) * sgn).clamp_min(0)
-    return (torch.expm1(a) ** 2).mean()
+    return _body_mean(torch.expm1(a) ** 2, bodies)
 
 
 def limb_lengths(X: Tensor, limbs: Sequence[tuple[int, int]] = FIT_LIMBS) -> Tensor:
@@ -165,19 +180,24 @@ def target_limb_lengths(kp: Tensor, valid: Tensor, limbs: Sequence[tuple[int, in
     return torch.where(ok, med, torch.zeros_like(med)), ok.to(kp.dtype)
 
 
-def limb_length_loss(pred_coco: Tensor, target: Tensor, avail: Tensor) -> Tensor:
-    """``pred_coco [F, P, 17, 3]``, ``target, avail [P, L]`` -> scalar (module docstring)."""
+def limb_length_loss(pred_coco: Tensor, target: Tensor, avail: Tensor, bodies: Tensor | None = None) -> Tensor:
+    """``pred_coco [F, P, 17, 3]``, ``target, avail [P, L]`` -> scalar (module docstring); with
+    ``bodies [F, P]`` only the present person-frames count."""
     L = limb_lengths(pred_coco)  # [F, P, L]
     r = (L - target) / S_LEN
-    return _wmean(r * r, avail.expand_as(r))
+    w = avail.expand_as(r)
+    if bodies is not None:
+        w = w * bodies[..., None].to(r.dtype)
+    return _wmean(r * r, w)
 
 
-def symmetry_loss(pred_coco: Tensor, pairs: Sequence[tuple[int, int]] = FIT_LIMB_PAIRS) -> Tensor:
-    """Left/right limb-length difference of the model, ``pred_coco [F, P, 17, 3]`` -> scalar."""
+def symmetry_loss(pred_coco: Tensor, pairs: Sequence[tuple[int, int]] = FIT_LIMB_PAIRS, bodies: Tensor | None = None) -> Tensor:
+    """Left/right limb-length difference of the model, ``pred_coco [F, P, 17, 3]`` -> scalar
+    (``bodies`` as in :func:`pose_reg_loss`)."""
     L = limb_lengths(pred_coco)
     pr = _index(pairs, L.device)
     d = (L.index_select(-1, pr[:, 0]) - L.index_select(-1, pr[:, 1])) / S_SYM
-    return (d * d).mean()
+    return _body_mean(d * d, bodies)
 
 
 def _diff(x: Tensor, mode: str) -> Tensor:
@@ -188,26 +208,56 @@ def _diff(x: Tensor, mode: str) -> Tensor:
     raise ValueError(f"temporal mode must be 'acceleration' or 'velocity', got {mode!r}")
 
 
-def temporal_loss(r6: Tensor, joints: Tensor, mode: str = "acceleration") -> Tensor:
+def temporal_rows(present: Tensor, mode: str = "acceleration") -> Tensor:
+    """Which rows of the temporal difference operator count: ``present [F, P]`` bool -> ``[T, P]``
+    bool, a row (frames ``t .. t+k-1`` of one person) only where the person is present in all of its
+    frames, so no difference spans an absence or runs past a track's ends (each run of presence, a
+    *segment*, is smoothed on its own)."""
+    k = 3 if mode == "acceleration" else 2
+    F = present.shape[0]
+    if F < k:
+        return present[:0]
+    rows = present[: F - k + 1].clone()
+    for a in range(1, k):
+        rows &= present[a : F - k + 1 + a]
+    return rows
+
+
+def temporal_loss(r6: Tensor, joints: Tensor, mode: str = "acceleration", present: Tensor | None = None) -> Tensor:
     """Temporal smoothness (module docstring).
 
     Args:
         r6: ``[F, P, 23, 6]`` body-joint rotations (6D); joints ``[F, P, J, 3]`` model joints.
         mode: ``"acceleration"`` or ``"velocity"``.
+        present: ``[F, P]`` bool (default: everyone everywhere): only the differences within a run
+            of presence count (:func:`temporal_rows`), the mean is over those.
     Returns:
         scalar (0 when there are too few frames).
     """
     need = 3 if mode == "acceleration" else 2
     if r6.shape[0] < need:
         return r6.new_zeros(())
-    dr = _diff(r6, mode)
-    dx = _diff(joints, mode)
-    return (dr * dr).sum(-1).mean() / S_ROT[mode] ** 2 + (dx * dx).sum(-1).mean() / S_POS[mode] ** 2
+    dr = (_diff(r6, mode) ** 2).sum(-1)  # [T, P, 23]
+    dx = (_diff(joints, mode) ** 2).sum(-1)  # [T, P, J]
+    if present is None:
+        return dr.mean() / S_ROT[mode] ** 2 + dx.mean() / S_POS[mode] ** 2
+    rows = temporal_rows(present, mode).to(dr.dtype)
+    n = rows.sum().clamp_min(1e-12)
+    return ((dr.sum(-1) * rows).sum() / (n * dr.shape[-1]) / S_ROT[mode] ** 2
+            + (dx.sum(-1) * rows).sum() / (n * dx.shape[-1]) / S_POS[mode] ** 2)
 
 
 def shape_prior_loss(betas: Tensor) -> Tensor:
     """``mean(beta^2)`` over ``[P, K]``."""
     return (betas * betas).mean()
+
+
+def all_pairs(Fc: int, P: int, device: torch.device | None = None) -> Tensor:
+    """``[Fc * P(P-1)/2, 2]`` body indices (``frame * P + person``) of every pair of people in each
+    of ``Fc`` frames (the pairs of :func:`collision_term`'s ``[Fc, P, N, 3]`` layout)."""
+    pp = torch.tensor(person_pairs(P), dtype=torch.long, device=device).view(-1, 2)
+    base = (torch.arange(Fc, device=device) * P)[:, None, None]
+    return (base + pp[None]).reshape(-1, 2)
 
 
 def collision_term(
@@ -217,7 +267,7 @@ def collision_term(
     loss_fn: Callable[..., Tensor] | None = None,
     **kwargs,
 ) -> Tensor:
-    """Two-person penetration term (module docstring).
+    """Penetration term of every pair of people (module docstring).
 
     Args:
         verts: ``[Fc, P, N, 3]`` meshes of the frames that can be in contact (a subset of the
@@ -230,34 +280,59 @@ def collision_term(
     Returns:
         scalar.
     """
+    Fc, P = verts.shape[:2]
+    if P < 2 or Fc == 0:
+        return verts.new_zeros(())
+    return pair_collision_term(verts.reshape(Fc * P, *verts.shape[2:]), all_pairs(Fc, P, verts.device), faces, num_frames, loss_fn, **kwargs)
+
+
+def pair_collision_term(
+    verts: Tensor,
+    pairs: Tensor,
+    faces: Tensor,
+    num_frames: int,
+    loss_fn: Callable[..., Tensor] | None = None,
+    **kwargs,
+) -> Tensor:
+    """The penetration term over a list of body pairs (people present in the same frame and close).
+
+    Args:
+        verts: ``[U, N, 3]`` meshes of the bodies (person-frames) that take part.
+        pairs: ``[Q, 2]`` long, indices into ``verts`` of the two bodies of each pair.
+        faces, num_frames, loss_fn, kwargs: as :func:`collision_term`.
+    Returns:
+        scalar: ``sum_pairs collision_loss(V_a, V_b) / (F S_COLL)``.
+    """
     if loss_fn is None:
         from ..ops.collision import collision_loss as loss_fn
-    P = verts.shape[1]
-    total = verts.new_zeros(())
-    if P < 2 or verts.shape[0] == 0:
-        return total
-    for a, b in person_pairs(P):
-        total = total + loss_fn(verts[:, a], verts[:, b], faces, faces, **kwargs).sum()
-    return total / (max(num_frames, 1) * S_COLL)
+    if pairs.shape[0] == 0:
+        return verts.new_zeros(())
+    va, vb = verts.index_select(0, pairs[:, 0]), verts.index_select(0, pairs[:, 1])
+    return loss_fn(va, vb, faces, faces, **kwargs).sum() / (max(num_frames, 1) * S_COLL)
 
 
 def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
     """:func:`collision_term` and its gradient with respect to ``verts [Fc, P, N, 3]`` (same value
     and gradient, without autograd: :func:`h4d_fast.ops.collision.collision_loss_grad`)."""
+    Fc, P = verts.shape[:2]
+    if P < 2 or Fc == 0:
+        return verts.new_zeros(()), torch.zeros_like(verts)
+    loss, g = pair_collision_term_grad(verts.reshape(Fc * P, *verts.shape[2:]), all_pairs(Fc, P, verts.device), faces, num_frames, **kwargs)
+    return loss, g.view_as(verts)
+
+
+def pair_collision_term_grad(verts: Tensor, pairs: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
+    """:func:`pair_collision_term` and its gradient with respect to ``verts [U, N, 3]``."""
     from ..ops.collision import collision_loss_grad
 
-    P = verts.shape[1]
-    total = verts.new_zeros(())
-    if P < 2 or verts.shape[0] == 0:
-        return total, torch.zeros_like(verts)
+    g = torch.zeros_like(verts)
+    if pairs.shape[0] == 0:
+        return verts.new_zeros(()), g
     scale = 1.0 / (max(num_frames, 1) * S_COLL)
-    grads: list[Tensor | None] = [None] * P
-    for a, b in person_pairs(P):
-        loss, ga, gb = collision_loss_grad(verts[:, a], verts[:, b], faces, faces, **kwargs)
-        total = total + loss.sum()
-        for p, g in ((a, ga), (b, gb)):
-            grads[p] = g if grads[p] is None else grads[p] + g
-    return total * scale, torch.stack(grads, 1).mul_(scale)
+    loss, ga, gb = collision_loss_grad(verts.index_select(0, pairs[:, 0]), verts.index_select(0, pairs[:, 1]), faces, faces, **kwargs)
+    g.index_add_(0, pairs[:, 0], ga)
+    g.index_add_(0, pairs[:, 1], gb)
+    return loss.sum() * scale, g.mul_(scale)
 
 
 __all__ = [
@@ -269,6 +344,7 @@ __all__ = [
     "S_POS",
     "S_ROT",
     "S_SYM",
+    "all_pairs",
     "collision_term",
     "collision_term_grad",
     "gmof",
@@ -276,9 +352,12 @@ __all__ = [
     "keypoint_loss",
     "limb_length_loss",
     "limb_lengths",
+    "pair_collision_term",
+    "pair_collision_term_grad",
     "pose_reg_loss",
     "shape_prior_loss",
     "symmetry_loss",
     "target_limb_lengths",
     "temporal_loss",
+    "temporal_rows",
 ]

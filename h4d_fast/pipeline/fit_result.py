@@ -35,6 +35,9 @@ class FitResult:
         collision_off: with ``compare_collision``, the parameters of the same fit whose collision
             stage ran with the collision weight 0 (``global_orient``, ``body_pose``, ``betas``,
             ``transl``), so that accuracy with and without the collision term can be compared.
+        present: ``[F, P]`` bool, who was fitted in which frame (None: everyone everywhere). An
+            absent person-frame has no body: its ``global_orient``, ``body_pose`` and ``transl``
+            are zeros, and the export writes nothing for it.
     """
 
     global_orient: Tensor
@@ -43,6 +46,7 @@ class FitResult:
     transl: Tensor
     stats: dict[str, Any] = field(default_factory=dict)
     collision_off: dict[str, Tensor] | None = None
+    present: Tensor | None = None
 
     @property
     def num_frames(self) -> int:
@@ -57,6 +61,8 @@ class FitResult:
         out = {k: getattr(self, k).detach().float().cpu().numpy() for k in _PARAM_KEYS}
         if self.collision_off is not None:
             out.update({f"off_{k}": self.collision_off[k].detach().float().cpu().numpy() for k in _PARAM_KEYS})
+        if self.present is not None:
+            out["present"] = self.present.detach().cpu().numpy().astype(bool)
         return out
 
     @staticmethod
@@ -65,7 +71,14 @@ class FitResult:
             return torch.as_tensor(np.asarray(arrays[k]), dtype=torch.float32, device=device)
 
         off = {k: t(f"off_{k}") for k in _PARAM_KEYS} if all(f"off_{k}" in arrays for k in _PARAM_KEYS) else None
-        return FitResult(**{k: t(k) for k in _PARAM_KEYS}, stats=dict(stats or {}), collision_off=off)
+        pres = torch.as_tensor(np.asarray(arrays["present"]).astype(bool), device=device) if "present" in arrays else None
+        return FitResult(**{k: t(k) for k in _PARAM_KEYS}, stats=dict(stats or {}), collision_off=off, present=pres)
+
+    def presence(self) -> Tensor:
+        """``[F, P]`` bool (all True when :attr:`present` is None)."""
+        if self.present is not None:
+            return self.present.to(torch.bool)
+        return torch.ones(self.global_orient.shape[:2], dtype=torch.bool, device=self.global_orient.device)
 
 
 @contextmanager
@@ -83,7 +96,8 @@ def cpu_threads(n: int):
 
 def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 512) -> tuple[Tensor, Tensor]:
     """Meshes and joints of a fit: ``vertices [F, P, N, 3]`` and ``joints45 [F, P, 45, 3]``
-    (no grad, on the result's device, ``chunk`` person-frames at a time)."""
+    (no grad, on the result's device, ``chunk`` person-frames at a time; zeros for the person-frames
+    the fit has no body in, :attr:`FitResult.present`)."""
     dev = result.global_orient.device
     fast = body if isinstance(body, FastBody) else FastBody(body)
     if fast.device != dev:  # a copy on the result's device (the caller's model is not moved)
@@ -95,6 +109,9 @@ def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 51
     be = result.betas.to(fast.dtype)[None].expand(F, P, -1).reshape(N, -1)
     tr = result.transl.reshape(N, 3).to(fast.dtype)
     vs, js = [], []
+    # every person-frame, absent ones too (then zeroed): the batches, hence the float results, do not
+    # depend on who is present (a subset's batched products can differ in the last bit with the
+    # thread count, and a resumed run must write the same bytes)
     with torch.no_grad():
         for i in range(0, N, chunk):
             v, j = fast.vertices(go[i : i + chunk], bp[i : i + chunk], be[i : i + chunk], tr[i : i + chunk])
@@ -102,4 +119,7 @@ def model_outputs(body: BodyModel | FastBody, result: FitResult, chunk: int = 51
             js.append(j)
     V = torch.cat(vs) if vs else go.new_zeros(0, fast.v_template.shape[0], 3)
     Jt = torch.cat(js) if js else go.new_zeros(0, 45, 3)
+    if result.present is not None:
+        gone = ~result.present.to(dev).reshape(N, 1, 1)
+        V, Jt = V.masked_fill(gone, 0.0), Jt.masked_fill(gone, 0.0)
     return V.view(F, P, -1, 3), Jt.view(F, P, -1, 3)

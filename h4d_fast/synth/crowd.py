@@ -270,6 +270,7 @@ def make_crowd_capture(cfg) -> tuple[Capture, GroundTruth, dict[str, Any]]:
         "counts": det_meta["counts"], "occluded_frac": det_meta["occluded_frac"], "outlier_frac": det_meta["outlier_frac"],
         "labels": det_meta["labels"], "skeletons": skels, "timing": timing, "config": cfg, "enter_leave": True,
         "heights": [float(s.height) for s in skels],
+        "camera_radius": radius,  # the ring's distance range from the centre (grows with the area the people use)
         "body_model": None if body is None else ("default" if isinstance(cfg.body, str) and cfg.body == "default" else str(getattr(body, "path", cfg.body))),
     }
     return capture, gt, meta
