@@ -13,7 +13,7 @@ pytest.importorskip("smplx")
 from h4d_fast.body import DefaultModelUnavailable, load_body_model  # noqa: E402
 from h4d_fast.body.fast import FastBody  # noqa: E402
 from h4d_fast.config import FitConfig  # noqa: E402
-from h4d_fast.eval.mesh import mpjpe24  # noqa: E402
+from h4d_fast.eval.metrics import mpjpe24  # noqa: E402
 from h4d_fast.io.detections import read_npy  # noqa: E402
 from h4d_fast.io.smpl_layout import read_smpl_sequence  # noqa: E402
 from h4d_fast.pipeline import fit as FT  # noqa: E402
