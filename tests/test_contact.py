@@ -81,6 +81,30 @@ def test_surface_query_matches_brute_force():
     assert bool(q.inside[0].any()) and not bool(torch.isfinite(q.dist[4]).any())
 
 
+def test_grid_kernel_deep_inside_and_far_outside():
+    """The CPU grid kernel on a small sphere deep inside a big one (its grids cover the small
+    sphere's box grown by 5 cm, so the big sphere's surface 9 cm away is found by the fallback
+    search) and on points beside it: exact distances, inside flags and vertex depths (oracle: every
+    triangle, every vertex)."""
+    from h4d_fast.eval._contact_numba import query_frames
+
+    big = SMALL_V * 3.0  # radius 0.3
+    small = SMALL_V * 0.2 + torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64)  # radius 0.02, centred near the middle
+    beside = SMALL_V * 0.2 + torch.tensor([0.305, 0.0, 0.0], dtype=torch.float64)  # straddles the big surface
+    pts = torch.stack([small, beside])
+    d, ins, vd = query_frames(pts.numpy(), torch.stack([big, big]).numpy(), SMALL_F.numpy(), 0.01)
+    for f in range(2):
+        dt, it = brute_force(pts[f], big, SMALL_F)
+        assert np.array_equal(ins[f], it.numpy()), f
+        want = np.where(it.numpy() | (dt.numpy() <= 0.01), dt.numpy(), np.inf)
+        got = np.where(ins[f] | (d[f] <= 0.01), d[f], np.inf)
+        np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
+        vd_t = torch.cdist(pts[f], big).amin(-1)
+        np.testing.assert_allclose(vd[f], np.where(it.numpy(), vd_t.numpy(), 0.0), atol=1e-12, rtol=0)
+    assert ins[0].all() and float(d[0].min()) > 0.2  # deep: far beyond the grids' 5 cm margin
+    assert ins[1].any() and not ins[1].all()
+
+
 def test_surface_query_without_numba_matches(monkeypatch):
     """The torch fallback (no numba) gives the same labels and depths as the numba path."""
     a, b = two_spheres([-0.03, -0.004, 0.004, 0.012])

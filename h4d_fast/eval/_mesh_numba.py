@@ -26,43 +26,19 @@ from ..ops._collision_numba import _edge
 
 
 @njit(cache=True, nogil=True)
-def candidates(points, verts, faces, cell):
-    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
-    M = points.shape[0]
-    out = np.zeros(M, np.uint8)
-    lo = np.empty(3)
-    hi = np.empty(3)
-    for a in range(3):
-        lo[a] = np.inf
-        hi[a] = -np.inf
-    for v in range(verts.shape[0]):
-        for a in range(3):
-            x = verts[v, a]
-            if x < lo[a]:
-                lo[a] = x
-            if x > hi[a]:
-                hi[a] = x
-    n = np.empty(3, np.int64)
-    for a in range(3):
-        n[a] = max(1, int(math.ceil((hi[a] - lo[a]) / cell)))
-    nx, ny, nz = n[0], n[1], n[2]
-    surf = np.zeros((nz, ny, nx), np.uint8)
+def cell_winding(verts, faces, lo, cell, nx, ny, nz):
+    """``[nz, ny, nx]`` uint8: 1 where the winding number of the cell centre (cells of size ``cell``
+    from ``lo``) is non-zero, i.e. the centre is inside the closed mesh ``verts, faces``.
+
+    Signed crossings of rays along ``-x``: each triangle is rasterised over the rows ``(j, k)``
+    whose centre its ``(y, z)`` projection covers (watertight edge functions of the collision
+    kernels) and adds its sign at the first cell beyond the crossing; a prefix sum along each
+    row gives the winding number. Non-zero = inside, so regions where a posed mesh overlaps
+    itself count as inside.
+    """
     tog = np.zeros((nz, ny, nx + 1), np.int16)
     for f in range(faces.shape[0]):
         i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        # surface cells: the triangle's bounding box
-        c0 = np.empty(3, np.int64)
-        c1 = np.empty(3, np.int64)
-        for a in range(3):
-            mn = min(verts[i0, a], verts[i1, a], verts[i2, a])
-            mx = max(verts[i0, a], verts[i1, a], verts[i2, a])
-            c0[a] = min(max(int(math.floor((mn - lo[a]) / cell)), 0), n[a] - 1)
-            c1[a] = min(max(int(math.floor((mx - lo[a]) / cell)), 0), n[a] - 1)
-        for k in range(c0[2], c1[2] + 1):
-            for j in range(c0[1], c1[1] + 1):
-                for i in range(c0[0], c1[0] + 1):
-                    surf[k, j, i] = 1
-        # parity of the cell centres: the rows (j, k) whose centre the triangle covers in (y, z)
         y0, z0 = verts[i0, 1], verts[i0, 2]
         y1, z1 = verts[i1, 1], verts[i1, 2]
         y2, z2 = verts[i2, 1], verts[i2, 2]
@@ -90,6 +66,46 @@ def candidates(points, verts, faces, cell):
             for i in range(nx):
                 acc += tog[k, j, i]
                 inside[k, j, i] = 1 if acc != 0 else 0
+    return inside
+
+
+@njit(cache=True, nogil=True)
+def candidates(points, verts, faces, cell):
+    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
+    M = points.shape[0]
+    out = np.zeros(M, np.uint8)
+    lo = np.empty(3)
+    hi = np.empty(3)
+    for a in range(3):
+        lo[a] = np.inf
+        hi[a] = -np.inf
+    for v in range(verts.shape[0]):
+        for a in range(3):
+            x = verts[v, a]
+            if x < lo[a]:
+                lo[a] = x
+            if x > hi[a]:
+                hi[a] = x
+    n = np.empty(3, np.int64)
+    for a in range(3):
+        n[a] = max(1, int(math.ceil((hi[a] - lo[a]) / cell)))
+    nx, ny, nz = n[0], n[1], n[2]
+    surf = np.zeros((nz, ny, nx), np.uint8)
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        # surface cells: the triangle's bounding box
+        c0 = np.empty(3, np.int64)
+        c1 = np.empty(3, np.int64)
+        for a in range(3):
+            mn = min(verts[i0, a], verts[i1, a], verts[i2, a])
+            mx = max(verts[i0, a], verts[i1, a], verts[i2, a])
+            c0[a] = min(max(int(math.floor((mn - lo[a]) / cell)), 0), n[a] - 1)
+            c1[a] = min(max(int(math.floor((mx - lo[a]) / cell)), 0), n[a] - 1)
+        for k in range(c0[2], c1[2] + 1):
+            for j in range(c0[1], c1[1] + 1):
+                for i in range(c0[0], c1[0] + 1):
+                    surf[k, j, i] = 1
+    inside = cell_winding(verts, faces, lo, cell, nx, ny, nz)
     for m in range(M):
         ok = True
         for a in range(3):

@@ -47,7 +47,8 @@ STAGES: dict[str, tuple[str, ...]] = {
     "fit": ("pipeline/fit.py", "pipeline/fit_*.py", "pipeline/lbfgs.py", "body/*.py", "ops/collision.py",
             "ops/_collision_*.py", "csrc/collision.cu", "eval/__init__.py", "eval/mesh.py", "eval/mesh_geometry.py", "eval/_mesh_numba.py",
             "eval/metrics.py"),
-    "export": ("pipeline/export.py", *_BOXES, "body/*.py", "eval/contact.py"),
+    "export": ("pipeline/export.py", *_BOXES, "body/*.py", "eval/contact.py", "eval/_contact_numba.py", "eval/_mesh_numba.py",
+               "ops/_collision_numba.py"),
 }
 
 # cache names of the driver that belong to a stage of STAGES under another name
