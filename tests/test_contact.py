@@ -266,6 +266,11 @@ def test_contact_file_round_trip(tmp_path):
     d = contact_frame_dict(c, 2, [(0, 1)], ["aria01", "aria02"], parts.regions(c), parts.names)
     assert set(d) == {"aria01-aria02"} and d["aria01-aria02"]["contact"].shape == (2, 50)
     assert d["aria01-aria02"]["regions"][0] == parts.region_names(c[2, 0, 0])
+    assert lab.depth_max is None and lab.depth_mean is None
+    dm = torch.rand(4, 1, 2, generator=g, dtype=torch.float64) * 0.02
+    lab = read_contact(write_contact(tmp_path / "run.npz", c, [(0, 1)], [5, 6, 7, 8], 10.0, depth_max=dm, depth_mean=dm / 2))
+    torch.testing.assert_close(lab.depth_max, dm.float().double())
+    torch.testing.assert_close(lab.depth_mean, (dm / 2).float().double())
 
 
 def test_contact_file_bad_input(tmp_path):
@@ -276,6 +281,14 @@ def test_contact_file_bad_input(tmp_path):
         read_contact(p)
     np.savez(p, shape=np.array([1, 1, 2, 10]))
     with pytest.raises(InputError, match="contact_index"):
+        read_contact(p)
+    ok = dict(contact_index=np.zeros((0, 4), np.int32), shape=np.array([1, 1, 2, 10]), pairs=np.array([[0, 1]]),
+              frame_ids=np.array([1]), contact_mm=np.array(10.0))
+    np.savez(p, **ok, depth_max=np.full((1, 1, 2), -1.0, np.float32))
+    with pytest.raises(InputError, match="depth_max"):
+        read_contact(p)
+    np.savez(p, **ok, depth_mean=np.zeros((2, 1, 2), np.float32))
+    with pytest.raises(InputError, match="depth_mean"):
         read_contact(p)
     p.write_bytes(b"not an npz")
     with pytest.raises(InputError, match="readable"):

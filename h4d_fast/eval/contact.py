@@ -38,7 +38,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -293,6 +293,23 @@ def pair_contact(
     return PairContact(full(qa, va.shape[1]), full(qb, vb.shape[1]), band)
 
 
+def depth_arrays(contacts: Sequence[PairContact]) -> tuple[Tensor, Tensor]:
+    """Per frame, pair and side, the benchmark's maximum and mean penetration depth (metres, 0
+    without penetration; :mod:`h4d_fast.eval.interaction`): ``[F, Q, 2]`` each, from the
+    :class:`PairContact` of every pair (side 0 = the first person's vertices inside the second)."""
+    mx, mn = [], []
+    for pc in contacts:
+        for q in (pc.a_in_b, pc.b_in_a):
+            vd = q.vertex_dist.double()
+            n = q.inside.sum(-1)
+            m = vd.amax(-1) if vd.shape[-1] else vd.new_zeros(vd.shape[0])
+            mx.append(m)
+            mn.append(torch.where(n > 0, vd.sum(-1) / n.clamp_min(1), torch.zeros_like(m)))
+    if not mx:
+        return torch.zeros(0, 0, 2, dtype=torch.float64), torch.zeros(0, 0, 2, dtype=torch.float64)
+    return torch.stack(mx, -1).unflatten(-1, (-1, 2)), torch.stack(mn, -1).unflatten(-1, (-1, 2))
+
+
 def person_pairs(num_people: int) -> list[tuple[int, int]]:
     """The pairs ``(a, b), a < b`` in the order of :func:`vertex_contact`'s pair axis."""
     return list(itertools.combinations(range(num_people), 2))
@@ -331,18 +348,28 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
             contact in that frame (default: everyone everywhere).
     Returns:
         numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
-        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``;
+        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``,
+        ``depth_max`` / ``depth_mean`` float32 ``[F, Q, 2]`` (:func:`depth_arrays`, metres; 0 for
+        pairs with an absent person);
         with ``parts``: ``contact_regions`` bool ``[F, Q, 2, R]``, ``part_names`` str ``[R]``,
         ``vertex_part`` int16 ``[N]``.
     """
     v = torch.as_tensor(verts)
-    labels, pairs = vertex_contact(v, torch.as_tensor(faces).to(v.device), contact_mm)
+    if v.dim() != 4:
+        raise ValueError(f"export_contact: expected verts [F, P, N, 3], got {tuple(v.shape)}")
+    f = torch.as_tensor(faces).to(v.device)
+    pairs = person_pairs(v.shape[1])
+    pcs = [pair_contact(v[:, a], v[:, b], f, contact_mm=contact_mm) for a, b in pairs]
+    labels = torch.stack([pc.contact for pc in pcs], 1) if pcs else torch.zeros((v.shape[0], 0, 2, v.shape[2]), dtype=torch.bool)
+    dmax, dmean = depth_arrays(pcs)
     if present is not None and pairs:
         pres = torch.as_tensor(np.asarray(present, dtype=bool)).reshape(v.shape[0], v.shape[1]).to(labels.device)
         both = torch.stack([pres[:, a] & pres[:, b] for a, b in pairs], 1)  # [F, Q]
         labels &= both[:, :, None, None]
+        dmax, dmean = (x * both[..., None].to(x.device, x.dtype) for x in (dmax, dmean))
     out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
-                           "contact_mm": np.asarray(float(contact_mm))}
+                           "contact_mm": np.asarray(float(contact_mm)), "depth_max": dmax.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2),
+                           "depth_mean": dmean.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2)}
     if parts is not None:
         out["contact_regions"] = parts.regions(labels.cpu()).numpy()
         out["part_names"] = np.asarray(parts.names)
@@ -392,6 +419,7 @@ __all__ = [
     "PairContact",
     "SurfaceQuery",
     "contact_scores",
+    "depth_arrays",
     "pair_contact",
     "person_pairs",
     "surface_query",
