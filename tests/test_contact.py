@@ -103,6 +103,15 @@ def test_grid_kernel_deep_inside_and_far_outside():
         np.testing.assert_allclose(vd[f], np.where(it.numpy(), vd_t.numpy(), 0.0), atol=1e-12, rtol=0)
     assert ins[0].all() and float(d[0].min()) > 0.2  # deep: far beyond the grids' 5 cm margin
     assert ins[1].any() and not ins[1].all()
+    # with the closest points: the same figures, and each closest point lies at the reported distance
+    d2, ins2, vd2, tri, st = query_frames(pts.numpy(), torch.stack([big, big]).numpy(), SMALL_F.numpy(), 0.01, closest=True)
+    assert np.array_equal(d2, d) and np.array_equal(ins2, ins) and np.array_equal(vd2, vd)
+    fin = np.isfinite(d)
+    assert np.array_equal(tri >= 0, fin) and fin[1].any()
+    f_, m_ = np.nonzero(fin)
+    a, b, c = (big.numpy()[SMALL_F.numpy()[tri[f_, m_], k]] for k in range(3))
+    q = a + st[f_, m_, :1] * (b - a) + st[f_, m_, 1:] * (c - a)
+    np.testing.assert_allclose(np.linalg.norm(pts.numpy()[f_, m_] - q, axis=-1), d[f_, m_], atol=1e-12, rtol=0)
 
 
 def test_surface_query_without_numba_matches(monkeypatch):

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..ops._collision_numba import _edge, _pt_tri_d2
-from ._mesh_numba import cell_winding
+from ._mesh_numba import cell_winding, closest_st
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
@@ -199,9 +199,9 @@ def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, tris):
+def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
     """Smallest squared distance (below ``best``) to the triangles (``tris``) or vertices listed in the
-    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``."""
+    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none)."""
     for k in range(ck - r, ck + r + 1):
         if k < 0 or k >= nz:
             continue
@@ -232,10 +232,11 @@ def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck
                             d2 = dx * dx + dy * dy + dz * dz
                         if d2 < best:
                             best = d2
+                            bi = e
                 if r == 0:
                     break
                 i += step
-    return best
+    return best, bi
 
 
 @njit(cache=True, nogil=True)
@@ -251,38 +252,44 @@ def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     edge2 = max(edge, 0.0) ** 2
     rmax = max(nx, ny, nz)
     best = np.inf
+    bi = -1
     for r in range(rmax + 1):
-        best = _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, tris)
+        best, bi = _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
         # every cell at shell r + 1 or beyond is at least r * h away from p (p lies in its own cell)
         if best <= (r * h) * (r * h):
             break
     if best > edge2:
-        return np.inf
-    return math.sqrt(best)
+        return np.inf, -1
+    return math.sqrt(best), bi
 
 
 @njit(cache=True, nogil=True)
 def _brute_nearest(px, py, pz, V, faces, tris):
     best = np.inf
+    bi = -1
     if tris:
         for f in range(faces.shape[0]):
             a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
             d2 = _pt_tri_d2(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[c, 0], V[c, 1], V[c, 2])
             if d2 < best:
                 best = d2
+                bi = f
     else:
         for v in range(V.shape[0]):
             dx, dy, dz = px - V[v, 0], py - V[v, 1], pz - V[v, 2]
             d2 = dx * dx + dy * dy + dz * dz
             if d2 < best:
                 best = d2
-    return math.sqrt(best)
+                bi = v
+    return math.sqrt(best), bi
 
 
 @njit(cache=True, nogil=True)
-def query_task(P, V, faces, band, h, dist, inside, vdist):
+def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
     """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
-    must come in as ``inf``, ``inside`` and ``vdist`` as 0."""
+    must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
+    (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
+    closest point's coordinates in it (``a + s (b - a) + t (c - a)``)."""
     M = P.shape[0]
     lo = np.empty(3)
     hi = np.empty(3)
@@ -351,35 +358,53 @@ def query_task(P, V, faces, band, h, dist, inside, vdist):
                 rstart, ritems = _ray_grid(rng, ny, nz)
                 have_r = True
             ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
+        bi = -1
         if ins:
             inside[m] = 1
-            d = _nearest(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, True)
-            dist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, True)
+            d, bi = _nearest(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, True)
+            if not math.isfinite(d):
+                d, bi = _brute_nearest(px, py, pz, V, faces, True)
+            dist[m] = d
             if not have_v:
                 vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
                 have_v = True
-            d = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-            vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)
+            d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+            vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
         elif near[ck, cj, ci]:
             # only triangles within the band matter: start the search there (farther cells are skipped)
-            best = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), True)
-            best = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 1, best, True)
+            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
+            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
             if best <= b2:
                 dist[m] = math.sqrt(best)
+            else:
+                bi = -1
+        if bi >= 0 and tri.shape[0] == M:
+            a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
+            s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
+            tri[m] = bi
+            st[m, 0] = s_
+            st[m, 1] = t_
 
 
 @njit(parallel=True, cache=True)
-def _query_frames(P, V, faces, band, h, dist, inside, vdist):
+def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
+    closest = tri.shape[0] == P.shape[0]
     for f in prange(P.shape[0]):
-        query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f])
+        if closest:
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f])
+        else:
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
 
 
-def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
+                 closest: bool = False) -> tuple[np.ndarray, ...]:
     """``points [F, M, 3]`` against the closed meshes ``verts [F, N, 3]`` (``faces [T, 3]``), float64.
 
     Returns ``dist [F, M]`` (exact distance to the surface where within ``band`` or inside, else
     ``inf``), ``inside [F, M]`` bool and ``vdist [F, M]`` (distance to the nearest vertex where
-    inside, else 0). ``cell``: the grid cell (default 2 cm; at least ``band`` and 5 mm).
+    inside, else 0); with ``closest`` also ``tri [F, M]`` int32 (the closest triangle where the
+    distance is finite, else -1) and ``st [F, M, 2]`` (the closest point ``a + s (b - a) + t (c - a)``
+    of that triangle). ``cell``: the grid cell (default 2 cm; at least ``band`` and 5 mm).
     """
     P = np.ascontiguousarray(points, dtype=np.float64)
     V = np.ascontiguousarray(verts, dtype=np.float64)
@@ -388,9 +413,13 @@ def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band:
     dist = np.full((F, M), np.inf)
     inside = np.zeros((F, M), np.uint8)
     vdist = np.zeros((F, M))
+    tri = np.full((F, M) if closest else (1, 0), -1, np.int32)
+    st = np.zeros((F, M, 2) if closest else (1, 0, 2))
     if F and M:
         with numba.parallel_chunksize(1):
-            _query_frames(P, V, fc, float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist)
+            _query_frames(P, V, fc, float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
+    if closest:
+        return dist, inside.astype(bool), vdist, tri, st
     return dist, inside.astype(bool), vdist
 
 

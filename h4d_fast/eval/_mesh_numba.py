@@ -121,6 +121,44 @@ def candidates(points, verts, faces, cell):
     return out
 
 
+@njit(cache=True, nogil=True, inline="always")
+def closest_st(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
+    """Closest point of triangle ``abc`` to ``p`` as ``a + s (b - a) + t (c - a)``: ``(s, t, feature)``
+    with feature 0, 1, 2 = vertex a, b, c; 3, 4, 5 = edge ab, bc, ca; 6 = the face (Ericson's
+    Voronoi-region cascade, in the order of the torch code ``_closest_st``: first match wins)."""
+    abx, aby, abz = bx - ax, by - ay, bz - az
+    acx, acy, acz = cx - ax, cy - ay, cz - az
+    apx, apy, apz = px - ax, py - ay, pz - az
+    d1 = abx * apx + aby * apy + abz * apz
+    d2 = acx * apx + acy * apy + acz * apz
+    ab2 = abx * abx + aby * aby + abz * abz
+    ac2 = acx * acx + acy * acy + acz * acz
+    abac = abx * acx + aby * acy + abz * acz
+    d3, d4 = d1 - ab2, d2 - abac
+    d5, d6 = d1 - abac, d2 - ac2
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    if d1 <= 0 and d2 <= 0:
+        return 0.0, 0.0, 0
+    if d3 >= 0 and d4 <= d3:
+        return 1.0, 0.0, 1
+    if vc <= 0 and d1 >= 0 and d3 <= 0:
+        den = d1 - d3
+        return (d1 / den if den != 0 else 0.0), 0.0, 3
+    if d6 >= 0 and d5 <= d6:
+        return 0.0, 1.0, 2
+    if vb <= 0 and d2 >= 0 and d6 <= 0:
+        den = d2 - d6
+        return 0.0, (d2 / den if den != 0 else 0.0), 5
+    if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
+        den = (d4 - d3) + (d5 - d6)
+        w = (d4 - d3) / den if den != 0 else 0.0
+        return 1.0 - w, w, 4
+    den = va + vb + vc
+    return (vb / den if den != 0 else 0.0), (vc / den if den != 0 else 0.0), 6
+
+
 @njit(cache=True, nogil=True)
 def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
     """Per point: distance to the closest point among the candidate triangles and the inside flag.
@@ -149,42 +187,11 @@ def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
                 if f < 0:
                     break
                 a, b, cc = faces[f, 0], faces[f, 1], faces[f, 2]
-                ax, ay, az = verts[a, 0], verts[a, 1], verts[a, 2]
-                abx, aby, abz = verts[b, 0] - ax, verts[b, 1] - ay, verts[b, 2] - az
-                acx, acy, acz = verts[cc, 0] - ax, verts[cc, 1] - ay, verts[cc, 2] - az
-                apx, apy, apz = px - ax, py - ay, pz - az
-                d1 = abx * apx + aby * apy + abz * apz
-                d2 = acx * apx + acy * apy + acz * apz
-                ab2 = abx * abx + aby * aby + abz * abz
-                ac2 = acx * acx + acy * acy + acz * acz
-                abac = abx * acx + aby * acy + abz * acz
-                # Ericson's cascade in the order of the torch code (_closest_st): first match wins
-                d3, d4 = d1 - ab2, d2 - abac
-                d5, d6 = d1 - abac, d2 - ac2
-                va = d3 * d6 - d5 * d4
-                vb = d5 * d2 - d1 * d6
-                vc = d1 * d4 - d3 * d2
-                if d1 <= 0 and d2 <= 0:
-                    s, t, feat = 0.0, 0.0, 0
-                elif d3 >= 0 and d4 <= d3:
-                    s, t, feat = 1.0, 0.0, 1
-                elif vc <= 0 and d1 >= 0 and d3 <= 0:
-                    den = d1 - d3
-                    s, t, feat = (d1 / den if den != 0 else 0.0), 0.0, 3
-                elif d6 >= 0 and d5 <= d6:
-                    s, t, feat = 0.0, 1.0, 2
-                elif vb <= 0 and d2 >= 0 and d6 <= 0:
-                    den = d2 - d6
-                    s, t, feat = 0.0, (d2 / den if den != 0 else 0.0), 5
-                elif va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
-                    den = (d4 - d3) + (d5 - d6)
-                    w = (d4 - d3) / den if den != 0 else 0.0
-                    s, t, feat = 1.0 - w, w, 4
-                else:
-                    den = va + vb + vc
-                    s = vb / den if den != 0 else 0.0
-                    t = vc / den if den != 0 else 0.0
-                    feat = 6
+                s, t, feat = closest_st(px, py, pz, verts[a, 0], verts[a, 1], verts[a, 2], verts[b, 0], verts[b, 1], verts[b, 2],
+                                        verts[cc, 0], verts[cc, 1], verts[cc, 2])
+                apx, apy, apz = px - verts[a, 0], py - verts[a, 1], pz - verts[a, 2]
+                abx, aby, abz = verts[b, 0] - verts[a, 0], verts[b, 1] - verts[a, 1], verts[b, 2] - verts[a, 2]
+                acx, acy, acz = verts[cc, 0] - verts[a, 0], verts[cc, 1] - verts[a, 1], verts[cc, 2] - verts[a, 2]
                 qx = apx - s * abx - t * acx
                 qy = apy - s * aby - t * acy
                 qz = apz - s * abz - t * acz
