@@ -237,13 +237,20 @@ class Corrector:
                 tot = tot + ((acc / self.prm.accel) ** 2).sum()
         return tot
 
-    def optimise(self, act: Tensor, penetration: Callable[[Tensor, Tensor], Tensor], iters: int, trust: float) -> None:
+    def optimise(self, act: Tensor, penetration: Callable[[Tensor, Tensor], Tensor], iters: int, trust: float, only: bool = False) -> None:
         """L-BFGS on the control points: ``penetration(Ja, Ga)`` (posed joints / global rotations of
         the frames ``act``) plus the capsule term and the priors; no joint of ``act`` moves farther
-        than ``trust`` (soft) from where it starts, so that the pass's pair set stays valid."""
+        than ``trust`` (soft) from where it starts, so that the pass's pair set stays valid. With
+        ``only``, the control points that also move frames outside ``act`` stay fixed (frames
+        outside ``act`` then do not change)."""
         prm = self.prm
         with torch.no_grad():
             _, _, J_start, _ = self.pose(act)
+        free = None
+        if only:
+            inside = torch.zeros(self.Fw, dtype=torch.bool)
+            inside[act] = True
+            free = ~((self.Bm > 0) & ~inside[:, None]).any(0)  # [Nc] control points whose support lies in act
         opt = torch.optim.LBFGS(list(self.ctrl.values()), lr=1.0, max_iter=iters, history_size=20, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-7, tolerance_change=1e-9)
 
@@ -256,6 +263,9 @@ class Corrector:
             e_tr = (((Ja - J_start).norm(dim=-1) - trust).clamp_min(0) ** 2).sum() / prm.pen_scale**2
             loss = penetration(Ja, Ga) + self.capsule_term(Ja, Ga) + e_hand + self.smooth_prior() + self.limits(Ja, Ga, act) + e_tr
             loss.backward()
+            if free is not None:
+                for c in self.ctrl.values():
+                    c.grad.mul_(free.view(-1, *([1] * (c.dim() - 1))).to(c.dtype))
             return loss
 
         opt.step(closure)

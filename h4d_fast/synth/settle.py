@@ -37,6 +37,8 @@ class SettleParams:
     trust: float = 0.006  # joints move at most this far per round (soft)
     topk: int = 4  # skinning weights kept per vertex in the constraints
     chunk: int = 48  # frames skinned at a time for the query
+    reach: int = 16  # after the first round, frames this close to one with a vertex inside are queried (and
+    # constrained) again, with the spline control points whose support lies among them (4 knots)
 
 
 class _Mesh:
@@ -122,30 +124,40 @@ def _query(meshes: Sequence[_Mesh], A: Sequence[Tensor], band: float, chunk: int
 
 def settle_meshes(cor, proxies: Sequence, prm: SettleParams | None = None, proxy_term=None) -> dict:
     """Run the exact pass on the corrector's window (module docstring); ``proxy_term(frames) ->
-    (frames with pairs, penalty(Ja, Ga))`` keeps the proxy pass's term in every round (a correction
-    that frees one place must not push a part into the other body elsewhere). Returns a report:
-    ``mesh_depth_before`` / ``mesh_depth_after`` (deepest penetration per frame of the window,
-    metres, before the first and after the last round) and ``rows`` per round."""
+    (frames with pairs, penalty(Ja, Ga))`` keeps the proxy pass's term on the frames a round
+    corrects (a correction that frees one place must not push a part into the other body
+    elsewhere). The first query covers the whole window, the next ones the frames with vertices
+    inside the other body and their neighbours (the corrections are splines over a few frames),
+    and the last one the whole window again (the report). Returns ``mesh_depth_before`` /
+    ``mesh_depth_after`` (deepest penetration per frame of the window, metres, before the first
+    and after the last round), ``inside_after`` (vertices inside per frame) and ``rows`` per round."""
     prm = prm or SettleParams()
     meshes = [_Mesh(px, prm.topk) for px in proxies]
     allf = torch.arange(cor.Fw)
     report: dict = {"rows": []}
     pen2 = cor.prm.pen_scale**2
-    for rnd in range(prm.rounds + 1):
+    depth = torch.zeros(cor.Fw, dtype=torch.float64)
+    count = torch.zeros(cor.Fw, dtype=torch.long)
+    frames = allf
+    rnd = 0
+    while True:
         with torch.no_grad():
-            _, _, Jp, GR = cor.pose(allf)
+            _, _, Jp, GR = cor.pose(frames)
             A = cor.transforms(Jp, GR)
-        rows, depth, count = _query(meshes, A, prm.band, prm.chunk, proxies)
+        rows, d, c = _query(meshes, A, prm.band, prm.chunk, proxies)
+        depth[frames], count[frames] = d, c
         if rnd == 0:
-            report["mesh_depth_before"] = depth
-        report["mesh_depth_after"] = depth
-        report["inside_after"] = count
-        nrows = sum(len(r.f) for r in rows)
-        if rnd == prm.rounds or nrows == 0:
-            break
-        report["rows"].append(nrows)
-        f_rows = torch.cat([r.f for r in rows])
-        pact, pfn = proxy_term(allf) if proxy_term is not None else (f_rows[:0], None)
+            report["mesh_depth_before"] = depth.clone()
+        if not bool((c > 0).any()) or rnd == prm.rounds:
+            if len(frames) == cor.Fw:
+                break
+            frames, rnd = allf, prm.rounds  # verify the whole window once more (no further round)
+            continue
+        report["rows"].append(sum(len(r.f) for r in rows))
+        f_rows = frames[torch.cat([r.f for r in rows])]
+        # the proxy term on every queried frame: they hold the rows' frames and their neighbours, which
+        # the same spline control points move
+        pact, pfn = proxy_term(frames) if proxy_term is not None else (f_rows[:0], None)
         act, inv = torch.unique(torch.cat([f_rows, pact]), return_inverse=True)
         fl = list(inv[: len(f_rows)].split([len(r.f) for r in rows]))
         pidx = inv[len(f_rows):]
@@ -163,7 +175,14 @@ def settle_meshes(cor, proxies: Sequence, prm: SettleParams | None = None, proxy
                 tot = tot + ((prm.clearance - g).clamp_min(0) ** 2).sum() / pen2
             return tot
 
-        cor.optimise(act, penalty, prm.iters, prm.trust)
+        cor.optimise(act, penalty, prm.iters, prm.trust, only=len(frames) < cor.Fw)
+        rnd += 1
+        # next: the frames with vertices inside and their neighbours
+        bad = frames[c > 0]
+        near = (bad[:, None] + torch.arange(-prm.reach, prm.reach + 1)[None]).reshape(-1).clamp(0, cor.Fw - 1)
+        frames = torch.unique(near)
+    report["mesh_depth_after"] = depth
+    report["inside_after"] = count
     return report
 
 
