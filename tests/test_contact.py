@@ -83,6 +83,39 @@ def test_surface_query_matches_brute_force():
     assert bool(q.inside[0].any()) and not bool(torch.isfinite(q.dist[4]).any())
 
 
+def test_grid_kernel_deep_inside_and_far_outside():
+    """The CPU grid kernel on a small sphere deep inside a big one (its grids cover the small
+    sphere's box grown by 5 cm, so the big sphere's surface 9 cm away is found by the fallback
+    search) and on points beside it: exact distances, inside flags and vertex depths (oracle: every
+    triangle, every vertex)."""
+    from h4d_fast.ops._contact_numba import query_frames
+
+    big = SMALL_V * 3.0  # radius 0.3
+    small = SMALL_V * 0.2 + torch.tensor([0.01, 0.0, 0.0], dtype=torch.float64)  # radius 0.02, centred near the middle
+    beside = SMALL_V * 0.2 + torch.tensor([0.305, 0.0, 0.0], dtype=torch.float64)  # straddles the big surface
+    pts = torch.stack([small, beside])
+    d, ins, vd = query_frames(pts.numpy(), torch.stack([big, big]).numpy(), SMALL_F.numpy(), 0.01)
+    for f in range(2):
+        dt, it = brute_force(pts[f], big, SMALL_F)
+        assert np.array_equal(ins[f], it.numpy()), f
+        want = np.where(it.numpy() | (dt.numpy() <= 0.01), dt.numpy(), np.inf)
+        got = np.where(ins[f] | (d[f] <= 0.01), d[f], np.inf)
+        np.testing.assert_allclose(got, want, atol=1e-12, rtol=0)
+        vd_t = torch.cdist(pts[f], big).amin(-1)
+        np.testing.assert_allclose(vd[f], np.where(it.numpy(), vd_t.numpy(), 0.0), atol=1e-12, rtol=0)
+    assert ins[0].all() and float(d[0].min()) > 0.2  # deep: far beyond the grids' 5 cm margin
+    assert ins[1].any() and not ins[1].all()
+    # with the closest points: the same figures, and each closest point lies at the reported distance
+    d2, ins2, vd2, tri, st = query_frames(pts.numpy(), torch.stack([big, big]).numpy(), SMALL_F.numpy(), 0.01, closest=True)
+    assert np.array_equal(d2, d) and np.array_equal(ins2, ins) and np.array_equal(vd2, vd)
+    fin = np.isfinite(d)
+    assert np.array_equal(tri >= 0, fin) and fin[1].any()
+    f_, m_ = np.nonzero(fin)
+    a, b, c = (big.numpy()[SMALL_F.numpy()[tri[f_, m_], k]] for k in range(3))
+    q = a + st[f_, m_, :1] * (b - a) + st[f_, m_, 1:] * (c - a)
+    np.testing.assert_allclose(np.linalg.norm(pts.numpy()[f_, m_] - q, axis=-1), d[f_, m_], atol=1e-12, rtol=0)
+
+
 def test_surface_query_without_numba_matches(monkeypatch):
     """The torch fallback (no numba) gives the same labels and depths as the numba path."""
     a, b = two_spheres([-0.03, -0.004, 0.004, 0.012])
@@ -244,6 +277,11 @@ def test_contact_file_round_trip(tmp_path):
     d = contact_frame_dict(c, 2, [(0, 1)], ["aria01", "aria02"], parts.regions(c), parts.names)
     assert set(d) == {"aria01-aria02"} and d["aria01-aria02"]["contact"].shape == (2, 50)
     assert d["aria01-aria02"]["regions"][0] == parts.region_names(c[2, 0, 0])
+    assert lab.depth_max is None and lab.depth_mean is None
+    dm = torch.rand(4, 1, 2, generator=g, dtype=torch.float64) * 0.02
+    lab = read_contact(write_contact(tmp_path / "run.npz", c, [(0, 1)], [5, 6, 7, 8], 10.0, depth_max=dm, depth_mean=dm / 2))
+    torch.testing.assert_close(lab.depth_max, dm.float().double())
+    torch.testing.assert_close(lab.depth_mean, (dm / 2).float().double())
 
 
 def test_contact_file_bad_input(tmp_path):
@@ -254,6 +292,14 @@ def test_contact_file_bad_input(tmp_path):
         read_contact(p)
     np.savez(p, shape=np.array([1, 1, 2, 10]))
     with pytest.raises(InputError, match="contact_index"):
+        read_contact(p)
+    ok = dict(contact_index=np.zeros((0, 4), np.int32), shape=np.array([1, 1, 2, 10]), pairs=np.array([[0, 1]]),
+              frame_ids=np.array([1]), contact_mm=np.array(10.0))
+    np.savez(p, **ok, depth_max=np.full((1, 1, 2), -1.0, np.float32))
+    with pytest.raises(InputError, match="depth_max"):
+        read_contact(p)
+    np.savez(p, **ok, depth_mean=np.zeros((2, 1, 2), np.float32))
+    with pytest.raises(InputError, match="depth_mean"):
         read_contact(p)
     p.write_bytes(b"not an npz")
     with pytest.raises(InputError, match="readable"):

@@ -67,6 +67,19 @@ def test_accel_measures():
     assert accel_measures(x[:2], fps) == {"error": None, "jitter": None, "gt_jitter": None}
 
 
+def test_penetration_from_depths_matches_the_pair_contacts():
+    """The export's stored depths (depth_arrays) give the same measures as the pair contacts."""
+    from h4d_fast.eval.interaction import penetration_from_depths
+    from h4d_fast.ops.contact import depth_arrays
+
+    a, b = two_spheres([-0.02, -0.005, 0.01])
+    pcs = [pair_contact(a, b, SPH_F), pair_contact(b, a, SPH_F)]
+    dmax, dmean = depth_arrays(pcs)
+    assert dmax.shape == dmean.shape == (3, 2, 2)
+    assert penetration_from_depths(dmax, dmean, 15.0) == penetration_measures(pcs, 15.0)
+    assert float(dmax[2].max()) == 0.0 and float(dmax[0].min()) > 0.0
+
+
 def test_interaction_measures_against_ground_truth():
     a, b = two_spheres([-0.02, 0.005, 0.3])
     gt = torch.stack([a, b], 1)
@@ -152,3 +165,16 @@ def test_interaction_report_and_cli(tiny_run, capsys):
     rep2 = interaction_report(out, seq, device="cpu")
     assert rep2["ground_truth_contact"] == "file" and rep2["contact_f1"] == pytest.approx(rep["contact_f1"])
     assert interaction_report(out, seq, contact_mm=20.0, device="cpu")["ground_truth_contact"] == "meshes"
+    # the run's own labels and depths, as the export writes them, replace the mesh query with the same figures
+    from h4d_fast.io.contact import write_contact as wc
+    from h4d_fast.ops.contact import export_contact
+
+    fv = torch.as_tensor(np.load(out / "processed_data" / "sequence.npz")["vertices"])
+    exp = export_contact(fv, load_body_model().faces)
+    wc(out / "processed_data" / "contact.npz", torch.from_numpy(exp["contact"]), [(0, 1)], list(range(1, fv.shape[0] + 1)), 10.0,
+       depth_max=exp["depth_max"], depth_mean=exp["depth_mean"])
+    rep3 = interaction_report(out, seq, device="cpu")
+    assert rep2["run_contact"] == "meshes" and rep3["run_contact"] == "file"
+    for k in ("contact_f1", "mean_penetration_mm", "frames_penetrating"):
+        assert rep3[k] == pytest.approx(rep2[k], rel=1e-5, abs=1e-6), k
+    assert rep3["max_penetration_mm"]["max"] == pytest.approx(rep2["max_penetration_mm"]["max"], rel=1e-5, abs=1e-6)

@@ -38,10 +38,25 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..ops.contact import DEFAULT_CONTACT_MM, PairContact, pair_contact, person_pairs
+from ..ops.contact import DEFAULT_CONTACT_MM, PairContact, depth_arrays, pair_contact, person_pairs
 from .metrics import contact_scores
 
 DEFAULT_PENETRATION_MM = 10.0
+
+
+def penetration_from_depths(dmax: Tensor, dmean: Tensor, penetration_mm: float = DEFAULT_PENETRATION_MM) -> dict[str, Any]:
+    """``max_penetration_mm``, ``mean_penetration_mm``, ``frames_penetrating`` (module docstring)
+    from :func:`depth_arrays`' ``[F, Q, 2]`` maxima and means (metres)."""
+    F = dmax.shape[0]
+    if F == 0 or dmax.numel() == 0:
+        return {"max_penetration_mm": {"mean": 0.0, "max": 0.0}, "mean_penetration_mm": 0.0, "frames_penetrating": 0.0}
+    fmax = dmax.double().flatten(1).amax(1) * 1000.0  # [F] mm
+    fmean = dmean.double().flatten(1).amax(1) * 1000.0
+    return {
+        "max_penetration_mm": {"mean": float(fmax.mean()), "max": float(fmax.max())},
+        "mean_penetration_mm": float(fmean.mean()),
+        "frames_penetrating": float((fmax > penetration_mm).double().mean()),
+    }
 
 
 def penetration_measures(contacts: Sequence[PairContact], penetration_mm: float = DEFAULT_PENETRATION_MM) -> dict[str, Any]:
@@ -49,21 +64,7 @@ def penetration_measures(contacts: Sequence[PairContact], penetration_mm: float 
     from the :class:`PairContact` of every pair (same frames)."""
     if not contacts:
         return {}
-    per_max, per_mean = [], []
-    for pc in contacts:
-        for q in (pc.a_in_b, pc.b_in_a):
-            vd = q.vertex_dist.double()
-            n = q.inside.sum(-1)
-            per_max.append(vd.amax(-1) if vd.shape[-1] else vd.new_zeros(vd.shape[0]))
-            per_mean.append(torch.where(n > 0, vd.sum(-1) / n.clamp_min(1), torch.zeros_like(per_max[-1])))
-    dmax = torch.stack(per_max).amax(0) * 1000.0  # [F] mm
-    dmean = torch.stack(per_mean).amax(0) * 1000.0
-    F = dmax.numel()
-    return {
-        "max_penetration_mm": {"mean": float(dmax.mean()) if F else 0.0, "max": float(dmax.max()) if F else 0.0},
-        "mean_penetration_mm": float(dmean.mean()) if F else 0.0,
-        "frames_penetrating": float((dmax > penetration_mm).double().mean()) if F else 0.0,
-    }
+    return penetration_from_depths(*depth_arrays(contacts), penetration_mm)
 
 
 def inter_person_error(pred: Tensor, gt: Tensor, valid: Tensor | None = None) -> float:
@@ -157,6 +158,8 @@ def interaction_measures(
     contact_mm: float = DEFAULT_CONTACT_MM,
     penetration_mm: float = DEFAULT_PENETRATION_MM,
     parts: Any = None,
+    contact: Tensor | None = None,
+    depths: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Any]:
     """All interaction measures of one sequence (module docstring).
 
@@ -171,16 +174,23 @@ def interaction_measures(
         contact_mm, penetration_mm: thresholds (config section ``contact``).
         parts: a :class:`~h4d_fast.body.parts.BodyParts` segmentation: adds the body-part-level
             ``contact_region_f1`` (a part touches when any of its vertices does).
+        contact, depths: the fit's own labels ``[F, Q, 2, N]`` and :func:`depth_arrays` at
+            ``contact_mm``, computed before (the export's ``contact.npz``): given both, the meshes
+            are not queried again.
     Returns:
         the JSON-ready dict, plus ``interaction_seconds`` (wall time of this call).
     """
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     P = verts.shape[1]
-    contacts = pair_contacts(verts, faces, contact_mm) if P >= 2 else []
-    out.update(penetration_measures(contacts, penetration_mm))
-    if contacts and (gt_contact is not None or gt_verts is not None):
+    if P >= 2 and contact is not None and depths is not None:
+        pred_c = contact
+        out.update(penetration_from_depths(*depths, penetration_mm))
+    elif P >= 2:
+        contacts = pair_contacts(verts, faces, contact_mm)
         pred_c = stack_contact(contacts)
+        out.update(penetration_measures(contacts, penetration_mm))
+    if P >= 2 and (gt_contact is not None or gt_verts is not None):
         if gt_contact is None:
             gt_pcs = pair_contacts(gt_verts, faces, contact_mm)
             gt_contact = stack_contact(gt_pcs)
@@ -238,7 +248,10 @@ def interaction_report(
     Thresholds default to the run's ``OUT/config.toml`` (section ``contact``), fps to the ground
     truth's ``meta.json`` (``fps`` or ``args.fps``), else 30. Ground-truth contact labels come from
     ``SEQ/ground_truth/contact.npz`` when it covers the run's frames at the same threshold, else
-    from the ground-truth meshes (which also adds ``ground_truth`` penetration figures).
+    from the ground-truth meshes (which also adds ``ground_truth`` penetration figures). The run's
+    own labels and penetration depths come from its ``processed_data/contact.npz`` (the export
+    computed them) when it matches the fit and the threshold (``run_contact: "file"``), else from
+    its meshes (``"meshes"``).
     """
     from pathlib import Path
 
@@ -300,11 +313,31 @@ def interaction_report(
                     gcon = lab.contact[[pos[f] for f in frame_ids]].to(dev)
     if fps is None:
         fps = float(meta.get("fps") or (meta.get("args") or {}).get("fps") or 30.0)
+    own, depths = _run_contact(processed / CONTACT_FILE, frame_ids, cmm, verts.shape[1], verts.shape[2], dev)
     rep = interaction_measures(verts, faces, joints, fps=fps, frame_ids=frame_ids, gt_verts=gv, gt_joints=gj, gt_contact=gcon,
-                               keypoints=kp, gt_keypoints=gkp, contact_mm=cmm, penetration_mm=pmm, parts=body_parts(body))
+                               keypoints=kp, gt_keypoints=gkp, contact_mm=cmm, penetration_mm=pmm, parts=body_parts(body),
+                               contact=own, depths=depths)
     rep["fps"] = fps
+    rep["run_contact"] = "file" if own is not None else "meshes"
     rep["ground_truth_contact"] = "file" if gcon is not None else ("meshes" if gv is not None else None)
     return rep
+
+def _run_contact(path: Any, frame_ids: Sequence[int], contact_mm: float, num_people: int, num_vertices: int,
+                 device: torch.device) -> tuple[Tensor | None, tuple[Tensor, Tensor] | None]:
+    """The run's own contact labels and penetration depths from its ``contact.npz`` (the export
+    computed them), when they cover the fit's frames, pairs and vertices at ``contact_mm``; else
+    ``(None, None)`` (the meshes are queried again)."""
+    from ..io.contact import read_contact
+
+    if not path.is_file():
+        return None, None
+    lab = read_contact(path)
+    ok = (abs(lab.contact_mm - contact_mm) < 1e-9 and list(lab.frame_ids) == list(frame_ids) and lab.pairs == person_pairs(num_people)
+          and lab.contact.shape[-1] == num_vertices and lab.depth_max is not None and lab.depth_mean is not None)
+    if not ok:
+        return None, None
+    return lab.contact.to(device), (lab.depth_max.to(device), lab.depth_mean.to(device))
+
 
 def format_measures(rep: dict[str, Any]) -> str:
     """The interaction measures of a report (:mod:`h4d_fast.eval.interaction`) as text lines."""
@@ -336,7 +369,9 @@ __all__ = [
     "inter_person_error",
     "interaction_measures",
     "interaction_report",
+    "depth_arrays",
     "pair_contacts",
+    "penetration_from_depths",
     "penetration_measures",
     "stack_contact",
 ]

@@ -9,6 +9,9 @@
     contact_mm      float64 []     the threshold the labels were computed with
     part_names      str [R]        body parts of the segmentation (optional, with vertex_part)
     vertex_part     int16 [N]      part index of every vertex (optional)
+    depth_max       float32 [F, Q, 2]  per side, the deepest vertex inside the other body (metres,
+    depth_mean      float32 [F, Q, 2]  nearest-vertex distance) and the mean over the inside
+                                   vertices (optional; :func:`h4d_fast.ops.contact.depth_arrays`)
 
 The sparse index keeps the file small (a few hundred touching vertices per contact frame out of
 2 x 13,380). :func:`contact_frame_dict` gives the per-frame dict of the Harmony4D-style layout.
@@ -40,6 +43,8 @@ class ContactLabels:
     contact_mm: float
     part_names: tuple[str, ...] | None = None
     vertex_part: Tensor | None = None
+    depth_max: Tensor | None = None  # [F, Q, 2] metres (runs' files; see the module docstring)
+    depth_mean: Tensor | None = None
 
 
 def contact_arrays(
@@ -49,8 +54,11 @@ def contact_arrays(
     contact_mm: float,
     part_names: Sequence[str] | None = None,
     vertex_part: Tensor | None = None,
+    depth_max: Any = None,
+    depth_mean: Any = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays of ``contact.npz`` (module docstring) from dense ``contact [F, Q, 2, N]`` bool."""
+    """The arrays of ``contact.npz`` (module docstring) from dense ``contact [F, Q, 2, N]`` bool
+    (and optionally the penetration depths ``[F, Q, 2]``)."""
     c = torch.as_tensor(contact).bool().cpu()
     if c.dim() != 4 or c.shape[2] != 2:
         raise ValueError(f"contact: expected [F, Q, 2, N] bool, got {tuple(c.shape)}")
@@ -66,15 +74,22 @@ def contact_arrays(
     if part_names is not None and vertex_part is not None:
         out["part_names"] = np.asarray([str(n) for n in part_names])
         out["vertex_part"] = torch.as_tensor(vertex_part).cpu().numpy().astype(np.int16)
+    for k, d in (("depth_max", depth_max), ("depth_mean", depth_mean)):
+        if d is not None:
+            a = np.asarray(torch.as_tensor(d).cpu(), dtype=np.float32)
+            if a.shape != (*c.shape[:2], 2):
+                raise ValueError(f"{k}: expected {(*c.shape[:2], 2)}, got {a.shape}")
+            out[k] = a
     return out
 
 
 def write_contact(path: str | Path, contact: Tensor, pairs: Sequence[tuple[int, int]], frame_ids: Sequence[int], contact_mm: float,
-                  part_names: Sequence[str] | None = None, vertex_part: Tensor | None = None) -> Path:
+                  part_names: Sequence[str] | None = None, vertex_part: Tensor | None = None, depth_max: Any = None,
+                  depth_mean: Any = None) -> Path:
     """Write ``contact.npz`` atomically (see :func:`contact_arrays`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_npz(path, **contact_arrays(contact, pairs, frame_ids, contact_mm, part_names, vertex_part))
+    write_npz(path, **contact_arrays(contact, pairs, frame_ids, contact_mm, part_names, vertex_part, depth_max, depth_mean))
     return path
 
 
@@ -113,7 +128,15 @@ def read_contact(path: str | Path) -> ContactLabels:
         vp = torch.from_numpy(d["vertex_part"].astype(np.int64).reshape(-1))
         if vp.numel() != shape[3] or (vp.numel() and (int(vp.min()) < 0 or int(vp.max()) >= len(names))):
             raise InputError(path, f"expected {shape[3]} part indices below {len(names)}", "vertex_part")
-    return ContactLabels(dense, [(int(a), int(b)) for a, b in pairs], [int(f) for f in fids], float(d["contact_mm"]), names, vp)
+    depth: dict[str, Tensor] = {}
+    for k in ("depth_max", "depth_mean"):
+        if k in d:
+            a = d[k]
+            if a.shape != (*shape[:2], 2) or not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all() or (a < 0).any():
+                raise InputError(path, f"expected finite depths >= 0 [{shape[0]}, {shape[1]}, 2], got {a.dtype} {a.shape}", k)
+            depth[k] = torch.from_numpy(a.astype(np.float64))
+    return ContactLabels(dense, [(int(a), int(b)) for a, b in pairs], [int(f) for f in fids], float(d["contact_mm"]), names, vp,
+                         depth.get("depth_max"), depth.get("depth_mean"))
 
 
 def contact_frame_dict(contact: Tensor, f: int, pairs: Sequence[tuple[int, int]], person_names: Sequence[str],
@@ -137,7 +160,8 @@ def contact_frame_dict(contact: Tensor, f: int, pairs: Sequence[tuple[int, int]]
     return out
 
 
-SEQUENCE_KEYS: tuple[str, ...] = ("contact_index", "contact_shape", "contact_pairs", "contact_mm", "contact_regions", "part_names", "vertex_part")
+SEQUENCE_KEYS: tuple[str, ...] = ("contact_index", "contact_shape", "contact_pairs", "contact_mm", "contact_regions", "part_names", "vertex_part",
+                                  "contact_depth_max", "contact_depth_mean")
 """The contact arrays of an export's ``sequence.npz`` (:func:`sequence_contact_arrays`)."""
 
 
@@ -145,7 +169,8 @@ def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays an export adds to ``sequence.npz`` from :func:`h4d_fast.ops.contact.export_contact`'s
     dict: ``contact_index`` int32 ``[K, 4]`` (frame index, pair, side, vertex of every touching
     vertex, in that order), ``contact_shape`` ``[4]`` (``F, Q, 2, N``), ``contact_pairs`` ``[Q, 2]``,
-    ``contact_mm``, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,
+    ``contact_mm``, ``contact_depth_max`` / ``contact_depth_mean`` ``[F, Q, 2]`` (metres) when the
+    dict has them, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,
     ``part_names [R]``, ``vertex_part [N]``."""
     c = np.asarray(exp["contact"], dtype=bool)
     out = {
@@ -157,6 +182,9 @@ def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
     for k in ("contact_regions", "part_names", "vertex_part"):
         if k in exp:
             out[k] = np.asarray(exp[k])
+    for k in ("depth_max", "depth_mean"):
+        if k in exp:
+            out[f"contact_{k}"] = np.asarray(exp[k], dtype=np.float32)
     return out
 
 

@@ -12,7 +12,8 @@ returns when every file is on disk and raises the first failure as an
 
 Kinds of per-frame files (the dicts are those of ``smpl_layout``'s docstring):
 
-* ``smpl``    -- ``OUT/smpl/%05d.npy``: person -> {global_orient, transl, body_pose, betas[, vertices], joints}
+* ``smpl``    -- ``OUT/smpl/%05d.npy``: person -> {global_orient, transl, body_pose, betas[, vertices], joints,
+  body_model_sha256, body_model_gender, body_model_num_betas} (the identity from the npz's ``body_model_*``)
 * ``poses3d`` -- ``OUT/poses3d/%05d.npy``: person -> (17, 4) (from the npz array ``poses3d``)
 * ``poses2d`` -- ``OUT/poses2d/<cam>/%05d.npy``: person -> (45, 2)
 * ``bbox``    -- ``OUT/bbox/<cam>/%05d.npy``: person -> int64 [x1, y1, x2, y2] (people behind the camera left out)
@@ -156,12 +157,9 @@ def _frame_object(kind: str, arrays: dict[str, np.ndarray], job: FrameJob, v: in
 
 def _smpl_cam_dict(arrays: dict[str, np.ndarray], v: int, f: int, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per person the SMPL parameters in camera ``v``'s frame, its world-to-camera 4x4 and the body model's identity."""
-    ident: dict[str, Any] = {}
-    for k in ("sha256", "gender", "num_betas"):
-        a = arrays.get(f"body_model_{k}")
-        if a is not None:
-            x = np.asarray(a).reshape(-1)[0]
-            ident[f"body_model_{k}"] = int(x) if k == "num_betas" else str(x)
+    from .smpl_layout import body_model_fields
+
+    ident = body_model_fields(arrays)
     w2c = np.ascontiguousarray(arrays["world_to_camera"][v], dtype=np.float32)
     be = arrays["betas"]
     out = {}

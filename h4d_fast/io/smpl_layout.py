@@ -3,7 +3,9 @@
 Layout under one folder ``D`` (the sequence's ``processed_data``)::
 
     D/smpl/%05d.npy           dict person -> {global_orient (3,), transl (3,), body_pose (69,),
-                              betas (K,), vertices (N, 3), joints (45, 3)}   float32
+                              betas (K,), vertices (N, 3), joints (45, 3)}   float32, and the body
+                              model's identity: body_model_sha256, body_model_gender,
+                              body_model_num_betas (:func:`body_model_fields`)
     D/poses3d/%05d.npy        dict person -> (17, 4) COCO [x, y, z, valid] of the fitted model
     D/poses2d/<cam>/%05d.npy  dict person -> (45, 2) projected SMPL-45 joints (pixels; NaN for
                               joints behind the camera)
@@ -113,18 +115,38 @@ def write_person_frames(
     for_each_file(lambda f: write_npy(folder / f"{int(frame_ids[f]):05d}.npy", make(f)), range(len(frame_ids)), workers)
 
 
-def smpl_frame_dict(arrays: Mapping[str, np.ndarray], f: int, person_names: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+BODY_MODEL_FIELDS: tuple[str, ...] = ("sha256", "gender", "num_betas")
+"""The body model's identity in every per-person dict of ``smpl/`` and ``smpl_cam/`` (as
+``body_model_<field>``): what reproduces the vertices from the parameters."""
+
+
+def body_model_fields(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"body_model_sha256": str, "body_model_gender": str, "body_model_num_betas": int}`` from a
+    ``sequence.npz``'s ``body_model_*`` arrays (:func:`h4d_fast.body.camera_frame.body_model_identity`);
+    the fields it lacks are left out."""
+    out: dict[str, Any] = {}
+    for k in BODY_MODEL_FIELDS:
+        a = arrays.get(f"body_model_{k}")
+        if a is not None:
+            x = np.asarray(a).reshape(-1)[0]
+            out[f"body_model_{k}"] = int(x) if k == "num_betas" else str(x)
+    return out
+
+
+def smpl_frame_dict(arrays: Mapping[str, np.ndarray], f: int, person_names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The ``smpl/%05d.npy`` dict of frame index ``f`` from batched ``[F, P, ...]`` arrays
-    (``betas`` may be ``[P, K]``)."""
-    out: dict[str, dict[str, np.ndarray]] = {}
+    (``betas`` may be ``[P, K]``), with the body model's identity (:func:`body_model_fields`)."""
+    ident = body_model_fields(arrays)
+    out: dict[str, dict[str, Any]] = {}
     for p, name in enumerate(person_names):
-        d: dict[str, np.ndarray] = {}
+        d: dict[str, Any] = {}
         for k in ("global_orient", "transl", "body_pose", "betas", "vertices", "joints"):
             if k not in arrays or arrays[k] is None:
                 continue
             a = arrays[k]
             v = a[p] if (k == "betas" and a.ndim == 2) else a[f, p]
             d[k] = np.ascontiguousarray(v, dtype=np.float32)
+        d.update(ident)
         out[name] = d
     return out
 
@@ -303,8 +325,10 @@ def read_smpl_sequence(folder: Path, person_names: Sequence[str] | None = None, 
 
 
 __all__ = [
+    "BODY_MODEL_FIELDS",
     "NPZ_KEYS",
     "NPZ_NAME",
+    "body_model_fields",
     "SMPL_PARAM_KEYS",
     "read_smpl_frames",
     "read_smpl_sequence",

@@ -26,43 +26,19 @@ from ._collision_numba import _edge
 
 
 @njit(cache=True, nogil=True)
-def candidates(points, verts, faces, cell):
-    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
-    M = points.shape[0]
-    out = np.zeros(M, np.uint8)
-    lo = np.empty(3)
-    hi = np.empty(3)
-    for a in range(3):
-        lo[a] = np.inf
-        hi[a] = -np.inf
-    for v in range(verts.shape[0]):
-        for a in range(3):
-            x = verts[v, a]
-            if x < lo[a]:
-                lo[a] = x
-            if x > hi[a]:
-                hi[a] = x
-    n = np.empty(3, np.int64)
-    for a in range(3):
-        n[a] = max(1, int(math.ceil((hi[a] - lo[a]) / cell)))
-    nx, ny, nz = n[0], n[1], n[2]
-    surf = np.zeros((nz, ny, nx), np.uint8)
+def cell_winding(verts, faces, lo, cell, nx, ny, nz):
+    """``[nz, ny, nx]`` uint8: 1 where the winding number of the cell centre (cells of size ``cell``
+    from ``lo``) is non-zero, i.e. the centre is inside the closed mesh ``verts, faces``.
+
+    Signed crossings of rays along ``-x``: each triangle is rasterised over the rows ``(j, k)``
+    whose centre its ``(y, z)`` projection covers (watertight edge functions of the collision
+    kernels) and adds its sign at the first cell beyond the crossing; a prefix sum along each
+    row gives the winding number. Non-zero = inside, so regions where a posed mesh overlaps
+    itself count as inside.
+    """
     tog = np.zeros((nz, ny, nx + 1), np.int16)
     for f in range(faces.shape[0]):
         i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        # surface cells: the triangle's bounding box
-        c0 = np.empty(3, np.int64)
-        c1 = np.empty(3, np.int64)
-        for a in range(3):
-            mn = min(verts[i0, a], verts[i1, a], verts[i2, a])
-            mx = max(verts[i0, a], verts[i1, a], verts[i2, a])
-            c0[a] = min(max(int(math.floor((mn - lo[a]) / cell)), 0), n[a] - 1)
-            c1[a] = min(max(int(math.floor((mx - lo[a]) / cell)), 0), n[a] - 1)
-        for k in range(c0[2], c1[2] + 1):
-            for j in range(c0[1], c1[1] + 1):
-                for i in range(c0[0], c1[0] + 1):
-                    surf[k, j, i] = 1
-        # parity of the cell centres: the rows (j, k) whose centre the triangle covers in (y, z)
         y0, z0 = verts[i0, 1], verts[i0, 2]
         y1, z1 = verts[i1, 1], verts[i1, 2]
         y2, z2 = verts[i2, 1], verts[i2, 2]
@@ -90,6 +66,46 @@ def candidates(points, verts, faces, cell):
             for i in range(nx):
                 acc += tog[k, j, i]
                 inside[k, j, i] = 1 if acc != 0 else 0
+    return inside
+
+
+@njit(cache=True, nogil=True)
+def candidates(points, verts, faces, cell):
+    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
+    M = points.shape[0]
+    out = np.zeros(M, np.uint8)
+    lo = np.empty(3)
+    hi = np.empty(3)
+    for a in range(3):
+        lo[a] = np.inf
+        hi[a] = -np.inf
+    for v in range(verts.shape[0]):
+        for a in range(3):
+            x = verts[v, a]
+            if x < lo[a]:
+                lo[a] = x
+            if x > hi[a]:
+                hi[a] = x
+    n = np.empty(3, np.int64)
+    for a in range(3):
+        n[a] = max(1, int(math.ceil((hi[a] - lo[a]) / cell)))
+    nx, ny, nz = n[0], n[1], n[2]
+    surf = np.zeros((nz, ny, nx), np.uint8)
+    for f in range(faces.shape[0]):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        # surface cells: the triangle's bounding box
+        c0 = np.empty(3, np.int64)
+        c1 = np.empty(3, np.int64)
+        for a in range(3):
+            mn = min(verts[i0, a], verts[i1, a], verts[i2, a])
+            mx = max(verts[i0, a], verts[i1, a], verts[i2, a])
+            c0[a] = min(max(int(math.floor((mn - lo[a]) / cell)), 0), n[a] - 1)
+            c1[a] = min(max(int(math.floor((mx - lo[a]) / cell)), 0), n[a] - 1)
+        for k in range(c0[2], c1[2] + 1):
+            for j in range(c0[1], c1[1] + 1):
+                for i in range(c0[0], c1[0] + 1):
+                    surf[k, j, i] = 1
+    inside = cell_winding(verts, faces, lo, cell, nx, ny, nz)
     for m in range(M):
         ok = True
         for a in range(3):
@@ -103,6 +119,44 @@ def candidates(points, verts, faces, cell):
         if surf[k, j, i] or inside[k, j, i]:
             out[m] = 1
     return out
+
+
+@njit(cache=True, nogil=True, inline="always")
+def closest_st(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
+    """Closest point of triangle ``abc`` to ``p`` as ``a + s (b - a) + t (c - a)``: ``(s, t, feature)``
+    with feature 0, 1, 2 = vertex a, b, c; 3, 4, 5 = edge ab, bc, ca; 6 = the face (Ericson's
+    Voronoi-region cascade, in the order of the torch code ``_closest_st``: first match wins)."""
+    abx, aby, abz = bx - ax, by - ay, bz - az
+    acx, acy, acz = cx - ax, cy - ay, cz - az
+    apx, apy, apz = px - ax, py - ay, pz - az
+    d1 = abx * apx + aby * apy + abz * apz
+    d2 = acx * apx + acy * apy + acz * apz
+    ab2 = abx * abx + aby * aby + abz * abz
+    ac2 = acx * acx + acy * acy + acz * acz
+    abac = abx * acx + aby * acy + abz * acz
+    d3, d4 = d1 - ab2, d2 - abac
+    d5, d6 = d1 - abac, d2 - ac2
+    va = d3 * d6 - d5 * d4
+    vb = d5 * d2 - d1 * d6
+    vc = d1 * d4 - d3 * d2
+    if d1 <= 0 and d2 <= 0:
+        return 0.0, 0.0, 0
+    if d3 >= 0 and d4 <= d3:
+        return 1.0, 0.0, 1
+    if vc <= 0 and d1 >= 0 and d3 <= 0:
+        den = d1 - d3
+        return (d1 / den if den != 0 else 0.0), 0.0, 3
+    if d6 >= 0 and d5 <= d6:
+        return 0.0, 1.0, 2
+    if vb <= 0 and d2 >= 0 and d6 <= 0:
+        den = d2 - d6
+        return 0.0, (d2 / den if den != 0 else 0.0), 5
+    if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
+        den = (d4 - d3) + (d5 - d6)
+        w = (d4 - d3) / den if den != 0 else 0.0
+        return 1.0 - w, w, 4
+    den = va + vb + vc
+    return (vb / den if den != 0 else 0.0), (vc / den if den != 0 else 0.0), 6
 
 
 @njit(cache=True, nogil=True)
@@ -133,42 +187,11 @@ def closest_features(points, verts, faces, v2f, nn, fn, vn, en):
                 if f < 0:
                     break
                 a, b, cc = faces[f, 0], faces[f, 1], faces[f, 2]
-                ax, ay, az = verts[a, 0], verts[a, 1], verts[a, 2]
-                abx, aby, abz = verts[b, 0] - ax, verts[b, 1] - ay, verts[b, 2] - az
-                acx, acy, acz = verts[cc, 0] - ax, verts[cc, 1] - ay, verts[cc, 2] - az
-                apx, apy, apz = px - ax, py - ay, pz - az
-                d1 = abx * apx + aby * apy + abz * apz
-                d2 = acx * apx + acy * apy + acz * apz
-                ab2 = abx * abx + aby * aby + abz * abz
-                ac2 = acx * acx + acy * acy + acz * acz
-                abac = abx * acx + aby * acy + abz * acz
-                # Ericson's cascade in the order of the torch code (_closest_st): first match wins
-                d3, d4 = d1 - ab2, d2 - abac
-                d5, d6 = d1 - abac, d2 - ac2
-                va = d3 * d6 - d5 * d4
-                vb = d5 * d2 - d1 * d6
-                vc = d1 * d4 - d3 * d2
-                if d1 <= 0 and d2 <= 0:
-                    s, t, feat = 0.0, 0.0, 0
-                elif d3 >= 0 and d4 <= d3:
-                    s, t, feat = 1.0, 0.0, 1
-                elif vc <= 0 and d1 >= 0 and d3 <= 0:
-                    den = d1 - d3
-                    s, t, feat = (d1 / den if den != 0 else 0.0), 0.0, 3
-                elif d6 >= 0 and d5 <= d6:
-                    s, t, feat = 0.0, 1.0, 2
-                elif vb <= 0 and d2 >= 0 and d6 <= 0:
-                    den = d2 - d6
-                    s, t, feat = 0.0, (d2 / den if den != 0 else 0.0), 5
-                elif va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
-                    den = (d4 - d3) + (d5 - d6)
-                    w = (d4 - d3) / den if den != 0 else 0.0
-                    s, t, feat = 1.0 - w, w, 4
-                else:
-                    den = va + vb + vc
-                    s = vb / den if den != 0 else 0.0
-                    t = vc / den if den != 0 else 0.0
-                    feat = 6
+                s, t, feat = closest_st(px, py, pz, verts[a, 0], verts[a, 1], verts[a, 2], verts[b, 0], verts[b, 1], verts[b, 2],
+                                        verts[cc, 0], verts[cc, 1], verts[cc, 2])
+                apx, apy, apz = px - verts[a, 0], py - verts[a, 1], pz - verts[a, 2]
+                abx, aby, abz = verts[b, 0] - verts[a, 0], verts[b, 1] - verts[a, 1], verts[b, 2] - verts[a, 2]
+                acx, acy, acz = verts[cc, 0] - verts[a, 0], verts[cc, 1] - verts[a, 1], verts[cc, 2] - verts[a, 2]
                 qx = apx - s * abx - t * acx
                 qy = apy - s * aby - t * acy
                 qz = apz - s * abz - t * acz

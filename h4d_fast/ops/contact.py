@@ -6,26 +6,26 @@ within ``contact_mm`` of ``b``'s surface or inside ``b``'s body. Per frame and p
 result is ``contact [2, V]``: row 0 = ``a``'s vertices touching ``b``, row 1 = ``b``'s touching
 ``a``. The default ``contact_mm`` (10 mm) is ``ExportConfig.contact_mm`` in the config.
 
-The surface query (:func:`surface_query`) is :mod:`h4d_fast.ops.penetration`'s machinery -- closest
-triangle among those around the ``k`` nearest vertices, inside test by the angle-weighted
-pseudo-normal of that triangle's closest feature -- run on the points that can matter:
+The surface query (:func:`surface_query`) runs on the points that can matter:
 
 1. frames whose two boxes are farther apart than the band (``contact_mm``) are skipped;
 2. points outside the other mesh's box grown by the band are outside and out of reach;
-3. CPU: of the rest, the exact query runs on the points whose nearest vertex of the other mesh
-   is within ``band + r`` (``r`` = the longest triangle edge / sqrt(3) of that mesh: every
-   surface point lies within ``r`` of a vertex of its triangle, so farther points are more than
-   ``band`` from the surface) and on the points the mesh module's cell cull cannot place outside
-   (inside cells and cells its triangles touch); every other point is outside and out of reach.
-   GPU (frames batched): the same distance bound from a coarse vertex subset (one vertex per
-   3 cm voxel; ``c`` = how far every vertex is from its subset vertex): the exact query runs on
+3. CPU (numba): the grid kernel of :mod:`h4d_fast.ops._contact_numba`, every frame in one
+   parallel call: exact distance to the surface within the band (triangles listed per grid cell),
+   exact inside test (winding number of a ray, the collision kernels' watertight edge functions),
+   exact depth of the inside points. Without numba: :mod:`h4d_fast.ops.penetration`'s torch search
+   (closest triangle among those around the ``k`` nearest vertices, inside by the angle-weighted
+   pseudo-normal of its closest feature) on the box candidates, frame by frame.
+   GPU (frames batched): that torch search, on the points selected by a distance bound from a
+   coarse vertex subset (one vertex per 3 cm voxel; ``c`` = how far every vertex is from its
+   subset vertex, ``r`` = the longest triangle edge / sqrt(3)): the search runs on
    the points within ``band + r + c`` of a subset vertex, and on the farther ones whose nearest
    subset vertex's normal faces away from them; the rest count as outside. So on the GPU a point
    deeper than ~``band + r + c`` (about 8 cm for the default body) inside the other body is found
    only when that normal test says so (it does inside locally convex parts, i.e. limbs and torso).
 
 Outputs per queried point: ``dist`` (distance to the closest surface point, metres; ``inf`` where
-the point was placed out of reach without a query), ``inside`` and ``vertex_dist`` (distance to
+it is farther than the band and outside), ``inside`` and ``vertex_dist`` (distance to
 the nearest *vertex* of the other mesh where inside, 0 elsewhere: the penetration depth as the
 Harmony4D benchmark measures it, ``benchmark/script/collision.py``). Nothing is differentiable.
 
@@ -39,7 +39,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -138,51 +138,25 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
         points, verts = points.detach(), verts.detach()
         lo, hi = _boxes(verts)
         cand = ((points >= lo[:, None] - band) & (points <= hi[:, None] + band)).all(-1)  # [F, M]
+        if dev.type == "cpu" and _pen._numba_depth() is not None:
+            _query_numba(points, verts, faces, band, out)
+            return out
         topo = _topology(faces, verts.shape[1])
         if dev.type != "cpu":
             _query_gpu(points, verts, topo, _gpu_needed(points, verts, faces, cand, band), k, out)
-            return out
-        nb = _pen._numba_depth()
-        if nb is None:
-            _query_torch(points, verts, topo, cand, k, out)
         else:
-            _query_numba(nb, points, verts, faces, topo, cand, band, k, out)
+            _query_torch(points, verts, topo, cand, k, out)
     return out
 
 
-def _query_numba(nb, points: Tensor, verts: Tensor, faces: Tensor, topo, cand: Tensor, band: float, k: int, out: SurfaceQuery) -> None:
-    from scipy.spatial import cKDTree
+def _query_numba(points: Tensor, verts: Tensor, faces: Tensor, band: float, out: SurfaceQuery) -> None:
+    """Every frame in one parallel call of the grid kernel (:mod:`h4d_fast.ops._contact_numba`)."""
+    from ._contact_numba import query_frames
 
-    f_np = faces.detach().long().cpu().numpy()
-    v2f, adj = topo.v2f.cpu().numpy(), topo.edge_adj.cpu().numpy()
-    kk = min(k, verts.shape[1])
-    rad = _max_tri_radius(verts, faces).double().numpy()
-    for fi in cand.any(-1).nonzero()[:, 0].tolist():
-        vv = verts[fi].double().numpy()
-        ext = float((vv.max(0) - vv.min(0)).max())
-        if not math.isfinite(ext) or ext <= 0:
-            continue
-        box_idx = cand[fi].nonzero()[:, 0].numpy()
-        pts = points[fi].double().numpy()[box_idx]
-        tree = cKDTree(vv, balanced_tree=False)  # built per frame: the unbalanced build is ~2x faster
-        dv, _ = tree.query(pts, k=1, distance_upper_bound=band + float(rad[fi]), workers=-1)
-        keep = np.isfinite(dv)
-        far = np.nonzero(~keep)[0]
-        if far.size:  # the mesh module's cell cull: inside cells and cells its triangles touch
-            keep[far] = nb.candidates(np.ascontiguousarray(pts[far]), vv, f_np, ext / _pen._CELL_DIVISIONS).astype(bool)
-        sel = np.nonzero(keep)[0]
-        if sel.size == 0:
-            continue
-        fn, vn, en = nb.normals(vv, f_np, adj)
-        dnn, nn = tree.query(pts[sel], k=kk, workers=-1)
-        dnn = np.asarray(dnn).reshape(sel.size, kk)
-        nn = np.ascontiguousarray(np.asarray(nn, dtype=np.int64).reshape(sel.size, kk))
-        d, ins = nb.closest_features(np.ascontiguousarray(pts[sel]), vv, f_np, v2f, nn, fn, vn, en)
-        ins = ins.astype(bool)
-        rows = torch.from_numpy(box_idx[sel])
-        out.dist[fi, rows] = torch.from_numpy(d).to(out.dist.dtype)
-        out.inside[fi, rows] = torch.from_numpy(ins)
-        out.vertex_dist[fi, rows] = torch.from_numpy(np.where(ins, dnn[:, 0], 0.0)).to(out.dist.dtype)
+    d, ins, vd = query_frames(points.double().numpy(), verts.double().numpy(), faces.detach().long().cpu().numpy(), band)
+    out.dist.copy_(torch.from_numpy(d))
+    out.inside.copy_(torch.from_numpy(ins))
+    out.vertex_dist.copy_(torch.from_numpy(vd))
 
 
 def _query_torch(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out: SurfaceQuery) -> None:
@@ -321,6 +295,23 @@ def pair_contact(
     return PairContact(full(qa, va.shape[1]), full(qb, vb.shape[1]), band)
 
 
+def depth_arrays(contacts: Sequence[PairContact]) -> tuple[Tensor, Tensor]:
+    """Per frame, pair and side, the benchmark's maximum and mean penetration depth (metres, 0
+    without penetration; :mod:`h4d_fast.eval.interaction`): ``[F, Q, 2]`` each, from the
+    :class:`PairContact` of every pair (side 0 = the first person's vertices inside the second)."""
+    mx, mn = [], []
+    for pc in contacts:
+        for q in (pc.a_in_b, pc.b_in_a):
+            vd = q.vertex_dist.double()
+            n = q.inside.sum(-1)
+            m = vd.amax(-1) if vd.shape[-1] else vd.new_zeros(vd.shape[0])
+            mx.append(m)
+            mn.append(torch.where(n > 0, vd.sum(-1) / n.clamp_min(1), torch.zeros_like(m)))
+    if not mx:
+        return torch.zeros(0, 0, 2, dtype=torch.float64), torch.zeros(0, 0, 2, dtype=torch.float64)
+    return torch.stack(mx, -1).unflatten(-1, (-1, 2)), torch.stack(mn, -1).unflatten(-1, (-1, 2))
+
+
 def person_pairs(num_people: int) -> list[tuple[int, int]]:
     """The pairs ``(a, b), a < b`` in the order of :func:`vertex_contact`'s pair axis."""
     return list(itertools.combinations(range(num_people), 2))
@@ -359,18 +350,28 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
             contact in that frame (default: everyone everywhere).
     Returns:
         numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
-        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``;
+        int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``,
+        ``depth_max`` / ``depth_mean`` float32 ``[F, Q, 2]`` (:func:`depth_arrays`, metres; 0 for
+        pairs with an absent person);
         with ``parts``: ``contact_regions`` bool ``[F, Q, 2, R]``, ``part_names`` str ``[R]``,
         ``vertex_part`` int16 ``[N]``.
     """
     v = torch.as_tensor(verts)
-    labels, pairs = vertex_contact(v, torch.as_tensor(faces).to(v.device), contact_mm)
+    if v.dim() != 4:
+        raise ValueError(f"export_contact: expected verts [F, P, N, 3], got {tuple(v.shape)}")
+    f = torch.as_tensor(faces).to(v.device)
+    pairs = person_pairs(v.shape[1])
+    pcs = [pair_contact(v[:, a], v[:, b], f, contact_mm=contact_mm) for a, b in pairs]
+    labels = torch.stack([pc.contact for pc in pcs], 1) if pcs else torch.zeros((v.shape[0], 0, 2, v.shape[2]), dtype=torch.bool)
+    dmax, dmean = depth_arrays(pcs)
     if present is not None and pairs:
         pres = torch.as_tensor(np.asarray(present, dtype=bool)).reshape(v.shape[0], v.shape[1]).to(labels.device)
         both = torch.stack([pres[:, a] & pres[:, b] for a, b in pairs], 1)  # [F, Q]
         labels &= both[:, :, None, None]
+        dmax, dmean = (x * both[..., None].to(x.device, x.dtype) for x in (dmax, dmean))
     out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
-                           "contact_mm": np.asarray(float(contact_mm))}
+                           "contact_mm": np.asarray(float(contact_mm)), "depth_max": dmax.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2),
+                           "depth_mean": dmean.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2)}
     if parts is not None:
         out["contact_regions"] = parts.regions(labels.cpu()).numpy()
         out["part_names"] = np.asarray(parts.names)
@@ -383,6 +384,7 @@ __all__ = [
     "export_contact",
     "PairContact",
     "SurfaceQuery",
+    "depth_arrays",
     "pair_contact",
     "person_pairs",
     "surface_query",

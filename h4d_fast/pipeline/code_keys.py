@@ -49,7 +49,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "refine": ("pipeline/refine.py",),
     "fit": ("pipeline/fit.py", "pipeline/fit_*.py", "pipeline/lbfgs.py", "body/*.py", "ops/collision.py",
             "ops/_collision_*.py", "csrc/collision.cu", *_MESH_MEASURES),
-    "export": ("pipeline/export.py", *_BOXES, "body/*.py", *_MESH_MEASURES),
+    "export": ("pipeline/export.py", *_BOXES, "body/*.py", *_MESH_MEASURES, "ops/_contact_numba.py"),
 }
 
 # cache names of the driver that belong to a stage of STAGES under another name

@@ -220,7 +220,7 @@ def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, con
     parts = body_parts(body)
     exp = export_contact(verts, body.faces.to(verts.device), parts, contact_mm, present=present)
     write_contact(out / CONTACT_FILE, torch.from_numpy(exp["contact"]), [tuple(p) for p in exp["contact_pairs"].tolist()], frame_ids,
-                  contact_mm, parts.names, parts.vertex_part)
+                  contact_mm, parts.names, parts.vertex_part, exp["depth_max"], exp["depth_mean"])
     return sequence_contact_arrays(exp)
 
 

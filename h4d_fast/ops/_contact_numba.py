@@ -1,0 +1,426 @@
+"""Numba (CPU) kernel of :func:`h4d_fast.ops.contact.surface_query`: points of one mesh against
+another closed mesh, many frames in one parallel call.
+
+Per (frame) task, with ``h`` = the cell size (at least the band):
+
+1. **Candidates**: the points inside the other mesh's box grown by the band; every other point
+   is outside and out of reach (nothing more is done for it).
+2. **Triangle grid**: the mesh's triangles listed in the cubic cells (size ``h``, over its box
+   grown by the band) that their bounding boxes meet (two counting passes, no allocation per
+   triangle). A surface point within ``band <= h`` of a query point lies in one of the 27 cells
+   around the query's cell, so scanning their triangles gives the exact distance whenever it is
+   within the band; a point with nothing that close gets ``inf``.
+3. **Inside** (exact, no search): the signed crossings of a ray along ``-x`` with the triangles,
+   found through a 2D grid over ``(y, z)`` and decided with the watertight edge functions of the
+   collision kernels (:func:`h4d_fast.ops._collision_numba._edge`); non-zero winding = inside, so
+   a region where a posed mesh overlaps itself counts as inside (as in :mod:`h4d_fast.eval._mesh_numba`).
+4. **Inside points**: the exact distance to the surface (the triangle grid searched in growing
+   shells of cells until no unseen cell can hold a nearer triangle) and the distance to the nearest
+   *vertex* (the same search over a vertex grid): the benchmark's penetration depth.
+
+Everything is float64; tasks run in a ``prange`` (frames cost very different amounts: small dynamic
+chunks).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._collision_numba import _edge, _pt_tri_d2
+from ._mesh_numba import cell_winding, closest_st
+
+_MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
+_MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
+
+
+@njit(cache=True, nogil=True)
+def _cell_range(mn, mx, lo, h, n):
+    """Cells ``a..b`` of the interval ``[mn, mx]`` in a row of ``n`` cells; ``a > b`` when it misses them."""
+    a = int(math.floor((mn - lo) / h))
+    b = int(math.floor((mx - lo) / h))
+    if b < 0 or a > n - 1:
+        return 1, 0
+    return max(a, 0), min(b, n - 1)
+
+
+@njit(cache=True, nogil=True)
+def _tri_cells(V, faces, lo, h, nx, ny, nz):
+    """``[T, 6]`` int32 cell ranges ``(i0, i1, j0, j1, k0, k1)`` of the triangles' boxes (``i0 > i1``
+    etc. where a box misses the grid)."""
+    T = faces.shape[0]
+    out = np.empty((T, 6), np.int32)
+    for f in range(T):
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        out[f, 0], out[f, 1] = _cell_range(min(V[i0, 0], V[i1, 0], V[i2, 0]), max(V[i0, 0], V[i1, 0], V[i2, 0]), lo[0], h, nx)
+        out[f, 2], out[f, 3] = _cell_range(min(V[i0, 1], V[i1, 1], V[i2, 1]), max(V[i0, 1], V[i1, 1], V[i2, 1]), lo[1], h, ny)
+        out[f, 4], out[f, 5] = _cell_range(min(V[i0, 2], V[i1, 2], V[i2, 2]), max(V[i0, 2], V[i1, 2], V[i2, 2]), lo[2], h, nz)
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _tri_grid(rng, nx, ny, nz):
+    """Cell lists of the triangles (ranges of :func:`_tri_cells`): ``start [nx*ny*nz + 1]``, ``items [K]`` (CSR by cell)."""
+    T = rng.shape[0]
+    nc = nx * ny * nz
+    count = np.zeros(nc + 1, np.int32)
+    for f in range(T):
+        for k in range(rng[f, 4], rng[f, 5] + 1):
+            for j in range(rng[f, 2], rng[f, 3] + 1):
+                base = (k * ny + j) * nx + 1
+                for i in range(rng[f, 0], rng[f, 1] + 1):
+                    count[base + i] += 1
+    for c in range(nc):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    items = np.empty(count[nc], np.int32)
+    for f in range(T):
+        for k in range(rng[f, 4], rng[f, 5] + 1):
+            for j in range(rng[f, 2], rng[f, 3] + 1):
+                base = (k * ny + j) * nx
+                for i in range(rng[f, 0], rng[f, 1] + 1):
+                    items[fill[base + i]] = f
+                    fill[base + i] += 1
+    return count, items
+
+
+@njit(cache=True, nogil=True)
+def _vert_grid(V, lo, h, nx, ny, nz):
+    """Cell lists of the vertices (CSR by cell)."""
+    N = V.shape[0]
+    nc = nx * ny * nz
+    count = np.zeros(nc + 1, np.int32)
+    cell = np.empty(N, np.int64)
+    for v in range(N):
+        i = int(math.floor((V[v, 0] - lo[0]) / h))
+        j = int(math.floor((V[v, 1] - lo[1]) / h))
+        k = int(math.floor((V[v, 2] - lo[2]) / h))
+        if i < 0 or i >= nx or j < 0 or j >= ny or k < 0 or k >= nz:
+            cell[v] = -1  # outside the grid: found by the caller's fallback
+            continue
+        cell[v] = (k * ny + j) * nx + i
+        count[cell[v] + 1] += 1
+    for c in range(nc):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    items = np.empty(count[nc], np.int32)
+    for v in range(N):
+        if cell[v] >= 0:
+            items[fill[cell[v]]] = v
+            fill[cell[v]] += 1
+    return count, items
+
+
+@njit(cache=True, nogil=True)
+def _ray_grid(rng, ny, nz):
+    """Triangles listed in the ``(y, z)`` cells their projections' boxes meet, whatever their ``x``
+    (the ``j, k`` ranges of :func:`_tri_cells`; CSR by cell): the rays of :func:`_winding`."""
+    T = rng.shape[0]
+    nc = ny * nz
+    count = np.zeros(nc + 1, np.int32)
+    for f in range(T):
+        for k in range(rng[f, 4], rng[f, 5] + 1):
+            for j in range(rng[f, 2], rng[f, 3] + 1):
+                count[k * ny + j + 1] += 1
+    for c in range(nc):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    items = np.empty(count[nc], np.int32)
+    for f in range(T):
+        for k in range(rng[f, 4], rng[f, 5] + 1):
+            for j in range(rng[f, 2], rng[f, 3] + 1):
+                c = k * ny + j
+                items[fill[c]] = f
+                fill[c] += 1
+    return count, items
+
+
+@njit(cache=True, nogil=True)
+def _dilate(start, nx, ny, nz):
+    """``[nz, ny, nx]`` uint8: 1 where a cell or one of its 26 neighbours lists a triangle."""
+    a = np.zeros((nz, ny, nx), np.uint8)
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                c = (k * ny + j) * nx + i
+                if start[c + 1] > start[c]:
+                    a[k, j, i] = 1
+    b = np.zeros((nz, ny, nx), np.uint8)
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if a[k, j, i]:
+                    for ii in range(max(i - 1, 0), min(i + 2, nx)):
+                        b[k, j, ii] = 1
+    a[:] = 0
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if b[k, j, i]:
+                    for jj in range(max(j - 1, 0), min(j + 2, ny)):
+                        a[k, jj, i] = 1
+    b[:] = 0
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if a[k, j, i]:
+                    for kk in range(max(k - 1, 0), min(k + 2, nz)):
+                        b[kk, j, i] = 1
+    return b
+
+
+@njit(cache=True, nogil=True)
+def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
+    """Signed crossings of the ray from ``p`` along ``-x`` with the mesh (0 = outside)."""
+    j = int(math.floor((py - lo[1]) / h))
+    k = int(math.floor((pz - lo[2]) / h))
+    if j < 0 or j >= ny or k < 0 or k >= nz:
+        return 0
+    c = k * ny + j
+    w = 0
+    for t in range(rstart[c], rstart[c + 1]):
+        f = ritems[t]
+        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        y0, z0 = V[i0, 1], V[i0, 2]
+        y1, z1 = V[i1, 1], V[i1, 2]
+        y2, z2 = V[i2, 1], V[i2, 2]
+        e0, s0 = _edge(i1, i2, y1, z1, y2, z2, py, pz)
+        e1, s1 = _edge(i2, i0, y2, z2, y0, z0, py, pz)
+        e2, s2 = _edge(i0, i1, y0, z0, y1, z1, py, pz)
+        if s0 != 0 and s0 == s1 and s1 == s2:
+            den = e0 + e1 + e2
+            xc = (e0 * V[i0, 0] + e1 * V[i1, 0] + e2 * V[i2, 0]) / den if den != 0 else V[i0, 0]
+            if xc < px:
+                w += int(s0)
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
+    """Smallest squared distance (below ``best``) to the triangles (``tris``) or vertices listed in the
+    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none)."""
+    for k in range(ck - r, ck + r + 1):
+        if k < 0 or k >= nz:
+            continue
+        for j in range(cj - r, cj + r + 1):
+            if j < 0 or j >= ny:
+                continue
+            edge_jk = abs(k - ck) == r or abs(j - cj) == r
+            step = 1 if edge_jk else 2 * r
+            # squared distance from p to the cell rows' (y, z) extent: cells no nearer than best are skipped
+            y0 = lo[1] + j * h
+            z0 = lo[2] + k * h
+            dy_ = max(y0 - py, py - (y0 + h), 0.0)
+            dz_ = max(z0 - pz, pz - (z0 + h), 0.0)
+            dyz = dy_ * dy_ + dz_ * dz_
+            i = ci - r
+            while i <= ci + r:
+                x0 = lo[0] + i * h
+                dx_ = max(x0 - px, px - (x0 + h), 0.0)
+                if i >= 0 and i < nx and dyz + dx_ * dx_ < best:
+                    c = (k * ny + j) * nx + i
+                    for t in range(start[c], start[c + 1]):
+                        e = items[t]
+                        if tris:
+                            a, b, cc = faces[e, 0], faces[e, 1], faces[e, 2]
+                            d2 = _pt_tri_d2(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
+                        else:
+                            dx, dy, dz = px - V[e, 0], py - V[e, 1], pz - V[e, 2]
+                            d2 = dx * dx + dy * dy + dz * dz
+                        if d2 < best:
+                            best = d2
+                            bi = e
+                if r == 0:
+                    break
+                i += step
+    return best, bi
+
+
+@njit(cache=True, nogil=True)
+def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
+    """Distance to the nearest triangle (``tris``) or vertex listed in the grid, searched in growing
+    shells of cells around ``p`` (inside the grid). Returns ``inf`` when the nearest one may lie
+    outside the grid (elements outside it are not listed: the caller falls back to all of them)."""
+    ci = min(max(int(math.floor((px - lo[0]) / h)), 0), nx - 1)
+    cj = min(max(int(math.floor((py - lo[1]) / h)), 0), ny - 1)
+    ck = min(max(int(math.floor((pz - lo[2]) / h)), 0), nz - 1)
+    # anything outside the grid is at least this far from p
+    edge = min(px - lo[0], lo[0] + nx * h - px, py - lo[1], lo[1] + ny * h - py, pz - lo[2], lo[2] + nz * h - pz)
+    edge2 = max(edge, 0.0) ** 2
+    rmax = max(nx, ny, nz)
+    best = np.inf
+    bi = -1
+    for r in range(rmax + 1):
+        best, bi = _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
+        # every cell at shell r + 1 or beyond is at least r * h away from p (p lies in its own cell)
+        if best <= (r * h) * (r * h):
+            break
+    if best > edge2:
+        return np.inf, -1
+    return math.sqrt(best), bi
+
+
+@njit(cache=True, nogil=True)
+def _brute_nearest(px, py, pz, V, faces, tris):
+    best = np.inf
+    bi = -1
+    if tris:
+        for f in range(faces.shape[0]):
+            a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+            d2 = _pt_tri_d2(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[c, 0], V[c, 1], V[c, 2])
+            if d2 < best:
+                best = d2
+                bi = f
+    else:
+        for v in range(V.shape[0]):
+            dx, dy, dz = px - V[v, 0], py - V[v, 1], pz - V[v, 2]
+            d2 = dx * dx + dy * dy + dz * dz
+            if d2 < best:
+                best = d2
+                bi = v
+    return math.sqrt(best), bi
+
+
+@njit(cache=True, nogil=True)
+def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
+    """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
+    must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
+    (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
+    closest point's coordinates in it (``a + s (b - a) + t (c - a)``)."""
+    M = P.shape[0]
+    lo = np.empty(3)
+    hi = np.empty(3)
+    for a in range(3):
+        lo[a] = np.inf
+        hi[a] = -np.inf
+    for v in range(V.shape[0]):
+        for a in range(3):
+            x = V[v, a]
+            if x < lo[a]:
+                lo[a] = x
+            if x > hi[a]:
+                hi[a] = x
+    for a in range(3):
+        if not (math.isfinite(lo[a]) and math.isfinite(hi[a])):
+            return
+        lo[a] -= band
+        hi[a] += band
+    # the grids cover the candidates' box grown by the band and a margin (a point deeper than that
+    # inside the mesh falls back to a search of every triangle), within the mesh's box
+    clo = np.empty(3)
+    chi = np.empty(3)
+    for a in range(3):
+        clo[a] = np.inf
+        chi[a] = -np.inf
+    n_cand = 0
+    for m in range(M):
+        if lo[0] <= P[m, 0] <= hi[0] and lo[1] <= P[m, 1] <= hi[1] and lo[2] <= P[m, 2] <= hi[2]:
+            n_cand += 1
+            for a in range(3):
+                clo[a] = min(clo[a], P[m, a])
+                chi[a] = max(chi[a], P[m, a])
+    if n_cand == 0:
+        return
+    for a in range(3):
+        clo[a] = max(clo[a] - band - _MARGIN, lo[a])
+        chi[a] = min(chi[a] + band + _MARGIN, hi[a])
+    vol = (chi[0] - clo[0]) * (chi[1] - clo[1]) * (chi[2] - clo[2])
+    h = max(h, band, (vol / _MAX_CELLS) ** (1.0 / 3.0))
+    nx = max(1, int(math.ceil((chi[0] - clo[0]) / h)))
+    ny = max(1, int(math.ceil((chi[1] - clo[1]) / h)))
+    nz = max(1, int(math.ceil((chi[2] - clo[2]) / h)))
+    rng = _tri_cells(V, faces, clo, h, nx, ny, nz)
+    tstart, titems = _tri_grid(rng, nx, ny, nz)
+    cwind = cell_winding(V, faces, clo, h, nx, ny, nz)
+    near = _dilate(tstart, nx, ny, nz)
+    rstart = np.zeros(1, np.int32)
+    ritems = np.zeros(1, np.int32)
+    have_r = False
+    vstart = np.zeros(1, np.int32)
+    vitems = np.zeros(1, np.int32)
+    have_v = False
+    b2 = band * band
+    for m in range(M):
+        px, py, pz = P[m, 0], P[m, 1], P[m, 2]
+        if not (clo[0] <= px <= chi[0] and clo[1] <= py <= chi[1] and clo[2] <= pz <= chi[2]):
+            continue
+        ci = min(int((px - clo[0]) / h), nx - 1)
+        cj = min(int((py - clo[1]) / h), ny - 1)
+        ck = min(int((pz - clo[2]) / h), nz - 1)
+        c = (ck * ny + cj) * nx + ci
+        if tstart[c + 1] == tstart[c]:  # no triangle in the cell: the centre's side is the point's
+            ins = cwind[ck, cj, ci] != 0
+        else:
+            if not have_r:
+                rstart, ritems = _ray_grid(rng, ny, nz)
+                have_r = True
+            ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
+        bi = -1
+        if ins:
+            inside[m] = 1
+            d, bi = _nearest(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, True)
+            if not math.isfinite(d):
+                d, bi = _brute_nearest(px, py, pz, V, faces, True)
+            dist[m] = d
+            if not have_v:
+                vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
+                have_v = True
+            d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+            vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+        elif near[ck, cj, ci]:
+            # only triangles within the band matter: start the search there (farther cells are skipped)
+            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
+            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
+            if best <= b2:
+                dist[m] = math.sqrt(best)
+            else:
+                bi = -1
+        if bi >= 0 and tri.shape[0] == M:
+            a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
+            s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
+            tri[m] = bi
+            st[m, 0] = s_
+            st[m, 1] = t_
+
+
+@njit(parallel=True, cache=True)
+def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
+    closest = tri.shape[0] == P.shape[0]
+    for f in prange(P.shape[0]):
+        if closest:
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f])
+        else:
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
+
+
+def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
+                 closest: bool = False) -> tuple[np.ndarray, ...]:
+    """``points [F, M, 3]`` against the closed meshes ``verts [F, N, 3]`` (``faces [T, 3]``), float64.
+
+    Returns ``dist [F, M]`` (exact distance to the surface where within ``band`` or inside, else
+    ``inf``), ``inside [F, M]`` bool and ``vdist [F, M]`` (distance to the nearest vertex where
+    inside, else 0); with ``closest`` also ``tri [F, M]`` int32 (the closest triangle where the
+    distance is finite, else -1) and ``st [F, M, 2]`` (the closest point ``a + s (b - a) + t (c - a)``
+    of that triangle). ``cell``: the grid cell (default 2 cm; at least ``band`` and 5 mm).
+    """
+    P = np.ascontiguousarray(points, dtype=np.float64)
+    V = np.ascontiguousarray(verts, dtype=np.float64)
+    fc = np.ascontiguousarray(faces, dtype=np.int64)
+    F, M = P.shape[:2]
+    dist = np.full((F, M), np.inf)
+    inside = np.zeros((F, M), np.uint8)
+    vdist = np.zeros((F, M))
+    tri = np.full((F, M) if closest else (1, 0), -1, np.int32)
+    st = np.zeros((F, M, 2) if closest else (1, 0, 2))
+    if F and M:
+        with numba.parallel_chunksize(1):
+            _query_frames(P, V, fc, float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
+    if closest:
+        return dist, inside.astype(bool), vdist, tri, st
+    return dist, inside.astype(bool), vdist
+
+
+__all__ = ["query_frames", "query_task"]
