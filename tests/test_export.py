@@ -49,7 +49,9 @@ def test_export_round_trip(body, tmp_path):
     # one frame file, as the released ones: dicts of float32 arrays
     d = read_npy(tmp_path / "smpl" / "00006.npy")
     assert set(d) == set(NAMES)
-    assert {k: v.shape for k, v in d["aria02"].items()} == {
+    ident = {k: d["aria02"][k] for k in ("body_model_sha256", "body_model_gender", "body_model_num_betas")}
+    assert len(ident["body_model_sha256"]) == 64 and ident["body_model_num_betas"] == 10, ident  # the body model's identity
+    assert {k: v.shape for k, v in d["aria02"].items() if not k.startswith("body_model_")} == {
         "global_orient": (3,), "transl": (3,), "body_pose": (69,), "betas": (10,), "vertices": (body.num_vertices, 3), "joints": (45, 3),
     }  # fmt: skip
     # poses3d: COCO joints of the fitted model, valid 1

@@ -33,7 +33,7 @@ _OKS = ("ops/oks.py", "ops/_oks_*.py", "csrc/oks.cu")
 _BOXES = ("ops/boxes.py", "ops/_boxes_*.py")
 # penetration and contact of meshes (the fit reports penetration, the export writes contact labels)
 _MESH_MEASURES = ("ops/penetration.py", "ops/contact.py", "ops/mesh_geometry.py", "ops/_mesh_numba.py", "ops/_collision_numba.py",
-                  "ops/_collision_torch.py")
+                  "ops/_collision_torch.py", "ops/_contact_numba.py")
 
 # stage -> the files that compute it (beside COMMON). The keys of the stages chain (filter -> track
 # -> refine -> fit; detect's pass 2 runs filter/track/refine), so a stage's list need not repeat its
@@ -49,7 +49,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     "refine": ("pipeline/refine.py",),
     "fit": ("pipeline/fit.py", "pipeline/fit_*.py", "pipeline/lbfgs.py", "body/*.py", "ops/collision.py",
             "ops/_collision_*.py", "csrc/collision.cu", *_MESH_MEASURES),
-    "export": ("pipeline/export.py", *_BOXES, "body/*.py", *_MESH_MEASURES, "ops/_contact_numba.py"),
+    "export": ("pipeline/export.py", *_BOXES, "body/*.py", *_MESH_MEASURES),
 }
 
 # cache names of the driver that belong to a stage of STAGES under another name
