@@ -139,6 +139,20 @@ def _ray_grid(rng, ny, nz):
 
 
 @njit(cache=True, nogil=True)
+def _dilate_axis(src, dst, di, dj, dk):
+    """``dst |= src`` shifted by -1, 0 and +1 cells along the axis ``(di, dj, dk)`` (x, y, z)."""
+    nz, ny, nx = src.shape
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if src[k, j, i]:
+                    for t in range(-1, 2):
+                        kk, jj, ii = k + t * dk, j + t * dj, i + t * di
+                        if 0 <= kk < nz and 0 <= jj < ny and 0 <= ii < nx:
+                            dst[kk, jj, ii] = 1
+
+
+@njit(cache=True, nogil=True)
 def _dilate(start, nx, ny, nz):
     """``[nz, ny, nx]`` uint8: 1 where a cell or one of its 26 neighbours lists a triangle."""
     a = np.zeros((nz, ny, nx), np.uint8)
@@ -148,27 +162,12 @@ def _dilate(start, nx, ny, nz):
                 c = (k * ny + j) * nx + i
                 if start[c + 1] > start[c]:
                     a[k, j, i] = 1
-    b = np.zeros((nz, ny, nx), np.uint8)
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                if a[k, j, i]:
-                    for ii in range(max(i - 1, 0), min(i + 2, nx)):
-                        b[k, j, ii] = 1
+    b = np.zeros((nz, ny, nx), np.uint8)  # a 3x3x3 dilation, one axis at a time
+    _dilate_axis(a, b, 1, 0, 0)
     a[:] = 0
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                if b[k, j, i]:
-                    for jj in range(max(j - 1, 0), min(j + 2, ny)):
-                        a[k, jj, i] = 1
+    _dilate_axis(b, a, 0, 1, 0)
     b[:] = 0
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                if a[k, j, i]:
-                    for kk in range(max(k - 1, 0), min(k + 2, nz)):
-                        b[kk, j, i] = 1
+    _dilate_axis(a, b, 0, 0, 1)
     return b
 
 
