@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._collision_numba import _edge, _pt_tri_d2
-from ._mesh_numba import cell_winding, closest_st
+from ._mesh_numba import cell_winding, closest_st, vertex_bounds
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
@@ -290,18 +290,7 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
     (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
     closest point's coordinates in it (``a + s (b - a) + t (c - a)``)."""
     M = P.shape[0]
-    lo = np.empty(3)
-    hi = np.empty(3)
-    for a in range(3):
-        lo[a] = np.inf
-        hi[a] = -np.inf
-    for v in range(V.shape[0]):
-        for a in range(3):
-            x = V[v, a]
-            if x < lo[a]:
-                lo[a] = x
-            if x > hi[a]:
-                hi[a] = x
+    lo, hi = vertex_bounds(V)
     for a in range(3):
         if not (math.isfinite(lo[a]) and math.isfinite(hi[a])):
             return

@@ -70,15 +70,10 @@ def cell_winding(verts, faces, lo, cell, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def candidates(points, verts, faces, cell):
-    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
-    M = points.shape[0]
-    out = np.zeros(M, np.uint8)
-    lo = np.empty(3)
-    hi = np.empty(3)
-    for a in range(3):
-        lo[a] = np.inf
-        hi[a] = -np.inf
+def vertex_bounds(verts):
+    """``(lo [3], hi [3])``: the vertices' box (inf / -inf when there are none)."""
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
     for v in range(verts.shape[0]):
         for a in range(3):
             x = verts[v, a]
@@ -86,6 +81,15 @@ def candidates(points, verts, faces, cell):
                 lo[a] = x
             if x > hi[a]:
                 hi[a] = x
+    return lo, hi
+
+
+@njit(cache=True, nogil=True)
+def candidates(points, verts, faces, cell):
+    """``[M]`` uint8: 1 where a point may be inside the mesh ``verts, faces`` (see module docstring)."""
+    M = points.shape[0]
+    out = np.zeros(M, np.uint8)
+    lo, hi = vertex_bounds(verts)
     n = np.empty(3, np.int64)
     for a in range(3):
         n[a] = max(1, int(math.ceil((hi[a] - lo[a]) / cell)))
