@@ -64,26 +64,34 @@ def _tri_cells(V, faces, lo, h, nx, ny, nz):
 @njit(cache=True, nogil=True)
 def _tri_grid(rng, nx, ny, nz):
     """Cell lists of the triangles (ranges of :func:`_tri_cells`): ``start [nx*ny*nz + 1]``, ``items [K]`` (CSR by cell)."""
+    return _csr_cells(rng, nx, ny, nz, True)
+
+
+@njit(cache=True, nogil=True)
+def _csr_cells(rng, nx, ny, nz, with_x):
+    """Triangles listed in the cells their ranges ``rng [T, 6]`` meet, as CSR ``(start, items)``;
+    without ``with_x`` the cells are the ``(y, z)`` columns (``nx`` must then be 1)."""
     T = rng.shape[0]
     nc = nx * ny * nz
     count = np.zeros(nc + 1, np.int32)
     for f in range(T):
+        i0, i1 = (rng[f, 0], rng[f, 1]) if with_x else (0, 0)
         for k in range(rng[f, 4], rng[f, 5] + 1):
             for j in range(rng[f, 2], rng[f, 3] + 1):
-                base = (k * ny + j) * nx + 1
-                for i in range(rng[f, 0], rng[f, 1] + 1):
-                    count[base + i] += 1
+                for i in range(i0, i1 + 1):
+                    count[(k * ny + j) * nx + i + 1] += 1
     for c in range(nc):
         count[c + 1] += count[c]
     fill = count[:-1].copy()
     items = np.empty(count[nc], np.int32)
     for f in range(T):
+        i0, i1 = (rng[f, 0], rng[f, 1]) if with_x else (0, 0)
         for k in range(rng[f, 4], rng[f, 5] + 1):
             for j in range(rng[f, 2], rng[f, 3] + 1):
-                base = (k * ny + j) * nx
-                for i in range(rng[f, 0], rng[f, 1] + 1):
-                    items[fill[base + i]] = f
-                    fill[base + i] += 1
+                for i in range(i0, i1 + 1):
+                    c = (k * ny + j) * nx + i
+                    items[fill[c]] = f
+                    fill[c] += 1
     return count, items
 
 
@@ -118,24 +126,7 @@ def _vert_grid(V, lo, h, nx, ny, nz):
 def _ray_grid(rng, ny, nz):
     """Triangles listed in the ``(y, z)`` cells their projections' boxes meet, whatever their ``x``
     (the ``j, k`` ranges of :func:`_tri_cells`; CSR by cell): the rays of :func:`_winding`."""
-    T = rng.shape[0]
-    nc = ny * nz
-    count = np.zeros(nc + 1, np.int32)
-    for f in range(T):
-        for k in range(rng[f, 4], rng[f, 5] + 1):
-            for j in range(rng[f, 2], rng[f, 3] + 1):
-                count[k * ny + j + 1] += 1
-    for c in range(nc):
-        count[c + 1] += count[c]
-    fill = count[:-1].copy()
-    items = np.empty(count[nc], np.int32)
-    for f in range(T):
-        for k in range(rng[f, 4], rng[f, 5] + 1):
-            for j in range(rng[f, 2], rng[f, 3] + 1):
-                c = k * ny + j
-                items[fill[c]] = f
-                fill[c] += 1
-    return count, items
+    return _csr_cells(rng, 1, ny, nz, False)
 
 
 @njit(cache=True, nogil=True)
