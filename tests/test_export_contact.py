@@ -87,3 +87,41 @@ def test_export_without_contact_mm_or_with_one_person_writes_no_contact(body, tm
     one = FitResult(res.global_orient[:, :1], res.body_pose[:, :1], res.betas[:1], res.transl[:, :1])
     export_harmony4d(tmp_path / "b", one, body, [1, 2], NAMES[:1], contact_mm=10.0)
     assert not (tmp_path / "b" / "contact").exists()
+
+
+def test_export_contact_summary_path_matches_the_pair_queries(body):
+    """The export's summary kernel (float32 vertices, no per-point distance arrays) gives the pair
+    queries' labels and penetration depths (float64 path): same labels, depths within 1e-6 m."""
+    from h4d_fast.ops.contact import depth_arrays, export_contact, pair_contact
+
+    res = _touching()
+    verts, _ = FastBody(body).vertices(res.global_orient.reshape(-1, 3), res.body_pose.reshape(-1, 69),
+                                       res.betas.repeat(3, 1), res.transl.reshape(-1, 3))
+    v = verts.view(3, 3, -1, 3).float()
+    v[:, 1, :, 0] -= 0.02  # push person 1 into person 0: vertices inside, depths > 0
+    exp = export_contact(v, body.faces, contact_mm=10.0)
+    pcs = [pair_contact(v[:, a].double(), v[:, b].double(), body.faces, contact_mm=10.0) for a, b in [(0, 1), (0, 2), (1, 2)]]
+    np.testing.assert_array_equal(exp["contact"], torch.stack([pc.contact for pc in pcs], 1).numpy())
+    dmax, dmean = depth_arrays(pcs)
+    assert float(dmax[:, 0].min()) > 0.005  # the set-up does penetrate
+    np.testing.assert_allclose(exp["depth_max"], dmax.numpy(), atol=1e-6)
+    np.testing.assert_allclose(exp["depth_mean"], dmean.numpy(), atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_export_contact_of_cuda_meshes_is_the_host_kernels(body):
+    """Meshes on the GPU: the export's labels and depths are the exact host kernel's
+    (:func:`h4d_fast.ops.contact.contact_on_host`), the same as for the CPU copy."""
+    from h4d_fast.ops.contact import contact_on_host, export_contact
+
+    if not contact_on_host():
+        pytest.skip("numba is not installed: the export's contact runs on the device")
+    res = _touching()
+    verts, _ = FastBody(body).vertices(res.global_orient.reshape(-1, 3), res.body_pose.reshape(-1, 69),
+                                       res.betas.repeat(3, 1), res.transl.reshape(-1, 3))
+    v = verts.view(3, 3, -1, 3).float()
+    v[:, 1, :, 0] -= 0.02
+    cpu = export_contact(v, body.faces, contact_mm=10.0)
+    gpu = export_contact(v.cuda(), body.faces.cuda(), contact_mm=10.0)
+    for k in ("contact", "depth_max", "depth_mean"):
+        np.testing.assert_array_equal(gpu[k], cpu[k])

@@ -375,6 +375,46 @@ def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
             query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
 
 
+@njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
+def _contact_frames(P, V, faces, band, h, contact, dmax, dsum, nin):
+    none_i = np.zeros(0, np.int32)
+    none_st = np.zeros((0, 2))
+    for f in prange(P.shape[0]):
+        M = P.shape[1]
+        dist = np.full(M, np.inf)
+        inside = np.zeros(M, np.uint8)
+        vdist = np.zeros(M)
+        query_task(P[f], V[f], faces, band, h, dist, inside, vdist, none_i, none_st)
+        for m in range(M):
+            if inside[m]:
+                contact[f, m] = True
+                nin[f] += 1
+                dsum[f] += vdist[m]
+                if vdist[m] > dmax[f]:
+                    dmax[f] = vdist[m]
+            elif dist[m] <= band:
+                contact[f, m] = True
+
+
+def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, ...]:
+    """The export's summary of :func:`query_frames` without its per-point arrays: ``contact [F, M]``
+    bool (inside, or within ``band`` of the surface) and per frame the inside points' largest and
+    summed nearest-vertex distance and their number (``[F]`` each). Float32 or float64 input (the
+    geometry is computed in float64 either way for the cell grid; float32 coordinates are read as they are)."""
+    P = np.ascontiguousarray(points)
+    V = np.ascontiguousarray(verts, dtype=P.dtype)
+    if P.dtype not in (np.float32, np.float64):
+        P, V = P.astype(np.float64), V.astype(np.float64)
+    F, M = P.shape[:2]
+    contact = np.zeros((F, M), np.bool_)
+    dmax, dsum, nin = np.zeros(F), np.zeros(F), np.zeros(F, np.int64)
+    if F and M:
+        with numba.parallel_chunksize(1):
+            _contact_frames(P, V, np.ascontiguousarray(faces, dtype=np.int64), float(band), max(float(cell) or 0.02, float(band), 0.005),
+                            contact, dmax, dsum, nin)
+    return contact, dmax, dsum, nin
+
+
 def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
                  closest: bool = False) -> tuple[np.ndarray, ...]:
     """``points [F, M, 3]`` against the closed meshes ``verts [F, N, 3]`` (``faces [T, 3]``), float64.
@@ -402,4 +442,4 @@ def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band:
     return dist, inside.astype(bool), vdist
 
 
-__all__ = ["query_frames", "query_task"]
+__all__ = ["contact_frames", "query_frames", "query_task"]

@@ -24,6 +24,10 @@ The surface query (:func:`surface_query`) runs on the points that can matter:
    deeper than ~``band + r + c`` (about 8 cm for the default body) inside the other body is found
    only when that normal test says so (it does inside locally convex parts, i.e. limbs and torso).
 
+The export (:func:`export_contact`) runs the grid kernel whenever numba is installed, for meshes on
+any device (:func:`contact_on_host`): its labels are exact, and on the host's cores it is the faster
+of the two.
+
 Outputs per queried point: ``dist`` (distance to the closest surface point, metres; ``inf`` where
 it is farther than the band and outside), ``inside`` and ``vertex_dist`` (distance to
 the nearest *vertex* of the other mesh where inside, 0 elsewhere: the penetration depth as the
@@ -128,6 +132,9 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
         raise ValueError(f"surface_query: expected points [F, M, 3] and verts [F, N, 3], got {tuple(points.shape)}, {tuple(verts.shape)}")
     F, M = points.shape[:2]
     dev = points.device
+    if dev.type == "cpu" and _pen._numba_depth() is not None and F and M:
+        with torch.no_grad():
+            return _query_numba(_f64(points), _f64(verts), faces, band, points.dtype)
     dist = torch.full((F, M), float("inf"), dtype=points.dtype, device=dev)
     inside = torch.zeros((F, M), dtype=torch.bool, device=dev)
     vdist = torch.zeros((F, M), dtype=points.dtype, device=dev)
@@ -138,9 +145,6 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
         points, verts = points.detach(), verts.detach()
         lo, hi = _boxes(verts)
         cand = ((points >= lo[:, None] - band) & (points <= hi[:, None] + band)).all(-1)  # [F, M]
-        if dev.type == "cpu" and _pen._numba_depth() is not None:
-            _query_numba(points, verts, faces, band, out)
-            return out
         topo = _topology(faces, verts.shape[1])
         if dev.type != "cpu":
             _query_gpu(points, verts, topo, _gpu_needed(points, verts, faces, cand, band), k, out)
@@ -149,14 +153,17 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
     return out
 
 
-def _query_numba(points: Tensor, verts: Tensor, faces: Tensor, band: float, out: SurfaceQuery) -> None:
-    """Every frame in one parallel call of the grid kernel (:mod:`h4d_fast.ops._contact_numba`)."""
+def _f64(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float64)
+
+
+def _query_numba(points: np.ndarray, verts: np.ndarray, faces: Tensor, band: float, dtype: torch.dtype) -> SurfaceQuery:
+    """Every frame in one parallel call of the grid kernel (:mod:`h4d_fast.ops._contact_numba`),
+    on float64 arrays; the result in ``dtype``."""
     from ._contact_numba import query_frames
 
-    d, ins, vd = query_frames(points.double().numpy(), verts.double().numpy(), faces.detach().long().cpu().numpy(), band)
-    out.dist.copy_(torch.from_numpy(d))
-    out.inside.copy_(torch.from_numpy(ins))
-    out.vertex_dist.copy_(torch.from_numpy(vd))
+    d, ins, vd = query_frames(points, verts, faces.detach().long().cpu().numpy(), band)
+    return SurfaceQuery(torch.from_numpy(d).to(dtype), torch.from_numpy(ins), torch.from_numpy(vd).to(dtype))
 
 
 def _query_torch(points: Tensor, verts: Tensor, topo, cand: Tensor, k: int, out: SurfaceQuery) -> None:
@@ -281,10 +288,18 @@ def pair_contact(
     lb, hb = _boxes(vb)
     near = ((la <= hb + band) & (lb <= ha + band)).all(-1)  # [F]
     F = va.shape[0]
-    if bool(near.all()) or F == 0:
-        return PairContact(surface_query(va, vb, faces_b, band, k), surface_query(vb, va, faces_a, band, k), band)
+    every = bool(near.all()) or F == 0
     idx = near.nonzero()[:, 0]
-    qa, qb = surface_query(va[idx], vb[idx], faces_b, band, k), surface_query(vb[idx], va[idx], faces_a, band, k)
+    if va.device.type == "cpu" and _pen._numba_depth() is not None and F:
+        # the grid kernel on float64 copies made once for both directions
+        a64, b64 = (_f64(v) if every else _f64(v[idx]) for v in (va, vb))
+        qa, qb = _query_numba(a64, b64, faces_b, band, va.dtype), _query_numba(b64, a64, faces_a, band, vb.dtype)
+    elif every:
+        qa, qb = surface_query(va, vb, faces_b, band, k), surface_query(vb, va, faces_a, band, k)
+    else:
+        qa, qb = surface_query(va[idx], vb[idx], faces_b, band, k), surface_query(vb[idx], va[idx], faces_a, band, k)
+    if every:
+        return PairContact(qa, qb, band)
 
     def full(q: SurfaceQuery, n: int) -> SurfaceQuery:
         o = SurfaceQuery(torch.full((F, n), float("inf"), dtype=va.dtype, device=va.device),
@@ -361,9 +376,12 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
         raise ValueError(f"export_contact: expected verts [F, P, N, 3], got {tuple(v.shape)}")
     f = torch.as_tensor(faces).to(v.device)
     pairs = person_pairs(v.shape[1])
-    pcs = [pair_contact(v[:, a], v[:, b], f, contact_mm=contact_mm) for a, b in pairs]
-    labels = torch.stack([pc.contact for pc in pcs], 1) if pcs else torch.zeros((v.shape[0], 0, 2, v.shape[2]), dtype=torch.bool)
-    dmax, dmean = depth_arrays(pcs)
+    if contact_on_host() and pairs:
+        labels, dmax, dmean = _export_numba(v.detach().cpu(), f.cpu(), pairs, contact_mm / 1000.0)
+    else:
+        pcs = [pair_contact(v[:, a], v[:, b], f, contact_mm=contact_mm) for a, b in pairs]
+        labels = torch.stack([pc.contact for pc in pcs], 1) if pcs else torch.zeros((v.shape[0], 0, 2, v.shape[2]), dtype=torch.bool)
+        dmax, dmean = depth_arrays(pcs)
     if present is not None and pairs:
         pres = torch.as_tensor(np.asarray(present, dtype=bool)).reshape(v.shape[0], v.shape[1]).to(labels.device)
         both = torch.stack([pres[:, a] & pres[:, b] for a, b in pairs], 1)  # [F, Q]
@@ -379,8 +397,47 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
     return out
 
 
+def contact_on_host() -> bool:
+    """Whether :func:`export_contact` runs the exact grid kernel on the host (numba present), for
+    tensors on any device. It does on a GPU machine too: the per-frame grids cost about 3 ms of one
+    core per frame and direction (2 people, 13,380 vertices), so the host's cores do a 600-frame
+    capture in a fraction of a second, where the GPU path (a bounded search, see the module
+    docstring) took 5 s on an H100 (bench/results/2026-12-07-h100-final/)."""
+    return _pen._numba_depth() is not None
+
+
+def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`export_contact`'s labels and depths through the grid kernel's per-frame summary
+    (:func:`h4d_fast.ops._contact_numba.contact_frames`): no per-point distance arrays, the vertices
+    read in their own precision (float32 or float64), and frames whose boxes are farther apart than
+    the band not queried."""
+    from ._contact_numba import contact_frames
+
+    F, P, N = v.shape[:3]
+    arr = v.detach().numpy()
+    if arr.dtype not in (np.float32, np.float64):
+        arr = arr.astype(np.float64)
+    lo, hi = arr.min(2), arr.max(2)  # [F, P, 3]
+    fcs = faces.detach().long().cpu().numpy()
+    labels = np.zeros((F, len(pairs), 2, N), dtype=bool)
+    dmax = np.zeros((F, len(pairs), 2))
+    dmean = np.zeros((F, len(pairs), 2))
+    for q, (a, b) in enumerate(pairs):
+        idx = np.nonzero(((lo[:, a] <= hi[:, b] + band) & (lo[:, b] <= hi[:, a] + band)).all(-1))[0]
+        if idx.size == 0:
+            continue
+        va, vb = arr[idx, a], arr[idx, b]
+        for side, (x, y) in enumerate(((va, vb), (vb, va))):
+            c, mx, sm, n = contact_frames(x, y, fcs, band)
+            labels[idx, q, side] = c
+            dmax[idx, q, side] = mx
+            dmean[idx, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)
+    return torch.from_numpy(labels), torch.from_numpy(dmax), torch.from_numpy(dmean)
+
+
 __all__ = [
     "DEFAULT_CONTACT_MM",
+    "contact_on_host",
     "export_contact",
     "PairContact",
     "SurfaceQuery",

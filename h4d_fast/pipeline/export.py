@@ -34,6 +34,7 @@ from ..io import faults
 from ..io.frame_files import write_frame_files
 from ..io.smpl_layout import NPZ_NAME, write_sequence_npz
 from ..ops.boxes import mesh_boxes
+from ..ops.contact import contact_on_host
 from .fit import FitResult, model_outputs
 
 if TYPE_CHECKING:
@@ -119,6 +120,10 @@ def export_harmony4d(
     if not pres.all() and (result.present is None or not np.array_equal(result.present.cpu().numpy(), pres)):
         result = _absent_removed(result, pres)
     verts, joints = model_outputs(body, result)  # [F, P, N, 3], [F, P, 45, 3] (zeros where absent)
+    verts_host = verts.float().cpu()  # for sequence.npz and the contact kernel
+    contact_job = None
+    if contact_mm is not None and P >= 2:  # the labels of every pair (on the host: beside what follows)
+        contact_job = _ContactJob(out, verts_host if contact_on_host() else verts, body, pres, float(contact_mm), [int(f) for f in frame_ids])
     coco = joints.index_select(2, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=joints.device))
     poses3d = torch.cat([coco, torch.ones_like(coco[..., :1])], -1)
     uv = bbox = None
@@ -142,12 +147,11 @@ def export_harmony4d(
     poses3d = poses3d * torch.as_tensor(pres, device=poses3d.device)[..., None, None].to(poses3d.dtype)
     go = result.global_orient.float().cpu().numpy()
     contact: dict[str, Any] = {}
-    tc = time.perf_counter()
-    if contact_mm is not None and P >= 2:
-        contact = _contact(out, verts, body, pres, float(contact_mm), fids)
+    tc = 0.0
+    if contact_job is not None:
+        contact, tc = contact_job.result()
     else:  # no labels this time: none of an earlier export's may stay
         _remove_contact(out)
-    tc = time.perf_counter() - tc
     t1 = time.perf_counter()
     write_sequence_npz(
         out,
@@ -158,7 +162,7 @@ def export_harmony4d(
         body_pose=result.body_pose.float().cpu().numpy(),
         betas=np.broadcast_to(result.betas.float().cpu().numpy()[None], (F, *result.betas.shape)),
         transl=result.transl.float().cpu().numpy(),
-        vertices=verts.float().cpu().numpy() if write_vertices else None,
+        vertices=verts_host.numpy() if write_vertices else None,
         joints=joints.float().cpu().numpy(),
         poses3d=poses3d.float().cpu().numpy(),
         poses2d=uv,
@@ -222,6 +226,41 @@ def _contact(out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, con
     write_contact(out / CONTACT_FILE, torch.from_numpy(exp["contact"]), [tuple(p) for p in exp["contact_pairs"].tolist()], frame_ids,
                   contact_mm, parts.names, parts.vertex_part, exp["depth_max"], exp["depth_mean"])
     return sequence_contact_arrays(exp)
+
+
+class _ContactJob:
+    """:func:`_contact`, started at once: where the contact kernel runs on the host
+    (:func:`~h4d_fast.ops.contact.contact_on_host`: numba, the GIL released) it runs in a thread on
+    the host copy of the meshes while the export computes the projections and boxes; elsewhere
+    (``verts`` on their device) it runs in :meth:`result`."""
+
+    def __init__(self, out: Path, verts: Tensor, body: BodyModel, present: np.ndarray, contact_mm: float, frame_ids: list[int]):
+        self._args = (out, verts, body, present, contact_mm, frame_ids)
+        self._box: dict[str, Any] = {}
+        self._thread = None
+        if contact_on_host():
+            import threading
+
+            self._thread = threading.Thread(target=self._run, name="h4d-export-contact", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        t = time.perf_counter()
+        try:
+            self._box["value"] = _contact(*self._args)
+        except BaseException as e:  # re-raised in the caller's thread by result()
+            self._box["error"] = e
+        self._box["seconds"] = time.perf_counter() - t
+
+    def result(self) -> tuple[dict[str, np.ndarray], float]:
+        """``(the contact arrays of sequence.npz, seconds the labels took)``; raises what the job raised."""
+        if self._thread is None:
+            self._run()
+        else:
+            self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["value"], self._box["seconds"]
 
 
 __all__ = ["boxes_from_vertices", "export_harmony4d", "project_people"]
