@@ -7,13 +7,14 @@
 #   bash bench/gpu_session.sh core    # the GPU tests, then a short python -m bench (issue 13's keys)
 #   bash bench/gpu_session.sh final   # pytest -m gpu against the installed wheel, then the warm path (build the wheel into .whl first)
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
+#   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, core, verify, final, bench or images}
+phase=${1:?phase: tests, core, verify, probe, final, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -49,6 +50,11 @@ verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloa
 final)  # a short call: the GPU tests against the installed wheel (issue 16), then the warm path (issue 13)
     step wheel_gpu 170 env OUT="$R" bash bench/wheel_gpu_check.sh
     step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 120 --out "$R" --tag final
+    ;;
+probe)  # one call: the GPU tests, where a fresh process spends its time, then the image workloads
+    step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step fresh_profile 120 python3 -m bench.profile_fresh_run --device cuda --out "$R"
+    step images 270 python3 -m bench --only detect,images_to_meshes --no-sweep --budget-s 240 --out "$R" --tag images
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
