@@ -7,6 +7,7 @@
 #   bash bench/gpu_session.sh core    # the GPU tests, then a short python -m bench (issue 13's keys)
 #   bash bench/gpu_session.sh final   # pytest -m gpu against the installed wheel, then the warm path (build the wheel into .whl first)
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
+#   bash bench/gpu_session.sh check   # the GPU tests, fresh-process profile and settings, the warm path
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
@@ -14,15 +15,22 @@
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, core, verify, probe, final, bench or images}
+phase=${1:?phase: tests, core, verify, check, probe, final, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
+# The GPU machine's Python environment holds no bytecode (.pyc) and cannot store any: every process
+# compiled torch's sources again (5.2 s of a fresh `h4d run`, bench/results/2026-12-07-h100-probe/).
+# pip writes the bytecode when it installs, so a user's environment has it: here it goes under a
+# prefix of our own, written by the first process and read by the later ones.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX=/tmp/h4d-pycache
 export H4D_BENCH_COMMIT=$(cat .bench_commit 2>/dev/null) H4D_DEMO_DATA=$PWD/.demo/pose2sim_demo
 R=$OUT/$phase
 mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$R/nvidia-smi.txt"
-{ echo "commit $H4D_BENCH_COMMIT"; date -u; nproc; python3 -c 'import torch, triton; print(torch.__version__, triton.__version__)'; } > "$R/env.txt" 2>&1
+{ echo "commit $H4D_BENCH_COMMIT"; date -u; nproc; python3 -c 'import torch, triton; print(torch.__version__, triton.__version__)'
+  python3 -c 'import sys, torch, os; print("pycache_prefix", sys.pycache_prefix, "torch dir writable", os.access(os.path.dirname(torch.__file__), os.W_OK))'; } > "$R/env.txt" 2>&1
 step() {  # step NAME SECONDS CMD...: one command with its own time cap and log
     local name=$1 cap=$2; shift 2
     local t0=$EPOCHREALTIME
@@ -50,6 +58,11 @@ verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloa
 final)  # a short call: the GPU tests against the installed wheel (issue 16), then the warm path (issue 13)
     step wheel_gpu 170 env OUT="$R" bash bench/wheel_gpu_check.sh
     step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 120 --out "$R" --tag final
+    ;;
+check)  # one call: the GPU tests, fresh processes (profile; default against run.sequential_device=same), the warm path
+    step pytest_gpu 230 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
+    step fresh_profile 150 python3 -m bench.profile_fresh_run --device cuda --out "$R" --repeats 2 --variant run.sequential_device=same
+    step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 130 --out "$R" --tag check
     ;;
 probe)  # one call: the GPU tests, where a fresh process spends its time, then the image workloads
     step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"

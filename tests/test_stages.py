@@ -274,3 +274,38 @@ def test_skeleton_measures_on_known_cases():
     rep = skeleton_report(bad, gt)
     assert rep["pcp"]["per_limb"]["left_lower_arm"] == 0.5 and rep["pcp"]["per_limb"]["right_lower_arm"] == 1.0
     assert math.isclose(rep["pcp"]["mean"], 1 - 1 / (2 * len(PCP_LIMBS)))
+
+
+def test_refine_optimizer_gives_torch_lbfgs_result():
+    """Stage 4 minimises its loss with the project's L-BFGS (pipeline/lbfgs.py; torch.optim would
+    import torch._dynamo in every fresh process): from the same start, torch.optim.LBFGS with the
+    strong-Wolfe line search and the stage's settings reaches the same points. Measured: 2e-15 m
+    apart at most in float64 (rounding); margin 1e-6 m, far below a keypoint's noise (6 mm here),
+    so that a real change of the iterates (a different step, line search or history) fails."""
+    from h4d_fast.pipeline.refine import refinement_loss
+
+    clean = _walk(40, P=2, seed=7)
+    g = torch.Generator().manual_seed(8)
+    noisy = clean.clone()
+    noisy[..., :3] += 0.006 * torch.randn(noisy[..., :3].shape, generator=g, dtype=noisy.dtype)
+    cfg = Config().refine
+    out, st = refine_sequence(noisy, cfg)
+    # the reference: the stage's own inputs to the optimiser (no spikes, outliers or gaps here)
+    X, valid = noisy[..., :3], noisy[..., 3] > 0.5
+    v2 = reject_limb_outliers(X, reject_spikes(X, valid, cfg.jump_thr), cfg.limb_std_thr)
+    Xf, avail = fill_gaps(X, v2, cfg.gap_fill_max, None)
+    assert bool(avail.all()) and bool(v2.all())
+    X0 = Xf.to(torch.float64)
+    Xv = X0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([Xv], lr=1.0, max_iter=cfg.iters, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-9, tolerance_change=1e-12)
+
+    def closure():
+        opt.zero_grad()
+        loss = refinement_loss(Xv, X0, v2.to(X0.dtype), avail, cfg)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert st.loss_after < st.loss_before
+    torch.testing.assert_close(out[..., :3], Xv.detach().to(out.dtype), atol=1e-6, rtol=0)

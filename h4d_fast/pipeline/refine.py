@@ -38,6 +38,7 @@ from torch import Tensor
 from ..config import RefineConfig
 from ..constants import COCO_LIMBS, COCO_SYMMETRIC_LIMB_PAIRS
 from ._threads import single_thread
+from .lbfgs import LBFGS
 
 # Limbs whose length is fixed by the skeleton (face limbs ride on the rigid head): all COCO limbs
 # but the torso sides (5,11), (6,12) and the ear-shoulder ones (3,5), (4,6).
@@ -240,21 +241,31 @@ def _refine(poses: Tensor, cfg: RefineConfig, present: Tensor | None) -> tuple[T
     dtype = torch.float64 if Xf.dtype == torch.float64 else torch.float32
     X0 = Xf.to(dtype)
     w_obs = v2.to(dtype)
+    # the fit's L-BFGS (the same iterates as torch.optim.LBFGS with the strong-Wolfe line search,
+    # pipeline/lbfgs.py): torch.optim would import torch._dynamo, seconds of a fresh process
     Xv = X0.clone().requires_grad_(True)
-    opt = torch.optim.LBFGS([Xv], lr=1.0, max_iter=cfg.iters, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=1e-9, tolerance_change=1e-12)
 
-    def closure() -> Tensor:
-        opt.zero_grad()
+    def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            Xv.copy_(x.view_as(Xv))
         loss = refinement_loss(Xv, X0, w_obs, avail, cfg)
-        loss.backward()
-        return loss
+        (g,) = torch.autograd.grad(loss, Xv)
+        return loss.detach(), g.reshape(-1)
 
     if Xv.is_cuda and cfg.cuda_graph:
         closure = graphed_closure(lambda: refinement_loss(Xv, X0, w_obs, avail, cfg), Xv)
+
+        def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:  # noqa: F811 - the graphed evaluation
+            with torch.no_grad():
+                Xv.copy_(x.view_as(Xv))
+            return closure().detach().clone(), Xv.grad.reshape(-1).clone()
+
     with torch.no_grad():
         l0 = float(refinement_loss(X0, X0, w_obs, avail, cfg))
-    opt.step(closure)
+    xflat = X0.detach().clone().reshape(-1)
+    LBFGS(xflat, evaluate, lr=1.0, history_size=20, tolerance_grad=1e-9, tolerance_change=1e-12).step(int(cfg.iters))
+    with torch.no_grad():
+        Xv.copy_(xflat.view_as(Xv))
     with torch.no_grad():
         l1 = float(refinement_loss(Xv, X0, w_obs, avail, cfg))
         Xr = torch.where(avail[..., None], Xv.detach(), torch.zeros_like(X0)).to(poses.dtype)

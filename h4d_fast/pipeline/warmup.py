@@ -3,8 +3,8 @@
 Nothing heavy is imported when the package is (``h4d --help`` and the start of ``h4d run``
 load only the standard library, numpy and torch); each stage imports what it uses. In a fresh
 process those first uses add up (the CUDA context, the kernel backends -- Triton, CuPy, Numba --,
-``torch._dynamo``, which ``torch.optim`` imports on its first optimizer, the body model through
-smplx). :func:`start_warmup` does them in a daemon thread right after the configuration is read,
+the body model through smplx, and ``torch._dynamo``, which ``torch.optim`` imports on its first
+optimizer: only the fit's optional Adam uses one; refine and the fit's L-BFGS do not). :func:`start_warmup` does them in a daemon thread right after the configuration is read,
 so that they overlap the load (parsed by worker processes) and the early stages, which wait on
 the GPU or on those processes much of the time. Each step is what a stage would do first anyway
 (the same imports, the same cached body model), so nothing is done twice and a failure here is
@@ -41,7 +41,8 @@ def warmup_steps(cfg: Config) -> list[tuple[str, Callable[[], object]]]:
         ops.append(("collision_loss", device))
     for op, dev in ops:
         steps.append((f"backend {op}", lambda op=op, dev=dev: _backend.dispatch(op, dev, cfg.run.backend)))
-    steps.append(("torch._dynamo", lambda: importlib.import_module("torch._dynamo")))  # torch.optim's first optimizer
+    if cfg.fit.enabled and cfg.fit.optimizer == "adam":  # torch.optim's first optimizer imports torch._dynamo
+        steps.append(("torch._dynamo", lambda: importlib.import_module("torch._dynamo")))
     if cfg.fit.enabled:
         steps.append(("body model", lambda: load_body(cfg, device)))
     return steps
