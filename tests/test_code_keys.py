@@ -106,6 +106,20 @@ def test_run_many_marker_hash_follows_the_code(edit):
     assert many.config_hash(cfg) != h
 
 
+def test_the_driver_stages_are_fingerprinted():
+    """The driver's stage list runs the paper's stages in order; every cached one has a code
+    fingerprint (its key covers its code) and every fingerprint belongs to one of them."""
+    from h4d_fast.pipeline import driver
+
+    names = [s.name for s in driver.STAGES]
+    assert names == ["detect", "load", "filter", "track", "refine", "export", "fit", "export_smpl"]
+    assert [s.name for s in driver.STAGES if s.cached] == ["filter", "track", "refine", "fit"]
+    for s in driver.STAGES:
+        if s.cached:
+            assert code_keys.stage_files(s.name)
+    assert set(code_keys.STAGES) <= set(names)
+
+
 def test_unlisted_stage_has_no_key(tmp_path):
     with pytest.raises(KeyError, match="code_keys.py"):
         StageCache(tmp_path).key("a_new_stage", "", {})
