@@ -5,6 +5,7 @@ stage's list holds the modules it imports; run-many's marker hash follows the co
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 
@@ -118,6 +119,13 @@ def test_the_driver_stages_are_fingerprinted():
         if s.cached:
             assert code_keys.stage_files(s.name)
     assert set(code_keys.STAGES) <= set(names)
+    # top to bottom: a stage reads what run_sequence gives or an earlier stage made
+    fields = {f.name for f in dataclasses.fields(driver.RunState)}
+    made = {"seq", "capture", "input_key"}
+    for s in driver.STAGES:
+        assert set(s.reads) <= made, (s.name, set(s.reads) - made)
+        assert set(s.makes) <= fields, s.name
+        made |= set(s.makes)
 
 
 def test_unlisted_stage_has_no_key(tmp_path):
