@@ -1,8 +1,9 @@
-"""Timing and version helpers shared by the kernel-only scripts (``bench_oks.py``,
+"""Timing, version and command-line helpers shared by the kernel-only scripts (``bench_oks.py``,
 ``bench_triangulate.py``, ``bench_collision.py``)."""
 
 from __future__ import annotations
 
+import argparse
 import platform
 import statistics
 import time
@@ -55,3 +56,27 @@ def versions() -> dict[str, Any]:
         except Exception:  # not installed or broken
             v[mod] = None
     return v
+
+
+def parse_args(doc: str | None, backends: tuple[str, ...], cpu_repeats: int, argv: list[str] | None,
+               own: Callable[[argparse.ArgumentParser], None]) -> tuple[argparse.Namespace, torch.device, torch.dtype, int]:
+    """The command line of a kernel-only script: the shared options (``--device --frames --cameras
+    --people --dtype --backends --warmup --repeats --seed --json``) and the script's ``own``.
+    Returns the arguments, the device, the dtype and the timed runs (``--repeats``, default 20 on
+    CUDA, ``cpu_repeats`` on the CPU)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--cameras", type=int, default=20)
+    ap.add_argument("--people", type=int, default=2)
+    own(ap)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    ap.add_argument("--backends", default=",".join(backends), help="comma-separated subset of " + ",".join(backends))
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=None, help=f"timed runs (default: 20 on CUDA, {cpu_repeats} on CPU)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device")
+    return args, torch.device(args.device), getattr(torch, args.dtype), args.repeats or (20 if args.device == "cuda" else cpu_repeats)

@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._micro import time_ms, versions  # noqa: E402
+from bench._micro import parse_args, time_ms, versions  # noqa: E402
 from h4d_fast.ops import _backend, dedup_oks, oks  # noqa: E402
 
 BACKENDS = ("torch", "numba", "triton", "cupy")
@@ -68,25 +68,11 @@ def workload(frames: int, cameras: int, people: int, slots: int, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--cameras", type=int, default=20)
-    ap.add_argument("--people", type=int, default=2)
-    ap.add_argument("--slots", type=int, default=6, help="detection slots per view-frame (<= 32 for the GPU kernels)")
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    ap.add_argument("--thr", type=float, default=0.7)
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default: 20 on CUDA, 5 on CPU)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="write the results here")
-    args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device")
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    repeats = args.repeats or (20 if args.device == "cuda" else 5)
+    def own(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--slots", type=int, default=6, help="detection slots per view-frame (<= 32 for the GPU kernels)")
+        ap.add_argument("--thr", type=float, default=0.7)
+
+    args, device, dtype, repeats = parse_args(__doc__, BACKENDS, 5, argv, own)
 
     kpts, valid, people = workload(args.frames, args.cameras, args.people, args.slots, args.seed)
     kpts, valid, people = kpts.to(device, dtype), valid.to(device), people.to(device, dtype)

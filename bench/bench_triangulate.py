@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._micro import time_ms, versions  # noqa: E402
+from bench._micro import parse_args, time_ms, versions  # noqa: E402
 from h4d_fast.camera import look_at  # noqa: E402
 from h4d_fast.ops import _backend, triangulate_dlt, triangulate_ransac  # noqa: E402
 
@@ -70,26 +70,12 @@ def workload(frames: int, people: int, joints: int, V: int, noise_px: float, out
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--cameras", type=int, default=20)
-    ap.add_argument("--people", type=int, default=2)
-    ap.add_argument("--joints", type=int, default=17)
-    ap.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    ap.add_argument("--noise-px", type=float, default=2.0)
-    ap.add_argument("--outliers", type=float, default=0.1, help="fraction of outlier observations")
-    ap.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated subset of " + ",".join(BACKENDS))
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=None, help="timed runs (default: 20 on CUDA, 3 on CPU)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="write the results here")
-    args = ap.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda: no CUDA device")
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    repeats = args.repeats or (20 if args.device == "cuda" else 3)
+    def own(ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--joints", type=int, default=17)
+        ap.add_argument("--noise-px", type=float, default=2.0)
+        ap.add_argument("--outliers", type=float, default=0.1, help="fraction of outlier observations")
+
+    args, device, dtype, repeats = parse_args(__doc__, BACKENDS, 3, argv, own)
 
     xy, conf, Pm, X_true = workload(args.frames, args.people, args.joints, args.cameras, args.noise_px, args.outliers, args.seed)
     xy, conf, Pm = xy.to(device, dtype), conf.to(device, dtype), Pm.to(device, dtype)

@@ -27,8 +27,6 @@ the mean loss.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -39,7 +37,15 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, absent, context_for_script, environment, measure, measure_scaled, peak_memory_mb  # noqa: E402
+from bench.common import (  # noqa: E402
+    Context,
+    absent,
+    best_kernel,
+    measure,
+    measure_scaled,
+    peak_memory_mb,
+    workload_main,
+)
 
 GRID = 32
 SWEEP_CAP_S = 4.0  # per system and sweep point
@@ -251,30 +257,12 @@ def run(ctx: Context, frames: int | None = None, pairs: int = 1, systems: tuple[
     for k in ("triton", "cupy"):
         if f"h4d_{k}" in want:
             kernel(f"h4d_{k}", k, torch.device("cuda") if ctx.cuda else torch.device("cpu"))
-    res["best"] = best_system(S, ctx.cuda)
+    res["best"] = best_kernel(S, ctx.cuda)
     return res
 
 
-def best_system(S: dict[str, Any], cuda: bool) -> str | None:
-    cands = ("h4d_triton", "h4d_cupy") if cuda else ("h4d_numba",)
-    ok = [c for c in cands if S.get(c, {}).get("available")]
-    return min(ok, key=lambda c: S[c]["median_ms"]) if ok else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--frames", type=int)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    out = {"environment": environment(ctx.device), "collision": run(ctx, frames=args.frames)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["collision"], indent=2, default=str))
-    return out
+    return workload_main("collision", run, __doc__, argv, options=(("--frames", {"type": int}),))
 
 
 if __name__ == "__main__":

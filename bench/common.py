@@ -508,9 +508,48 @@ def image_script_main(key: str, run: Callable[[Context], dict[str, Any]], doc: s
     ctx.images_src = args.src
     ctx.onnx_models = list(getattr(args, "onnx", []))
     ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
+    return _report(key, ctx, run, args.json)
+
+
+# ----------------------------------------------------------------------------- workload scripts
+def best_kernel(S: dict[str, Any], cuda: bool) -> str | None:
+    """The fused kernel that defines a kernel workload's figure (``triangulate_ransac_ms``, ...): the
+    fastest available GPU backend on CUDA, numba on the CPU; None when none is available."""
+    cands = ("h4d_triton", "h4d_cupy") if cuda else ("h4d_numba",)
+    ok = [c for c in cands if S.get(c, {}).get("available")]
+    return min(ok, key=lambda c: S[c]["median_ms"]) if ok else None
+
+
+def workload_main(key: str, run: Callable[..., dict[str, Any]], doc: str | None, argv: list[str] | None = None,
+                  options: tuple[tuple[str, dict[str, Any]], ...] = (), tmp: bool = False) -> dict[str, Any]:
+    """The command line of a workload script (``python -m bench.collision``, ...): ``--device --quick``,
+    the ``options`` (``(flag, argparse keywords)``; each passed to ``run`` by its name) and ``--json``;
+    prints ``run(ctx, **options)`` or writes ``{"environment": ..., key: ...}`` to ``--json``. With
+    ``tmp``, ``ctx.tmp`` is a temporary folder removed after the run."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", choices=("cpu", "cuda"))
+    ap.add_argument("--quick", action="store_true")
+    for flag, kw in options:
+        ap.add_argument(flag, **kw)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    ctx = context_for_script(args.device, args.quick)
+    kwargs = {flag.lstrip("-").replace("-", "_"): getattr(args, flag.lstrip("-").replace("-", "_")) for flag, _ in options}
+    if not tmp:
+        return _report(key, ctx, lambda c: run(c, **kwargs), args.json)
+    import shutil
+
+    ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
+    try:
+        return _report(key, ctx, lambda c: run(c, **kwargs), args.json)
+    finally:
+        shutil.rmtree(ctx.tmp, ignore_errors=True)
+
+
+def _report(key: str, ctx: Context, run: Callable[[Context], dict[str, Any]], json_path: Path | None) -> dict[str, Any]:
     out = {"environment": environment(ctx.device), key: run(ctx)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2, default=str))
     else:
         print(json.dumps(out[key], indent=2, default=str))
     return out

@@ -26,8 +26,6 @@ Systems:
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,7 +37,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, absent, context_for_script, environment, measure, measure_scaled, missing, peak_memory_mb, version  # noqa: E402
+from bench.common import Context, absent, best_kernel, measure, measure_scaled, missing, peak_memory_mb, version, workload_main  # noqa: E402
 from bench.workloads import DedupInput, paper_dedup  # noqa: E402
 
 THR, KPT_THR, POLICY = 0.7, 0.2, "keep-best"
@@ -225,29 +223,12 @@ def run(ctx: Context, d: DedupInput | None = None, systems: tuple[str, ...] | No
                 ctx.log(f"  dedup cocoapi ({pkg}) {r['median_ms']:10.1f} ms" + (f" (extrapolated from {n_acc} view-frames)" if r.get("extrapolated") else ""))
             except Exception as e:
                 S["cocoapi"] = absent(f"{type(e).__name__}: {e}")
-    res["best"] = best_system(S, ctx.cuda)
+    res["best"] = best_kernel(S, ctx.cuda)
     return res
 
 
-def best_system(S: dict[str, Any], cuda: bool) -> str | None:
-    cands = ("h4d_triton", "h4d_cupy") if cuda else ("h4d_numba",)
-    ok = [c for c in cands if S.get(c, {}).get("available")]
-    return min(ok, key=lambda c: S[c]["median_ms"]) if ok else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    out = {"environment": environment(ctx.device), "dedup": run(ctx)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["dedup"], indent=2, default=str))
-    return out
+    return workload_main("dedup", run, __doc__, argv)
 
 
 if __name__ == "__main__":

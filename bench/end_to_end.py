@@ -24,8 +24,6 @@ Reported:
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -36,7 +34,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, context_for_script, environment, timed_h4d_runs  # noqa: E402
+from bench.common import Context, timed_h4d_runs, workload_main  # noqa: E402
 
 FIT_STAGE_NAMES = ("fit", "smpl", "mesh", "meshes")
 KEYPOINT_STAGES = ("load", "filter", "track", "refine", "export")  # run_keypoints + reading the sequence + keypoint outputs
@@ -116,18 +114,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    out = {"environment": environment(ctx.device), "end_to_end": run(ctx)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["end_to_end"], indent=2, default=str))
-    return out
+    return workload_main("end_to_end", run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ runs of ``run_sequence`` as a ``run-many`` GPU worker calls it (see that module)
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -30,7 +29,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Context, context_for_script, environment, repo_env  # noqa: E402
+from bench.common import REPO, Context, repo_env, workload_main  # noqa: E402
 
 #: issue 13's budgets (seconds) on one H100/H200 for 600 frames x 20 cameras x 2 people
 STAGE_BUDGETS_S = {"load": 0.3, "filter": 0.05, "track": 0.4, "refine": 0.2, "fit": 1.5, "export": 0.5}
@@ -96,22 +95,7 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
-    try:
-        out = {"environment": environment(ctx.device), "end_to_end_warm": run(ctx)}
-    finally:
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["end_to_end_warm"], indent=2, default=str))
-    return out
+    return workload_main("end_to_end_warm", run, __doc__, argv, tmp=True)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ runs after an untimed warm-up fit on a few frames; peak GPU memory of a timed ru
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import statistics
 import sys
@@ -44,7 +42,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, absent, context_for_script, environment, missing, sync  # noqa: E402
+from bench.common import Context, absent, missing, sync, workload_main  # noqa: E402
 
 NOISE_M = 0.01
 DROP = 0.03
@@ -308,19 +306,7 @@ def run(ctx: Context, frames: int | None = None, systems: tuple[str, ...] | None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--frames", type=int)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    out = {"environment": environment(ctx.device), "fitting": run(ctx, frames=args.frames)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["fitting"], indent=2, default=str))
-    return out
+    return workload_main("fitting", run, __doc__, argv, options=(("--frames", {"type": int}),))
 
 
 if __name__ == "__main__":

@@ -398,6 +398,13 @@ def acceptance_lines(R: dict[str, Any]) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- markdown
+def _note_lines(L: list[str], notes: list[str], absent: list[str]) -> None:
+    """A workload's notes, then its absent systems, as list items, then a blank line."""
+    L.extend(f"- {n}" for n in notes)
+    L.extend(f"- absent: {n}" for n in absent)
+    L.append("")
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> str:
     out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     for r in rows:
@@ -554,11 +561,7 @@ def markdown(R: dict[str, Any]) -> str:
             notes.append(f"`MPJPE` of `numpy_naive` is on its {tri['numpy_subset_points']:,} timed points; the others on all points "
                          f"(on the same subset: " + ", ".join(f"{n} {_f(r.get('mpjpe_mm_on_numpy_subset'))}" for n, r in tri["systems"].items()
                                                             if r.get("mpjpe_mm_on_numpy_subset") is not None) + " mm)")
-        for n in notes:
-            L.append(f"- {n}")
-        for n in absent:
-            L.append(f"- absent: {n}")
-        L.append("")
+        _note_lines(L, notes, absent)
 
     dd = W.get("dedup")
     if dd and "systems" in dd:
@@ -577,11 +580,7 @@ def markdown(R: dict[str, Any]) -> str:
             notes.append(f"`cocoapi` = {c['package']} {c.get('version')}; building its annotation dicts ({c['built_view_frames']:,} view-frames) "
                          f"took {c['build_dicts_ms_for_built_subset']:.0f} ms, not counted"
                          + (f"; not used: {c['not_used']}" if c.get("not_used") else ""))
-        for n in notes:
-            L.append(f"- {n}")
-        for n in absent:
-            L.append(f"- absent: {n}")
-        L.append("")
+        _note_lines(L, notes, absent)
 
     co = W.get("collision")
     if co and "systems" in co:

@@ -25,7 +25,6 @@ still written) if it runs past the time cap. GPU utilisation is sampled every 0.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -40,7 +39,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPO, Context, context_for_script, environment, repo_env  # noqa: E402
+from bench.common import REPO, Context, repo_env, workload_main  # noqa: E402
 
 DEFAULT_WORKERS = 4
 
@@ -144,25 +143,8 @@ def run(ctx: Context, workers: int | None = None, captures: int | None = None, c
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--workers", type=int)
-    ap.add_argument("--captures", type=int)
-    ap.add_argument("--cap-s", type=float)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    ctx.tmp = Path(tempfile.mkdtemp(prefix="h4d_bench_"))
-    try:
-        out = {"environment": environment(ctx.device), "run_many": run(ctx, args.workers, args.captures, args.cap_s)}
-    finally:
-        shutil.rmtree(ctx.tmp, ignore_errors=True)
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["run_many"], indent=2, default=str))
-    return out
+    return workload_main("run_many", run, __doc__, argv, tmp=True,
+                         options=(("--workers", {"type": int}), ("--captures", {"type": int}), ("--cap-s", {"type": float})))
 
 
 if __name__ == "__main__":

@@ -35,9 +35,7 @@ points it returns, and, on aniposelib's sample, every system's MPJPE on the poin
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import sys
 import time
 from pathlib import Path
@@ -49,7 +47,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Context, absent, context_for_script, environment, measure, measure_scaled, missing, peak_memory_mb  # noqa: E402
+from bench.common import Context, absent, best_kernel, measure, measure_scaled, missing, peak_memory_mb, workload_main  # noqa: E402
 from bench.workloads import TriInput, paper_triangulation  # noqa: E402
 
 PARAMS = dict(conf_thr=0.5, err_thr=0.01, min_views=2, refine_steps=3, huber_delta=0.005)
@@ -407,34 +405,18 @@ def run(ctx: Context, ti: TriInput | None = None, systems: tuple[str, ...] | Non
         S["aniposelib"]["valid_frac_on_anipose_sample"] = S["aniposelib"]["valid_frac"]
     if nsub:
         res["numpy_subset_points"] = len(res.pop("numpy_subset"))
-    res["best"] = best_system(S, ctx.cuda)
+    res["best"] = best_kernel(S, ctx.cuda)
     return res
 
 
-def best_system(S: dict[str, Any], cuda: bool) -> str | None:
-    """The fused kernel that defines ``triangulate_ransac_ms``: fastest GPU backend on CUDA, numba on CPU."""
-    cands = ("h4d_triton", "h4d_cupy") if cuda else ("h4d_numba",)
-    ok = [c for c in cands if S.get(c, {}).get("available")]
-    return min(ok, key=lambda c: S[c]["median_ms"]) if ok else None
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", choices=("cpu", "cuda"))
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--anipose-points", type=int, default=None)
-    ap.add_argument("--anipose-cap-s", type=float, default=None)
-    ap.add_argument("--anipose-total-s", type=float, default=None)
-    ap.add_argument("--json", type=Path)
-    args = ap.parse_args(argv)
-    ctx = context_for_script(args.device, args.quick)
-    a = {k: v for k, v in (("points", args.anipose_points), ("cap_s", args.anipose_cap_s), ("total_s", args.anipose_total_s)) if v is not None}
-    out = {"environment": environment(ctx.device), "triangulation": run(ctx, anipose=a or None)}
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2, default=str))
-    else:
-        print(json.dumps(out["triangulation"], indent=2, default=str))
-    return out
+    def run_anipose(ctx: Context, anipose_points: int | None, anipose_cap_s: float | None, anipose_total_s: float | None) -> dict[str, Any]:
+        a = {k: v for k, v in (("points", anipose_points), ("cap_s", anipose_cap_s), ("total_s", anipose_total_s)) if v is not None}
+        return run(ctx, anipose=a or None)
+
+    return workload_main("triangulation", run_anipose, __doc__, argv,
+                         options=(("--anipose-points", {"type": int}), ("--anipose-cap-s", {"type": float}),
+                                  ("--anipose-total-s", {"type": float})))
 
 
 if __name__ == "__main__":

@@ -63,3 +63,68 @@ def two_person_fit(F: int = 3, seed: int = 0, spread: float = 0.1, transl=((-0.4
     go += spread * torch.randn(F, 2, 3, generator=g)
     tr = torch.tensor(transl).expand(F, 2, 3).clone()
     return FitResult(go, 0.2 * torch.randn(F, 2, 69, generator=g), betas_scale * torch.randn(2, 10, generator=g), tr)
+
+
+# ----------------------------------------------------------------------------- kernel backends
+def installed(mod: str) -> bool:
+    """Whether ``mod`` can be imported (without importing it)."""
+    import importlib.util
+
+    return importlib.util.find_spec(mod) is not None
+
+
+def kernel_backend_params():
+    """The kernel backends a kernel test runs on (``pytest.fixture(params=...)``): numba, triton
+    interpreted on the CPU, triton and cupy on CUDA (marked ``gpu``)."""
+    import pytest
+
+    return [
+        pytest.param(("numba", "cpu"), id="numba"),
+        pytest.param(("triton", "cpu"), id="triton-interpret"),
+        pytest.param(("triton", "cuda"), id="triton-cuda", marks=pytest.mark.gpu),
+        pytest.param(("cupy", "cuda"), id="cupy", marks=pytest.mark.gpu),
+    ]
+
+
+def kernel_backend(param: tuple[str, str], monkeypatch, triton_module: str, kernel: str) -> tuple[str, torch.device]:
+    """``(name, device)`` of a :func:`kernel_backend_params` entry, or skip: not installed; the
+    Triton interpreter (``TRITON_INTERPRET=1``, set here) on a CUDA host or after ``triton_module``
+    was imported without it (``kernel`` is one of its kernels)."""
+    import importlib
+
+    import pytest
+
+    name, device = param
+    if not installed(name):
+        pytest.skip(f"{name} is not installed")
+    if name == "triton" and device == "cpu":
+        if torch.cuda.is_available():
+            pytest.skip("the Triton interpreter runs on CPU-only hosts; the GPU run covers triton-cuda")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")  # must be set before the kernels are defined
+        mod = importlib.import_module(triton_module)
+        if type(getattr(mod, kernel)).__name__ != "InterpretedFunction":
+            pytest.skip("the triton backend was imported before TRITON_INTERPRET=1 was set")
+    return name, torch.device(device)
+
+
+# ----------------------------------------------------------------------------- sequences and runs
+def synth_sequence(root, meta: dict | None = None, **capture_kw):
+    """A synthetic capture (:func:`h4d_fast.synth.make_capture` with ``capture_kw``) written as a
+    Harmony4D sequence folder ``root`` (``meta``: extra ``sequence.json`` fields). Returns ``root``."""
+    from pathlib import Path
+
+    from h4d_fast.io.harmony4d import write_sequence
+    from h4d_fast.synth import make_capture
+
+    cap, gt, info = make_capture(**capture_kw)
+    kw = {} if meta is None else {"meta": meta}
+    write_sequence(Path(root), cap, gt=gt, scale_transform=info["scale_transform"], **kw)
+    return Path(root)
+
+
+def keypoints_run(seq, out, *args: str):
+    """``h4d run SEQ --out OUT --quiet --no-fit ARGS`` (must exit 0). Returns ``out``."""
+    from h4d_fast.cli import main
+
+    assert main(["run", str(seq), "--out", str(out), "--quiet", "--no-fit", *args]) == 0
+    return out

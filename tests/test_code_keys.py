@@ -5,6 +5,7 @@ stage's list holds the modules it imports; run-many's marker hash follows the co
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 from pathlib import Path
 
@@ -104,6 +105,27 @@ def test_run_many_marker_hash_follows_the_code(edit):
     assert many.config_hash(cfg) == h
     edit("pipeline/export.py")
     assert many.config_hash(cfg) != h
+
+
+def test_the_driver_stages_are_fingerprinted():
+    """The driver's stage list runs the paper's stages in order; every cached one has a code
+    fingerprint (its key covers its code) and every fingerprint belongs to one of them."""
+    from h4d_fast.pipeline import driver
+
+    names = [s.name for s in driver.STAGES]
+    assert names == ["detect", "load", "filter", "track", "refine", "export", "fit", "export_smpl"]
+    assert [s.name for s in driver.STAGES if s.cached] == ["filter", "track", "refine", "fit"]
+    for s in driver.STAGES:
+        if s.cached:
+            assert code_keys.stage_files(s.name)
+    assert set(code_keys.STAGES) <= set(names)
+    # top to bottom: a stage reads what run_sequence gives or an earlier stage made
+    fields = {f.name for f in dataclasses.fields(driver.RunState)}
+    made = {"seq", "capture", "input_key"}
+    for s in driver.STAGES:
+        assert set(s.reads) <= made, (s.name, set(s.reads) - made)
+        assert set(s.makes) <= fields, s.name
+        made |= set(s.makes)
 
 
 def test_unlisted_stage_has_no_key(tmp_path):

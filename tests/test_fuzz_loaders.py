@@ -39,6 +39,16 @@ def _loads_or_input_error(fn, path: Path, *args: Any) -> Any:
         return None
 
 
+def _text_then_bytes(fn, name: str, text: str, data: bytes) -> None:
+    """The loader on a file ``name`` holding ``text``, then holding ``data``."""
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        p.write_text(text, encoding="utf-8")
+        _loads_or_input_error(fn, p)
+        p.write_bytes(data)
+        _loads_or_input_error(fn, p)
+
+
 # ----------------------------------------------------------------------------- values
 floats = st.floats(allow_nan=True, allow_infinity=True, width=64)
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**1100, 2**1100), floats, st.text(max_size=8))
@@ -265,12 +275,7 @@ def test_calibration_toml(tables, extra) -> None:
 @FUZZ
 @given(text=st.text(max_size=200), data=st.binary(max_size=80))
 def test_calibration_toml_text(text, data) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "calib.toml"
-        p.write_text(text, encoding="utf-8")
-        _loads_or_input_error(read_toml_calibration, p)
-        p.write_bytes(data)
-        _loads_or_input_error(read_toml_calibration, p)
+    _text_then_bytes(read_toml_calibration, "calib.toml", text, data)
 
 
 def test_calibration_toml_valid_loads(tmp_path) -> None:
@@ -322,12 +327,7 @@ def test_config_toml(doc) -> None:
 @FUZZ
 @given(text=st.text(max_size=200), data=st.binary(max_size=80))
 def test_config_toml_text(text, data) -> None:
-    with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / "h4d.toml"
-        p.write_text(text, encoding="utf-8")
-        _loads_or_input_error(load_config, p)
-        p.write_bytes(data)
-        _loads_or_input_error(load_config, p)
+    _text_then_bytes(load_config, "h4d.toml", text, data)
 
 
 def test_config_folder_or_missing_is_input_error(tmp_path) -> None:

@@ -13,27 +13,24 @@ import torch
 from h4d_fast.camera import CameraSet, look_at, make_cameras
 from h4d_fast.data import Capture, Detections, GroundTruth
 from h4d_fast.errors import InputError
-from h4d_fast.io.colmap import camera_token, qvec_to_rotmat, read_colmap, rotmat_to_qvec, write_colmap
-from h4d_fast.io.detections import (
+from h4d_fast.io import (  # the package's public names
     LoadReport,
-    keypoint_box,
+    SequenceLayout,
     load_camera_detections,
     pack_detections,
-    read_coco_camera,
     read_frame_detections,
-    unpack_detections,
-    write_frame_json,
-    write_frame_npy,
-)
-from h4d_fast.io.harmony4d import (
-    SequenceLayout,
     read_ground_truth,
     read_meta,
     read_poses3d,
     read_sequence,
+    unpack_detections,
+    write_frame_json,
+    write_frame_npy,
     write_poses3d,
     write_sequence,
 )
+from h4d_fast.io.colmap import camera_token, qvec_to_rotmat, read_colmap, rotmat_to_qvec, write_colmap
+from h4d_fast.io.detections import keypoint_box, read_coco_camera
 
 
 # ------------------------------------------------------------------ helpers

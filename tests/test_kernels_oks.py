@@ -7,8 +7,6 @@ Run on the GPU machine with ``python -m pytest -q -m gpu tests/test_kernels_oks.
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from dataclasses import dataclass
 
 import pytest
@@ -17,10 +15,10 @@ import torch
 from h4d_fast.errors import BackendUnavailable
 from h4d_fast.ops import _backend, dedup_oks, oks
 from h4d_fast.ops._oks_torch import dedup_oks_torch, oks_torch
+from helpers import installed, kernel_backend, kernel_backend_params
 
 # the Triton interpreter evaluates masked-out lanes with numpy too (0/0 there is harmless)
 pytestmark = pytest.mark.filterwarnings("ignore:(invalid value|divide by zero) encountered:RuntimeWarning")
-CUDA = torch.cuda.is_available()
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-12}
 
 
@@ -34,30 +32,9 @@ class Backend:
         return self.name == "triton" and self.device.type == "cpu"
 
 
-def _installed(mod: str) -> bool:
-    return importlib.util.find_spec(mod) is not None
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("numba", "cpu"), id="numba"),
-        pytest.param(("triton", "cpu"), id="triton-interpret"),
-        pytest.param(("triton", "cuda"), id="triton-cuda", marks=pytest.mark.gpu),
-        pytest.param(("cupy", "cuda"), id="cupy", marks=pytest.mark.gpu),
-    ]
-)
+@pytest.fixture(params=kernel_backend_params())
 def backend(request, monkeypatch) -> Backend:
-    name, device = request.param
-    if not _installed(name):
-        pytest.skip(f"{name} is not installed")
-    if name == "triton" and device == "cpu":
-        if CUDA:
-            pytest.skip("the Triton interpreter runs on CPU-only hosts; the GPU run covers triton-cuda")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")  # must be set before the kernels are defined
-        mod = importlib.import_module("h4d_fast.ops._oks_triton")
-        if type(mod._oks_kernel).__name__ != "InterpretedFunction":
-            pytest.skip("the triton backend was imported before TRITON_INTERPRET=1 was set")
-    return Backend(name, torch.device(device))
+    return Backend(*kernel_backend(request.param, monkeypatch, "h4d_fast.ops._oks_triton", "_oks_kernel"))
 
 
 def _poses(shape: tuple[int, ...], seed: int, dtype: torch.dtype, J: int = 17) -> torch.Tensor:
@@ -186,5 +163,5 @@ def test_cupy_on_cpu_tensors_is_refused():
 def test_kernel_backends_are_registered():
     for op in ("oks", "dedup_oks"):
         assert set(_backend.registered(op)) == {"torch", "numba", "triton", "cupy"}
-    if _installed("numba"):
+    if installed("numba"):
         assert _backend.resolve("dedup_oks", torch.device("cpu")) == "numba"

@@ -7,8 +7,6 @@ Run on the GPU machine with ``python -m pytest -q -m gpu tests/test_kernels_tria
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import os
 import subprocess
 import sys
@@ -21,11 +19,10 @@ import torch
 from h4d_fast.errors import BackendUnavailable
 from h4d_fast.ops import _backend, triangulate_dlt, triangulate_ransac
 from h4d_fast.ops._triangulate_torch import triangulate_dlt_torch, triangulate_ransac_torch
-from helpers import normalized_projections, random_points, ring_cameras
+from helpers import installed, kernel_backend, kernel_backend_params, normalized_projections, random_points, ring_cameras
 
 # the Triton interpreter evaluates masked-out lanes with numpy too (0/0 there is harmless)
 pytestmark = pytest.mark.filterwarnings("ignore:(invalid value|divide by zero) encountered:RuntimeWarning")
-CUDA = torch.cuda.is_available()
 TOL = {torch.float32: 1e-4, torch.float64: 1e-9}  # relative, on the points
 
 
@@ -35,30 +32,9 @@ class Backend:
     device: torch.device
 
 
-def _installed(mod: str) -> bool:
-    return importlib.util.find_spec(mod) is not None
-
-
-@pytest.fixture(
-    params=[
-        pytest.param(("numba", "cpu"), id="numba"),
-        pytest.param(("triton", "cpu"), id="triton-interpret"),
-        pytest.param(("triton", "cuda"), id="triton-cuda", marks=pytest.mark.gpu),
-        pytest.param(("cupy", "cuda"), id="cupy", marks=pytest.mark.gpu),
-    ]
-)
+@pytest.fixture(params=kernel_backend_params())
 def backend(request, monkeypatch) -> Backend:
-    name, device = request.param
-    if not _installed(name):
-        pytest.skip(f"{name} is not installed")
-    if name == "triton" and device == "cpu":
-        if CUDA:
-            pytest.skip("the Triton interpreter runs on CPU-only hosts; the GPU run covers triton-cuda")
-        monkeypatch.setenv("TRITON_INTERPRET", "1")  # must be set before the kernels are defined
-        mod = importlib.import_module("h4d_fast.ops._triangulate_triton")
-        if type(mod._ransac_kernel).__name__ != "InterpretedFunction":
-            pytest.skip("the triton backend was imported before TRITON_INTERPRET=1 was set")
-    return Backend(name, torch.device(device))
+    return Backend(*kernel_backend(request.param, monkeypatch, "h4d_fast.ops._triangulate_triton", "_ransac_kernel"))
 
 
 # ----------------------------------------------------------------------------- scenes
@@ -265,7 +241,7 @@ def test_cupy_on_cpu_tensors_is_refused():
 
 def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    if not _installed("triton"):
+    if not installed("triton"):
         pytest.skip("triton is not installed")
     with pytest.raises(BackendUnavailable, match="CUDA tensors"):
         triangulate_ransac(torch.zeros(2, 3, 2), torch.zeros(3, 3, 4), torch.ones(2, 3), backend="triton")
@@ -274,7 +250,7 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
 def test_auto_dispatch_registers_kernel_backends():
     for op in ("triangulate_dlt", "triangulate_ransac"):
         assert set(_backend.registered(op)) == {"torch", "numba", "triton", "cupy"}
-    if _installed("numba"):
+    if installed("numba"):
         assert _backend.resolve("triangulate_ransac", torch.device("cpu")) == "numba"
 
 

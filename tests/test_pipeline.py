@@ -11,26 +11,21 @@ import torch
 
 from h4d_fast.cli import main
 from h4d_fast.config import Config
-from h4d_fast.io.harmony4d import write_sequence
 from h4d_fast.pipeline.run import run_sequence
 from h4d_fast.synth import make_capture
+from helpers import keypoints_run, synth_sequence
 
 FRAMES, CAMERAS = 48, 12
 
 
 @pytest.fixture(scope="module")
 def seq(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seq") / "s"
-    cap, gt, meta = make_capture(num_frames=FRAMES, num_cameras=CAMERAS, seed=3)
-    write_sequence(root, cap, gt=gt, scale_transform=meta["scale_transform"])
-    return root
+    return synth_sequence(tmp_path_factory.mktemp("seq") / "s", num_frames=FRAMES, num_cameras=CAMERAS, seed=3)
 
 
 @pytest.fixture(scope="module")
 def run_out(seq, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("out")
-    assert main(["run", str(seq), "--out", str(out), "--quiet", "--no-fit"]) == 0
-    return out
+    return keypoints_run(seq, tmp_path_factory.mktemp("out"))
 
 
 @pytest.mark.slow  # the run_out fixture: ~50 s on 2 cores
@@ -154,7 +149,7 @@ def test_nan_keypoints_are_gaps_not_errors(seq, tmp_path, capsys):
     dets[0]["keypoints"][:5, 0] = np.nan
     dets[0]["keypoints"][6, 2] = np.inf
     np.save(f, np.asarray(dets, dtype=object), allow_pickle=True)
-    assert main(["run", str(s), "--out", str(tmp_path / "o"), "--quiet", "--no-fit"]) == 0
+    keypoints_run(s, tmp_path / "o")
 
 
 def test_unwritable_output_folder(seq, tmp_path, capsys):

@@ -16,21 +16,17 @@ from h4d_fast.io import atomic
 from h4d_fast.io.detections import LoadReport
 from h4d_fast.io.harmony4d import read_sequence, write_sequence
 from h4d_fast.synth import make_capture
+from helpers import keypoints_run, synth_sequence
 
 
 @pytest.fixture(scope="module")
 def seq(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("seq") / "s"
-    cap, gt, meta = make_capture(num_frames=16, num_cameras=4, seed=5, body=None)
-    write_sequence(root, cap, gt=gt, scale_transform=meta["scale_transform"], meta={"seed": 5})
-    return root
+    return synth_sequence(tmp_path_factory.mktemp("seq") / "s", meta={"seed": 5}, num_frames=16, num_cameras=4, seed=5, body=None)
 
 
 @pytest.fixture(scope="module")
 def run_out(seq, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("out")
-    assert main(["run", str(seq), "--out", str(out), "--quiet", "--no-fit"]) == 0
-    return out
+    return keypoints_run(seq, tmp_path_factory.mktemp("out"))
 
 
 def _copy(src: Path, tmp: Path, name: str = "copy") -> Path:

@@ -26,7 +26,8 @@ COMMON: tuple[str, ...] = (
     "__init__.py", "config.py", "constants.py", "data.py", "camera.py", "errors.py", "progress.py",
     "io/*.py", "ops/__init__.py", "ops/_backend.py", "ops/_cuda_source.py", "csrc/common.cuh", "rotations.py", "align.py",
     *("ops/boxes.py", "ops/_boxes_*.py"),
-    "pipeline/__init__.py", "pipeline/driver.py", "pipeline/run.py", "pipeline/_threads.py", "pipeline/code_keys.py",
+    "pipeline/__init__.py", "pipeline/driver.py", "pipeline/driver_parts.py", "pipeline/keypoint_stages.py", "pipeline/run.py",
+    "pipeline/_threads.py", "pipeline/code_keys.py",
 )
 
 _OKS = ("ops/oks.py", "ops/_oks_*.py", "csrc/oks.cu")

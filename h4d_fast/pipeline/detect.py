@@ -59,7 +59,8 @@ from ..detect.prompts import contact_frames, plan_prompts
 from ..errors import InputError
 from ..io.frames import FrameLoader, FrameSource, ImageFolder, frame_sources, sequence_frame_ids
 from ..progress import Progress
-from .driver import StageCache, resolve_device, run_keypoints
+from .driver_parts import StageCache, resolve_device
+from .keypoint_stages import run_keypoints
 
 __all__ = ["DetectResult", "detect_capture", "first_contact", "load_models", "read_cameras"]
 

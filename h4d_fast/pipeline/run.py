@@ -1,7 +1,7 @@
-"""``h4d run`` on a sequence folder: stage 0 when the sequence has images and no 2D detections
-(:mod:`h4d_fast.pipeline.detect`), the load, the keypoint stages, their outputs, the SMPL fit and
-its export (:mod:`h4d_fast.pipeline.driver`), then ``timing.json`` and ``config.toml``, the last
-files of a finished run.
+"""``h4d run`` on a sequence folder: the stages of :data:`h4d_fast.pipeline.driver.STAGES` (stage 0
+when the sequence has images and no 2D detections, the load, the keypoint stages, their outputs,
+the SMPL fit and its export), then ``timing.json`` and ``config.toml``, the last files of a
+finished run.
 """
 
 from __future__ import annotations
@@ -13,31 +13,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Config, to_toml
-from ..data import Capture
 from ..errors import OutputError
 from ..io import atomic, faults
-from .driver import (
-    CACHE_DIR,
-    RunResult,
-    StageRecord,
-    check_output_dir,
-    fingerprint_inputs,
-    resolve_device,
-    run_fit,
-    run_keypoints,
-    sync_device,
-    write_keypoint_outputs,
-)
-
-
-def _detect_summary(stats: dict) -> dict:
-    keys = ("frames", "cameras", "detections", "crops_per_s", "first_contact", "pass1_s", "pass2_s")
-    return {k: stats[k] for k in keys if k in stats and isinstance(stats[k], (int, float, str))}
+from .driver import CACHE_DIR, STAGES, RunResult, RunState, check_output_dir, fingerprint_inputs, resolve_device, run_stages
 
 
 def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Callable[[str], None] | None = None,
                  stop_after: str | None = None, capture: Any = None, wait_files: bool = True) -> RunResult:
-    """``h4d run``: load a Harmony4D-layout sequence, run all stages, write the outputs.
+    """``h4d run``: load a Harmony4D-layout sequence, run all stages
+    (:data:`~h4d_fast.pipeline.driver.STAGES`), write the outputs.
 
     ``capture`` -- the sequence already loaded, or being loaded (anything with ``result()``, e.g.
     :func:`~h4d_fast.io.harmony4d.start_read`'s :class:`SequenceLoad`; ``run-many`` prefetches the
@@ -46,8 +30,7 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     per-frame files still being written: the caller then calls :meth:`RunResult.finish` (which
     waits for them and writes ``timing.json`` and ``config.toml``).
     """
-    from ..io.harmony4d import read_sequence
-    from ..io.sequence_checks import check_metric_scale, check_two_views
+    from ..io.sequence_checks import check_metric_scale
 
     t_run = time.perf_counter()
     started = since_process_start()
@@ -62,43 +45,8 @@ def run_sequence(seq: Path, out: Path, cfg: Config, force: bool = False, log: Ca
     warnings = [w for w in [seq.is_dir() and check_metric_scale(seq, cfg.run.assume_metric)] if w]
     for w in warnings:
         log(f"  warning: {w}")
-    detect_record: StageRecord | None = None
-    input_key = fingerprint_inputs(seq)
-    if not isinstance(capture, Capture):  # None, or the future of a load the CLI started early
-        from .detect import needs_detection
-
-        if needs_detection(seq, cfg):  # stage 0: 2D keypoints from the images / videos
-            from .detect import detect_capture
-
-            t0 = time.perf_counter()
-            capture, det_res, det_key = detect_capture(seq, cfg, out / CACHE_DIR, force=force, log=log)
-            sync_device(resolve_device(cfg.run.device))
-            detect_record = StageRecord("detect", time.perf_counter() - t0, "pass1_s" not in det_res.stats, _detect_summary(det_res.stats))
-            input_key += "|detect:" + det_key
-            if stop_after == "detect":
-                raise KeyboardInterrupt("stopped after stage detect")
-    t0 = time.perf_counter()
-    if capture is None:
-        capture = read_sequence(seq)
-    elif not isinstance(capture, Capture):
-        capture = capture.result()
-        while not isinstance(capture, Capture):  # a future of a SequenceLoad
-            capture = capture.result()
-    t_load = time.perf_counter() - t0
-    check_two_views(seq, list(capture.cameras.names))
-    log(f"  {'load':<10} {t_load:7.2f} s  frames={capture.num_frames}, cameras={capture.num_views}, people={capture.num_people}")
-    result = run_keypoints(capture, out, cfg, input_key=input_key, force=force, log=log, stop_after=stop_after)
-    result.stages.insert(0, StageRecord("load", t_load, False))
-    if detect_record is not None:
-        result.stages.insert(0, detect_record)
-    t1 = time.perf_counter()
-    result.extra.setdefault("pending", []).append(write_keypoint_outputs(result, out, wait=False))
-    faults.point("after:poses3d.npz", out)
-    result.stages.append(StageRecord("export", time.perf_counter() - t1, False))
-    if cfg.fit.enabled and not result.person_names:
-        log("  fit        skipped: nobody was found")
-    elif cfg.fit.enabled:
-        run_fit(result, capture, out, cfg, force=force, log=log, stop_after=stop_after)
+    st = RunState(out, cfg, force=force, log=log, stop_after=stop_after, seq=seq, capture=capture, input_key=fingerprint_inputs(seq))
+    result = run_stages(STAGES, st).result
 
     def finish() -> None:
         total = sum(s.seconds for s in result.stages)
