@@ -8,6 +8,7 @@
 #   bash bench/gpu_session.sh final   # pytest -m gpu against the installed wheel, then the warm path (build the wheel into .whl first)
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
 #   bash bench/gpu_session.sh check   # the GPU tests, fresh-process profile and settings, the warm path
+#   bash bench/gpu_session.sh last    # the GPU tests (triangulation kernels alone first), then run-many
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
@@ -15,7 +16,7 @@
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, core, verify, check, probe, final, bench or images}
+phase=${1:?phase: tests, core, verify, check, last, probe, final, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -63,6 +64,12 @@ check)  # one call: the GPU tests, fresh processes (profile; default against run
     step pytest_gpu 230 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
     step fresh_profile 150 python3 -m bench.profile_fresh_run --device cuda --out "$R" --repeats 2 --variant run.sequential_device=same
     step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 130 --out "$R" --tag check
+    ;;
+last)  # one call: the triangulation kernels' GPU tests first and alone, then every GPU test (stacks dumped
+        # when one takes over 50 s), then run-many
+    step pytest_tri 60 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=40 tests/test_kernels_triangulate.py
+    step pytest_gpu 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=50 --junitxml="$R/pytest_gpu.xml"
+    step bench 160 python3 -m bench --only run_many --no-sweep --budget-s 150 --out "$R" --tag last
     ;;
 probe)  # one call: the GPU tests, where a fresh process spends its time, then the image workloads
     step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"

@@ -409,29 +409,25 @@ def contact_on_host() -> bool:
 def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`export_contact`'s labels and depths through the grid kernel's per-frame summary
     (:func:`h4d_fast.ops._contact_numba.contact_frames`): no per-point distance arrays, the vertices
-    read in their own precision (float32 or float64), and frames whose boxes are farther apart than
-    the band not queried."""
+    read in their own precision (float32 or float64). Every frame goes to the kernel: a frame whose
+    people are farther apart than the band costs it one pass over the vertices (no grid is built)."""
     from ._contact_numba import contact_frames
 
     F, P, N = v.shape[:3]
     arr = v.detach().numpy()
     if arr.dtype not in (np.float32, np.float64):
         arr = arr.astype(np.float64)
-    lo, hi = arr.min(2), arr.max(2)  # [F, P, 3]
     fcs = faces.detach().long().cpu().numpy()
     labels = np.zeros((F, len(pairs), 2, N), dtype=bool)
     dmax = np.zeros((F, len(pairs), 2))
     dmean = np.zeros((F, len(pairs), 2))
+    person = [np.ascontiguousarray(arr[:, p]) for p in range(P)]
     for q, (a, b) in enumerate(pairs):
-        idx = np.nonzero(((lo[:, a] <= hi[:, b] + band) & (lo[:, b] <= hi[:, a] + band)).all(-1))[0]
-        if idx.size == 0:
-            continue
-        va, vb = arr[idx, a], arr[idx, b]
-        for side, (x, y) in enumerate(((va, vb), (vb, va))):
+        for side, (x, y) in enumerate(((person[a], person[b]), (person[b], person[a]))):
             c, mx, sm, n = contact_frames(x, y, fcs, band)
-            labels[idx, q, side] = c
-            dmax[idx, q, side] = mx
-            dmean[idx, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)
+            labels[:, q, side] = c
+            dmax[:, q, side] = mx
+            dmean[:, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)
     return torch.from_numpy(labels), torch.from_numpy(dmax), torch.from_numpy(dmean)
 
 

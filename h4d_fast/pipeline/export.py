@@ -148,8 +148,11 @@ def export_harmony4d(
     go = result.global_orient.float().cpu().numpy()
     contact: dict[str, Any] = {}
     tc = 0.0
+    extra: dict[str, Any] = {}
     if contact_job is not None:
         contact, tc = contact_job.result()
+        if contact_job.threads:
+            extra["contact_threads"] = contact_job.threads
     else:  # no labels this time: none of an earlier export's may stay
         _remove_contact(out)
     t1 = time.perf_counter()
@@ -177,7 +180,7 @@ def export_harmony4d(
     kinds = ["smpl"] + (["poses3d"] if write_poses3d else []) + (["poses2d", "bbox", "smpl_cam"] if cam_names else []) + (["contact"] if contact else [])
     pending = write_frame_files(out / NPZ_NAME, out, kinds, fids, names, cam_names, workers=workers)
     stats: dict[str, Any] = {"files": pending.files + 1 + bool(contact), "cameras": len(cam_names), "compute_seconds": t1 - t0, "npz_seconds": t2 - t1,
-                             "contact_seconds": tc}
+                             "contact_seconds": tc, **extra}
     if wait:
         stats["write_seconds"] = pending.wait()
     else:
@@ -238,6 +241,7 @@ class _ContactJob:
         self._args = (out, verts, body, present, contact_mm, frame_ids)
         self._box: dict[str, Any] = {}
         self._thread = None
+        self.threads: str | None = None  # host kernel: "<numba threads> <threading layer>"
         if contact_on_host():
             import threading
 
@@ -251,6 +255,13 @@ class _ContactJob:
         except BaseException as e:  # re-raised in the caller's thread by result()
             self._box["error"] = e
         self._box["seconds"] = time.perf_counter() - t
+        if self._thread is not None:  # what the host kernel had (the stats say it: contention shows there)
+            try:
+                import numba
+
+                self.threads = f"{numba.get_num_threads()} {numba.threading_layer()}"
+            except Exception:  # noqa: BLE001 - a diagnostic only
+                pass
 
     def result(self) -> tuple[dict[str, np.ndarray], float]:
         """``(the contact arrays of sequence.npz, seconds the labels took)``; raises what the job raised."""
