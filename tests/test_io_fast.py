@@ -140,6 +140,21 @@ def _pool_ok() -> bool:
     return read_pool().usable()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker pools are Linux-only")
+def test_background_writers_yield_the_cores_to_the_computing_process():
+    """The per-frame file writers run at a lower priority than the process that owns them (the read
+    pool, on the load's critical path, does not)."""
+    import os
+
+    from h4d_fast.io.parallel import WRITER_NICE, read_pool, write_pool
+
+    if not _pool_ok():
+        pytest.skip("no worker pool here")
+    own = os.nice(0)
+    assert write_pool().submit(os.nice, 0).result() == min(19, own + WRITER_NICE)
+    assert read_pool().submit(os.nice, 0).result() == own
+
+
 @pytest.mark.slow  # ~15 s on 2 cores
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the worker pools are Linux-only")
 def test_read_sequence_through_the_pool_equals_in_process(tmp_path):

@@ -132,9 +132,9 @@ def pool_owner() -> int:
     return _OWNER
 
 
-def _worker_init(owner: int) -> None:
+def _worker_init(owner: int, nice: int = 0) -> None:
     """In each pool worker: exit when the process that owns the pool does (killed included), leave
-    Ctrl-C to the owner (it shuts the pool down).
+    Ctrl-C to the owner (it shuts the pool down), and lower its own priority by ``nice``.
 
     multiprocessing alone would leave the workers running after a SIGKILL or SIGTERM of the owner:
     each holds both ends of its task queue's pipe (so it never reads EOF) and the forkserver stays
@@ -143,6 +143,11 @@ def _worker_init(owner: int) -> None:
     global _OWNER
     _OWNER = owner
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if nice:
+        try:
+            os.nice(nice)
+        except OSError:  # pragma: no cover - a platform without priorities
+            pass
     threading.Thread(target=_exit_with, args=(owner,), name="h4d-owner-watch", daemon=True).start()
 
 
@@ -221,8 +226,9 @@ class IOPool:
     a daemonic process, ``H4D_IO_WORKERS=0``); callers then do the work themselves.
     """
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, nice: int = 0):
         self.name = name
+        self.nice = int(nice)  # added to each worker's niceness (see write_pool)
         self._ex: ProcessPoolExecutor | None = None
         self._pid = 0
         self._n = 0
@@ -242,7 +248,7 @@ class IOPool:
                 ctx = mp.get_context("forkserver")
                 _start_forkserver(ctx)
                 self._n = max(1, pool_workers())
-                ex = ProcessPoolExecutor(max_workers=self._n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),))
+                ex = ProcessPoolExecutor(max_workers=self._n, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(), self.nice))
                 # every worker now, with no main module to re-import: the caller's script (the Python
                 # API used from a script without a __main__ guard) must not run again in the workers
                 with _no_main_module():
@@ -293,9 +299,16 @@ def read_pool() -> IOPool:
     return _POOLS.setdefault("read", IOPool("read"))
 
 
+#: niceness added to the background writers: they yield the cores to the process that computes (a
+#: GPU fit's launch-bound loop, the export's contact kernel; the next capture in run-many) and take
+#: whatever is left, all of it once the computing process waits for them
+WRITER_NICE = 10
+
+
 def write_pool() -> IOPool:
-    """The pool that writes per-frame output files in the background."""
-    return _POOLS.setdefault("write", IOPool("write"))
+    """The pool that writes per-frame output files in the background (at a lower priority,
+    :data:`WRITER_NICE`)."""
+    return _POOLS.setdefault("write", IOPool("write", nice=WRITER_NICE))
 
 
 def start_pools() -> None:
