@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.report_format import _f, _table
+
 
 def _why(R: dict[str, Any], wl: str) -> str:
     w = (R.get("workloads") or {}).get(wl, {})
@@ -79,8 +81,6 @@ def note_or(v: Any, fmt: str) -> str | None:
 
 def issue13_markdown(W: dict[str, Any]) -> list[str]:
     """Sections of the warm-path and run-many workloads."""
-    from bench.report import _f, _table
-
     L: list[str] = []
     w = W.get("end_to_end_warm")
     if w:

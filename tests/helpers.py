@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from h4d_fast.camera import CameraSet, look_at, make_cameras
@@ -128,3 +129,61 @@ def keypoints_run(seq, out, *args: str):
 
     assert main(["run", str(seq), "--out", str(out), "--quiet", "--no-fit", *args]) == 0
     return out
+
+
+# ----------------------------------------------------------------------------- file formats (tests/test_io_*.py)
+def random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A random proper rotation ``[3, 3]``."""
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:
+        q[:, 0] = -q[:, 0]
+    return q
+
+
+def random_similarity(rng: np.random.Generator) -> np.ndarray:
+    """A random similarity transform ``[4, 4]`` (scale 0.2-5, rotation, translation)."""
+    T = np.eye(4)
+    T[:3, :3] = rng.uniform(0.2, 5.0) * random_rotation(rng)
+    T[:3, 3] = rng.normal(scale=3.0, size=3)
+    return T
+
+
+def named_ring_cameras(names: list[str], models: str | list[str], dists: list[list[float]] | None = None) -> CameraSet:
+    """Cameras ``names`` with lens ``models`` (one, or one per camera) on a 6 m ring looking at (0, 0, 1), 3840x2160."""
+    V = len(names)
+    ang = torch.linspace(0, 2 * math.pi, V + 1, dtype=torch.float64)[:V]
+    centers = torch.stack([6 * ang.cos(), 6 * ang.sin(), torch.full_like(ang, 1.5)], -1)
+    R, t = look_at(centers, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(V, 3))
+    intr = [[1800.0 + 10 * i, 1790.0 + 7 * i, 1920.0 + i, 1080.0 - i] for i in range(V)]
+    return make_cameras(names, models, intr, R, t, [[3840, 2160]] * V, dist=dists)
+
+
+def assert_cameras_equal(a: CameraSet, b: CameraSet, atol: float = 1e-9) -> None:
+    """Same names, lens model, intrinsics, distortion, pose and image size."""
+    assert a.names == b.names
+    assert a.model == b.model
+    for f in ("intrinsics", "dist", "R", "t"):
+        torch.testing.assert_close(getattr(a, f).double(), getattr(b, f).double(), atol=atol, rtol=0, msg=f)
+    assert torch.equal(a.size, b.size)
+
+
+def random_dets(rng: np.random.Generator, n: int, K: int = 17) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n`` random detections in a 3840x2160 image: ``(keypoints [K, 3], box [5])`` float32 pairs."""
+    out = []
+    for _ in range(n):
+        k = np.empty((K, 3), np.float32)
+        k[:, 0] = rng.uniform(0, 3840, K)
+        k[:, 1] = rng.uniform(0, 2160, K)
+        k[:, 2] = rng.uniform(0, 1, K)
+        b = np.array([*k[:, 0:2].min(0), *k[:, 0:2].max(0), rng.uniform(0.5, 1)], np.float32)
+        out.append((k, b))
+    return out
+
+
+def assert_dets_equal(a, b, atol: float = 0.0) -> None:
+    """Two lists of ``(keypoints, box)`` detections are equal (within ``atol``)."""
+    assert len(a) == len(b)
+    for (ka, ba), (kb, bb) in zip(a, b):
+        np.testing.assert_allclose(ka, kb, atol=atol, rtol=0)
+        np.testing.assert_allclose(ba, bb, atol=atol, rtol=0)
