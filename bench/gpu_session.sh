@@ -8,7 +8,7 @@
 #   bash bench/gpu_session.sh final   # pytest -m gpu against the installed wheel, then the warm path (build the wheel into .whl first)
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
 #   bash bench/gpu_session.sh check   # the GPU tests, fresh-process profile and settings, the warm path
-#   bash bench/gpu_session.sh last    # the GPU tests (triangulation kernels alone first), then run-many
+#   bash bench/gpu_session.sh last    # the GPU tests (a fresh machine compiles for minutes), then run-many
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
@@ -65,11 +65,10 @@ check)  # one call: the GPU tests, fresh processes (profile; default against run
     step fresh_profile 150 python3 -m bench.profile_fresh_run --device cuda --out "$R" --repeats 2 --variant run.sequential_device=same
     step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 130 --out "$R" --tag check
     ;;
-last)  # one call: the triangulation kernels' GPU tests first and alone, then every GPU test (stacks dumped
-        # when one takes over 50 s), then run-many
-    step pytest_tri 60 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=40 tests/test_kernels_triangulate.py
-    step pytest_gpu 200 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=50 --junitxml="$R/pytest_gpu.xml"
-    step bench 160 python3 -m bench --only run_many --no-sweep --budget-s 150 --out "$R" --tag last
+last)  # one call: every GPU test with room for a fresh machine's compiles (numba's contact and mesh kernels,
+        # Triton's), stacks dumped when one test takes over 120 s; then run-many
+    step pytest_gpu 400 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=120 --durations=15 --junitxml="$R/pytest_gpu.xml"
+    step bench 170 python3 -m bench --only run_many --no-sweep --budget-s 160 --out "$R" --tag last
     ;;
 probe)  # one call: the GPU tests, where a fresh process spends its time, then the image workloads
     step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
