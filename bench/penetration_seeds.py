@@ -1,6 +1,6 @@
 """Interpenetration over synthetic seeds (issue 15, item 4): the ground truth's, and optionally the fit's.
 
-    python -m bench.penetration_seeds --frames 60 --seeds 0-19 [--run] [--json OUT]
+    python -m bench.penetration_seeds --frames 60 --seeds 0-19 [--run [--compare]] [--json OUT]
 
 Per seed: the synthetic ground truth posed with the default body model, per frame the
 interpenetration volume (:func:`h4d_fast.ops.penetration.penetration_volume`, cm^3) and the maximum
@@ -40,13 +40,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _seeds(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
+from bench.common import seed_list  # noqa: E402
 
 
 def mesh_figures(verts: torch.Tensor, faces: torch.Tensor, chunk: int = 64) -> dict[str, np.ndarray]:
@@ -70,7 +64,7 @@ def summary(fig: dict[str, np.ndarray]) -> dict[str, float]:
             "depth_p95_mm": float(np.percentile(d, 95))}
 
 
-def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path) -> dict[str, Any]:
+def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path, compare: bool = False) -> dict[str, Any]:
     from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.synth import make_capture
 
@@ -92,14 +86,19 @@ def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.devi
         seq, out = work / f"seq{seed}", work / f"out{seed}"
         write_sequence(seq, cap, gt=gt, scale_transform=meta.get("scale_transform"), meta={"name": f"s{seed}", "fps": 30.0, "body_model": "default"})
         write_ground_truth_contact(seq, cap, gt, meta, load_config(None).contact.contact_mm, device=str(device))
-        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force"]) == 0
+        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force", *(["--set", "fit.compare_collision=true"] if compare else [])]) == 0
         fit = read_smpl_sequence(out / "processed_data")
         fv = torch.as_tensor(np.asarray(fit["vertices"]), device=device)
         rep = evaluate_output(out, seq)
         st = json.loads((out / "fit_stats.json").read_text())
         rec["fit"] = summary(mesh_figures(fv, faces))
         rec["fit"].update({k: rep.get(k) for k in ("mpjpe_smpl_mm", "pve_mm", "contact_f1", "contact_precision", "contact_recall")})
-        rec["fit"].update({k: st.get(k) for k in ("penetration_before_cm3", "penetration_after_cm3", "contact_frames")})
+        mesh = rep.get("mesh") or {}
+        if mesh.get("mpjpe_smpl_without_collision_mm") is not None:
+            rec["fit"]["mpjpe_smpl_without_collision_mm"] = mesh["mpjpe_smpl_without_collision_mm"]
+            rec["fit"]["mpjpe_collision_cost_mm"] = rep["mpjpe_smpl_mm"] - mesh["mpjpe_smpl_without_collision_mm"]
+        rec["fit"].update({k: st.get(k) for k in ("penetration_before_cm3", "penetration_without_collision_cm3", "penetration_after_cm3",
+                                                    "contact_frames")})
         stages = {s["name"]: s for s in json.loads((out / "timing.json").read_text())["stages"]}
         rec["fit"]["fit_s"] = stages.get("fit", {}).get("seconds")
         rec["fit"]["export_contact_s"] = (stages.get("export_smpl", {}).get("stats") or {}).get("contact_seconds")
@@ -124,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, default=20)
     ap.add_argument("--seeds", default="0-19")
     ap.add_argument("--run", action="store_true", help="also run the pipeline and measure the fit")
+    ap.add_argument("--compare", action="store_true", help="with --run: also fit without the collision term (fit.compare_collision) "
+                                                         "and record the collision stage's cost in SMPL-joint MPJPE")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -133,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     body = load_body_model(device=dev)
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for s in _seeds(a.seeds):
-            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp))
+        for s in seed_list(a.seeds):
+            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp), a.compare)
             recs.append(r)
             print(json.dumps(r), flush=True)
             if a.json:
