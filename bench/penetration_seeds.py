@@ -22,6 +22,11 @@ Measured at ec635d9 on the shared CPU machine (no GPU was free), 60 frames:
   average (2.5 .. 8.8), the ground truth's own level (5.5); 9.4 % of frames deeper than 10 mm;
   SMPL-joint MPJPE 8.8 mm, PVE 15.9 mm; contact F1 against the ground truth at 10 mm 0.30
   (0.13 .. 0.50); the export's contact labels cost 0.39 of the fit's time on the CPU (0.20 .. 0.55).
+
+Measured at b4daff5 (the generator's exact mesh pass, synth/settle.py), same machine, 60 frames,
+2 cameras: ground truth, seeds 0-19: 19 of 20 seeds at most 0.1 cm^3 per frame on average (18 with
+every frame under it; seed 3 0.18, worst frame 10.3 cm^3, 12.1 mm deep; seed 5 0.053, worst frame
+3.2 cm^3); 0.25 % of all frames over 0.1 cm^3. bench/results/2026-12-07-cpu-synth-gt/.
 """
 
 from __future__ import annotations
