@@ -75,6 +75,12 @@ class ResolveParams:
     hand_pos: float = 0.05  # m: wrist / hand displacement scale
     limit_scale: float = 0.5 * DEG
     max_frames_gap: float = 2.6  # pelvis distance above which a frame cannot be in contact (m)
+    # the capsules of :meth:`~h4d_fast.synth.correct.Corrector.capsule_term`
+    arm_q: float = 0.9  # arm capsule radius: quantile of the arm surface's distance from the bone (limb_radii)
+    head_q: float = 0.9  # head sphere radius: quantile of the head surface's distance from its centre
+    core_overlap: float = 0.0  # overlap allowed between an arm capsule and the partner's torso / neck / head capsules (m)
+    arm_overlap: float = 0.0  # overlap allowed between the two people's arm capsules (m)
+    leg_capsules: bool = True  # shins and feet kept apart as capsules too
 
 
 @dataclass

@@ -49,7 +49,6 @@ from .skeleton import (
 # arm segments kept apart as capsules: upper arms, forearms, hands (wrist -> hand joint), left and right
 LIMB_A: tuple[int, ...] = (L_SHOULDER, R_SHOULDER, L_ELBOW, R_ELBOW, L_WRIST, R_WRIST)
 LIMB_B: tuple[int, ...] = (L_ELBOW, R_ELBOW, L_WRIST, R_WRIST, L_HAND, R_HAND)
-HEAD_Q = 0.9  # quantile of the head's surface points' distance from the head centre taken as the head sphere's radius
 TOE_REACH = 1.5  # the foot capsule runs from the ankle to this many times the ankle -> foot joint (ball) length
 FINGER_REACH = 1.8  # the hand capsule runs from the wrist to this many times the wrist -> knuckle (hand joint) length
 
@@ -139,7 +138,7 @@ class Corrector:
         hw = torch.ones(Fw, P, 2, dtype=dt) if hand_weight is None else hand_weight[lo:hi].to(dt)
         self.hw4 = torch.cat([hw, hw], -1)
         self.caps = None
-        arm_r = torch.stack([limb_radii(px) for px in proxies]).to(dt)  # [P, L]
+        arm_r = torch.stack([limb_radii(px, prm.arm_q) for px in proxies]).to(dt)  # [P, L]
         if capsules is None:
             self.caps_r = arm_r
         else:
@@ -151,14 +150,21 @@ class Corrector:
                 x = px.points[px.point_part == HEAD]
                 if len(x):
                     d = (x - (px.rest_joints[HEAD] + capsules[1][p].to(x.dtype))).norm(dim=-1)
-                    radii[p, CAPSULE_INDEX["head"]] = max(float(radii[p, CAPSULE_INDEX["head"]]), float(d.quantile(HEAD_Q)))
+                    radii[p, CAPSULE_INDEX["head"]] = max(float(radii[p, CAPSULE_INDEX["head"]]), float(d.quantile(prm.head_q)))
             core = [CAPSULE_INDEX[n] for n in ("torso_core", "torso_left", "torso_right", "neck", "head")]
             mask = torch.zeros(radii.shape[1], radii.shape[1], dtype=torch.bool)
             mask[torch.tensor(arm)[:, None], torch.tensor(arm + core)[None]] = True
             mask[torch.tensor(core)[:, None], torch.tensor(arm)[None]] = True
-            legs = [CAPSULE_INDEX[n] for n in ("shin_l", "shin_r", "foot_l", "foot_r")]
-            mask[torch.tensor(legs)[:, None], torch.tensor(legs)[None]] = True  # feet and shins apart (the root offsets move them)
-            self.caps = (radii, hc, mask)
+            if prm.leg_capsules:
+                legs = [CAPSULE_INDEX[n] for n in ("shin_l", "shin_r", "foot_l", "foot_r")]
+                mask[torch.tensor(legs)[:, None], torch.tensor(legs)[None]] = True  # feet and shins apart (the root offsets move them)
+            # overlap allowed per capsule pair: the exact mesh pass (settle) takes the last millimetres
+            slack = torch.zeros(radii.shape[1], radii.shape[1], dtype=dt)
+            ta, tc = torch.tensor(arm), torch.tensor(core)
+            slack[ta[:, None], tc[None]] = prm.core_overlap
+            slack[tc[:, None], ta[None]] = prm.core_overlap
+            slack[ta[:, None], ta[None]] = prm.arm_overlap
+            self.caps = (radii, hc, mask, slack)
             self.hand_caps = (CAPSULE_INDEX["hand_l"], CAPSULE_INDEX["hand_r"])
             self.foot_caps = (CAPSULE_INDEX["foot_l"], CAPSULE_INDEX["foot_r"])
         self.s_cross = math.sin(SHOULDER_LIMITS["cross"] * DEG)
@@ -208,7 +214,7 @@ class Corrector:
             d, _, _ = segment_distance(Ja[:, 0][:, la][:, :, None], Ja[:, 0][:, lb][:, :, None], Ja[:, 1][:, la][:, None], Ja[:, 1][:, lb][:, None])
             need = self.caps_r[0][:, None] + self.caps_r[1][None]
             return ((need - d).clamp_min(0) ** 2).sum() / self.prm.pen_scale**2
-        radii, hc, mask = self.caps
+        radii, hc, mask, slack = self.caps
         a, b = capsule_points(Ja, Ga[:, :, HEAD], hc[None])  # [n, P, C, 3]
         # the hand capsules reach over the fingers: the hand joint sits at the knuckles
         hand, foot = list(self.hand_caps), list(self.foot_caps)
@@ -216,7 +222,7 @@ class Corrector:
         b[:, :, hand] = a[:, :, hand] + (b[:, :, hand] - a[:, :, hand]) * FINGER_REACH
         b[:, :, foot] = a[:, :, foot] + (b[:, :, foot] - a[:, :, foot]) * TOE_REACH
         d, _, _ = segment_distance(a[:, 0, :, None], b[:, 0, :, None], a[:, 1, None], b[:, 1, None])  # [n, C, C]
-        over = (radii[0][:, None] + radii[1][None] - d).clamp_min(0) * mask
+        over = (radii[0][:, None] + radii[1][None] - slack - d).clamp_min(0) * mask
         return (over**2).sum() / self.prm.pen_scale**2
 
     def limits(self, Jp: Tensor, GR: Tensor, frames: Tensor) -> Tensor:
