@@ -105,6 +105,15 @@ def context_for_script(argv_device: str | None, quick: bool = False, budget_s: f
 
 
 # ----------------------------------------------------------------------------- availability
+def seed_list(spec: str) -> list[int]:
+    """Seeds of a command-line list such as ``0-4,7,9-11``."""
+    out: list[int] = []
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
+    return out
+
+
 def missing(*modules: str) -> str | None:
     """``None`` when every module can be imported, else the reason (names the first missing)."""
     for m in modules:

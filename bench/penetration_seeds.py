@@ -1,6 +1,6 @@
 """Interpenetration over synthetic seeds (issue 15, item 4): the ground truth's, and optionally the fit's.
 
-    python -m bench.penetration_seeds --frames 60 --seeds 0-19 [--run] [--json OUT]
+    python -m bench.penetration_seeds --frames 60 --seeds 0-19 [--run [--compare]] [--json OUT]
 
 Per seed: the synthetic ground truth posed with the default body model, per frame the
 interpenetration volume (:func:`h4d_fast.ops.penetration.penetration_volume`, cm^3) and the maximum
@@ -22,6 +22,11 @@ Measured at ec635d9 on the shared CPU machine (no GPU was free), 60 frames:
   average (2.5 .. 8.8), the ground truth's own level (5.5); 9.4 % of frames deeper than 10 mm;
   SMPL-joint MPJPE 8.8 mm, PVE 15.9 mm; contact F1 against the ground truth at 10 mm 0.30
   (0.13 .. 0.50); the export's contact labels cost 0.39 of the fit's time on the CPU (0.20 .. 0.55).
+
+Measured at b4daff5 (the generator's exact mesh pass, synth/settle.py), same machine, 60 frames,
+2 cameras: ground truth, seeds 0-19: 19 of 20 seeds at most 0.1 cm^3 per frame on average (18 with
+every frame under it; seed 3 0.18, worst frame 10.3 cm^3, 12.1 mm deep; seed 5 0.053, worst frame
+3.2 cm^3); 0.25 % of all frames over 0.1 cm^3. bench/results/2026-12-07-cpu-synth-gt/.
 """
 
 from __future__ import annotations
@@ -40,13 +45,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _seeds(spec: str) -> list[int]:
-    out: list[int] = []
-    for part in spec.split(","):
-        a, _, b = part.partition("-")
-        out += list(range(int(a), int(b) + 1)) if b else [int(a)]
-    return out
+from bench.common import seed_list  # noqa: E402
 
 
 def mesh_figures(verts: torch.Tensor, faces: torch.Tensor, chunk: int = 64) -> dict[str, np.ndarray]:
@@ -70,7 +69,7 @@ def summary(fig: dict[str, np.ndarray]) -> dict[str, float]:
             "depth_p95_mm": float(np.percentile(d, 95))}
 
 
-def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path) -> dict[str, Any]:
+def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path, compare: bool = False) -> dict[str, Any]:
     from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.synth import make_capture
 
@@ -92,14 +91,19 @@ def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.devi
         seq, out = work / f"seq{seed}", work / f"out{seed}"
         write_sequence(seq, cap, gt=gt, scale_transform=meta.get("scale_transform"), meta={"name": f"s{seed}", "fps": 30.0, "body_model": "default"})
         write_ground_truth_contact(seq, cap, gt, meta, load_config(None).contact.contact_mm, device=str(device))
-        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force"]) == 0
+        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force", *(["--set", "fit.compare_collision=true"] if compare else [])]) == 0
         fit = read_smpl_sequence(out / "processed_data")
         fv = torch.as_tensor(np.asarray(fit["vertices"]), device=device)
         rep = evaluate_output(out, seq)
         st = json.loads((out / "fit_stats.json").read_text())
         rec["fit"] = summary(mesh_figures(fv, faces))
         rec["fit"].update({k: rep.get(k) for k in ("mpjpe_smpl_mm", "pve_mm", "contact_f1", "contact_precision", "contact_recall")})
-        rec["fit"].update({k: st.get(k) for k in ("penetration_before_cm3", "penetration_after_cm3", "contact_frames")})
+        mesh = rep.get("mesh") or {}
+        if mesh.get("mpjpe_smpl_without_collision_mm") is not None:
+            rec["fit"]["mpjpe_smpl_without_collision_mm"] = mesh["mpjpe_smpl_without_collision_mm"]
+            rec["fit"]["mpjpe_collision_cost_mm"] = rep["mpjpe_smpl_mm"] - mesh["mpjpe_smpl_without_collision_mm"]
+        rec["fit"].update({k: st.get(k) for k in ("penetration_before_cm3", "penetration_without_collision_cm3", "penetration_after_cm3",
+                                                    "contact_frames")})
         stages = {s["name"]: s for s in json.loads((out / "timing.json").read_text())["stages"]}
         rec["fit"]["fit_s"] = stages.get("fit", {}).get("seconds")
         rec["fit"]["export_contact_s"] = (stages.get("export_smpl", {}).get("stats") or {}).get("contact_seconds")
@@ -124,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cameras", type=int, default=20)
     ap.add_argument("--seeds", default="0-19")
     ap.add_argument("--run", action="store_true", help="also run the pipeline and measure the fit")
+    ap.add_argument("--compare", action="store_true", help="with --run: also fit without the collision term (fit.compare_collision) "
+                                                         "and record the collision stage's cost in SMPL-joint MPJPE")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -133,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     body = load_body_model(device=dev)
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for s in _seeds(a.seeds):
-            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp))
+        for s in seed_list(a.seeds):
+            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp), a.compare)
             recs.append(r)
             print(json.dumps(r), flush=True)
             if a.json:

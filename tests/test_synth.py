@@ -157,18 +157,20 @@ def test_skeleton_only_mode():
     assert bool(meta["contact"].any()) and float(meta["pelvis_distance"].min()) < 0.5
 
 
-# Ground-truth meshes nearly free of interpenetration (h4d_fast.synth.collide). Measured with
+# Ground-truth meshes free of interpenetration (issue 15, item 4: <= 0.1 cm^3 per frame; the proxy pass
+# of h4d_fast.synth.collide, then the exact mesh pass of h4d_fast.synth.settle). Measured with
 # h4d_fast.ops.penetration.penetration_volume (vertices of one body inside the other x their area, cm^3 per
-# frame) on 120-frame captures (approach, hug, grapple: contact in ~2/3 of the frames):
-# seed 0: mean 9.2, max 150; seed 1: mean 1.8, max 151 (seeds 0-8: means 1.8-9.2, maxima 91-371;
-# 300 frames of seed 0: mean 0.05). The residue is mostly forearms crossing each other, where the
-# proxies' push-out has no preferred side. Before the body-model proxies: ~6800 cm^3 per hug frame.
-GT_PEN_MEAN_CM3 = 30.0
-GT_PEN_MAX_CM3 = 600.0
+# frame) on 120-frame captures (approach, hug, grapple: contact in ~2/3 of the frames), every other
+# frame: seed 0: mean 0.013, max 0.62; seeds 1 and 2: 0 (at b4daff5, 2-core CPU). The residue is the
+# body model's pose correctives, which the exact pass leaves out (it skins the rest mesh only).
+# Before the exact pass (proxy pass only): seed 0 mean 9.2, max 150; seeds 0-8 means 1.8-9.2, maxima
+# 91-371. The bounds: the issue's goal for the mean (7x the measured value), 3x the measured maximum.
+GT_PEN_MEAN_CM3 = 0.1
+GT_PEN_MAX_CM3 = 2.0
 
 
 @pytest.mark.slow  # 15-25 s on 2 cores
-def test_ground_truth_meshes_barely_interpenetrate():
+def test_ground_truth_meshes_do_not_interpenetrate():
     from h4d_fast.body.fast import FastBody
     from h4d_fast.ops.penetration import penetration_volume
     from h4d_fast.synth import _resolve_body
@@ -380,7 +382,10 @@ def test_injection_rates(synth):
 def test_occlusion_higher_in_hug_than_approach(synth):
     _, _, meta = synth
     occ = meta["occluded_frac_by_phase"]
-    assert occ["hug"] > occ["approach"] + 0.05
+    # measured (b4daff5, 90 frames, 10 cameras): hug - approach = +0.039 at seed 7 (seeds 0-3: +0.019 ..
+    # +0.034). Before the exact mesh pass +0.065 .. +0.094: the arms sank into the partner's body and
+    # hid more of it; they now stay on its surface. Half the measured difference is required.
+    assert occ["hug"] > occ["approach"] + 0.02
 
 
 def test_duplicates_overlap_their_original(synth):

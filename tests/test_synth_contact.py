@@ -28,7 +28,7 @@ def synth_seq(body, tmp_path_factory):
     from h4d_fast.cli import main
 
     seq = tmp_path_factory.mktemp("synth_contact") / "seq"
-    assert main(["synth", str(seq), "--frames", str(F), "--cameras", "3", "--seed", "3"]) == 0
+    assert main(["synth", str(seq), "--frames", str(F), "--cameras", "3", "--seed", "0"]) == 0
     return seq
 
 
@@ -45,8 +45,10 @@ def test_synth_writes_ground_truth_contact(body, synth_seq):
     v, _ = recompute_meshes(body, p)
     want, _ = vertex_contact(torch.as_tensor(v), body.faces, 10.0)
     np.testing.assert_array_equal(lab.contact.numpy(), want.numpy())
-    # seed 3's first 12 frames: the two people touch in most of them (the labels are not trivially empty)
-    assert int(lab.contact.any(-1).any(-1).sum()) >= 6
+    # seed 0's 12 frames: the two people touch (within 10 mm) in 4 of them, 14 vertex labels (measured at
+    # b4daff5). Since the generator's exact mesh pass keeps the bodies apart, a short capture touches in
+    # few frames (seeds 0-13 at 12 frames: 0-4 frames; seed 3, used before, none); the labels are not empty.
+    assert int(lab.contact.any(-1).any(-1).sum()) >= 3
 
 
 def test_synth_contact_leaves_absent_pairs_out(body, tmp_path):

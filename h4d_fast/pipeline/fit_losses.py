@@ -57,12 +57,15 @@ residual is divided by a *scale* (the size of an error that costs about 1). Shap
   people present in the same frame): ``L_coll = sum_{pairs a<b} sum_t
   collision_loss(V_a(t), V_b(t)) / (F S_COLL)`` with :func:`h4d_fast.ops.collision_loss`
   (each person's inside-distance grid sampled at the other's vertices, mean over vertices, in
-  box-normalised units ~ metres). ``S_COLL = 1e-5``: 2% of a body's vertices 5 mm deep cost 10,
-  as much as a 1 cm error on every keypoint under the stage-3 weights (10 vs 1). On the synthetic
-  hugging capture (procedural bodies, so the fitted meshes overlap by ~600 cm^3 per frame) the
-  30-iteration collision stage removes 44% of the penetration for +1.5 mm keypoint error with
-  this scale, 15% for +0.1 mm with 1e-4. The reference's collision term outweighs its
-  (quartic, tiny) keypoint term by orders of magnitude.
+  box-normalised units ~ metres). ``S_COLL = 2.5e-6``: 2% of a body's vertices 5 mm deep cost 40,
+  four times a 1 cm error on every keypoint under the stage-3 weights (10 vs 1). Measured on
+  synthetic captures whose ground truth does not interpenetrate (60 frames, 20 cameras, seeds 2,
+  3, 4, 5, 7, 9, the ones where ``1e-5`` left more than 1 cm^3 per frame): with ``1e-5`` the
+  collision stage left 1.7-4.1 cm^3 per frame (single frames up to 136 cm^3, up to 12% of frames
+  deeper than 10 mm) for -0.02 .. +0.11 mm of SMPL-joint MPJPE; with ``2.5e-6`` 0.19-0.65 cm^3 (at
+  most 3.3% of frames deeper than 10 mm) for +0.02 .. +0.37 mm; with ``1.25e-6`` 0.01-0.11 cm^3
+  but up to +0.60 mm. The reference's collision term outweighs its (quartic, tiny) keypoint term
+  by orders of magnitude.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ S_LEN = 0.05
 S_SYM = 0.05
 S_ROT = {"acceleration": 0.05, "velocity": 0.1}
 S_POS = {"acceleration": 0.01, "velocity": 0.02}
-S_COLL = 1e-5
+S_COLL = 2.5e-6
 
 # body_pose (69) indices of the left elbow y, right elbow y, left knee x, right knee x and the
 # signs that make hyper-extension positive (SMPLify's angle prior on the 72-vector pose

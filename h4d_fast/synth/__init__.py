@@ -102,7 +102,7 @@ class SynthConfig(DetectorParams):
     scale_range: tuple[float, float] = (0.2, 5.0)  # of the COLMAP -> metric similarity
     # detector: the fields of DetectorParams (inherited)
     contact_distance: float = 0.02  # capsule surfaces closer than this count as contact
-    # execution: torch intra-op threads while generating (restored afterwards); None leaves torch alone.
+    # execution: torch and numba threads while generating (restored afterwards); None leaves them alone.
     # One thread is fastest here (small ops) and immune to OpenMP spin-wait slow-downs on a busy CPU.
     num_threads: Optional[int] = 1
 
@@ -153,12 +153,16 @@ def make_capture(cfg: SynthConfig | None = None, **overrides: Any) -> tuple[Capt
         make = _make_capture
     if cfg.num_threads is None:
         return make(cfg)
-    prev = torch.get_num_threads()
+    import numba
+
+    prev, prev_nb = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(int(cfg.num_threads))
+    numba.set_num_threads(min(int(cfg.num_threads), numba.config.NUMBA_NUM_THREADS))
     try:
         return make(cfg)
     finally:
         torch.set_num_threads(prev)
+        numba.set_num_threads(prev_nb)
 
 
 def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any]]:

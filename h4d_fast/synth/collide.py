@@ -13,11 +13,14 @@ horizontal root offset per person, found by L-BFGS on
 
 Contact pairs come from a broad phase (per-part bounding boxes, then point-sphere distances), redone
 between rounds as the pose changes. Only frames where the bodies come close are evaluated.
+The variables, posing and priors are :class:`~h4d_fast.synth.correct.Corrector`'s (shared with the
+exact pass); with a body model's meshes on the proxies the exact mesh pass
+(:func:`h4d_fast.synth.settle.settle_meshes`) follows on the same corrections, so that the meshes
+themselves, not only their proxies, do not interpenetrate.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -26,24 +29,18 @@ from torch import Tensor
 
 from ..body.fast import joint_transforms
 from ..constants import NUM_SMPL_JOINTS
-from .arm_ik import DEG, HINGE_LIMITS, SHOULDER_LIMITS, clamp_arm_direction
+from .arm_ik import DEG, HINGE_LIMITS, clamp_arm_direction
+from .correct import Corrector, blend_points
 from .proxy import ARM_JOINTS, BodyProxy
 from .rotations import axis_angle_to_matrix, matrix_to_axis_angle
+from .settle import settle_meshes
 from .skeleton import (
-    HEAD,
     L_COLLAR,
     L_ELBOW,
-    L_HAND,
     L_SHOULDER,
-    L_WRIST,
-    NECK,
     R_COLLAR,
     R_ELBOW,
-    R_HAND,
     R_SHOULDER,
-    R_WRIST,
-    SPINE1,
-    SPINE2,
     SPINE3,
     fk_matrices,
 )
@@ -72,12 +69,18 @@ class ResolveParams:
     collar: float = 0.12
     shoulder: float = 0.5
     elbow: float = 0.5
-    wrist: float = 0.6
+    wrist: float = 0.25  # rad (0.6 bent the wrists 16-25 degrees on average where 0.25 bends them 6-8: the fit cannot see them)
     # smoothness: second difference of each correction, as a fraction of its prior scale per frame^2
     accel: float = 0.03
     hand_pos: float = 0.05  # m: wrist / hand displacement scale
     limit_scale: float = 0.5 * DEG
     max_frames_gap: float = 2.6  # pelvis distance above which a frame cannot be in contact (m)
+    # the capsules of :meth:`~h4d_fast.synth.correct.Corrector.capsule_term`
+    arm_q: float = 0.9  # arm capsule radius: quantile of the arm surface's distance from the bone (limb_radii)
+    head_q: float = 0.9  # head sphere radius: quantile of the head surface's distance from its centre
+    core_overlap: float = 0.0  # overlap allowed between an arm capsule and the partner's torso / neck / head capsules (m)
+    arm_overlap: float = 0.0  # overlap allowed between the two people's arm capsules (m)
+    leg_capsules: bool = True  # shins and feet kept apart as capsules too
 
 
 @dataclass
@@ -87,20 +90,6 @@ class ArmInfo:
     a0: Tensor
     th0: float
     sign: float
-
-
-def _bspline_basis(n: int, h: int) -> Tensor:
-    """``[n, Nc]`` uniform cubic B-spline basis sampled at frames ``0..n-1`` (knots every ``h`` frames)."""
-    h = max(1, int(h))
-    nc = (n - 1) // h + 4
-    u = torch.arange(n, dtype=torch.float64) / h
-    i = u.floor().long().clamp(max=nc - 4)
-    t = u - i
-    w = torch.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], -1) / 6.0
-    B = torch.zeros(n, nc, dtype=torch.float64)
-    for k in range(4):
-        B[torch.arange(n), i + k] = w[:, k]
-    return B
 
 
 def _topk_weights(W: Tensor, k: int = _K) -> tuple[Tensor, Tensor]:
@@ -229,6 +218,7 @@ def resolve_interpenetration(
     arms: Sequence[Sequence[ArmInfo]],
     hand_weight: Optional[Tensor] = None,
     params: Optional[ResolveParams] = None,
+    capsules: Optional[tuple[Tensor, Tensor]] = None,
 ) -> tuple[Tensor, Tensor, dict]:
     """Correct local rotations ``R [F, P, 24, 3, 3]`` and ``transl [F, P, 3]`` so that the two bodies do not interpenetrate.
 
@@ -238,6 +228,8 @@ def resolve_interpenetration(
         arms: ``arms[p][h]`` hinge info of person ``p``'s left (h = 0) / right (h = 1) elbow.
         hand_weight: ``[F, P, 2]`` how firmly each hand keeps its scripted position (default 1).
         params: :class:`ResolveParams`.
+        capsules: the skeletons' capsule radii ``[P, C]`` and head-sphere centres ``[P, 3]`` (arms kept
+            out of the partner's head, neck and torso capsules; :class:`~h4d_fast.synth.correct.Corrector`).
     Returns:
         corrected ``R``, ``transl`` (float64) and a report dict (proxy penetration before/after, sizes).
     """
@@ -257,17 +249,8 @@ def resolve_interpenetration(
     pad = 8  # smoothness needs neighbours
     lo, hi = max(0, int(fidx.min()) - pad), min(F, int(fidx.max()) + 1 + pad)
     Fw = hi - lo
-    Rw = R64[lo:hi].to(dt)
-    Tw = T64[lo:hi].to(dt)
     report["frames"] = Fw
-    restd = rest.to(dt)
-
-    # elbow flexion of the script (for the limit) and the proxies' data
-    flex0 = torch.zeros(Fw, P, 2, dtype=dt)
-    for p in range(P):
-        for h, j in enumerate((L_ELBOW, R_ELBOW)):
-            ai = arms[p][h]
-            flex0[:, p, h] = ((matrix_to_axis_angle(R64[lo:hi, p, j]) * ai.a0.to(torch.float64)).sum(-1) + ai.th0).to(dt)
+    cor = Corrector(R64, T64, rest.to(torch.float64), arms, hand_weight, prm, lo, hi, proxies, capsules)
     prox = []
     for p in range(P):
         px = proxies[p]
@@ -276,69 +259,14 @@ def resolve_interpenetration(
         prox.append(dict(x=px.points.to(dt), pj=pj, pw=pw.to(dt), c=px.sphere_centres.to(dt), sj=sj, sw=sw.to(dt), r=px.sphere_radii.to(dt),
                          pcl=px.point_clusters, scl=px.sphere_clusters, Wp=px.point_weights.to(dt), Ws=px.sphere_weights.to(dt)))
 
-    # ---- variables: cubic B-spline control points over the window (normalised by the prior scales)
-    Bm = _bspline_basis(Fw, prm.knot_spacing).to(dt)  # [Fw, Nc]
-    Nc = Bm.shape[1]
-    ctrl = {
-        "root": torch.zeros(Nc, P, 2, dtype=dt), "spine": torch.zeros(Nc, P, 3, dtype=dt), "neck": torch.zeros(Nc, P, 3, dtype=dt),
-        "collar": torch.zeros(Nc, P, 2, 3, dtype=dt), "shoulder": torch.zeros(Nc, P, 2, 3, dtype=dt),
-        "elbow": torch.zeros(Nc, P, 2, dtype=dt), "wrist": torch.zeros(Nc, P, 2, 3, dtype=dt),
-    }
-    z: dict[str, Tensor] = {}
-
-    def expand() -> None:
-        for k, c in ctrl.items():
-            z[k] = (Bm @ c.reshape(Nc, -1)).reshape(Fw, *c.shape[1:])
-    scale = {"root": prm.root, "spine": prm.spine, "neck": prm.neck, "collar": prm.collar, "shoulder": prm.shoulder,
-             "elbow": prm.elbow, "wrist": prm.wrist}
-    for v in ctrl.values():
-        v.requires_grad_(True)
-    expand()
-    a0 = torch.stack([torch.stack([arms[p][h].a0.to(dt) for h in range(2)]) for p in range(P)])  # [P, 2, 3]
-    sgn = (1.0, -1.0)
-
-    def pose(frames: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Corrected local rotations, transl, joints and global rotations of the window (or some of its frames)."""
-        sel = (lambda x: x) if frames is None else (lambda x: x[frames])
-        base = sel(Rw)
-        d = {k: sel(v) * scale[k] for k, v in z.items()}
-        extra: dict[int, Tensor] = {}
-        Rs = axis_angle_to_matrix(d["spine"] / 3.0)
-        for j in (SPINE1, SPINE2, SPINE3):
-            extra[j] = Rs
-        Rn = axis_angle_to_matrix(d["neck"] / 2.0)
-        for j in (NECK, HEAD):
-            extra[j] = Rn
-        Rc = axis_angle_to_matrix(d["collar"])
-        Rsh = axis_angle_to_matrix(d["shoulder"])
-        Rel = axis_angle_to_matrix(a0[None] * d["elbow"][..., None])
-        Rwr = axis_angle_to_matrix(d["wrist"])
-        for h, (col, sh, el, wr) in enumerate(((L_COLLAR, L_SHOULDER, L_ELBOW, L_WRIST), (R_COLLAR, R_SHOULDER, R_ELBOW, R_WRIST))):
-            extra[col] = Rc[:, :, h]
-            extra[sh] = Rsh[:, :, h]
-            extra[el] = Rel[:, :, h]
-            extra[wr] = Rwr[:, :, h]
-        Rl = torch.stack([base[:, :, j] @ extra[j] if j in extra else base[:, :, j] for j in range(NUM_SMPL_JOINTS)], 2)
-        Tr = sel(Tw) + torch.cat([d["root"], torch.zeros_like(d["root"][..., :1])], -1)
-        Jp, GR = fk_matrices(restd, Rl, Tr)
-        return Rl, Tr, Jp, GR
-
     def posed_all(Jp: Tensor, GR: Tensor) -> list[tuple[Tensor, Tensor]]:
         """Dense LBS of every point and sphere (no grad), per person: ``[n, M, 3]``, ``[n, S, 3]``."""
-        out = []
-        n = Jp.shape[0]
-        for p in range(P):
-            A = joint_transforms(GR[:, p], Jp[:, p], restd[p])  # [n, 24, 12]
-            res = []
-            for x, W in ((prox[p]["x"], prox[p]["Wp"]), (prox[p]["c"], prox[p]["Ws"])):
-                T = torch.einsum("nj,bjk->bnk", W, A)
-                res.append((T[..., :9].reshape(n, -1, 3, 3) @ x[None, :, :, None])[..., 0] + T[..., 9:])
-            out.append((res[0], res[1]))
-        return out
+        return [(blend_points(prox[p]["Wp"], A, prox[p]["x"]), blend_points(prox[p]["Ws"], A, prox[p]["c"]))
+                for p, A in enumerate(cor.transforms(Jp, GR))]  # A: [n, 24, 12]
 
     def find_pairs(frames: Tensor, reach: float) -> list[_Pairs]:
         with torch.no_grad():
-            _, _, Jp, GR = pose(frames)
+            _, _, Jp, GR = cor.pose(frames)
             posed = posed_all(Jp, GR)
             out = []
             for p in range(P):
@@ -353,41 +281,8 @@ def resolve_interpenetration(
         return [_Batch(pairs[p], fmap, prox[p], prox[1 - p], prm.margin, dt) for p in range(P)]
 
     def pen_terms(bt: list[_Batch], Jp: Tensor, GR: Tensor) -> list[Tensor]:
-        A = [joint_transforms(GR[:, p], Jp[:, p], restd[p]) for p in range(P)]
+        A = cor.transforms(Jp, GR)
         return [bt[p].penetration(A[p], A[1 - p]) for p in range(P)]
-
-    # hand references
-    with torch.no_grad():
-        _, _, Jref, _ = pose()
-        hands_ref = Jref[:, :, [L_WRIST, R_WRIST, L_HAND, R_HAND]].clone()  # [Fw, P, 4, 3]
-    hw = torch.ones(Fw, P, 2, dtype=dt) if hand_weight is None else hand_weight[lo:hi].to(dt)
-    hw4 = torch.cat([hw, hw], -1)
-
-    s_cross = math.sin(SHOULDER_LIMITS["cross"] * DEG)
-    s_ext = math.sin(SHOULDER_LIMITS["extension"] * DEG)
-    c_elev = math.cos(SHOULDER_LIMITS["elevation"] * DEG)
-
-    def limits(Jp: Tensor, GR: Tensor, frames: Tensor) -> Tensor:
-        e = flex0[frames] + z["elbow"][frames] * prm.elbow  # [n, P, 2]
-        lim = (e - 150 * DEG).clamp_min(0) ** 2 + (-e).clamp_min(0) ** 2
-        tot = (lim / prm.limit_scale**2).sum()
-        for h, (sh, el) in enumerate(((L_SHOULDER, L_ELBOW), (R_SHOULDER, R_ELBOW))):
-            u = Jp[:, :, el] - Jp[:, :, sh]
-            u = u / u.norm(dim=-1, keepdim=True)
-            ul = torch.einsum("fpij,fpi->fpj", GR[:, :, SPINE3], u)
-            v = ((-sgn[h] * ul[..., 0] - s_cross).clamp_min(0) ** 2 + (-ul[..., 2] - s_ext).clamp_min(0) ** 2
-                 + (ul[..., 1] + c_elev).clamp_min(0) ** 2)
-            tot = tot + (v / prm.limit_scale**2).sum()
-        return tot
-
-    def smooth_prior() -> Tensor:
-        tot = z["root"].new_zeros(())
-        for v in z.values():
-            tot = tot + (v**2).sum()
-            if Fw >= 3:
-                acc = v[2:] - 2 * v[1:-1] + v[:-2]
-                tot = tot + ((acc / prm.accel) ** 2).sum()
-        return tot
 
     allf = torch.arange(Fw)
     # penetration is evaluated on every ``stride``-th frame (the corrections are splines over ~4 frames)
@@ -403,7 +298,7 @@ def resolve_interpenetration(
             if len(act) == 0:
                 return 0.0, 0.0, fm
             bt = batches(pairs, act)
-            _, _, Ja, Ga = pose(act)
+            _, _, Ja, Ga = cor.pose(act)
             pe = pen_terms(bt, Ja, Ga)
             for p in range(P):
                 if len(pairs[p]):
@@ -421,42 +316,26 @@ def resolve_interpenetration(
         if len(act) == 0:
             break
         bt = batches(pairs, act)
-        with torch.no_grad():
-            _, _, J_start, _ = pose(act)
-        trust = prm.slack * prm.trust
+        cor.optimise(act, lambda Ja, Ga, bt=bt: sum((x**2).sum() for x in pen_terms(bt, Ja, Ga)) / pen_scale2, prm.iters, prm.slack * prm.trust)
 
-        opt = torch.optim.LBFGS(list(ctrl.values()), lr=1.0, max_iter=prm.iters, history_size=20, line_search_fn="strong_wolfe",
-                                tolerance_grad=1e-7, tolerance_change=1e-9)
+    a = measure(allf)
+    report["proxy_pen_after"] = a[:2]
+    report["frame_max_after"] = a[2]
+    if all(px.mesh_vertices is not None for px in proxies):
+        def proxy_term(frames: Tensor):
+            """The proxy penetration of ``frames`` as ``(frames with pairs, penalty(Ja, Ga) on them)``."""
+            pairs = find_pairs(frames, prm.margin + prm.slack)
+            act = torch.unique(torch.cat([pr.f for pr in pairs]))
+            bt = batches(pairs, act)
+            return act, lambda Ja, Ga: sum((x**2).sum() for x in pen_terms(bt, Ja, Ga)) / pen_scale2
 
-        def closure() -> Tensor:
-            opt.zero_grad()
-            expand()
-            _, _, Ja, Ga = pose(act)
-            e_pen = sum((x**2).sum() for x in pen_terms(bt, Ja, Ga)) / pen_scale2
-            hands = Ja[:, :, [L_WRIST, R_WRIST, L_HAND, R_HAND]]
-            e_hand = (hw4[act][..., None] * (hands - hands_ref[act]) ** 2).sum() / prm.hand_pos**2
-            # trust region: no joint moves farther than the broad phase looked (the pair set stays valid)
-            e_tr = (((Ja - J_start).norm(dim=-1) - trust).clamp_min(0) ** 2).sum() / prm.pen_scale**2
-            e_sm = smooth_prior()
-            e_lim = limits(Ja, Ga, act)
-            loss = e_pen + e_hand + e_sm + e_lim + e_tr
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-
-    with torch.no_grad():
-        expand()
-        a = measure(allf)
-        report["proxy_pen_after"] = a[:2]
-        report["frame_max_after"] = a[2]
-        Rl, Tr, _, _ = pose()
-    # back to float64: the corrections are composed onto the exact script
-    dR = (Rw.transpose(-1, -2) @ Rl).to(torch.float64)  # local correction of each joint
-    Rout = R64.clone()
-    Rout[lo:hi] = R64[lo:hi] @ dR
-    Tout = T64.clone()
-    Tout[lo:hi] = T64[lo:hi] + (Tr - Tw).to(torch.float64)
+        st = settle_meshes(cor, proxies, proxy_term=proxy_term)
+        report["mesh_rows"] = st["rows"]
+        for k in ("mesh_depth_before", "mesh_depth_after"):
+            full = torch.zeros(F, dtype=torch.float64)
+            full[lo:hi] = st[k]
+            report[k] = full
+    Rout, Tout = cor.result()
     Rout = _enforce_limits(Rout, Tout, rest.to(torch.float64), arms)
     return Rout, Tout, report
 
@@ -496,8 +375,7 @@ def _posed_subset(px: BodyProxy, GR: Tensor, Jp: Tensor, spheres: bool, keep: Te
     W = (px.sphere_weights if spheres else px.point_weights)[keep].to(torch.float32)
     GR = GR.to(torch.float32)
     A = joint_transforms(GR, Jp.to(torch.float32), px.rest_joints.to(torch.float32))
-    T = torch.einsum("nj,bjk->bnk", W, A)
-    return (T[..., :9].reshape(GR.shape[0], -1, 3, 3) @ x[None, :, :, None])[..., 0] + T[..., 9:]
+    return blend_points(W, A, x)
 
 
 def non_arm(part: Tensor) -> Tensor:

@@ -555,7 +555,7 @@ def generate_motion(
                 _, a0, th0 = _arm_rest(sk, sg)
                 row.append(ArmInfo(a0=a0, th0=float(th0), sign=sg))
             arms.append(row)
-        R, transl, collision = resolve_interpenetration(R, transl, rest, proxies, arms, _t(ch["hand_w"]))
+        R, transl, collision = resolve_interpenetration(R, transl, rest, proxies, arms, _t(ch["hand_w"]), capsules=(radii, head_c))
 
     # --- axis-angle parameters, final FK (the ground truth is exactly FK(params))
     aa = matrix_to_axis_angle(R)  # [F, P, 24, 3]

@@ -35,7 +35,11 @@ from ..ops.mesh_geometry import vertex_areas
 # joints whose vertices get a denser sampling (hands, fingers: thin and often in contact)
 _HAND_JOINTS = (20, 21, 22, 23)
 _DENSITY = {j: 2.2 for j in _HAND_JOINTS}
-_DENSITY.update({15: 0.8, 7: 0.7, 8: 0.7, 10: 0.7, 11: 0.7})  # head, feet: coarser
+# head and feet: denser too. Their surfaces are detailed (face, ears, toes), so the spheres touching
+# them are small; with the old coarse sampling (0.7-0.8) their union stayed up to 3-4 cm inside the
+# head and feet surfaces (median 12 mm), and a hand could sit in a face while clear of its spheres.
+# Now: median 3 mm, at most 15 mm (default model).
+_DENSITY.update({15: 2.5, 7: 1.5, 8: 1.5, 10: 1.5, 11: 1.5})
 # surface points: arms and hands dense (they wrap around the partner), trunk and legs coarser
 _POINT_DENSITY = {j: 1.0 for j in range(24)}
 _POINT_DENSITY.update({j: 0.7 for j in (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11)})
@@ -55,6 +59,8 @@ class BodyProxy:
         sphere_part / point_part: ``[S]`` / ``[M]`` dominant joint (for the broad phase).
         point_ids: ``[M]`` vertex indices of the points; touch_ids ``[S]`` of the spheres.
         point_clusters / sphere_clusters: ``[K, m]`` small spatial groups within one part (padded with -1).
+        mesh_vertices / mesh_weights / faces: the whole shaped rest mesh ``[N, 3]``, its skinning
+            weights ``[N, 24]`` and triangles ``[T, 3]`` (the exact pass, :mod:`h4d_fast.synth.settle`).
     """
 
     rest_joints: Tensor
@@ -69,6 +75,9 @@ class BodyProxy:
     touch_ids: Tensor
     point_clusters: Tensor  # [Kp, mp] member indices (-1 = padding): small groups of one part, for the broad phase
     sphere_clusters: Tensor  # [Ks, ms]
+    mesh_vertices: Tensor | None = None
+    mesh_weights: Tensor | None = None
+    faces: Tensor | None = None
 
     def pose_spheres(self, GR: Tensor, Jp: Tensor) -> Tensor:
         """Centres ``[B, S, 3]`` for global joint rotations ``GR [B, 24, 3, 3]`` and posed joints ``Jp [B, 24, 3]``."""
@@ -155,7 +164,7 @@ def _model_arrays(fb) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             fb.faces.detach().long().cpu().numpy(), fb.lbs_weights.detach().double().cpu().numpy())
 
 
-def _template(fb, num_candidates: int = 900, num_points: int = 1000, cover_tol: float = 0.006, max_spheres: int = 420,
+def _template(fb, num_candidates: int = 1500, num_points: int = 1000, cover_tol: float = 0.006, max_spheres: int = 600,
               cover_frac: float = 0.998) -> dict[str, np.ndarray]:
     key = (id(fb.body), num_candidates, num_points, cover_tol, max_spheres, cover_frac)
     hit = _TEMPLATE_CACHE.get(key)
@@ -175,7 +184,8 @@ def _template(fb, num_candidates: int = 900, num_points: int = 1000, cover_tol: 
     # greedy set cover of the surface, weighted by vertex area: a sphere covers the vertices within
     # cover_tol of its surface
     area = vertex_areas(torch.from_numpy(v)[None], torch.from_numpy(faces))[0].numpy()
-    cov = (np.sqrt(((v[None] - c[:, None]) ** 2).sum(-1)) - r[:, None]) < cover_tol  # [C, N]
+    cov = np.concatenate([(np.sqrt(((v[None] - c[i : i + 100, None]) ** 2).sum(-1)) - r[i : i + 100, None]) < cover_tol
+                          for i in range(0, len(c), 100)])  # [C, N], 100 candidates at a time
     gain = cov.astype(np.float64) @ area
     covered = np.zeros(len(v), bool)
     chosen: list[int] = []
@@ -223,6 +233,7 @@ def build_proxies(fb, betas: Tensor) -> list[BodyProxy]:
             points=t64(v[pts]), point_weights=t64(W[pts]), sphere_part=torch.as_tensor(spart),
             point_part=torch.as_tensor(ppart), point_ids=torch.as_tensor(pts), touch_ids=torch.as_tensor(tpl["touch"]),
             point_clusters=_clusters(v[pts], ppart, 16), sphere_clusters=_clusters(c, spart, 8),
+            mesh_vertices=t64(v), mesh_weights=t64(W), faces=torch.as_tensor(faces),
         ))
     return out
 
