@@ -4,14 +4,13 @@ Documented tolerance (h4d_fast/ops/collision.py): per-frame loss within ``1e-5 +
 gradients within ``1e-4 max|grad| + 1e-6`` elementwise, under random cotangents. numba computes in
 float64 and is compared with the float64 reference; triton and cupy compute in float32.
 
-On a CPU box triton runs under ``TRITON_INTERPRET=1`` on tiny shapes (set below before triton is
-imported); CUDA tests are marked ``gpu`` (``pytest -m gpu`` on the GPU machine).
+On a CPU box triton runs under ``TRITON_INTERPRET=1`` on tiny shapes (tests/conftest.py sets it for
+the whole session); CUDA tests are marked ``gpu`` (``pytest -m gpu`` on the GPU machine).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import sys
 import types
@@ -21,13 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-from h4d_fast.ops import collision_loss  # noqa: E402
-from h4d_fast.ops._cuda_source import kernel_source  # noqa: E402
-from h4d_fast.ops.collision import CLUSTER, face_clusters, kernel_inputs  # noqa: E402
-from test_collision import box_mesh, icosphere, sphere_pair  # noqa: E402
+from h4d_fast.ops import collision_loss
+from h4d_fast.ops._cuda_source import kernel_source
+from h4d_fast.ops.collision import CLUSTER, face_clusters, kernel_inputs
+from test_collision import box_mesh, icosphere, sphere_pair
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 HAS_TRITON = importlib.util.find_spec("triton") is not None

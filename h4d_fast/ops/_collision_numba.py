@@ -68,6 +68,20 @@ def _dot(ux, uy, uz, vx, vy, vz):
 
 
 @njit(cache=True, inline="always")
+def ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, x0, x1, x2, yc, zc):
+    """Where the line along ``x`` through ``(yc, zc)`` crosses triangle ``(i0, i1, i2)`` (its
+    vertices' ``y, z`` and ``x``), by the watertight edge functions: ``(sign, x)`` with ``sign``
+    +1 / -1 by the triangle's orientation, 0 (and ``x`` = 0) when the line misses it."""
+    e0, s0 = _edge(i1, i2, y1, z1, y2, z2, yc, zc)
+    e1, s1 = _edge(i2, i0, y2, z2, y0, z0, yc, zc)
+    e2, s2 = _edge(i0, i1, y0, z0, y1, z1, yc, zc)
+    if s0 != 0 and s0 == s1 and s1 == s2:
+        den = e0 + e1 + e2
+        return s0, ((e0 * x0 + e1 * x1 + e2 * x2) / den if den != 0 else x0)
+    return 0.0, 0.0
+
+
+@njit(cache=True, inline="always")
 def _edge_d2(ox, oy, oz, t_num, t_den, ex, ey, ez):
     """``|o - t e|^2`` with ``t = t_num / t_den`` (0 when ``t_den`` is 0): squared distance to a point of an edge."""
     t = t_num / t_den if t_den != 0 else 0.0
@@ -275,12 +289,8 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
                 if need[k, j] == 0:
                     continue
                 yc = -1.0 + (j + off) * h
-                e0, s0 = _edge(i1, i2, y1, z1, y2, z2, yc, zc)
-                e1, s1 = _edge(i2, i0, y2, z2, y0, z0, yc, zc)
-                e2, s2 = _edge(i0, i1, y0, z0, y1, z1, yc, zc)
-                if s0 != 0 and s0 == s1 and s1 == s2:
-                    den = e0 + e1 + e2
-                    xc = (e0 * Pn[i0, 0] + e1 * Pn[i1, 0] + e2 * Pn[i2, 0]) / den if den != 0 else Pn[i0, 0]
+                sg, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, Pn[i0, 0], Pn[i1, 0], Pn[i2, 0], yc, zc)
+                if sg != 0:
                     t = math.floor((xc + 1.0) / h - off) + 1.0
                     i = int(min(max(t, 0.0), float(G)))
                     if i < G:

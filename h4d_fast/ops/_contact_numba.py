@@ -12,7 +12,7 @@ Per (frame) task, with ``h`` = the cell size (at least the band):
    within the band; a point with nothing that close gets ``inf``.
 3. **Inside** (exact, no search): the signed crossings of a ray along ``-x`` with the triangles,
    found through a 2D grid over ``(y, z)`` and decided with the watertight edge functions of the
-   collision kernels (:func:`h4d_fast.ops._collision_numba._edge`); non-zero winding = inside, so
+   collision kernels (:func:`h4d_fast.ops._collision_numba.ray_crossing`); non-zero winding = inside, so
    a region where a posed mesh overlaps itself counts as inside (as in :mod:`h4d_fast.eval._mesh_numba`).
 4. **Inside points**: the exact distance to the surface (the triangle grid searched in growing
    shells of cells until no unseen cell can hold a nearer triangle) and the distance to the nearest
@@ -30,7 +30,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._collision_numba import _edge, _pt_tri_d2
+from ._collision_numba import _pt_tri_d2, ray_crossing
 from ._mesh_numba import cell_winding, closest_st, vertex_bounds
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
@@ -177,14 +177,9 @@ def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
         y0, z0 = V[i0, 1], V[i0, 2]
         y1, z1 = V[i1, 1], V[i1, 2]
         y2, z2 = V[i2, 1], V[i2, 2]
-        e0, s0 = _edge(i1, i2, y1, z1, y2, z2, py, pz)
-        e1, s1 = _edge(i2, i0, y2, z2, y0, z0, py, pz)
-        e2, s2 = _edge(i0, i1, y0, z0, y1, z1, py, pz)
-        if s0 != 0 and s0 == s1 and s1 == s2:
-            den = e0 + e1 + e2
-            xc = (e0 * V[i0, 0] + e1 * V[i1, 0] + e2 * V[i2, 0]) / den if den != 0 else V[i0, 0]
-            if xc < px:
-                w += int(s0)
+        s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
+        if s0 != 0 and xc < px:
+            w += int(s0)
     return w
 
 

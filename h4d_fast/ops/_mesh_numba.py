@@ -22,7 +22,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ._collision_numba import _edge
+from ._collision_numba import ray_crossing
 
 
 @njit(cache=True, nogil=True)
@@ -50,12 +50,8 @@ def cell_winding(verts, faces, lo, cell, nx, ny, nz):
             zc = lo[2] + (k + 0.5) * cell
             for j in range(jlo, jhi + 1):
                 yc = lo[1] + (j + 0.5) * cell
-                e0, s0 = _edge(i1, i2, y1, z1, y2, z2, yc, zc)
-                e1, s1 = _edge(i2, i0, y2, z2, y0, z0, yc, zc)
-                e2, s2 = _edge(i0, i1, y0, z0, y1, z1, yc, zc)
-                if s0 != 0 and s0 == s1 and s1 == s2:
-                    den = e0 + e1 + e2
-                    xc = (e0 * verts[i0, 0] + e1 * verts[i1, 0] + e2 * verts[i2, 0]) / den if den != 0 else verts[i0, 0]
+                s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, verts[i0, 0], verts[i1, 0], verts[i2, 0], yc, zc)
+                if s0 != 0:
                     t = math.floor((xc - lo[0]) / cell - 0.5) + 1.0
                     i = int(min(max(t, 0.0), float(nx)))
                     tog[k, j, i] += np.int16(s0)  # signed crossing: the winding number along the row

@@ -9,11 +9,11 @@ import math
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from ..constants import COCO_SIGMAS
+from ._oks_torch import oks_lead_shape
 
 MAX_DETECTIONS = 32
 
@@ -61,8 +61,7 @@ def oks_inputs(backend: str, kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | Non
     check_dtype("oks", backend, kpts_a)
     dtype, dev = kpts_a.dtype, kpts_a.device
     A, B, J = kpts_a.shape[-3], kpts_b.shape[-3], kpts_a.shape[-2]
-    # numpy's rule (torch.broadcast_shapes imports torch._refs and sympy: 0.5 s of a fresh process)
-    lead = torch.Size(np.broadcast_shapes(kpts_a.shape[:-3], kpts_b.shape[:-3], *(() if areas is None else (areas.shape[:-2],))))
+    lead = oks_lead_shape(kpts_a, kpts_b, areas)
     T = math.prod(lead)
     var = coco_var(J, dtype, dev) if sigmas is None else var_table(sigmas, J, dtype, dev)
     out = torch.empty(T, A, B, dtype=dtype, device=dev)  # [T, A, B]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ..constants import COCO_SIGMAS
-from ._oks_torch import EPS, detection_scores
+from ._oks_torch import EPS, detection_scores, oks_lead_shape
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -154,8 +154,7 @@ def oks_numba(
     """
     dtype = kpts_a.dtype
     A, B, J = kpts_a.shape[-3], kpts_b.shape[-3], kpts_a.shape[-2]
-    # numpy's rule (torch.broadcast_shapes imports torch._refs and sympy: 0.5 s of a fresh process)
-    lead = torch.Size(np.broadcast_shapes(kpts_a.shape[:-3], kpts_b.shape[:-3], *(() if areas is None else (areas.shape[:-2],))))
+    lead = oks_lead_shape(kpts_a, kpts_b, areas)
     var = _var(sigmas, J, dtype)
     T = math.prod(lead)
     a = _np64(kpts_a.expand(*lead, A, J, 3).reshape(T, A, J, 3))  # [T, A, J, 3]

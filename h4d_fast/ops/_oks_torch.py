@@ -11,12 +11,20 @@ OKS (COCO formula, with the reference pipeline's choices):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..constants import COCO_SIGMAS
 
 EPS = float(torch.finfo(torch.float64).eps)  # pycocotools' np.spacing(1)
+
+
+def oks_lead_shape(kpts_a: Tensor, kpts_b: Tensor, areas: Tensor | None = None) -> torch.Size:
+    """The broadcast leading shape of the pairwise OKS inputs (``kpts_a [..., A, J, 3]``,
+    ``kpts_b [..., B, J, 3]``, ``areas [..., A, B]``). numpy's rule: ``torch.broadcast_shapes``
+    imports torch._refs and sympy, 0.5 s of a fresh process."""
+    return torch.Size(np.broadcast_shapes(kpts_a.shape[:-3], kpts_b.shape[:-3], *(() if areas is None else (areas.shape[:-2],))))
 
 
 def keypoint_box_area(kpts: Tensor, kpt_thr: float = 0.2) -> Tensor:

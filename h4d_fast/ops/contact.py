@@ -132,7 +132,7 @@ def surface_query(points: Tensor, verts: Tensor, faces: Tensor, band: float, k: 
         raise ValueError(f"surface_query: expected points [F, M, 3] and verts [F, N, 3], got {tuple(points.shape)}, {tuple(verts.shape)}")
     F, M = points.shape[:2]
     dev = points.device
-    if dev.type == "cpu" and _pen._numba_depth() is not None and F and M:
+    if dev.type == "cpu" and contact_on_host() and F and M:
         with torch.no_grad():
             return _query_numba(_f64(points), _f64(verts), faces, band, points.dtype)
     dist = torch.full((F, M), float("inf"), dtype=points.dtype, device=dev)
@@ -290,7 +290,7 @@ def pair_contact(
     F = va.shape[0]
     every = bool(near.all()) or F == 0
     idx = near.nonzero()[:, 0]
-    if va.device.type == "cpu" and _pen._numba_depth() is not None and F:
+    if va.device.type == "cpu" and contact_on_host() and F:
         # the grid kernel on float64 copies made once for both directions
         a64, b64 = (_f64(v) if every else _f64(v[idx]) for v in (va, vb))
         qa, qb = _query_numba(a64, b64, faces_b, band, va.dtype), _query_numba(b64, a64, faces_a, band, vb.dtype)

@@ -244,21 +244,17 @@ def _refine(poses: Tensor, cfg: RefineConfig, present: Tensor | None) -> tuple[T
     # the fit's L-BFGS (the same iterates as torch.optim.LBFGS with the strong-Wolfe line search,
     # pipeline/lbfgs.py): torch.optim would import torch._dynamo, seconds of a fresh process
     Xv = X0.clone().requires_grad_(True)
+    graphed = graphed_closure(lambda: refinement_loss(Xv, X0, w_obs, avail, cfg), Xv) if Xv.is_cuda and cfg.cuda_graph else None
 
     def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:
+        """Loss and flat gradient at ``x`` (read through ``Xv``: the graph reads it in place)."""
         with torch.no_grad():
             Xv.copy_(x.view_as(Xv))
+        if graphed is not None:  # the graph writes the loss and Xv.grad into its own buffers
+            return graphed().detach().clone(), Xv.grad.reshape(-1).clone()
         loss = refinement_loss(Xv, X0, w_obs, avail, cfg)
         (g,) = torch.autograd.grad(loss, Xv)
         return loss.detach(), g.reshape(-1)
-
-    if Xv.is_cuda and cfg.cuda_graph:
-        closure = graphed_closure(lambda: refinement_loss(Xv, X0, w_obs, avail, cfg), Xv)
-
-        def evaluate(x: Tensor) -> tuple[Tensor, Tensor]:  # noqa: F811 - the graphed evaluation
-            with torch.no_grad():
-                Xv.copy_(x.view_as(Xv))
-            return closure().detach().clone(), Xv.grad.reshape(-1).clone()
 
     with torch.no_grad():
         l0 = float(refinement_loss(X0, X0, w_obs, avail, cfg))
