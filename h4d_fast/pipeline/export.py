@@ -120,9 +120,11 @@ def export_harmony4d(
     if not pres.all() and (result.present is None or not np.array_equal(result.present.cpu().numpy(), pres)):
         result = _absent_removed(result, pres)
     verts, joints = model_outputs(body, result)  # [F, P, N, 3], [F, P, 45, 3] (zeros where absent)
-    verts_host = verts.float().cpu()  # for sequence.npz and the contact kernel
+    need_contact = contact_mm is not None and P >= 2
+    # one host copy of the meshes, made only when sequence.npz or the host contact kernel reads it
+    verts_host = verts.float().cpu() if write_vertices or (need_contact and contact_on_host()) else None
     contact_job = None
-    if contact_mm is not None and P >= 2:  # the labels of every pair (on the host: beside what follows)
+    if need_contact:  # the labels of every pair (on the host: beside what follows)
         contact_job = _ContactJob(out, verts_host if contact_on_host() else verts, body, pres, float(contact_mm), [int(f) for f in frame_ids])
     coco = joints.index_select(2, torch.tensor(COCO_TO_SMPL45, dtype=torch.long, device=joints.device))
     poses3d = torch.cat([coco, torch.ones_like(coco[..., :1])], -1)
