@@ -9,7 +9,7 @@
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
 #   bash bench/gpu_session.sh check   # the GPU tests, fresh-process profile and settings, the warm path
 #   bash bench/gpu_session.sh last    # the GPU tests (a fresh machine compiles for minutes), then run-many
-#   bash bench/gpu_session.sh fitprof # the fit stage alone: torch.profiler's GPU busy time and top kernels, a short L-BFGS history, no CUDA graphs
+#   bash bench/gpu_session.sh fitprof # the fit stage alone: torch.profiler's GPU busy time and top kernels; two-loop direction, short history, no graphs
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
@@ -71,9 +71,10 @@ last)  # one call: every GPU test with room for a fresh machine's compiles (numb
     step pytest_gpu 400 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=120 --durations=15 --junitxml="$R/pytest_gpu.xml"
     step bench 170 python3 -m bench --only run_many --no-sweep --budget-s 160 --out "$R" --tag last
     ;;
-fitprof)  # one call: the fit stage alone under torch.profiler (GPU busy time, top kernels), then with a short L-BFGS history
+fitprof)  # one call: the fit stage alone under torch.profiler (GPU busy time, top kernels), then the two-loop L-BFGS direction, a short history, no CUDA graphs
     W=/tmp/h4d_fitprof
     step fit_profile 300 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work "$W" --json "$R/fit_profile.json"
+    step fit_twoloop 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.lbfgs_direction=two_loop --json "$R/fit_twoloop.json"
     step fit_hist5 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.history_size=5 --json "$R/fit_hist5.json"
     step fit_nograph 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.cuda_graphs=false --json "$R/fit_nograph.json"
     ;;

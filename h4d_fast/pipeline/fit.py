@@ -297,7 +297,9 @@ class _Fitter:
                     return loss, torch.cat([g.reshape(-1) for g in grads])
 
                 xflat = torch.cat([x.detach().reshape(-1) for x in params])
-                opt = LBFGS(xflat, flat_eval, lr=cfg.lr, history_size=int(cfg.history_size), tolerance_grad=1e-10, tolerance_change=1e-14)
+                compact = None if cfg.lbfgs_direction == "auto" else cfg.lbfgs_direction == "compact"
+                opt = LBFGS(xflat, flat_eval, lr=cfg.lr, history_size=int(cfg.history_size), tolerance_grad=1e-10, tolerance_change=1e-14,
+                            compact=compact)
             else:
                 adam = torch.optim.Adam(params, lr=cfg.adam_lr)
             while done < iters:
