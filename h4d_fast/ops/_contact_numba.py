@@ -370,8 +370,25 @@ def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
             query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
 
 
+@njit(cache=True, nogil=True)
+def _vertex_areas(X, faces):
+    """``[M]`` a third of the area of the triangles around each vertex of the mesh ``X [M, 3]``
+    (:func:`h4d_fast.ops.mesh_geometry.vertex_areas`)."""
+    out = np.zeros(X.shape[0])
+    for t in range(faces.shape[0]):
+        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+        ux, uy, uz = X[b, 0] - X[a, 0], X[b, 1] - X[a, 1], X[b, 2] - X[a, 2]
+        vx, vy, vz = X[c, 0] - X[a, 0], X[c, 1] - X[a, 1], X[c, 2] - X[a, 2]
+        cx, cy, cz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+        ar = 0.5 * math.sqrt(cx * cx + cy * cy + cz * cz) / 3.0
+        out[a] += ar
+        out[b] += ar
+        out[c] += ar
+    return out
+
+
 @njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
-def _contact_frames(P, V, faces, band, h, contact, dmax, dsum, nin):
+def _contact_frames(P, V, faces, pfaces, band, h, contact, dmax, dsum, nin, vol):
     none_i = np.zeros(0, np.int32)
     none_st = np.zeros((0, 2))
     for f in prange(P.shape[0]):
@@ -389,25 +406,37 @@ def _contact_frames(P, V, faces, band, h, contact, dmax, dsum, nin):
                     dmax[f] = vdist[m]
             elif dist[m] <= band:
                 contact[f, m] = True
+        if nin[f] > 0 and pfaces.shape[0] > 0:  # the points' own mesh: depth x vertex area of the inside ones
+            area = _vertex_areas(P[f], pfaces)
+            for m in range(M):
+                if inside[m]:
+                    vol[f] += dist[m] * area[m]
 
 
-def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, ...]:
+def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
+                   point_faces: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """The export's summary of :func:`query_frames` without its per-point arrays: ``contact [F, M]``
     bool (inside, or within ``band`` of the surface) and per frame the inside points' largest and
     summed nearest-vertex distance and their number (``[F]`` each). Float32 or float64 input (the
-    geometry is computed in float64 either way for the cell grid; float32 coordinates are read as they are)."""
+    geometry is computed in float64 either way for the cell grid; float32 coordinates are read as they are).
+
+    With ``point_faces`` (the points are the vertices of a mesh with these triangles) also
+    ``volume [F]`` (m^3): the inside points' exact distance to the surface times their vertex area,
+    summed (:func:`h4d_fast.ops.penetration.penetration_volume`'s measure, one side, with the exact
+    depth); else zeros."""
     P = np.ascontiguousarray(points)
     V = np.ascontiguousarray(verts, dtype=P.dtype)
     if P.dtype not in (np.float32, np.float64):
         P, V = P.astype(np.float64), V.astype(np.float64)
     F, M = P.shape[:2]
     contact = np.zeros((F, M), np.bool_)
-    dmax, dsum, nin = np.zeros(F), np.zeros(F), np.zeros(F, np.int64)
+    dmax, dsum, nin, vol = np.zeros(F), np.zeros(F), np.zeros(F, np.int64), np.zeros(F)
+    pf = np.zeros((0, 3), np.int64) if point_faces is None else np.ascontiguousarray(point_faces, dtype=np.int64)
     if F and M:
         with numba.parallel_chunksize(1):
-            _contact_frames(P, V, np.ascontiguousarray(faces, dtype=np.int64), float(band), max(float(cell) or 0.02, float(band), 0.005),
-                            contact, dmax, dsum, nin)
-    return contact, dmax, dsum, nin
+            _contact_frames(P, V, np.ascontiguousarray(faces, dtype=np.int64), pf, float(band), max(float(cell) or 0.02, float(band), 0.005),
+                            contact, dmax, dsum, nin, vol)
+    return contact, dmax, dsum, nin, vol
 
 
 def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
