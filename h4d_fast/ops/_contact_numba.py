@@ -31,7 +31,8 @@ import numpy as np
 from numba import njit, prange
 
 from ._collision_numba import _pt_tri_d2, ray_crossing
-from ._mesh_numba import cell_winding, closest_st, vertex_bounds
+from ._contact_grid_numba import bit, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes
+from ._mesh_numba import closest_st, vertex_bounds
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
@@ -123,46 +124,6 @@ def _vert_grid(V, lo, h, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _ray_grid(rng, ny, nz):
-    """Triangles listed in the ``(y, z)`` cells their projections' boxes meet, whatever their ``x``
-    (the ``j, k`` ranges of :func:`_tri_cells`; CSR by cell): the rays of :func:`_winding`."""
-    return _csr_cells(rng, 1, ny, nz, False)
-
-
-@njit(cache=True, nogil=True)
-def _dilate_axis(src, dst, di, dj, dk):
-    """``dst |= src`` shifted by -1, 0 and +1 cells along the axis ``(di, dj, dk)`` (x, y, z)."""
-    nz, ny, nx = src.shape
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                if src[k, j, i]:
-                    for t in range(-1, 2):
-                        kk, jj, ii = k + t * dk, j + t * dj, i + t * di
-                        if 0 <= kk < nz and 0 <= jj < ny and 0 <= ii < nx:
-                            dst[kk, jj, ii] = 1
-
-
-@njit(cache=True, nogil=True)
-def _dilate(start, nx, ny, nz):
-    """``[nz, ny, nx]`` uint8: 1 where a cell or one of its 26 neighbours lists a triangle."""
-    a = np.zeros((nz, ny, nx), np.uint8)
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                c = (k * ny + j) * nx + i
-                if start[c + 1] > start[c]:
-                    a[k, j, i] = 1
-    b = np.zeros((nz, ny, nx), np.uint8)  # a 3x3x3 dilation, one axis at a time
-    _dilate_axis(a, b, 1, 0, 0)
-    a[:] = 0
-    _dilate_axis(b, a, 0, 1, 0)
-    b[:] = 0
-    _dilate_axis(a, b, 0, 0, 1)
-    return b
-
-
-@njit(cache=True, nogil=True)
 def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
     """Signed crossings of the ray from ``p`` along ``-x`` with the mesh (0 = outside)."""
     j = int(math.floor((py - lo[1]) / h))
@@ -184,9 +145,11 @@ def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
+def _shell_min(px, py, pz, V, faces, start, items, slot, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
     """Smallest squared distance (below ``best``) to the triangles (``tris``) or vertices listed in the
-    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none)."""
+    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none).
+    Cell ``c``'s list: ``start[c]:start[c + 1]``, or with a non-empty ``slot`` (the sparse lists of
+    :func:`h4d_fast.ops._contact_grid_numba.slot_grid`) ``start[s - 1]:start[s]``, ``s = slot[c] > 0``."""
     for k in range(ck - r, ck + r + 1):
         if k < 0 or k >= nz:
             continue
@@ -207,7 +170,11 @@ def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck
                 dx_ = max(x0 - px, px - (x0 + h), 0.0)
                 if i >= 0 and i < nx and dyz + dx_ * dx_ < best:
                     c = (k * ny + j) * nx + i
-                    for t in range(start[c], start[c + 1]):
+                    if slot.shape[0]:
+                        t0, t1 = (start[slot[c] - 1], start[slot[c]]) if slot[c] else (0, 0)
+                    else:
+                        t0, t1 = start[c], start[c + 1]
+                    for t in range(t0, t1):
                         e = items[t]
                         if tris:
                             a, b, cc = faces[e, 0], faces[e, 1], faces[e, 2]
@@ -225,6 +192,43 @@ def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck
 
 
 @njit(cache=True, nogil=True)
+def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
+    """Whether a triangle listed in the 27 cells around ``(ci, cj, ck)`` (the sparse lists of
+    :func:`_shell_min`) lies within ``band`` of ``p``: the export's test, the same as
+    ``sqrt(best) <= band`` after :func:`_shell_min`'s two shells (a triangle whose squared distance
+    ``d2`` is ``<= b2`` with ``sqrt(d2) <= band`` is found, the minimum's being one). A triangle's box
+    farther than the band, by a margin far above rounding, skips the exact distance."""
+    lim = b2 * (1 + 1e-12)
+    far = b2 * (1 + 1e-6)
+    for k in range(max(ck - 1, 0), min(ck + 1, nz - 1) + 1):
+        z0 = lo[2] + k * h
+        dz_ = max(z0 - pz, pz - (z0 + h), 0.0)
+        for j in range(max(cj - 1, 0), min(cj + 1, ny - 1) + 1):
+            y0 = lo[1] + j * h
+            dy_ = max(y0 - py, py - (y0 + h), 0.0)
+            dyz = dy_ * dy_ + dz_ * dz_
+            for i in range(max(ci - 1, 0), min(ci + 1, nx - 1) + 1):
+                x0 = lo[0] + i * h
+                dx_ = max(x0 - px, px - (x0 + h), 0.0)
+                s = slot[(k * ny + j) * nx + i]
+                if s == 0 or not dyz + dx_ * dx_ < lim:
+                    continue
+                for t in range(start[s - 1], start[s]):
+                    e = pos[t]
+                    bx = max(boxes[e, 0] - px, px - boxes[e, 1], 0.0)
+                    by = max(boxes[e, 2] - py, py - boxes[e, 3], 0.0)
+                    bz = max(boxes[e, 4] - pz, pz - boxes[e, 5], 0.0)
+                    if bx * bx + by * by + bz * bz > far:
+                        continue
+                    f = items[t]
+                    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+                    d2 = _pt_tri_d2(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[c, 0], V[c, 1], V[c, 2])
+                    if d2 < lim and d2 <= b2 and math.sqrt(d2) <= band:
+                        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     """Distance to the nearest triangle (``tris``) or vertex listed in the grid, searched in growing
     shells of cells around ``p`` (inside the grid). Returns ``inf`` when the nearest one may lie
@@ -239,7 +243,7 @@ def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     best = np.inf
     bi = -1
     for r in range(rmax + 1):
-        best, bi = _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
+        best, bi = _shell_min(px, py, pz, V, faces, start, items, start[:0], lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
         # every cell at shell r + 1 or beyond is at least r * h away from p (p lies in its own cell)
         if best <= (r * h) * (r * h):
             break
@@ -270,11 +274,13 @@ def _brute_nearest(px, py, pz, V, faces, tris):
 
 
 @njit(cache=True, nogil=True)
-def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
+def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
     must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
     (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
-    closest point's coordinates in it (``a + s (b - a) + t (c - a)``)."""
+    closest point's coordinates in it (``a + s (b - a) + t (c - a)``). Without ``exact``, the
+    export's labels only: ``dist`` is ``band`` for the outside points within the band (else and for
+    the inside points ``inf``; :func:`_contact_frames` reads nothing more)."""
     M = P.shape[0]
     lo, hi = vertex_bounds(V)
     for a in range(3):
@@ -306,17 +312,14 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
     nx = max(1, int(math.ceil((chi[0] - clo[0]) / h)))
     ny = max(1, int(math.ceil((chi[1] - clo[1]) / h)))
     nz = max(1, int(math.ceil((chi[2] - clo[2]) / h)))
-    rng = _tri_cells(V, faces, clo, h, nx, ny, nz)
-    tstart, titems = _tri_grid(rng, nx, ny, nz)
-    cwind = cell_winding(V, faces, clo, h, nx, ny, nz)
-    near = _dilate(tstart, nx, ny, nz)
-    rstart = np.zeros(1, np.int32)
-    ritems = np.zeros(1, np.int32)
-    have_r = False
-    vstart = np.zeros(1, np.int32)
-    vitems = np.zeros(1, np.int32)
-    have_v = False
-    b2 = band * band
+    nr = ny * nz
+    W = (nx + 63) // 64
+    # the candidates' cells (bit rows) and rows; the grids below are complete only around them
+    pcell = np.full(M, -1, np.int64)
+    pci = np.empty(M, np.int32)
+    prow = np.empty(M, np.int32)
+    occ = np.zeros((nr, W), np.uint64)
+    rowmax = np.full(nr, -1, np.int32)  # each row's last candidate cell
     for m in range(M):
         px, py, pz = P[m, 0], P[m, 1], P[m, 2]
         if not (clo[0] <= px <= chi[0] and clo[1] <= py <= chi[1] and clo[2] <= pz <= chi[2]):
@@ -324,40 +327,115 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
         ci = min(int((px - clo[0]) / h), nx - 1)
         cj = min(int((py - clo[1]) / h), ny - 1)
         ck = min(int((pz - clo[2]) / h), nz - 1)
-        c = (ck * ny + cj) * nx + ci
-        if tstart[c + 1] == tstart[c]:  # no triangle in the cell: the centre's side is the point's
-            ins = cwind[ck, cj, ci] != 0
-        else:
-            if not have_r:
-                rstart, ritems = _ray_grid(rng, ny, nz)
-                have_r = True
-            ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
-        bi = -1
-        if ins:
-            inside[m] = 1
-            d, bi = _nearest(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, True)
-            if not math.isfinite(d):
-                d, bi = _brute_nearest(px, py, pz, V, faces, True)
-            dist[m] = d
-            if not have_v:
-                vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
-                have_v = True
-            d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-            vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
-        elif near[ck, cj, ci]:
-            # only triangles within the band matter: start the search there (farther cells are skipped)
-            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
-            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
-            if best <= b2:
-                dist[m] = math.sqrt(best)
+        r = ck * ny + cj
+        pcell[m] = r * nx + ci
+        pci[m] = ci
+        prow[m] = r
+        set_bit(occ, r, ci)
+        rowmax[r] = max(rowmax[r], ci)
+    need = dilate_bits(occ, ny, nz)  # a triangle within the band of a candidate meets one of these cells
+    needmax = np.full(nr, -1, np.int32)  # each row's last needed cell
+    for r in range(nr):
+        for w in range(W - 1, -1, -1):
+            if need[r, w]:
+                x = need[r, w]
+                top = 63
+                while (x >> np.uint64(top)) == 0:
+                    top -= 1
+                needmax[r] = min(64 * w + top, nx - 1)
+                break
+    tri_, rng, rel, act, wind = scan_tris(V, faces, clo, h, nx, ny, nz, need, rowmax, needmax)
+    # winding of the candidate cells' centres (cell_winding's, on those cells only)
+    for r in range(nr):
+        acc = 0
+        for i in range(rowmax[r] + 1):
+            acc += wind[r, i]
+            wind[r, i] = 1 if acc != 0 else 0
+    has_rel = rel.shape[0] > 0
+    slot = np.zeros(1, np.int32)
+    tstart = np.zeros(1, np.int32)
+    titems = np.zeros(1, np.int32)
+    tpos = np.zeros(1, np.int32)
+    boxes = np.zeros((1, 6))
+    near = occ  # no triangle near any candidate: never read
+    if has_rel:
+        slot, tstart, titems, tpos, tocc = slot_grid(tri_, rng, rel, nx, ny, nz, need)
+        near = dilate_bits(tocc, ny, nz)
+        boxes = tri_boxes(V, faces, tri_, rel)
+    rstart = np.zeros(1, np.int32)
+    ritems = np.zeros(1, np.int32)
+    fstart = np.zeros(1, np.int32)
+    fitems = np.zeros(1, np.int32)
+    have_f = False
+    vstart = np.zeros(1, np.int32)
+    vitems = np.zeros(1, np.int32)
+    have_v = False
+    b2 = band * band
+    later = np.empty(M if has_rel else 0, np.int64)  # the candidates in a cell with triangles
+    n_later = 0
+    for phase in range(2):
+        if phase == 1:
+            if n_later == 0:
+                break
+            # their (y, z) columns: each casts its own ray (_winding) through the triangles listed there
+            cols = np.zeros(nr, np.uint8)
+            for t in range(n_later):
+                j = int(math.floor((P[later[t], 1] - clo[1]) / h))
+                k = int(math.floor((P[later[t], 2] - clo[2]) / h))
+                if 0 <= j < ny and 0 <= k < nz:
+                    cols[k * ny + j] = 1
+            rstart, ritems = col_grid(tri_, rng, act, ny, nz, cols)
+        for t in range(M if phase == 0 else n_later):
+            m = t if phase == 0 else later[t]
+            c = pcell[m]
+            if c < 0:
+                continue
+            ci, r = pci[m], prow[m]
+            px, py, pz = P[m, 0], P[m, 1], P[m, 2]
+            if phase == 0:
+                if has_rel and slot[c] != 0:
+                    later[n_later] = m
+                    n_later += 1
+                    continue
+                ins = wind[r, ci] != 0  # no triangle in the cell: the centre's side is the point's
+                if not (ins or (has_rel and bit(near, r, ci))):
+                    continue  # outside, and no triangle in its cell or the cells around
             else:
-                bi = -1
-        if bi >= 0 and tri.shape[0] == M:
-            a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
-            s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
-            tri[m] = bi
-            st[m, 0] = s_
-            st[m, 1] = t_
+                ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
+            cj, ck = r % ny, r // ny
+            bi = -1
+            if ins:
+                inside[m] = 1
+                if exact:
+                    if not have_f:  # the exact search needs every triangle's cells
+                        fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
+                        have_f = True
+                    d, bi = _nearest(px, py, pz, V, faces, fstart, fitems, clo, h, nx, ny, nz, True)
+                    if not math.isfinite(d):
+                        d, bi = _brute_nearest(px, py, pz, V, faces, True)
+                    dist[m] = d
+                if not have_v:
+                    vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
+                    have_v = True
+                d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+                vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+            elif not exact and has_rel and bit(near, r, ci):
+                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
+                    dist[m] = band  # within the band: all that the export reads
+            elif has_rel and bit(near, r, ci):
+                # only triangles within the band matter: start the search there (farther cells are skipped)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
+                if best <= b2:
+                    dist[m] = math.sqrt(best)
+                else:
+                    bi = -1
+            if bi >= 0 and tri.shape[0] == M:
+                a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
+                s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
+                tri[m] = bi
+                st[m, 0] = s_
+                st[m, 1] = t_
 
 
 @njit(parallel=True, cache=True)
@@ -365,9 +443,9 @@ def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
     closest = tri.shape[0] == P.shape[0]
     for f in prange(P.shape[0]):
         if closest:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f])
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], True)
         else:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
+            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], True)
 
 
 @njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
@@ -379,7 +457,7 @@ def _contact_frames(P, V, faces, band, h, contact, dmax, dsum, nin):
         dist = np.full(M, np.inf)
         inside = np.zeros(M, np.uint8)
         vdist = np.zeros(M)
-        query_task(P[f], V[f], faces, band, h, dist, inside, vdist, none_i, none_st)
+        query_task(P[f], V[f], faces, band, h, dist, inside, vdist, none_i, none_st, False)
         for m in range(M):
             if inside[m]:
                 contact[f, m] = True
