@@ -96,16 +96,23 @@ def dilate_bits(b, ny, nz):
 
 @njit(cache=True, nogil=True)
 def _vert_cells(V, lo, h, nx, ny, nz):
-    """``[N, 3]`` int32: each vertex's cell ``floor((v - lo) / h)`` per axis, clamped to ``-1 .. n``.
-    The min / max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
-    unclipped ends (the cell is monotonic in the coordinate), up to a clamping its tests do not see."""
+    """``[N, 8]`` int32 per vertex: its cell ``floor(q)`` per axis (``q = (v - lo) / h``), then for
+    y and z ``ceil(q - 0.5)`` and ``floor(q - 0.5)`` (the cell centres at or beyond / at or before
+    it), each clamped to ``-1 .. n``. The min / max over a triangle's vertices are then
+    :func:`h4d_fast.ops._contact_numba._cell_range`'s and
+    :func:`h4d_fast.ops._mesh_numba.cell_winding`'s unclipped ends (each is monotonic in the
+    coordinate), up to a clamping that their tests do not see."""
     N = V.shape[0]
-    out = np.empty((N, 3), np.int32)
+    out = np.empty((N, 8), np.int32)
     for v in range(N):
         for a in range(3):
             n = nx if a == 0 else (ny if a == 1 else nz)
-            t = (V[v, a] - lo[a]) / h
-            out[v, a] = n if t >= n else (int(math.floor(t)) if t >= 0 else -1)
+            q = (V[v, a] - lo[a]) / h
+            out[v, a] = n if q >= n else (int(math.floor(q)) if q >= 0 else -1)
+            if a > 0:
+                u = q - 0.5
+                out[v, 2 * a + 1] = n if u >= n else (int(math.ceil(u)) if u >= -1 else -1)
+                out[v, 2 * a + 2] = n if u >= n else (int(math.floor(u)) if u >= -1 else -1)
     return out
 
 
@@ -196,13 +203,13 @@ def scan_tris(V, faces, lo, h, nx, ny, nz, need, rowmax, needmax):
         act[nact] = q
         nact += 1
         # cell_winding's rasterisation over the rows whose centre the projection covers
+        jlo, jhi = max(min(vc[i0, 3], vc[i1, 3], vc[i2, 3]), 0), min(max(vc[i0, 4], vc[i1, 4], vc[i2, 4]), nym)
+        klo, khi = max(min(vc[i0, 5], vc[i1, 5], vc[i2, 5]), 0), min(max(vc[i0, 6], vc[i1, 6], vc[i2, 6]), nzm)
+        if jlo > jhi or klo > khi:
+            continue
         y0, z0 = V[i0, 1], V[i0, 2]
         y1, z1 = V[i1, 1], V[i1, 2]
         y2, z2 = V[i2, 1], V[i2, 2]
-        jlo = max(int(math.ceil((min(y0, y1, y2) - lo[1]) / h - 0.5)), 0)
-        jhi = min(int(math.floor((max(y0, y1, y2) - lo[1]) / h - 0.5)), nym)
-        klo = max(int(math.ceil((min(z0, z1, z2) - lo[2]) / h - 0.5)), 0)
-        khi = min(int(math.floor((max(z0, z1, z2) - lo[2]) / h - 0.5)), nzm)
         for k in range(klo, khi + 1):
             zc = lo[2] + (k + 0.5) * h
             for j in range(jlo, jhi + 1):
@@ -263,9 +270,11 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
 
 
 @njit(cache=True, nogil=True)
-def col_grid(tri, rng, act, ny, nz, cols):
-    """The triangles ``tri[act]`` of the ``(y, z)`` columns flagged in ``cols [nz * ny]`` (whatever
-    their ``x``): CSR by column, as the ray grid that :func:`h4d_fast.ops._contact_numba._winding` reads."""
+def col_grid(tri, rng, act, ny, nz, colmax):
+    """The triangles ``tri[act]`` of the ``(y, z)`` columns with a ray to cast, ``colmax [nz * ny]``
+    the last x cell of a ray's start there (-1: none): CSR by column, as the ray grid that
+    :func:`h4d_fast.ops._contact_numba._winding` reads, with each entry's first x cell. A triangle
+    whose box starts more than a cell beyond ``colmax`` is left out (no crossing of it can count)."""
     nr = ny * nz
     sel = np.empty(act.shape[0], np.int32)
     n = 0
@@ -273,25 +282,29 @@ def col_grid(tri, rng, act, ny, nz, cols):
         j0, j1, k0, k1 = rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5]
         big = (j1 - j0 > 1) | (k1 - k0 > 1)
         sel[n] = q
-        n += big | ((cols[k0 * ny + j0] | cols[k0 * ny + j1] | cols[k1 * ny + j0] | cols[k1 * ny + j1]) != 0)
+        m = max(colmax[k0 * ny + j0], colmax[k0 * ny + j1], colmax[k1 * ny + j0], colmax[k1 * ny + j1])
+        n += big | (rng[q, 0] <= m + 1)
     start = np.zeros(nr + 1, np.int32)
-    for q in sel[:n]:
-        for k in range(rng[q, 4], rng[q, 5] + 1):
-            for j in range(rng[q, 2], rng[q, 3] + 1):
-                if cols[k * ny + j]:
-                    start[k * ny + j + 1] += 1
-    for r in range(nr):
-        start[r + 1] += start[r]
-    fill = start[:-1].copy()
-    items = np.empty(start[nr], np.int32)
-    for q in sel[:n]:
-        for k in range(rng[q, 4], rng[q, 5] + 1):
-            for j in range(rng[q, 2], rng[q, 3] + 1):
-                r = k * ny + j
-                if cols[r]:
-                    items[fill[r]] = tri[q]
-                    fill[r] += 1
-    return start, items
+    for p in range(2):
+        if p == 1:
+            for r in range(nr):
+                start[r + 1] += start[r]
+            fill = start[:-1].copy()
+            items = np.empty(start[nr], np.int32)
+            first = np.empty(start[nr], np.int32)
+        for q in sel[:n]:
+            a = rng[q, 0]
+            for k in range(rng[q, 4], rng[q, 5] + 1):
+                for j in range(rng[q, 2], rng[q, 3] + 1):
+                    r = k * ny + j
+                    if colmax[r] >= 0 and a <= colmax[r] + 1:
+                        if p == 0:
+                            start[r + 1] += 1
+                        else:
+                            items[fill[r]] = tri[q]
+                            first[fill[r]] = a
+                            fill[r] += 1
+    return start, items, first
 
 
 @njit(cache=True, nogil=True)

@@ -32,7 +32,7 @@ from numba import njit, prange
 
 from ._collision_numba import _pt_tri_d2, ray_crossing
 from ._contact_grid_numba import bit, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes
-from ._mesh_numba import closest_st, vertex_bounds
+from ._mesh_numba import closest_st
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
@@ -124,8 +124,10 @@ def _vert_grid(V, lo, h, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
-    """Signed crossings of the ray from ``p`` along ``-x`` with the mesh (0 = outside)."""
+def _winding(px, py, pz, V, faces, rstart, ritems, rfirst, ci, lo, h, ny, nz):
+    """Signed crossings of the ray from ``p`` (in x cell ``ci``) along ``-x`` with the mesh (0 =
+    outside): the triangles listed in its column, but those whose box starts in cell ``ci + 2`` or
+    beyond (``rfirst``: more than a cell right of ``p``, where no crossing can count)."""
     j = int(math.floor((py - lo[1]) / h))
     k = int(math.floor((pz - lo[2]) / h))
     if j < 0 or j >= ny or k < 0 or k >= nz:
@@ -133,11 +135,15 @@ def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
     c = k * ny + j
     w = 0
     for t in range(rstart[c], rstart[c + 1]):
+        if rfirst[t] > ci + 1:
+            continue
         f = ritems[t]
         i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
         y0, z0 = V[i0, 1], V[i0, 2]
         y1, z1 = V[i1, 1], V[i1, 2]
         y2, z2 = V[i2, 1], V[i2, 2]
+        if py < min(y0, y1, y2) or py > max(y0, y1, y2) or pz < min(z0, z1, z2) or pz > max(z0, z1, z2):
+            continue  # the line misses the (closed) box of the projection: no crossing
         s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
         if s0 != 0 and xc < px:
             w += int(s0)
@@ -274,6 +280,46 @@ def _brute_nearest(px, py, pz, V, faces, tris):
 
 
 @njit(cache=True, nogil=True)
+def _bounds(V):
+    """:func:`h4d_fast.ops._mesh_numba.vertex_bounds` (NaN ignored), with scalar accumulators."""
+    lx, ly, lz, hx, hy, hz = np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf
+    for v in range(V.shape[0]):
+        x, y, z = V[v, 0], V[v, 1], V[v, 2]
+        lx = x if x < lx else lx
+        ly = y if y < ly else ly
+        lz = z if z < lz else lz
+        hx = x if x > hx else hx
+        hy = y if y > hy else hy
+        hz = z if z > hz else hz
+    return np.array([lx, ly, lz]), np.array([hx, hy, hz])
+
+
+@njit(cache=True, nogil=True)
+def _last_needed(rowmax, nx, ny, nz):
+    """``[nz * ny]`` int32: each row's last cell within one cell (26-neighbourhood) of a candidate's
+    cell (-1: none), from the rows' last candidate cells ``rowmax``."""
+    t = np.full(ny * nz, -1, np.int32)
+    for k in range(nz):
+        for j in range(ny):
+            v = rowmax[k * ny + j]
+            if j > 0:
+                v = max(v, rowmax[k * ny + j - 1])
+            if j + 1 < ny:
+                v = max(v, rowmax[k * ny + j + 1])
+            t[k * ny + j] = v
+    out = np.full(ny * nz, -1, np.int32)
+    for k in range(nz):
+        for j in range(ny):
+            v = t[k * ny + j]
+            if k > 0:
+                v = max(v, t[(k - 1) * ny + j])
+            if k + 1 < nz:
+                v = max(v, t[(k + 1) * ny + j])
+            out[k * ny + j] = min(v + 1, nx - 1) if v >= 0 else -1
+    return out
+
+
+@njit(cache=True, nogil=True)
 def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
     must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
@@ -282,7 +328,7 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     export's labels only: ``dist`` is ``band`` for the outside points within the band (else and for
     the inside points ``inf``; :func:`_contact_frames` reads nothing more)."""
     M = P.shape[0]
-    lo, hi = vertex_bounds(V)
+    lo, hi = _bounds(V)
     for a in range(3):
         if not (math.isfinite(lo[a]) and math.isfinite(hi[a])):
             return
@@ -290,23 +336,19 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
         hi[a] += band
     # the grids cover the candidates' box grown by the band and a margin (a point deeper than that
     # inside the mesh falls back to a search of every triangle), within the mesh's box
-    clo = np.empty(3)
-    chi = np.empty(3)
-    for a in range(3):
-        clo[a] = np.inf
-        chi[a] = -np.inf
+    cand = np.empty(M, np.int32)
     n_cand = 0
+    lx, ly, lz, hx, hy, hz = np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf
     for m in range(M):
-        if lo[0] <= P[m, 0] <= hi[0] and lo[1] <= P[m, 1] <= hi[1] and lo[2] <= P[m, 2] <= hi[2]:
+        x, y, z = P[m, 0], P[m, 1], P[m, 2]
+        if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1] and lo[2] <= z <= hi[2]:
+            cand[n_cand] = m
             n_cand += 1
-            for a in range(3):
-                clo[a] = min(clo[a], P[m, a])
-                chi[a] = max(chi[a], P[m, a])
+            lx, ly, lz, hx, hy, hz = min(lx, x), min(ly, y), min(lz, z), max(hx, x), max(hy, y), max(hz, z)
     if n_cand == 0:
         return
-    for a in range(3):
-        clo[a] = max(clo[a] - band - _MARGIN, lo[a])
-        chi[a] = min(chi[a] + band + _MARGIN, hi[a])
+    clo = np.array([max(lx - band - _MARGIN, lo[0]), max(ly - band - _MARGIN, lo[1]), max(lz - band - _MARGIN, lo[2])])
+    chi = np.array([min(hx + band + _MARGIN, hi[0]), min(hy + band + _MARGIN, hi[1]), min(hz + band + _MARGIN, hi[2])])
     vol = (chi[0] - clo[0]) * (chi[1] - clo[1]) * (chi[2] - clo[2])
     h = max(h, band, (vol / _MAX_CELLS) ** (1.0 / 3.0))
     nx = max(1, int(math.ceil((chi[0] - clo[0]) / h)))
@@ -315,35 +357,24 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     nr = ny * nz
     W = (nx + 63) // 64
     # the candidates' cells (bit rows) and rows; the grids below are complete only around them
-    pcell = np.full(M, -1, np.int64)
-    pci = np.empty(M, np.int32)
-    prow = np.empty(M, np.int32)
+    pcell = np.empty(n_cand, np.int64)
+    pci = np.empty(n_cand, np.int32)
+    prow = np.empty(n_cand, np.int32)
     occ = np.zeros((nr, W), np.uint64)
     rowmax = np.full(nr, -1, np.int32)  # each row's last candidate cell
-    for m in range(M):
-        px, py, pz = P[m, 0], P[m, 1], P[m, 2]
-        if not (clo[0] <= px <= chi[0] and clo[1] <= py <= chi[1] and clo[2] <= pz <= chi[2]):
-            continue
-        ci = min(int((px - clo[0]) / h), nx - 1)
-        cj = min(int((py - clo[1]) / h), ny - 1)
-        ck = min(int((pz - clo[2]) / h), nz - 1)
+    for t in range(n_cand):
+        m = cand[t]
+        ci = min(int((P[m, 0] - clo[0]) / h), nx - 1)
+        cj = min(int((P[m, 1] - clo[1]) / h), ny - 1)
+        ck = min(int((P[m, 2] - clo[2]) / h), nz - 1)
         r = ck * ny + cj
-        pcell[m] = r * nx + ci
-        pci[m] = ci
-        prow[m] = r
+        pcell[t] = r * nx + ci
+        pci[t] = ci
+        prow[t] = r
         set_bit(occ, r, ci)
         rowmax[r] = max(rowmax[r], ci)
     need = dilate_bits(occ, ny, nz)  # a triangle within the band of a candidate meets one of these cells
-    needmax = np.full(nr, -1, np.int32)  # each row's last needed cell
-    for r in range(nr):
-        for w in range(W - 1, -1, -1):
-            if need[r, w]:
-                x = need[r, w]
-                top = 63
-                while (x >> np.uint64(top)) == 0:
-                    top -= 1
-                needmax[r] = min(64 * w + top, nx - 1)
-                break
+    needmax = _last_needed(rowmax, nx, ny, nz)
     tri_, rng, rel, act, wind = scan_tris(V, faces, clo, h, nx, ny, nz, need, rowmax, needmax)
     # winding of the candidate cells' centres (cell_winding's, on those cells only)
     for r in range(nr):
@@ -364,6 +395,7 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
         boxes = tri_boxes(V, faces, tri_, rel)
     rstart = np.zeros(1, np.int32)
     ritems = np.zeros(1, np.int32)
+    rfirst = np.zeros(1, np.int32)
     fstart = np.zeros(1, np.int32)
     fitems = np.zeros(1, np.int32)
     have_f = False
@@ -371,37 +403,35 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     vitems = np.zeros(1, np.int32)
     have_v = False
     b2 = band * band
-    later = np.empty(M if has_rel else 0, np.int64)  # the candidates in a cell with triangles
+    later = np.empty(n_cand if has_rel else 0, np.int64)  # the candidates in a cell with triangles
     n_later = 0
     for phase in range(2):
         if phase == 1:
             if n_later == 0:
                 break
             # their (y, z) columns: each casts its own ray (_winding) through the triangles listed there
-            cols = np.zeros(nr, np.uint8)
-            for t in range(n_later):
-                j = int(math.floor((P[later[t], 1] - clo[1]) / h))
-                k = int(math.floor((P[later[t], 2] - clo[2]) / h))
+            colmax = np.full(nr, -1, np.int32)
+            for u in range(n_later):
+                j = int(math.floor((P[cand[later[u]], 1] - clo[1]) / h))
+                k = int(math.floor((P[cand[later[u]], 2] - clo[2]) / h))
                 if 0 <= j < ny and 0 <= k < nz:
-                    cols[k * ny + j] = 1
-            rstart, ritems = col_grid(tri_, rng, act, ny, nz, cols)
-        for t in range(M if phase == 0 else n_later):
-            m = t if phase == 0 else later[t]
-            c = pcell[m]
-            if c < 0:
-                continue
-            ci, r = pci[m], prow[m]
+                    colmax[k * ny + j] = max(colmax[k * ny + j], pci[later[u]])
+            rstart, ritems, rfirst = col_grid(tri_, rng, act, ny, nz, colmax)
+        for u in range(n_cand if phase == 0 else n_later):
+            t = u if phase == 0 else later[u]
+            m = cand[t]
+            c, ci, r = pcell[t], pci[t], prow[t]
             px, py, pz = P[m, 0], P[m, 1], P[m, 2]
             if phase == 0:
                 if has_rel and slot[c] != 0:
-                    later[n_later] = m
+                    later[n_later] = t
                     n_later += 1
                     continue
                 ins = wind[r, ci] != 0  # no triangle in the cell: the centre's side is the point's
                 if not (ins or (has_rel and bit(near, r, ci))):
                     continue  # outside, and no triangle in its cell or the cells around
             else:
-                ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
+                ins = _winding(px, py, pz, V, faces, rstart, ritems, rfirst, ci, clo, h, ny, nz) != 0
             cj, ck = r % ny, r // ny
             bi = -1
             if ins:
