@@ -96,24 +96,151 @@ def dilate_bits(b, ny, nz):
 
 @njit(cache=True, nogil=True)
 def _vert_cells(V, lo, h, nx, ny, nz):
-    """``[N, 8]`` int32 per vertex: its cell ``floor(q)`` per axis (``q = (v - lo) / h``), then for
-    y and z ``ceil(q - 0.5)`` and ``floor(q - 0.5)`` (the cell centres at or beyond / at or before
-    it), each clamped to ``-1 .. n``. The min / max over a triangle's vertices are then
-    :func:`h4d_fast.ops._contact_numba._cell_range`'s and
-    :func:`h4d_fast.ops._mesh_numba.cell_winding`'s unclipped ends (each is monotonic in the
-    coordinate), up to a clamping that their tests do not see."""
+    """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint32), clamped to
+    ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no wrap-around). The min /
+    max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
+    unclipped ends (the cell is monotonic in the coordinate), up to a clamping that its tests do
+    not see. Also, from every fourth vertex, the first and last x cell of those in each row
+    (``nx`` / -1: none; :func:`row_plan`'s estimate of where the mesh lies)."""
     N = V.shape[0]
-    out = np.empty((N, 8), np.int32)
+    vx = np.empty(N, np.uint32)
+    vy = np.empty(N, np.uint32)
+    vz = np.empty(N, np.uint32)
+    fx, fy, fz = float(nx), float(ny), float(nz)
     for v in range(N):
-        for a in range(3):
-            n = nx if a == 0 else (ny if a == 1 else nz)
-            q = (V[v, a] - lo[a]) / h
-            out[v, a] = n if q >= n else (int(math.floor(q)) if q >= 0 else -1)
-            if a > 0:
-                u = q - 0.5
-                out[v, 2 * a + 1] = n if u >= n else (int(math.ceil(u)) if u >= -1 else -1)
-                out[v, 2 * a + 2] = n if u >= n else (int(math.floor(u)) if u >= -1 else -1)
+        qx = (V[v, 0] - lo[0]) / h
+        qy = (V[v, 1] - lo[1]) / h
+        qz = (V[v, 2] - lo[2]) / h
+        vx[v] = nx + 1 if qx >= fx else (int(math.floor(qx)) + 1 if qx >= 0 else 0)
+        vy[v] = ny + 1 if qy >= fy else (int(math.floor(qy)) + 1 if qy >= 0 else 0)
+        vz[v] = nz + 1 if qz >= fz else (int(math.floor(qz)) + 1 if qz >= 0 else 0)
+    vmin = np.full(ny * nz, nx, np.int32)
+    vmax = np.full(ny * nz, -1, np.int32)
+    for v in range(0, N, 4):
+        cx, cy, cz = int(vx[v]) - 1, int(vy[v]) - 1, int(vz[v]) - 1
+        if 0 <= cy < ny and 0 <= cz < nz:
+            r = cz * ny + cy
+            vmin[r] = min(vmin[r], cx)
+            vmax[r] = max(vmax[r], cx)
+    return vx, vy, vz, vmin, vmax
+
+
+@njit(cache=True, nogil=True)
+def _keep_bits(need, xl, xr, nx, ny, nz):
+    """The cells that a triangle's range must meet to be read further, as bit rows padded by one
+    row on each side in y and z and by one cell in x (cell ``i`` at bit ``i + 1``; indexed by cells
+    plus one, those of clamped cells ``-1 .. n`` are in range): the needed cells and, per row, the
+    cells up to ``xl`` and from ``xr`` on (``-1 .. nx`` included: a triangle beyond the grid's end
+    crosses the row there)."""
+    W = (nx + 2 + 63) // 64
+    py = ny + 2
+    out = np.zeros(((nz + 2) * py, W), np.uint64)
+    s1, s63 = np.uint64(1), np.uint64(63)
+    for k in range(nz):
+        for j in range(ny):
+            r, p = k * ny + j, (k + 1) * py + j + 1
+            carry = np.uint64(0)
+            for w in range(need.shape[1]):
+                x = need[r, w]
+                out[p, w] = (x << s1) | carry
+                carry = x >> s63
+            if need.shape[1] < W:
+                out[p, need.shape[1]] = carry
+            for i in range(xl[p] + 2):
+                out[p, i >> 6] |= _ONE << np.uint64(i & 63)
+            for i in range(max(xr[p], -1) + 1, nx + 2):
+                out[p, i >> 6] |= _ONE << np.uint64(i & 63)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _top_bit(x):
+    """Index of the highest set bit of ``x`` (uint64, non-zero)."""
+    t = 0
+    for sh in (32, 16, 8, 4, 2, 1):
+        if x >> np.uint64(t + sh) != 0:
+            t += sh
+    return t
+
+
+@njit(cache=True, nogil=True)
+def _last_le(bits, r, i):
+    """The last cell ``<= i`` set in row ``r`` of the bit rows (-1: none)."""
+    if i < 0:
+        return -1
+    w = i >> 6
+    x = bits[r, w] & (_ALL >> np.uint64(63 - (i & 63)))
+    while x == 0:
+        w -= 1
+        if w < 0:
+            return -1
+        x = bits[r, w]
+    return 64 * w + _top_bit(x)
+
+
+@njit(cache=True, nogil=True)
+def _first_gt(bits, r, i, n):
+    """The first cell ``> i`` set in row ``r`` of the bit rows (``n``: none)."""
+    i += 1
+    if i >= n:
+        return n
+    w = i >> 6
+    x = bits[r, w] & (_ALL << np.uint64(i & 63))
+    while x == 0:
+        w += 1
+        if w >= bits.shape[1]:
+            return n
+        x = bits[r, w]
+    return min(64 * w + _top_bit(x & (~x + _ONE)), n)
+
+
+@njit(cache=True, nogil=True)
+def row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz):
+    """Each candidate row's ray directions and the triangle pass's thresholds.
+
+    A candidate cell's centre is inside when the signed crossings of its row on one side of it do
+    not cancel: on the left (``-x``, as :func:`h4d_fast.ops._mesh_numba.cell_winding`) or, their sum
+    along the whole row being zero for a closed mesh, minus those on the right. A row's cells up to
+    ``split`` take the left, the others the right: all one way, or split in the middle of the other
+    mesh's vertices there (first / last x cell ``vmin``, ``vmax``), whichever leaves fewer of their
+    cells between the candidates and the row's end.
+
+    Returns ``split``, ``lmax`` (the last candidate cell up to the split, -1: none), ``rmin`` (the
+    first beyond, ``nx``: none), each ``[nz * ny]``, and over rows padded by one on each side
+    (``[(nz + 2) * (ny + 2)]``, so that clamped cells ``-1 .. n`` index them) ``xl`` / ``xr``: a
+    triangle crosses a row where its candidates' windings count it (or their own rays, a cell
+    further) only if ``a <= xl`` or ``b >= xr`` (its first / last x cell).
+    """
+    nr = ny * nz
+    split = np.full(nr, -1, np.int32)
+    lmax = np.full(nr, -1, np.int32)
+    rmin = np.full(nr, nx, np.int32)
+    py = ny + 2
+    xl = np.full((nz + 2) * py, -2, np.int32)
+    xr = np.full((nz + 2) * py, nx + 2, np.int32)
+    for k in range(nz):
+        for j in range(ny):
+            r = k * ny + j
+            if rowmax[r] < 0:
+                continue
+            s, lm, rm = rowmax[r], rowmax[r], nx  # all to the left
+            if vmax[r] >= 0:
+                best = max(min(rowmax[r], vmax[r]) - vmin[r] + 1, 0)
+                cost = max(vmax[r] - max(rowmin[r], vmin[r]) + 1, 0)
+                if cost < best:
+                    best, s, lm, rm = cost, rowmin[r] - 1, -1, rowmin[r]
+                mid = (vmin[r] + vmax[r]) // 2
+                l2, r2 = _last_le(occ, r, mid), _first_gt(occ, r, mid, nx)
+                cost = (max(min(l2, vmax[r]) - vmin[r] + 1, 0) if l2 >= 0 else 0) + (max(vmax[r] - max(r2, vmin[r]) + 1, 0) if r2 < nx else 0)
+                if cost < best:
+                    s, lm, rm = mid, l2, r2
+            split[r], lmax[r], rmin[r] = s, lm, rm
+            p = (k + 1) * py + j + 1
+            if lm >= 0:
+                xl[p] = lm + 1
+            if rm < nx:
+                xr[p] = rm - 1
+    return split, lmax, rmin, xl, xr
 
 
 @njit(cache=True, nogil=True)
@@ -143,84 +270,149 @@ def _need_any(need, i0, i1, j0, j1, k0, k1, ny):
 
 
 @njit(cache=True, nogil=True)
-def scan_tris(V, faces, lo, h, nx, ny, nz, need, rowmax, needmax):
-    """The triangles' pass (module docstring). ``need`` bit rows; ``rowmax``, ``needmax [nz * ny]``
-    int32: the last candidate cell and the last needed cell of each row (-1: none).
+def _first_pass(fu, vx, vy, vz, keep, ny):
+    """:func:`scan_tris`'s first pass: ``(tri, n)``, the first ``n`` of ``tri`` the triangles kept."""
+    T = fu.shape[0]
+    tri = np.empty(T, np.int32)
+    n = 0
+    py = np.uint32(ny + 2)
+    one, six, low = np.uint32(1), np.uint32(6), np.uint32(63)
+    for f in range(T):
+        i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
+        a, b = min(vx[i0], vx[i1], vx[i2]), max(vx[i0], vx[i1], vx[i2])
+        j0, j1 = min(vy[i0], vy[i1], vy[i2]), max(vy[i0], vy[i1], vy[i2])
+        k0, k1 = min(vz[i0], vz[i1], vz[i2]), max(vz[i0], vz[i1], vz[i2])
+        q0, q1 = k0 * py, k1 * py
+        w = a >> six
+        m = (_ALL >> np.uint64(low - min(b - a, low))) << np.uint64(a & low)
+        hit = ((keep[q0 + j0, w] | keep[q0 + j1, w] | keep[q1 + j0, w] | keep[q1 + j1, w]) & m) != 0
+        tri[n] = f
+        n += hit | ((b >> six) != w) | (j1 - j0 > one) | (k1 - k0 > one)
+    return tri, n
 
-    A first pass keeps, without branches, the triangles whose ``(y, z)`` range meets a row whose
-    last needed cell is at or beyond the range's first x cell ``a``. No other triangle meets a
-    needed cell, and none crosses a candidate's row or column left of the candidate: its box starts
-    a whole cell beyond the row's last candidate cell (needed cells extend a cell past it).
+
+@njit(cache=True, nogil=True)
+def _first_pass_1(fu, vx, vy, vz, keep, ny):
+    """:func:`_first_pass` for bit rows of one word (``keep [rows]``)."""
+    T = fu.shape[0]
+    tri = np.empty(T, np.int32)
+    n = 0
+    py = np.uint32(ny + 2)
+    one, low = np.uint32(1), np.uint32(63)
+    for f in range(T):
+        i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
+        a, b = min(vx[i0], vx[i1], vx[i2]), max(vx[i0], vx[i1], vx[i2])
+        j0, j1 = min(vy[i0], vy[i1], vy[i2]), max(vy[i0], vy[i1], vy[i2])
+        k0, k1 = min(vz[i0], vz[i1], vz[i2]), max(vz[i0], vz[i1], vz[i2])
+        q0, q1 = k0 * py, k1 * py
+        m = (_ALL >> np.uint64(low - min(b - a, low))) << np.uint64(a & low)
+        hit = ((keep[q0 + j0] | keep[q0 + j1] | keep[q1 + j0] | keep[q1 + j1]) & m) != 0
+        tri[n] = f
+        n += hit | (b > low) | (j1 - j0 > one) | (k1 - k0 > one)
+    return tri, n
+
+
+@njit(cache=True, nogil=True)
+def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
+    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint32. ``need`` bit rows; ``rowmin``, ``rowmax [nz * ny]``
+    int32: the first and last candidate cell of each row (-1 for ``rowmax``: none).
+
+    A first pass keeps, without branches, the triangles whose range meets, at a corner row, a
+    needed cell or a cell on the side that :func:`row_plan` gives the row's candidates
+    (:func:`_keep_bits`); a range of more than two rows along y or z (the corners are not all its
+    rows), or across two words of a bit row, is kept whatever it meets. The others are read no
+    further.
 
     Returns ``tri [n]`` (those triangles, in order), ``rng [n, 6]`` (the cell ranges ``a, b, j0,
     j1, k0, k1`` of those in ``rel`` or ``act``: ``j, k`` clipped to the grid, the x ends within
-    ``-1 .. nx``), ``rel`` (positions in ``tri`` of the relevant triangles), ``act`` (of those whose
-    range meets a candidate's row) and ``tog [nz * ny, nx + 1]`` int16, the signed crossings of the
-    candidates' rows (one left of cell ``i``'s centre counts at ``i`` or before; those right of a
-    row's last candidate cell are left out: nothing reads them).
+    ``-1 .. nx``), ``rel`` (positions in ``tri`` of the triangles meeting a needed cell), ``act``
+    (of those whose range meets a candidate's row), ``tog [nz * ny, nx + 1]`` int16 (the signed
+    crossings of the candidates' rows at their cell: one left of cell ``i``'s centre counts at ``i``
+    or before, so that ``i``'s winding is the sum up to ``i`` or minus the sum beyond; only those on
+    the sides that the rows' candidates read) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
     """
-    vc = _vert_cells(V, lo, h, nx, ny, nz)
-    T = faces.shape[0]
-    tri = np.empty(T, np.int32)
-    n = 0
-    nym, nzm = ny - 1, nz - 1
-    for f in range(T):
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        a = min(vc[i0, 0], vc[i1, 0], vc[i2, 0])
-        j0, j1 = min(vc[i0, 1], vc[i1, 1], vc[i2, 1]), max(vc[i0, 1], vc[i1, 1], vc[i2, 1])
-        k0, k1 = min(vc[i0, 2], vc[i1, 2], vc[i2, 2]), max(vc[i0, 2], vc[i1, 2], vc[i2, 2])
-        c0, c1 = min(max(j0, 0), nym), min(max(j1, 0), nym)
-        q0, q1 = min(max(k0, 0), nzm) * ny, min(max(k1, 0), nzm) * ny
-        m = max(needmax[q0 + c0], needmax[q0 + c1], needmax[q1 + c0], needmax[q1 + c1])
-        inb = (j1 >= 0) & (j0 <= nym) & (k1 >= 0) & (k0 <= nzm)
-        tri[n] = f
-        n += inb & ((m >= a) | (j1 - j0 > 1) | (k1 - k0 > 1))  # more rows than the corners: kept
+    vx, vy, vz, vmin, vmax = _vert_cells(V, lo, h, nx, ny, nz)
+    split, lmax, rmin, xl, xr = row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz)
+    keep = _keep_bits(need, xl, xr, nx, ny, nz)
+    if keep.shape[1] == 1:
+        tri, n = _first_pass_1(fu, vx, vy, vz, np.ascontiguousarray(keep[:, 0]), ny)
+    else:
+        tri, n = _first_pass(fu, vx, vy, vz, keep, ny)
     rng = np.empty((n, 6), np.int32)
     rel = np.empty(n, np.int32)
     act = np.empty(n, np.int32)
     tog = np.zeros((nz * ny, nx + 1), np.int16)
+    nym, nzm = ny - 1, nz - 1
+    pyi = ny + 2
     nrel = 0
     nact = 0
     for q in range(n):
         f = tri[q]
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        a, b = min(vc[i0, 0], vc[i1, 0], vc[i2, 0]), max(vc[i0, 0], vc[i1, 0], vc[i2, 0])
-        j0, j1 = max(min(vc[i0, 1], vc[i1, 1], vc[i2, 1]), 0), min(max(vc[i0, 1], vc[i1, 1], vc[i2, 1]), nym)
-        k0, k1 = max(min(vc[i0, 2], vc[i1, 2], vc[i2, 2]), 0), min(max(vc[i0, 2], vc[i1, 2], vc[i2, 2]), nzm)
-        if (j1 - j0 > 1) | (k1 - k0 > 1):
-            if not _rows_any(needmax, a, j0, j1, k0, k1, ny):
-                continue
-            cand = _rows_any(rowmax, 0, j0, j1, k0, k1, ny)
-        else:
-            r0, r1 = k0 * ny, k1 * ny
-            cand = max(rowmax[r0 + j0], rowmax[r0 + j1], rowmax[r1 + j0], rowmax[r1 + j1]) >= 0
+        i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
+        a, b = int(min(vx[i0], vx[i1], vx[i2])) - 1, int(max(vx[i0], vx[i1], vx[i2])) - 1
+        j0, j1 = int(min(vy[i0], vy[i1], vy[i2])) - 1, int(max(vy[i0], vy[i1], vy[i2])) - 1
+        k0, k1 = int(min(vz[i0], vz[i1], vz[i2])) - 1, int(max(vz[i0], vz[i1], vz[i2])) - 1
+        if j1 < 0 or j0 > nym or k1 < 0 or k0 > nzm:
+            continue
+        j0, j1, k0, k1 = max(j0, 0), min(j1, nym), max(k0, 0), min(k1, nzm)
+        cand = False
+        keep = False
+        for k in range(k0, k1 + 1):
+            for j in range(j0, j1 + 1):
+                p = (k + 1) * pyi + j + 1
+                keep |= (xl[p] >= a) | (xr[p] <= b)
+                cand |= rowmax[k * ny + j] >= 0
         rng[q, 0], rng[q, 1], rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5] = a, b, j0, j1, k0, k1
         if b >= 0 and a <= nx - 1 and _need_any(need, max(a, 0), min(b, nx - 1), j0, j1, k0, k1, ny):
             rel[nrel] = q
             nrel += 1
-        if not cand:
+        if not (keep and cand):
             continue
         act[nact] = q
         nact += 1
         # cell_winding's rasterisation over the rows whose centre the projection covers
-        jlo, jhi = max(min(vc[i0, 3], vc[i1, 3], vc[i2, 3]), 0), min(max(vc[i0, 4], vc[i1, 4], vc[i2, 4]), nym)
-        klo, khi = max(min(vc[i0, 5], vc[i1, 5], vc[i2, 5]), 0), min(max(vc[i0, 6], vc[i1, 6], vc[i2, 6]), nzm)
-        if jlo > jhi or klo > khi:
-            continue
-        y0, z0 = V[i0, 1], V[i0, 2]
-        y1, z1 = V[i1, 1], V[i1, 2]
-        y2, z2 = V[i2, 1], V[i2, 2]
+        e0, e1, e2 = faces[f, 0], faces[f, 1], faces[f, 2]
+        y0, z0 = V[e0, 1], V[e0, 2]
+        y1, z1 = V[e1, 1], V[e1, 2]
+        y2, z2 = V[e2, 1], V[e2, 2]
+        jlo = max(int(math.ceil((min(y0, y1, y2) - lo[1]) / h - 0.5)), 0)
+        jhi = min(int(math.floor((max(y0, y1, y2) - lo[1]) / h - 0.5)), nym)
+        klo = max(int(math.ceil((min(z0, z1, z2) - lo[2]) / h - 0.5)), 0)
+        khi = min(int(math.floor((max(z0, z1, z2) - lo[2]) / h - 0.5)), nzm)
         for k in range(klo, khi + 1):
             zc = lo[2] + (k + 0.5) * h
             for j in range(jlo, jhi + 1):
-                if rowmax[k * ny + j] < a:  # a crossing counts from cell a on: beyond the row's candidates
+                r = k * ny + j
+                # a crossing counts at cell a or beyond and before b + 1: none where the candidates read
+                if not (a <= lmax[r] or b >= rmin[r]):
                     continue
                 yc = lo[1] + (j + 0.5) * h
-                s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], yc, zc)
+                s0, xc = ray_crossing(e0, e1, e2, y0, z0, y1, z1, y2, z2, V[e0, 0], V[e1, 0], V[e2, 0], yc, zc)
                 if s0 != 0:
                     t_ = math.floor((xc - lo[0]) / h - 0.5) + 1.0
-                    tog[k * ny + j, int(min(max(t_, 0.0), float(nx)))] += np.int16(s0)
-    return tri[:n], rng, rel[:nrel], act[:nact], tog
+                    tog[r, int(min(max(t_, 0.0), float(nx)))] += np.int16(s0)
+    return tri[:n], rng, rel[:nrel], act[:nact], tog, split, lmax, rmin
+
+
+@njit(cache=True, nogil=True)
+def cell_sides(tog, lmax, rmin, rowmin, rowmax):
+    """``[nz * ny, nx]`` uint8 (filled on each row's candidate span only): 1 where a candidate
+    cell's centre is inside (its winding, from :func:`scan_tris`'s crossings, non-zero): the sum up
+    to the cell for the cells up to ``lmax``, minus the sum beyond it from ``rmin`` on."""
+    nr, nx1 = tog.shape
+    out = np.empty((nr, nx1 - 1), np.uint8)
+    for r in range(nr):
+        acc = 0
+        for i in range(lmax[r] + 1):
+            acc += tog[r, i]
+            if i >= rowmin[r]:
+                out[r, i] = acc != 0
+        acc = 0
+        for i in range(nx1 - 2, rmin[r] - 1, -1):
+            acc -= tog[r, i + 1]
+            if i <= rowmax[r]:
+                out[r, i] = acc != 0
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -270,20 +462,14 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
 
 
 @njit(cache=True, nogil=True)
-def col_grid(tri, rng, act, ny, nz, colmax):
-    """The triangles ``tri[act]`` of the ``(y, z)`` columns with a ray to cast, ``colmax [nz * ny]``
-    the last x cell of a ray's start there (-1: none): CSR by column, as the ray grid that
-    :func:`h4d_fast.ops._contact_numba._winding` reads, with each entry's first x cell. A triangle
-    whose box starts more than a cell beyond ``colmax`` is left out (no crossing of it can count)."""
+def col_grid(tri, rng, act, ny, nz, colmax, colmin):
+    """The triangles ``tri[act]`` of the ``(y, z)`` columns with rays to cast: CSR by column, as
+    the ray grid that :func:`h4d_fast.ops._contact_numba._winding` reads, with each entry's first
+    and last x cell. ``colmax [nz * ny]``: the last start of a ray along ``-x`` there (-1: none),
+    ``colmin``: the first of one along ``+x`` (``nx``: none); a triangle is kept when it starts at
+    most a cell beyond the former or ends at most a cell before the latter (no other crossing can
+    count)."""
     nr = ny * nz
-    sel = np.empty(act.shape[0], np.int32)
-    n = 0
-    for q in act:  # the four corner columns, or any when the range has more
-        j0, j1, k0, k1 = rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5]
-        big = (j1 - j0 > 1) | (k1 - k0 > 1)
-        sel[n] = q
-        m = max(colmax[k0 * ny + j0], colmax[k0 * ny + j1], colmax[k1 * ny + j0], colmax[k1 * ny + j1])
-        n += big | (rng[q, 0] <= m + 1)
     start = np.zeros(nr + 1, np.int32)
     for p in range(2):
         if p == 1:
@@ -292,19 +478,22 @@ def col_grid(tri, rng, act, ny, nz, colmax):
             fill = start[:-1].copy()
             items = np.empty(start[nr], np.int32)
             first = np.empty(start[nr], np.int32)
-        for q in sel[:n]:
-            a = rng[q, 0]
+            last = np.empty(start[nr], np.int32)
+        for q in act:
+            a, b = rng[q, 0], rng[q, 1]
             for k in range(rng[q, 4], rng[q, 5] + 1):
                 for j in range(rng[q, 2], rng[q, 3] + 1):
                     r = k * ny + j
-                    if colmax[r] >= 0 and a <= colmax[r] + 1:
-                        if p == 0:
-                            start[r + 1] += 1
-                        else:
-                            items[fill[r]] = tri[q]
-                            first[fill[r]] = a
-                            fill[r] += 1
-    return start, items, first
+                    if not (a <= colmax[r] + 1 and colmax[r] >= 0 or b >= colmin[r] - 1):
+                        continue
+                    if p == 0:
+                        start[r + 1] += 1
+                    else:
+                        items[fill[r]] = tri[q]
+                        first[fill[r]] = a
+                        last[fill[r]] = b
+                        fill[r] += 1
+    return start, items, first, last
 
 
 @njit(cache=True, nogil=True)

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._collision_numba import _pt_tri_d2, ray_crossing
-from ._contact_grid_numba import bit, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes
+from ._contact_grid_numba import bit, cell_sides, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes
 from ._mesh_numba import closest_st
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
@@ -124,29 +124,56 @@ def _vert_grid(V, lo, h, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _winding(px, py, pz, V, faces, rstart, ritems, rfirst, ci, lo, h, ny, nz):
+def _crossing(f, py, pz, V, faces):
+    """:func:`ray_crossing` of triangle ``f`` with the line along x through ``(py, pz)``, after a
+    test of its projection's (closed) box, outside which the line cannot cross it."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    y0, z0 = V[i0, 1], V[i0, 2]
+    y1, z1 = V[i1, 1], V[i1, 2]
+    y2, z2 = V[i2, 1], V[i2, 2]
+    if py < min(y0, y1, y2) or py > max(y0, y1, y2) or pz < min(z0, z1, z2) or pz > max(z0, z1, z2):
+        return 0.0, 0.0
+    return ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
+
+
+@njit(cache=True, nogil=True)
+def _winding_all(px, py, pz, V, faces):
+    """Signed crossings of the ray from ``p`` along ``-x`` with every triangle."""
+    w = 0
+    for f in range(faces.shape[0]):
+        s0, xc = _crossing(f, py, pz, V, faces)
+        if s0 != 0 and xc < px:
+            w += int(s0)
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, lo, h, ny, nz):
     """Signed crossings of the ray from ``p`` (in x cell ``ci``) along ``-x`` with the mesh (0 =
-    outside): the triangles listed in its column, but those whose box starts in cell ``ci + 2`` or
-    beyond (``rfirst``: more than a cell right of ``p``, where no crossing can count)."""
+    outside), from the triangles listed in its column (:func:`col_grid`). Beyond its row's
+    ``split`` it counts minus the crossings beyond ``p`` instead (the same for a closed mesh, the
+    crossings of a whole line cancelling), unless one lies at ``p``: then every triangle's along
+    ``-x``. Triangles more than a cell beyond ``p`` on the other side are skipped (none counts)."""
     j = int(math.floor((py - lo[1]) / h))
     k = int(math.floor((pz - lo[2]) / h))
     if j < 0 or j >= ny or k < 0 or k >= nz:
         return 0
     c = k * ny + j
+    rgt = ci > split[c]
     w = 0
     for t in range(rstart[c], rstart[c + 1]):
-        if rfirst[t] > ci + 1:
+        if (rlast[t] < ci - 1) if rgt else (rfirst[t] > ci + 1):
             continue
-        f = ritems[t]
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        y0, z0 = V[i0, 1], V[i0, 2]
-        y1, z1 = V[i1, 1], V[i1, 2]
-        y2, z2 = V[i2, 1], V[i2, 2]
-        if py < min(y0, y1, y2) or py > max(y0, y1, y2) or pz < min(z0, z1, z2) or pz > max(z0, z1, z2):
-            continue  # the line misses the (closed) box of the projection: no crossing
-        s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
-        if s0 != 0 and xc < px:
-            w += int(s0)
+        s0, xc = _crossing(ritems[t], py, pz, V, faces)
+        if s0 == 0:
+            continue
+        if not rgt:
+            if xc < px:
+                w += int(s0)
+        elif xc > px:
+            w -= int(s0)
+        elif xc == px:
+            return _winding_all(px, py, pz, V, faces)
     return w
 
 
@@ -295,43 +322,23 @@ def _bounds(V):
 
 
 @njit(cache=True, nogil=True)
-def _last_needed(rowmax, nx, ny, nz):
-    """``[nz * ny]`` int32: each row's last cell within one cell (26-neighbourhood) of a candidate's
-    cell (-1: none), from the rows' last candidate cells ``rowmax``."""
-    t = np.full(ny * nz, -1, np.int32)
-    for k in range(nz):
-        for j in range(ny):
-            v = rowmax[k * ny + j]
-            if j > 0:
-                v = max(v, rowmax[k * ny + j - 1])
-            if j + 1 < ny:
-                v = max(v, rowmax[k * ny + j + 1])
-            t[k * ny + j] = v
-    out = np.full(ny * nz, -1, np.int32)
-    for k in range(nz):
-        for j in range(ny):
-            v = t[k * ny + j]
-            if k > 0:
-                v = max(v, t[(k - 1) * ny + j])
-            if k + 1 < nz:
-                v = max(v, t[(k + 1) * ny + j])
-            out[k * ny + j] = min(v + 1, nx - 1) if v >= 0 else -1
-    return out
-
-
-@njit(cache=True, nogil=True)
-def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
-    """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
+def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
+    """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring; ``fu``:
+    ``faces`` as uint32, for the triangle pass's indexing). ``dist``
     must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
     (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
-    closest point's coordinates in it (``a + s (b - a) + t (c - a)``). Without ``exact``, the
-    export's labels only: ``dist`` is ``band`` for the outside points within the band (else and for
-    the inside points ``inf``; :func:`_contact_frames` reads nothing more)."""
+    closest point's coordinates in it (``a + s (b - a) + t (c - a)``).
+
+    With ``contact`` ``[M]`` (else ``[0]``), the export's summary instead (``dist``, ``inside``,
+    ``vdist`` may then be empty): ``contact`` set where a point is inside or within the band, and
+    returned the inside points' largest and summed nearest-vertex distance (summed in point order)
+    and their number (``0.0, 0.0, 0`` in the other mode)."""
     M = P.shape[0]
+    exact = contact.shape[0] != M
     lo, hi = _bounds(V)
     for a in range(3):
         if not (math.isfinite(lo[a]) and math.isfinite(hi[a])):
-            return
+            return 0.0, 0.0, 0
         lo[a] -= band
         hi[a] += band
     # the grids cover the candidates' box grown by the band and a margin (a point deeper than that
@@ -346,7 +353,7 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
             n_cand += 1
             lx, ly, lz, hx, hy, hz = min(lx, x), min(ly, y), min(lz, z), max(hx, x), max(hy, y), max(hz, z)
     if n_cand == 0:
-        return
+        return 0.0, 0.0, 0
     clo = np.array([max(lx - band - _MARGIN, lo[0]), max(ly - band - _MARGIN, lo[1]), max(lz - band - _MARGIN, lo[2])])
     chi = np.array([min(hx + band + _MARGIN, hi[0]), min(hy + band + _MARGIN, hi[1]), min(hz + band + _MARGIN, hi[2])])
     vol = (chi[0] - clo[0]) * (chi[1] - clo[1]) * (chi[2] - clo[2])
@@ -361,7 +368,8 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     pci = np.empty(n_cand, np.int32)
     prow = np.empty(n_cand, np.int32)
     occ = np.zeros((nr, W), np.uint64)
-    rowmax = np.full(nr, -1, np.int32)  # each row's last candidate cell
+    rowmin = np.full(nr, nx, np.int32)  # each row's first and last candidate cell
+    rowmax = np.full(nr, -1, np.int32)
     for t in range(n_cand):
         m = cand[t]
         ci = min(int((P[m, 0] - clo[0]) / h), nx - 1)
@@ -372,16 +380,11 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
         pci[t] = ci
         prow[t] = r
         set_bit(occ, r, ci)
+        rowmin[r] = min(rowmin[r], ci)
         rowmax[r] = max(rowmax[r], ci)
     need = dilate_bits(occ, ny, nz)  # a triangle within the band of a candidate meets one of these cells
-    needmax = _last_needed(rowmax, nx, ny, nz)
-    tri_, rng, rel, act, wind = scan_tris(V, faces, clo, h, nx, ny, nz, need, rowmax, needmax)
-    # winding of the candidate cells' centres (cell_winding's, on those cells only)
-    for r in range(nr):
-        acc = 0
-        for i in range(rowmax[r] + 1):
-            acc += wind[r, i]
-            wind[r, i] = 1 if acc != 0 else 0
+    tri_, rng, rel, act, tog, split, lmax, rmin = scan_tris(V, faces, fu, clo, h, nx, ny, nz, occ, need, rowmin, rowmax)
+    wind = cell_sides(tog, lmax, rmin, rowmin, rowmax)  # the candidate cells' centres: inside or not
     has_rel = rel.shape[0] > 0
     slot = np.zeros(1, np.int32)
     tstart = np.zeros(1, np.int32)
@@ -396,6 +399,7 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     rstart = np.zeros(1, np.int32)
     ritems = np.zeros(1, np.int32)
     rfirst = np.zeros(1, np.int32)
+    rlast = np.zeros(1, np.int32)
     fstart = np.zeros(1, np.int32)
     fitems = np.zeros(1, np.int32)
     have_f = False
@@ -405,18 +409,26 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
     b2 = band * band
     later = np.empty(n_cand if has_rel else 0, np.int64)  # the candidates in a cell with triangles
     n_later = 0
+    in_m = np.empty(0 if exact else n_cand, np.int64)  # the export's inside points and their depth
+    in_d = np.empty(0 if exact else n_cand)
+    n_in = 0
     for phase in range(2):
         if phase == 1:
             if n_later == 0:
                 break
             # their (y, z) columns: each casts its own ray (_winding) through the triangles listed there
-            colmax = np.full(nr, -1, np.int32)
+            colmax = np.full(nr, -1, np.int32)  # the last ray along -x / first along +x of each column
+            colmin = np.full(nr, nx, np.int32)
             for u in range(n_later):
                 j = int(math.floor((P[cand[later[u]], 1] - clo[1]) / h))
                 k = int(math.floor((P[cand[later[u]], 2] - clo[2]) / h))
                 if 0 <= j < ny and 0 <= k < nz:
-                    colmax[k * ny + j] = max(colmax[k * ny + j], pci[later[u]])
-            rstart, ritems, rfirst = col_grid(tri_, rng, act, ny, nz, colmax)
+                    c, i = k * ny + j, pci[later[u]]
+                    if i > split[c]:
+                        colmin[c] = min(colmin[c], i)
+                    else:
+                        colmax[c] = max(colmax[c], i)
+            rstart, ritems, rfirst, rlast = col_grid(tri_, rng, act, ny, nz, colmax, colmin)
         for u in range(n_cand if phase == 0 else n_later):
             t = u if phase == 0 else later[u]
             m = cand[t]
@@ -431,12 +443,12 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
                 if not (ins or (has_rel and bit(near, r, ci))):
                     continue  # outside, and no triangle in its cell or the cells around
             else:
-                ins = _winding(px, py, pz, V, faces, rstart, ritems, rfirst, ci, clo, h, ny, nz) != 0
+                ins = _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, clo, h, ny, nz) != 0
             cj, ck = r % ny, r // ny
             bi = -1
             if ins:
-                inside[m] = 1
                 if exact:
+                    inside[m] = 1
                     if not have_f:  # the exact search needs every triangle's cells
                         fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
                         have_f = True
@@ -448,10 +460,17 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
                     vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
                     have_v = True
                 d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-                vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+                d = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+                if exact:
+                    vdist[m] = d
+                else:
+                    contact[m] = True
+                    in_m[n_in] = m
+                    in_d[n_in] = d
+                    n_in += 1
             elif not exact and has_rel and bit(near, r, ci):
                 if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
-                    dist[m] = band  # within the band: all that the export reads
+                    contact[m] = True
             elif has_rel and bit(near, r, ci):
                 # only triangles within the band matter: start the search there (farther cells are skipped)
                 best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
@@ -466,37 +485,32 @@ def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st, exact):
                 tri[m] = bi
                 st[m, 0] = s_
                 st[m, 1] = t_
+    dmax, dsum = 0.0, 0.0
+    for t in np.argsort(in_m[:n_in]):
+        dsum += in_d[t]
+        dmax = max(dmax, in_d[t])
+    return dmax, dsum, n_in
 
 
 @njit(parallel=True, cache=True)
-def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
+def _query_frames(P, V, faces, fu, band, h, dist, inside, vdist, tri, st):
     closest = tri.shape[0] == P.shape[0]
+    none_c = np.zeros(0, np.bool_)
     for f in prange(P.shape[0]):
         if closest:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], True)
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], none_c)
         else:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], True)
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], none_c)
 
 
 @njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
-def _contact_frames(P, V, faces, band, h, contact, dmax, dsum, nin):
+def _contact_frames(P, V, faces, fu, band, h, contact, dmax, dsum, nin):
     none_i = np.zeros(0, np.int32)
     none_st = np.zeros((0, 2))
+    none_f = np.zeros(0)
+    none_u = np.zeros(0, np.uint8)
     for f in prange(P.shape[0]):
-        M = P.shape[1]
-        dist = np.full(M, np.inf)
-        inside = np.zeros(M, np.uint8)
-        vdist = np.zeros(M)
-        query_task(P[f], V[f], faces, band, h, dist, inside, vdist, none_i, none_st, False)
-        for m in range(M):
-            if inside[m]:
-                contact[f, m] = True
-                nin[f] += 1
-                dsum[f] += vdist[m]
-                if vdist[m] > dmax[f]:
-                    dmax[f] = vdist[m]
-            elif dist[m] <= band:
-                contact[f, m] = True
+        dmax[f], dsum[f], nin[f] = query_task(P[f], V[f], faces, fu, band, h, none_f, none_u, none_f, none_i, none_st, contact[f])
 
 
 def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, ...]:
@@ -513,7 +527,8 @@ def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, ban
     dmax, dsum, nin = np.zeros(F), np.zeros(F), np.zeros(F, np.int64)
     if F and M:
         with numba.parallel_chunksize(1):
-            _contact_frames(P, V, np.ascontiguousarray(faces, dtype=np.int64), float(band), max(float(cell) or 0.02, float(band), 0.005),
+            fc = np.ascontiguousarray(faces, dtype=np.int64)
+            _contact_frames(P, V, fc, fc.astype(np.uint32), float(band), max(float(cell) or 0.02, float(band), 0.005),
                             contact, dmax, dsum, nin)
     return contact, dmax, dsum, nin
 
@@ -539,7 +554,7 @@ def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band:
     st = np.zeros((F, M, 2) if closest else (1, 0, 2))
     if F and M:
         with numba.parallel_chunksize(1):
-            _query_frames(P, V, fc, float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
+            _query_frames(P, V, fc, fc.astype(np.uint32), float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
     if closest:
         return dist, inside.astype(bool), vdist, tri, st
     return dist, inside.astype(bool), vdist
