@@ -107,13 +107,20 @@ def _vert_cells(V, lo, h, nx, ny, nz):
     vy = np.empty(N, np.uint32)
     vz = np.empty(N, np.uint32)
     fx, fy, fz = float(nx), float(ny), float(nz)
-    for v in range(N):
-        qx = (V[v, 0] - lo[0]) / h
-        qy = (V[v, 1] - lo[1]) / h
-        qz = (V[v, 2] - lo[2]) / h
-        vx[v] = nx + 1 if qx >= fx else (int(math.floor(qx)) + 1 if qx >= 0 else 0)
-        vy[v] = ny + 1 if qy >= fy else (int(math.floor(qy)) + 1 if qy >= 0 else 0)
-        vz[v] = nz + 1 if qz >= fz else (int(math.floor(qz)) + 1 if qz >= 0 else 0)
+    l0, l1, l2 = lo[0], lo[1], lo[2]
+    for v in range(N):  # clamped as floats, without branches (NaN: -1)
+        qx = (V[v, 0] - l0) / h
+        qy = (V[v, 1] - l1) / h
+        qz = (V[v, 2] - l2) / h
+        qx = qx if qx >= -1.0 else -1.0
+        qy = qy if qy >= -1.0 else -1.0
+        qz = qz if qz >= -1.0 else -1.0
+        qx = qx if qx <= fx else fx
+        qy = qy if qy <= fy else fy
+        qz = qz if qz <= fz else fz
+        vx[v] = np.uint32(math.floor(qx) + 1.0)
+        vy[v] = np.uint32(math.floor(qy) + 1.0)
+        vz[v] = np.uint32(math.floor(qz) + 1.0)
     vmin = np.full(ny * nz, nx, np.int32)
     vmax = np.full(ny * nz, -1, np.int32)
     for v in range(0, N, 4):
@@ -146,11 +153,16 @@ def _keep_bits(need, xl, xr, nx, ny, nz):
                 carry = x >> s63
             if need.shape[1] < W:
                 out[p, need.shape[1]] = carry
-            for i in range(xl[p] + 2):
-                out[p, i >> 6] |= _ONE << np.uint64(i & 63)
-            for i in range(max(xr[p], -1) + 1, nx + 2):
-                out[p, i >> 6] |= _ONE << np.uint64(i & 63)
+            _or_span(out, p, 0, xl[p] + 1)
+            _or_span(out, p, max(xr[p], -1) + 1, nx + 1)
     return out
+
+
+@njit(cache=True, nogil=True)
+def _or_span(bits, r, b0, b1):
+    """Set bits ``b0 .. b1`` of row ``r`` (nothing when ``b0 > b1``)."""
+    for w in range(b0 >> 6, (b1 >> 6) + 1 if b1 >= b0 else 0):
+        bits[r, w] |= _mask(b0, b1, w)
 
 
 @njit(cache=True, nogil=True)
@@ -253,7 +265,7 @@ def _rows_any(vals, thr, j0, j1, k0, k1, ny):
     return False
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _need_any(need, i0, i1, j0, j1, k0, k1, ny):
     """Whether a cell of the range (clipped, non-empty) is set in the bit rows ``need``; a range of
     at most two cells per axis within one word is read at its four corner rows, without branches."""
@@ -293,22 +305,25 @@ def _first_pass(fu, vx, vy, vz, keep, ny):
 
 @njit(cache=True, nogil=True)
 def _first_pass_1(fu, vx, vy, vz, keep, ny):
-    """:func:`_first_pass` for bit rows of one word (``keep [rows]``)."""
+    """:func:`_first_pass` for bit rows of one word (``keep [rows]``), reading 3 x 3 rows: the
+    range's first, second and last along y and z (all its rows when it has at most three)."""
     T = fu.shape[0]
     tri = np.empty(T, np.int32)
     n = 0
     py = np.uint32(ny + 2)
-    one, low = np.uint32(1), np.uint32(63)
+    one, two, low = np.uint32(1), np.uint32(2), np.uint32(63)
     for f in range(T):
         i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
         a, b = min(vx[i0], vx[i1], vx[i2]), max(vx[i0], vx[i1], vx[i2])
         j0, j1 = min(vy[i0], vy[i1], vy[i2]), max(vy[i0], vy[i1], vy[i2])
         k0, k1 = min(vz[i0], vz[i1], vz[i2]), max(vz[i0], vz[i1], vz[i2])
-        q0, q1 = k0 * py, k1 * py
+        jm, km = min(j0 + one, j1), min(k0 + one, k1)
+        q0, qm, q1 = k0 * py, km * py, k1 * py
         m = (_ALL >> np.uint64(low - min(b - a, low))) << np.uint64(a & low)
-        hit = ((keep[q0 + j0] | keep[q0 + j1] | keep[q1 + j0] | keep[q1 + j1]) & m) != 0
+        x = keep[q0 + j0] | keep[q0 + jm] | keep[q0 + j1] | keep[qm + j0] | keep[qm + jm] | keep[qm + j1]
+        x |= keep[q1 + j0] | keep[q1 + jm] | keep[q1 + j1]
         tri[n] = f
-        n += hit | (b > low) | (j1 - j0 > one) | (k1 - k0 > one)
+        n += ((x & m) != 0) | (j1 - j0 > two) | (k1 - k0 > two)
     return tri, n
 
 
@@ -341,7 +356,10 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     rng = np.empty((n, 6), np.int32)
     rel = np.empty(n, np.int32)
     act = np.empty(n, np.int32)
-    tog = np.zeros((nz * ny, nx + 1), np.int16)
+    tog = np.empty((nz * ny, nx + 1), np.int16)  # 0 on the candidates' rows: no other is read
+    for r in range(nz * ny):
+        if rowmax[r] >= 0:
+            tog[r] = 0
     nym, nzm = ny - 1, nz - 1
     pyi = ny + 2
     nrel = 0
@@ -355,18 +373,16 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
         if j1 < 0 or j0 > nym or k1 < 0 or k0 > nzm:
             continue
         j0, j1, k0, k1 = max(j0, 0), min(j1, nym), max(k0, 0), min(k1, nzm)
-        cand = False
-        keep = False
-        for k in range(k0, k1 + 1):
-            for j in range(j0, j1 + 1):
-                p = (k + 1) * pyi + j + 1
-                keep |= (xl[p] >= a) | (xr[p] <= b)
-                cand |= rowmax[k * ny + j] >= 0
         rng[q, 0], rng[q, 1], rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5] = a, b, j0, j1, k0, k1
         if b >= 0 and a <= nx - 1 and _need_any(need, max(a, 0), min(b, nx - 1), j0, j1, k0, k1, ny):
             rel[nrel] = q
             nrel += 1
-        if not (keep and cand):
+        side = False  # on the side of a candidate row that its candidates read (xl, xr: candidate rows only)
+        for k in range(k0, k1 + 1):
+            for j in range(j0, j1 + 1):
+                p = (k + 1) * pyi + j + 1
+                side |= (xl[p] >= a) | (xr[p] <= b)
+        if not side:
             continue
         act[nact] = q
         nact += 1
@@ -395,35 +411,37 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
 
 
 @njit(cache=True, nogil=True)
-def cell_sides(tog, lmax, rmin, rowmin, rowmax):
-    """``[nz * ny, nx]`` uint8 (filled on each row's candidate span only): 1 where a candidate
-    cell's centre is inside (its winding, from :func:`scan_tris`'s crossings, non-zero): the sum up
-    to the cell for the cells up to ``lmax``, minus the sum beyond it from ``rmin`` on."""
+def cell_sides(tog, lmax, rmin, rowmin, rowmax, W):
+    """Bit rows ``[nz * ny, W]``: set where a candidate cell's centre is inside (its winding, from
+    :func:`scan_tris`'s crossings, non-zero): the sum up to the cell for the cells up to ``lmax``,
+    minus the sum beyond it from ``rmin`` on (the other cells: 0)."""
     nr, nx1 = tog.shape
-    out = np.empty((nr, nx1 - 1), np.uint8)
+    out = np.zeros((nr, W), np.uint64)
     for r in range(nr):
         acc = 0
         for i in range(lmax[r] + 1):
             acc += tog[r, i]
-            if i >= rowmin[r]:
-                out[r, i] = acc != 0
+            if acc != 0 and i >= rowmin[r]:
+                set_bit(out, r, i)
         acc = 0
         for i in range(nx1 - 2, rmin[r] - 1, -1):
             acc -= tog[r, i + 1]
-            if i <= rowmax[r]:
-                out[r, i] = acc != 0
+            if acc != 0 and i <= rowmax[r]:
+                set_bit(out, r, i)
     return out
 
 
 @njit(cache=True, nogil=True)
 def slot_grid(tri, rng, rel, nx, ny, nz, need):
-    """Cell lists of the relevant triangles (``tri[rel]``) in the needed cells: ``slot [nx * ny * nz]``
-    int32 (0 = no triangle, else ``s``: the cell's triangles are ``items[start[s - 1]:start[s]]``),
-    ``start``, ``items`` (triangle indices in increasing order, as
-    :func:`h4d_fast.ops._contact_numba._tri_grid`), ``pos`` (beside ``items``: the triangle's
-    position in ``rel``) and the bit rows of the cells that the relevant triangles' ranges cover."""
+    """Cell lists of the relevant triangles (``tri[rel]``) in the needed cells: ``slot [nx * ny *
+    nz]`` int32 and its bit rows ``sb`` (a cell's triangles are ``items[start[s - 1]:start[s]]``, ``s
+    = slot[c]`` where its bit is set, else none: :func:`slot_of`), ``start``, ``items`` (triangle
+    indices in increasing order, as :func:`h4d_fast.ops._contact_numba._tri_grid`), ``pos``
+    (beside ``items``: the triangle's position in ``rel``) and the bit rows of the cells that the
+    relevant triangles' ranges cover."""
     nr = ny * nz
-    slot = np.zeros(nx * ny * nz, np.int32)
+    slot = np.empty(nx * ny * nz, np.int32)  # read where ``sb`` is set only
+    sb = np.zeros((nr, need.shape[1]), np.uint64)
     tocc = np.zeros((nr, need.shape[1]), np.uint64)
     total = 0
     for q in rel:
@@ -438,7 +456,8 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
                     set_bit(tocc, r, i)
                     if bit(need, r, i):
                         c = r * nx + i
-                        if slot[c] == 0:
+                        if not bit(sb, r, i):
+                            set_bit(sb, r, i)
                             ns += 1
                             slot[c] = ns
                         start[slot[c]] += 1
@@ -458,7 +477,13 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
                         items[fill[s]] = tri[q]
                         pos[fill[s]] = e
                         fill[s] += 1
-    return slot, start[: ns + 1], items, pos, tocc
+    return slot, sb, start[: ns + 1], items, pos, tocc
+
+
+@njit(cache=True, nogil=True, inline="always")
+def slot_of(slot, sb, r, i, nx):
+    """:func:`slot_grid`'s list of cell ``i`` of row ``r`` (0: none)."""
+    return slot[r * nx + i] if bit(sb, r, i) else 0
 
 
 @njit(cache=True, nogil=True)

@@ -31,11 +31,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._collision_numba import _pt_tri_d2, ray_crossing
-from ._contact_grid_numba import bit, cell_sides, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes
+from ._contact_grid_numba import bit, cell_sides, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, slot_of, tri_boxes
 from ._mesh_numba import closest_st
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
+_NO_BITS = np.zeros((0, 1), np.uint64)
 
 
 @njit(cache=True, nogil=True)
@@ -178,11 +179,12 @@ def _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, lo,
 
 
 @njit(cache=True, nogil=True)
-def _shell_min(px, py, pz, V, faces, start, items, slot, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
+def _shell_min(px, py, pz, V, faces, start, items, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
     """Smallest squared distance (below ``best``) to the triangles (``tris``) or vertices listed in the
     cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none).
     Cell ``c``'s list: ``start[c]:start[c + 1]``, or with a non-empty ``slot`` (the sparse lists of
-    :func:`h4d_fast.ops._contact_grid_numba.slot_grid`) ``start[s - 1]:start[s]``, ``s = slot[c] > 0``."""
+    :func:`h4d_fast.ops._contact_grid_numba.slot_grid`, bits ``sb``) ``start[s - 1]:start[s]``, ``s =
+    slot_of(...) > 0``."""
     for k in range(ck - r, ck + r + 1):
         if k < 0 or k >= nz:
             continue
@@ -204,7 +206,8 @@ def _shell_min(px, py, pz, V, faces, start, items, slot, lo, h, nx, ny, nz, ci, 
                 if i >= 0 and i < nx and dyz + dx_ * dx_ < best:
                     c = (k * ny + j) * nx + i
                     if slot.shape[0]:
-                        t0, t1 = (start[slot[c] - 1], start[slot[c]]) if slot[c] else (0, 0)
+                        s_ = slot_of(slot, sb, k * ny + j, i, nx)
+                        t0, t1 = (start[s_ - 1], start[s_]) if s_ else (0, 0)
                     else:
                         t0, t1 = start[c], start[c + 1]
                     for t in range(t0, t1):
@@ -225,7 +228,7 @@ def _shell_min(px, py, pz, V, faces, start, items, slot, lo, h, nx, ny, nz, ci, 
 
 
 @njit(cache=True, nogil=True)
-def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
+def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
     """Whether a triangle listed in the 27 cells around ``(ci, cj, ck)`` (the sparse lists of
     :func:`_shell_min`) lies within ``band`` of ``p``: the export's test, the same as
     ``sqrt(best) <= band`` after :func:`_shell_min`'s two shells (a triangle whose squared distance
@@ -243,7 +246,7 @@ def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, lo, h, nx, n
             for i in range(max(ci - 1, 0), min(ci + 1, nx - 1) + 1):
                 x0 = lo[0] + i * h
                 dx_ = max(x0 - px, px - (x0 + h), 0.0)
-                s = slot[(k * ny + j) * nx + i]
+                s = slot_of(slot, sb, k * ny + j, i, nx)
                 if s == 0 or not dyz + dx_ * dx_ < lim:
                     continue
                 for t in range(start[s - 1], start[s]):
@@ -276,7 +279,7 @@ def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     best = np.inf
     bi = -1
     for r in range(rmax + 1):
-        best, bi = _shell_min(px, py, pz, V, faces, start, items, start[:0], lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
+        best, bi = _shell_min(px, py, pz, V, faces, start, items, start[:0], _NO_BITS, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
         # every cell at shell r + 1 or beyond is at least r * h away from p (p lies in its own cell)
         if best <= (r * h) * (r * h):
             break
@@ -346,12 +349,18 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
     cand = np.empty(M, np.int32)
     n_cand = 0
     lx, ly, lz, hx, hy, hz = np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf
-    for m in range(M):
+    l0, l1, l2, h0, h1, h2 = lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
+    for m in range(M):  # without branches
         x, y, z = P[m, 0], P[m, 1], P[m, 2]
-        if lo[0] <= x <= hi[0] and lo[1] <= y <= hi[1] and lo[2] <= z <= hi[2]:
-            cand[n_cand] = m
-            n_cand += 1
-            lx, ly, lz, hx, hy, hz = min(lx, x), min(ly, y), min(lz, z), max(hx, x), max(hy, y), max(hz, z)
+        inb = (l0 <= x) & (x <= h0) & (l1 <= y) & (y <= h1) & (l2 <= z) & (z <= h2)
+        cand[n_cand] = m
+        n_cand += inb
+        lx = x if inb & (x < lx) else lx
+        ly = y if inb & (y < ly) else ly
+        lz = z if inb & (z < lz) else lz
+        hx = x if inb & (x > hx) else hx
+        hy = y if inb & (y > hy) else hy
+        hz = z if inb & (z > hz) else hz
     if n_cand == 0:
         return 0.0, 0.0, 0
     clo = np.array([max(lx - band - _MARGIN, lo[0]), max(ly - band - _MARGIN, lo[1]), max(lz - band - _MARGIN, lo[2])])
@@ -370,32 +379,37 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
     occ = np.zeros((nr, W), np.uint64)
     rowmin = np.full(nr, nx, np.int32)  # each row's first and last candidate cell
     rowmax = np.full(nr, -1, np.int32)
-    for t in range(n_cand):
+    c0, c1, c2 = clo[0], clo[1], clo[2]
+    fx, fy, fz = float(nx - 1), float(ny - 1), float(nz - 1)
+    for t in range(n_cand):  # min(int(q), n - 1) for q >= 0, without branches
         m = cand[t]
-        ci = min(int((P[m, 0] - clo[0]) / h), nx - 1)
-        cj = min(int((P[m, 1] - clo[1]) / h), ny - 1)
-        ck = min(int((P[m, 2] - clo[2]) / h), nz - 1)
-        r = ck * ny + cj
+        qx = (P[m, 0] - c0) / h
+        qy = (P[m, 1] - c1) / h
+        qz = (P[m, 2] - c2) / h
+        pci[t] = int(qx if qx < fx else fx)
+        prow[t] = int(qz if qz < fz else fz) * ny + int(qy if qy < fy else fy)
+    for t in range(n_cand):
+        ci, r = pci[t], prow[t]
         pcell[t] = r * nx + ci
-        pci[t] = ci
-        prow[t] = r
         set_bit(occ, r, ci)
         rowmin[r] = min(rowmin[r], ci)
         rowmax[r] = max(rowmax[r], ci)
     need = dilate_bits(occ, ny, nz)  # a triangle within the band of a candidate meets one of these cells
     tri_, rng, rel, act, tog, split, lmax, rmin = scan_tris(V, faces, fu, clo, h, nx, ny, nz, occ, need, rowmin, rowmax)
-    wind = cell_sides(tog, lmax, rmin, rowmin, rowmax)  # the candidate cells' centres: inside or not
+    wind = cell_sides(tog, lmax, rmin, rowmin, rowmax, W)  # the candidate cells' centres inside
     has_rel = rel.shape[0] > 0
     slot = np.zeros(1, np.int32)
+    sb = np.zeros((1, 1), np.uint64)
     tstart = np.zeros(1, np.int32)
     titems = np.zeros(1, np.int32)
     tpos = np.zeros(1, np.int32)
     boxes = np.zeros((1, 6))
     near = occ  # no triangle near any candidate: never read
     if has_rel:
-        slot, tstart, titems, tpos, tocc = slot_grid(tri_, rng, rel, nx, ny, nz, need)
+        slot, sb, tstart, titems, tpos, tocc = slot_grid(tri_, rng, rel, nx, ny, nz, need)
         near = dilate_bits(tocc, ny, nz)
         boxes = tri_boxes(V, faces, tri_, rel)
+    look = wind | near if has_rel else wind  # the cells whose candidates need more than a skip
     rstart = np.zeros(1, np.int32)
     ritems = np.zeros(1, np.int32)
     rfirst = np.zeros(1, np.int32)
@@ -433,16 +447,16 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
             t = u if phase == 0 else later[u]
             m = cand[t]
             c, ci, r = pcell[t], pci[t], prow[t]
-            px, py, pz = P[m, 0], P[m, 1], P[m, 2]
             if phase == 0:
-                if has_rel and slot[c] != 0:
+                if not bit(look, r, ci):
+                    continue  # outside, and no triangle in its cell or the cells around
+                ins = bit(wind, r, ci)  # with no triangle in the cell, the centre's side is the point's
+                if has_rel and bit(sb, r, ci):
                     later[n_later] = t
                     n_later += 1
                     continue
-                ins = wind[r, ci] != 0  # no triangle in the cell: the centre's side is the point's
-                if not (ins or (has_rel and bit(near, r, ci))):
-                    continue  # outside, and no triangle in its cell or the cells around
-            else:
+            px, py, pz = P[m, 0], P[m, 1], P[m, 2]
+            if phase == 1:
                 ins = _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, clo, h, ny, nz) != 0
             cj, ck = r % ny, r // ny
             bi = -1
@@ -469,12 +483,12 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
                     in_d[n_in] = d
                     n_in += 1
             elif not exact and has_rel and bit(near, r, ci):
-                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
+                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
                     contact[m] = True
             elif has_rel and bit(near, r, ci):
                 # only triangles within the band matter: start the search there (farther cells are skipped)
-                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
-                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
                 if best <= b2:
                     dist[m] = math.sqrt(best)
                 else:
