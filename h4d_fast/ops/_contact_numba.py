@@ -31,10 +31,12 @@ import numpy as np
 from numba import njit, prange
 
 from ._collision_numba import _pt_tri_d2, ray_crossing
-from ._mesh_numba import cell_winding, closest_st, vertex_bounds
+from ._contact_grid_numba import bit, cell_sides, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, slot_of, tri_boxes
+from ._mesh_numba import closest_st, vertex_areas
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
+_NO_BITS = np.zeros((0, 1), np.uint64)
 
 
 @njit(cache=True, nogil=True)
@@ -123,70 +125,66 @@ def _vert_grid(V, lo, h, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _ray_grid(rng, ny, nz):
-    """Triangles listed in the ``(y, z)`` cells their projections' boxes meet, whatever their ``x``
-    (the ``j, k`` ranges of :func:`_tri_cells`; CSR by cell): the rays of :func:`_winding`."""
-    return _csr_cells(rng, 1, ny, nz, False)
+def _crossing(f, py, pz, V, faces):
+    """:func:`ray_crossing` of triangle ``f`` with the line along x through ``(py, pz)``, after a
+    test of its projection's (closed) box, outside which the line cannot cross it."""
+    i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
+    y0, z0 = V[i0, 1], V[i0, 2]
+    y1, z1 = V[i1, 1], V[i1, 2]
+    y2, z2 = V[i2, 1], V[i2, 2]
+    if py < min(y0, y1, y2) or py > max(y0, y1, y2) or pz < min(z0, z1, z2) or pz > max(z0, z1, z2):
+        return 0.0, 0.0
+    return ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
 
 
 @njit(cache=True, nogil=True)
-def _dilate_axis(src, dst, di, dj, dk):
-    """``dst |= src`` shifted by -1, 0 and +1 cells along the axis ``(di, dj, dk)`` (x, y, z)."""
-    nz, ny, nx = src.shape
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                if src[k, j, i]:
-                    for t in range(-1, 2):
-                        kk, jj, ii = k + t * dk, j + t * dj, i + t * di
-                        if 0 <= kk < nz and 0 <= jj < ny and 0 <= ii < nx:
-                            dst[kk, jj, ii] = 1
-
-
-@njit(cache=True, nogil=True)
-def _dilate(start, nx, ny, nz):
-    """``[nz, ny, nx]`` uint8: 1 where a cell or one of its 26 neighbours lists a triangle."""
-    a = np.zeros((nz, ny, nx), np.uint8)
-    for k in range(nz):
-        for j in range(ny):
-            for i in range(nx):
-                c = (k * ny + j) * nx + i
-                if start[c + 1] > start[c]:
-                    a[k, j, i] = 1
-    b = np.zeros((nz, ny, nx), np.uint8)  # a 3x3x3 dilation, one axis at a time
-    _dilate_axis(a, b, 1, 0, 0)
-    a[:] = 0
-    _dilate_axis(b, a, 0, 1, 0)
-    b[:] = 0
-    _dilate_axis(a, b, 0, 0, 1)
-    return b
-
-
-@njit(cache=True, nogil=True)
-def _winding(px, py, pz, V, faces, rstart, ritems, lo, h, ny, nz):
-    """Signed crossings of the ray from ``p`` along ``-x`` with the mesh (0 = outside)."""
-    j = int(math.floor((py - lo[1]) / h))
-    k = int(math.floor((pz - lo[2]) / h))
-    if j < 0 or j >= ny or k < 0 or k >= nz:
-        return 0
-    c = k * ny + j
+def _winding_all(px, py, pz, V, faces):
+    """Signed crossings of the ray from ``p`` along ``-x`` with every triangle."""
     w = 0
-    for t in range(rstart[c], rstart[c + 1]):
-        f = ritems[t]
-        i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
-        y0, z0 = V[i0, 1], V[i0, 2]
-        y1, z1 = V[i1, 1], V[i1, 2]
-        y2, z2 = V[i2, 1], V[i2, 2]
-        s0, xc = ray_crossing(i0, i1, i2, y0, z0, y1, z1, y2, z2, V[i0, 0], V[i1, 0], V[i2, 0], py, pz)
+    for f in range(faces.shape[0]):
+        s0, xc = _crossing(f, py, pz, V, faces)
         if s0 != 0 and xc < px:
             w += int(s0)
     return w
 
 
 @njit(cache=True, nogil=True)
-def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
+def _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, lo, h, ny, nz):
+    """Signed crossings of the ray from ``p`` (in x cell ``ci``) along ``-x`` with the mesh (0 =
+    outside), from the triangles listed in its column (:func:`col_grid`). Beyond its row's
+    ``split`` it counts minus the crossings beyond ``p`` instead (the same for a closed mesh, the
+    crossings of a whole line cancelling), unless one lies at ``p``: then every triangle's along
+    ``-x``. Triangles more than a cell beyond ``p`` on the other side are skipped (none counts)."""
+    j = int(math.floor((py - lo[1]) / h))
+    k = int(math.floor((pz - lo[2]) / h))
+    if j < 0 or j >= ny or k < 0 or k >= nz:
+        return 0
+    c = k * ny + j
+    rgt = ci > split[c]
+    w = 0
+    for t in range(rstart[c], rstart[c + 1]):
+        if (rlast[t] < ci - 1) if rgt else (rfirst[t] > ci + 1):
+            continue
+        s0, xc = _crossing(ritems[t], py, pz, V, faces)
+        if s0 == 0:
+            continue
+        if not rgt:
+            if xc < px:
+                w += int(s0)
+        elif xc > px:
+            w -= int(s0)
+        elif xc == px:
+            return _winding_all(px, py, pz, V, faces)
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _shell_min(px, py, pz, V, faces, start, items, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris):
     """Smallest squared distance (below ``best``) to the triangles (``tris``) or vertices listed in the
-    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none)."""
+    cells at Chebyshev distance ``r`` from cell ``(ci, cj, ck)``, and that element (``bi`` if none).
+    Cell ``c``'s list: ``start[c]:start[c + 1]``, or with a non-empty ``slot`` (the sparse lists of
+    :func:`h4d_fast.ops._contact_grid_numba.slot_grid`, bits ``sb``) ``start[s - 1]:start[s]``, ``s =
+    slot_of(...) > 0``."""
     for k in range(ck - r, ck + r + 1):
         if k < 0 or k >= nz:
             continue
@@ -207,7 +205,12 @@ def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck
                 dx_ = max(x0 - px, px - (x0 + h), 0.0)
                 if i >= 0 and i < nx and dyz + dx_ * dx_ < best:
                     c = (k * ny + j) * nx + i
-                    for t in range(start[c], start[c + 1]):
+                    if slot.shape[0]:
+                        s_ = slot_of(slot, sb, k * ny + j, i, nx)
+                        t0, t1 = (start[s_ - 1], start[s_]) if s_ else (0, 0)
+                    else:
+                        t0, t1 = start[c], start[c + 1]
+                    for t in range(t0, t1):
                         e = items[t]
                         if tris:
                             a, b, cc = faces[e, 0], faces[e, 1], faces[e, 2]
@@ -225,6 +228,43 @@ def _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck
 
 
 @njit(cache=True, nogil=True)
+def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
+    """Whether a triangle listed in the 27 cells around ``(ci, cj, ck)`` (the sparse lists of
+    :func:`_shell_min`) lies within ``band`` of ``p``: the export's test, the same as
+    ``sqrt(best) <= band`` after :func:`_shell_min`'s two shells (a triangle whose squared distance
+    ``d2`` is ``<= b2`` with ``sqrt(d2) <= band`` is found, the minimum's being one). A triangle's box
+    farther than the band, by a margin far above rounding, skips the exact distance."""
+    lim = b2 * (1 + 1e-12)
+    far = b2 * (1 + 1e-6)
+    for k in range(max(ck - 1, 0), min(ck + 1, nz - 1) + 1):
+        z0 = lo[2] + k * h
+        dz_ = max(z0 - pz, pz - (z0 + h), 0.0)
+        for j in range(max(cj - 1, 0), min(cj + 1, ny - 1) + 1):
+            y0 = lo[1] + j * h
+            dy_ = max(y0 - py, py - (y0 + h), 0.0)
+            dyz = dy_ * dy_ + dz_ * dz_
+            for i in range(max(ci - 1, 0), min(ci + 1, nx - 1) + 1):
+                x0 = lo[0] + i * h
+                dx_ = max(x0 - px, px - (x0 + h), 0.0)
+                s = slot_of(slot, sb, k * ny + j, i, nx)
+                if s == 0 or not dyz + dx_ * dx_ < lim:
+                    continue
+                for t in range(start[s - 1], start[s]):
+                    e = pos[t]
+                    bx = max(boxes[e, 0] - px, px - boxes[e, 1], 0.0)
+                    by = max(boxes[e, 2] - py, py - boxes[e, 3], 0.0)
+                    bz = max(boxes[e, 4] - pz, pz - boxes[e, 5], 0.0)
+                    if bx * bx + by * by + bz * bz > far:
+                        continue
+                    f = items[t]
+                    a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+                    d2 = _pt_tri_d2(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[c, 0], V[c, 1], V[c, 2])
+                    if d2 < lim and d2 <= b2 and math.sqrt(d2) <= band:
+                        return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     """Distance to the nearest triangle (``tris``) or vertex listed in the grid, searched in growing
     shells of cells around ``p`` (inside the grid). Returns ``inf`` when the nearest one may lie
@@ -239,7 +279,7 @@ def _nearest(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, tris):
     best = np.inf
     bi = -1
     for r in range(rmax + 1):
-        best, bi = _shell_min(px, py, pz, V, faces, start, items, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
+        best, bi = _shell_min(px, py, pz, V, faces, start, items, start[:0], _NO_BITS, lo, h, nx, ny, nz, ci, cj, ck, r, best, bi, tris)
         # every cell at shell r + 1 or beyond is at least r * h away from p (p lies in its own cell)
         if best <= (r * h) * (r * h):
             break
@@ -270,147 +310,233 @@ def _brute_nearest(px, py, pz, V, faces, tris):
 
 
 @njit(cache=True, nogil=True)
-def query_task(P, V, faces, band, h, dist, inside, vdist, tri, st):
-    """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring). ``dist``
+def _bounds(V):
+    """:func:`h4d_fast.ops._mesh_numba.vertex_bounds` (NaN ignored), with scalar accumulators."""
+    lx, ly, lz, hx, hy, hz = np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf
+    for v in range(V.shape[0]):
+        x, y, z = V[v, 0], V[v, 1], V[v, 2]
+        lx = x if x < lx else lx
+        ly = y if y < ly else ly
+        lz = z if z < lz else lz
+        hx = x if x > hx else hx
+        hy = y if y > hy else hy
+        hz = z if z > hz else hz
+    return np.array([lx, ly, lz]), np.array([hx, hy, hz])
+
+
+@njit(cache=True, nogil=True)
+def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact, pfaces):
+    """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring; ``fu``:
+    ``faces`` as uint32, for the triangle pass's indexing). ``dist``
     must come in as ``inf``, ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]``
     (else ``[0]``, ``[0, 2]``): the closest triangle of the points with a finite distance and the
-    closest point's coordinates in it (``a + s (b - a) + t (c - a)``)."""
+    closest point's coordinates in it (``a + s (b - a) + t (c - a)``).
+
+    With ``contact`` ``[M]`` (else ``[0]``), the export's summary instead (``dist``, ``inside``,
+    ``vdist`` may then be empty): ``contact`` set where a point is inside or within the band, and
+    returned the inside points' largest and summed nearest-vertex distance (summed in point order)
+    and their number, and with ``pfaces`` (the points' own mesh, else ``[0, 3]``) the inside
+    points' exact depth times their vertex area, summed (``0.0, 0.0, 0, 0.0`` in the other mode)."""
     M = P.shape[0]
-    lo, hi = vertex_bounds(V)
+    exact = contact.shape[0] != M
+    lo, hi = _bounds(V)
     for a in range(3):
         if not (math.isfinite(lo[a]) and math.isfinite(hi[a])):
-            return
+            return 0.0, 0.0, 0, 0.0
         lo[a] -= band
         hi[a] += band
     # the grids cover the candidates' box grown by the band and a margin (a point deeper than that
     # inside the mesh falls back to a search of every triangle), within the mesh's box
-    clo = np.empty(3)
-    chi = np.empty(3)
-    for a in range(3):
-        clo[a] = np.inf
-        chi[a] = -np.inf
+    cand = np.empty(M, np.int32)
     n_cand = 0
-    for m in range(M):
-        if lo[0] <= P[m, 0] <= hi[0] and lo[1] <= P[m, 1] <= hi[1] and lo[2] <= P[m, 2] <= hi[2]:
-            n_cand += 1
-            for a in range(3):
-                clo[a] = min(clo[a], P[m, a])
-                chi[a] = max(chi[a], P[m, a])
+    lx, ly, lz, hx, hy, hz = np.inf, np.inf, np.inf, -np.inf, -np.inf, -np.inf
+    l0, l1, l2, h0, h1, h2 = lo[0], lo[1], lo[2], hi[0], hi[1], hi[2]
+    for m in range(M):  # without branches
+        x, y, z = P[m, 0], P[m, 1], P[m, 2]
+        inb = (l0 <= x) & (x <= h0) & (l1 <= y) & (y <= h1) & (l2 <= z) & (z <= h2)
+        cand[n_cand] = m
+        n_cand += inb
+        lx = x if inb & (x < lx) else lx
+        ly = y if inb & (y < ly) else ly
+        lz = z if inb & (z < lz) else lz
+        hx = x if inb & (x > hx) else hx
+        hy = y if inb & (y > hy) else hy
+        hz = z if inb & (z > hz) else hz
     if n_cand == 0:
-        return
-    for a in range(3):
-        clo[a] = max(clo[a] - band - _MARGIN, lo[a])
-        chi[a] = min(chi[a] + band + _MARGIN, hi[a])
+        return 0.0, 0.0, 0, 0.0
+    clo = np.array([max(lx - band - _MARGIN, lo[0]), max(ly - band - _MARGIN, lo[1]), max(lz - band - _MARGIN, lo[2])])
+    chi = np.array([min(hx + band + _MARGIN, hi[0]), min(hy + band + _MARGIN, hi[1]), min(hz + band + _MARGIN, hi[2])])
     vol = (chi[0] - clo[0]) * (chi[1] - clo[1]) * (chi[2] - clo[2])
     h = max(h, band, (vol / _MAX_CELLS) ** (1.0 / 3.0))
     nx = max(1, int(math.ceil((chi[0] - clo[0]) / h)))
     ny = max(1, int(math.ceil((chi[1] - clo[1]) / h)))
     nz = max(1, int(math.ceil((chi[2] - clo[2]) / h)))
-    rng = _tri_cells(V, faces, clo, h, nx, ny, nz)
-    tstart, titems = _tri_grid(rng, nx, ny, nz)
-    cwind = cell_winding(V, faces, clo, h, nx, ny, nz)
-    near = _dilate(tstart, nx, ny, nz)
+    nr = ny * nz
+    W = (nx + 63) // 64
+    # the candidates' cells (bit rows) and rows; the grids below are complete only around them
+    pcell = np.empty(n_cand, np.int64)
+    pci = np.empty(n_cand, np.int32)
+    prow = np.empty(n_cand, np.int32)
+    occ = np.zeros((nr, W), np.uint64)
+    rowmin = np.full(nr, nx, np.int32)  # each row's first and last candidate cell
+    rowmax = np.full(nr, -1, np.int32)
+    c0, c1, c2 = clo[0], clo[1], clo[2]
+    fx, fy, fz = float(nx - 1), float(ny - 1), float(nz - 1)
+    for t in range(n_cand):  # min(int(q), n - 1) for q >= 0, without branches
+        m = cand[t]
+        qx = (P[m, 0] - c0) / h
+        qy = (P[m, 1] - c1) / h
+        qz = (P[m, 2] - c2) / h
+        pci[t] = int(qx if qx < fx else fx)
+        prow[t] = int(qz if qz < fz else fz) * ny + int(qy if qy < fy else fy)
+    for t in range(n_cand):
+        ci, r = pci[t], prow[t]
+        pcell[t] = r * nx + ci
+        set_bit(occ, r, ci)
+        rowmin[r] = min(rowmin[r], ci)
+        rowmax[r] = max(rowmax[r], ci)
+    need = dilate_bits(occ, ny, nz)  # a triangle within the band of a candidate meets one of these cells
+    tri_, rng, rel, act, tog, split, lmax, rmin = scan_tris(V, faces, fu, clo, h, nx, ny, nz, occ, need, rowmin, rowmax)
+    wind = cell_sides(tog, lmax, rmin, rowmin, rowmax, W)  # the candidate cells' centres inside
+    has_rel = rel.shape[0] > 0
+    slot = np.zeros(1, np.int32)
+    sb = np.zeros((1, 1), np.uint64)
+    tstart = np.zeros(1, np.int32)
+    titems = np.zeros(1, np.int32)
+    tpos = np.zeros(1, np.int32)
+    boxes = np.zeros((1, 6))
+    near = occ  # no triangle near any candidate: never read
+    if has_rel:
+        slot, sb, tstart, titems, tpos, tocc = slot_grid(tri_, rng, rel, nx, ny, nz, need)
+        near = dilate_bits(tocc, ny, nz)
+        boxes = tri_boxes(V, faces, tri_, rel)
+    look = wind | near if has_rel else wind  # the cells whose candidates need more than a skip
     rstart = np.zeros(1, np.int32)
     ritems = np.zeros(1, np.int32)
-    have_r = False
+    rfirst = np.zeros(1, np.int32)
+    rlast = np.zeros(1, np.int32)
+    fstart = np.zeros(1, np.int32)
+    fitems = np.zeros(1, np.int32)
+    have_f = False
     vstart = np.zeros(1, np.int32)
     vitems = np.zeros(1, np.int32)
     have_v = False
     b2 = band * band
-    for m in range(M):
-        px, py, pz = P[m, 0], P[m, 1], P[m, 2]
-        if not (clo[0] <= px <= chi[0] and clo[1] <= py <= chi[1] and clo[2] <= pz <= chi[2]):
-            continue
-        ci = min(int((px - clo[0]) / h), nx - 1)
-        cj = min(int((py - clo[1]) / h), ny - 1)
-        ck = min(int((pz - clo[2]) / h), nz - 1)
-        c = (ck * ny + cj) * nx + ci
-        if tstart[c + 1] == tstart[c]:  # no triangle in the cell: the centre's side is the point's
-            ins = cwind[ck, cj, ci] != 0
-        else:
-            if not have_r:
-                rstart, ritems = _ray_grid(rng, ny, nz)
-                have_r = True
-            ins = _winding(px, py, pz, V, faces, rstart, ritems, clo, h, ny, nz) != 0
-        bi = -1
-        if ins:
-            inside[m] = 1
-            d, bi = _nearest(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, True)
-            if not math.isfinite(d):
-                d, bi = _brute_nearest(px, py, pz, V, faces, True)
-            dist[m] = d
-            if not have_v:
-                vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
-                have_v = True
-            d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-            vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
-        elif near[ck, cj, ci]:
-            # only triangles within the band matter: start the search there (farther cells are skipped)
-            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
-            best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
-            if best <= b2:
-                dist[m] = math.sqrt(best)
-            else:
-                bi = -1
-        if bi >= 0 and tri.shape[0] == M:
-            a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
-            s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
-            tri[m] = bi
-            st[m, 0] = s_
-            st[m, 1] = t_
+    later = np.empty(n_cand if has_rel else 0, np.int64)  # the candidates in a cell with triangles
+    n_later = 0
+    in_m = np.empty(0 if exact else n_cand, np.int64)  # the export's inside points and their depth
+    in_d = np.empty(0 if exact else n_cand)
+    want_vol = not exact and pfaces.shape[0] > 0
+    in_s = np.empty(n_cand if want_vol else 0)  # their exact depth (the volume)
+    n_in = 0
+    for phase in range(2):
+        if phase == 1:
+            if n_later == 0:
+                break
+            # their (y, z) columns: each casts its own ray (_winding) through the triangles listed there
+            colmax = np.full(nr, -1, np.int32)  # the last ray along -x / first along +x of each column
+            colmin = np.full(nr, nx, np.int32)
+            for u in range(n_later):
+                j = int(math.floor((P[cand[later[u]], 1] - clo[1]) / h))
+                k = int(math.floor((P[cand[later[u]], 2] - clo[2]) / h))
+                if 0 <= j < ny and 0 <= k < nz:
+                    c, i = k * ny + j, pci[later[u]]
+                    if i > split[c]:
+                        colmin[c] = min(colmin[c], i)
+                    else:
+                        colmax[c] = max(colmax[c], i)
+            rstart, ritems, rfirst, rlast = col_grid(tri_, rng, act, ny, nz, colmax, colmin)
+        for u in range(n_cand if phase == 0 else n_later):
+            t = u if phase == 0 else later[u]
+            m = cand[t]
+            c, ci, r = pcell[t], pci[t], prow[t]
+            if phase == 0:
+                if not bit(look, r, ci):
+                    continue  # outside, and no triangle in its cell or the cells around
+                ins = bit(wind, r, ci)  # with no triangle in the cell, the centre's side is the point's
+                if has_rel and bit(sb, r, ci):
+                    later[n_later] = t
+                    n_later += 1
+                    continue
+            px, py, pz = P[m, 0], P[m, 1], P[m, 2]
+            if phase == 1:
+                ins = _winding(px, py, pz, V, faces, rstart, ritems, rfirst, rlast, split, ci, clo, h, ny, nz) != 0
+            cj, ck = r % ny, r // ny
+            bi = -1
+            if ins:
+                if exact or want_vol:
+                    if exact:
+                        inside[m] = 1
+                    if not have_f:  # the exact search needs every triangle's cells
+                        fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
+                        have_f = True
+                    d, bi = _nearest(px, py, pz, V, faces, fstart, fitems, clo, h, nx, ny, nz, True)
+                    if not math.isfinite(d):
+                        d, bi = _brute_nearest(px, py, pz, V, faces, True)
+                    if exact:
+                        dist[m] = d
+                    else:
+                        in_s[n_in] = d
+                        bi = -1
+                if not have_v:
+                    vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
+                    have_v = True
+                d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+                d = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+                if exact:
+                    vdist[m] = d
+                else:
+                    contact[m] = True
+                    in_m[n_in] = m
+                    in_d[n_in] = d
+                    n_in += 1
+            elif not exact and has_rel and bit(near, r, ci):
+                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
+                    contact[m] = True
+            elif has_rel and bit(near, r, ci):
+                # only triangles within the band matter: start the search there (farther cells are skipped)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, 0, b2 * (1 + 1e-12), -1, True)
+                best, bi = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, 1, best, bi, True)
+                if best <= b2:
+                    dist[m] = math.sqrt(best)
+                else:
+                    bi = -1
+            if bi >= 0 and tri.shape[0] == M:
+                a, b, cc = faces[bi, 0], faces[bi, 1], faces[bi, 2]
+                s_, t_, _ = closest_st(px, py, pz, V[a, 0], V[a, 1], V[a, 2], V[b, 0], V[b, 1], V[b, 2], V[cc, 0], V[cc, 1], V[cc, 2])
+                tri[m] = bi
+                st[m, 0] = s_
+                st[m, 1] = t_
+    dmax, dsum, vol = 0.0, 0.0, 0.0
+    area = vertex_areas(P, pfaces) if want_vol and n_in > 0 else np.zeros(0)
+    for t in np.argsort(in_m[:n_in]):
+        dsum += in_d[t]
+        dmax = max(dmax, in_d[t])
+        if want_vol:
+            vol += in_s[t] * area[in_m[t]]
+    return dmax, dsum, n_in, vol
 
 
 @njit(parallel=True, cache=True)
-def _query_frames(P, V, faces, band, h, dist, inside, vdist, tri, st):
+def _query_frames(P, V, faces, fu, band, h, dist, inside, vdist, tri, st):
     closest = tri.shape[0] == P.shape[0]
+    none_c = np.zeros(0, np.bool_)
+    none_pf = np.zeros((0, 3), np.int64)
     for f in prange(P.shape[0]):
         if closest:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[f], st[f])
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], none_c, none_pf)
         else:
-            query_task(P[f], V[f], faces, band, h, dist[f], inside[f], vdist[f], tri[0], st[0])
-
-
-@njit(cache=True, nogil=True)
-def _vertex_areas(X, faces):
-    """``[M]`` a third of the area of the triangles around each vertex of the mesh ``X [M, 3]``
-    (:func:`h4d_fast.ops.mesh_geometry.vertex_areas`)."""
-    out = np.zeros(X.shape[0])
-    for t in range(faces.shape[0]):
-        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-        ux, uy, uz = X[b, 0] - X[a, 0], X[b, 1] - X[a, 1], X[b, 2] - X[a, 2]
-        vx, vy, vz = X[c, 0] - X[a, 0], X[c, 1] - X[a, 1], X[c, 2] - X[a, 2]
-        cx, cy, cz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
-        ar = 0.5 * math.sqrt(cx * cx + cy * cy + cz * cz) / 3.0
-        out[a] += ar
-        out[b] += ar
-        out[c] += ar
-    return out
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], none_c, none_pf)
 
 
 @njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
-def _contact_frames(P, V, faces, pfaces, band, h, contact, dmax, dsum, nin, vol):
+def _contact_frames(P, V, faces, fu, pfaces, band, h, contact, dmax, dsum, nin, vol):
     none_i = np.zeros(0, np.int32)
     none_st = np.zeros((0, 2))
+    none_f = np.zeros(0)
+    none_u = np.zeros(0, np.uint8)
     for f in prange(P.shape[0]):
-        M = P.shape[1]
-        dist = np.full(M, np.inf)
-        inside = np.zeros(M, np.uint8)
-        vdist = np.zeros(M)
-        query_task(P[f], V[f], faces, band, h, dist, inside, vdist, none_i, none_st)
-        for m in range(M):
-            if inside[m]:
-                contact[f, m] = True
-                nin[f] += 1
-                dsum[f] += vdist[m]
-                if vdist[m] > dmax[f]:
-                    dmax[f] = vdist[m]
-            elif dist[m] <= band:
-                contact[f, m] = True
-        if nin[f] > 0 and pfaces.shape[0] > 0:  # the points' own mesh: depth x vertex area of the inside ones
-            area = _vertex_areas(P[f], pfaces)
-            for m in range(M):
-                if inside[m]:
-                    vol[f] += dist[m] * area[m]
+        dmax[f], dsum[f], nin[f], vol[f] = query_task(P[f], V[f], faces, fu, band, h, none_f, none_u, none_f, none_i, none_st, contact[f], pfaces)
 
 
 def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
@@ -423,7 +549,7 @@ def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, ban
     With ``point_faces`` (the points are the vertices of a mesh with these triangles) also
     ``volume [F]`` (m^3): the inside points' exact distance to the surface times their vertex area,
     summed (:func:`h4d_fast.ops.penetration.penetration_volume`'s measure, one side, with the exact
-    depth); else zeros."""
+    depth; it costs the exact search for the inside points only); else zeros."""
     P = np.ascontiguousarray(points)
     V = np.ascontiguousarray(verts, dtype=P.dtype)
     if P.dtype not in (np.float32, np.float64):
@@ -434,7 +560,8 @@ def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, ban
     pf = np.zeros((0, 3), np.int64) if point_faces is None else np.ascontiguousarray(point_faces, dtype=np.int64)
     if F and M:
         with numba.parallel_chunksize(1):
-            _contact_frames(P, V, np.ascontiguousarray(faces, dtype=np.int64), pf, float(band), max(float(cell) or 0.02, float(band), 0.005),
+            fc = np.ascontiguousarray(faces, dtype=np.int64)
+            _contact_frames(P, V, fc, fc.astype(np.uint32), pf, float(band), max(float(cell) or 0.02, float(band), 0.005),
                             contact, dmax, dsum, nin, vol)
     return contact, dmax, dsum, nin, vol
 
@@ -460,7 +587,7 @@ def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band:
     st = np.zeros((F, M, 2) if closest else (1, 0, 2))
     if F and M:
         with numba.parallel_chunksize(1):
-            _query_frames(P, V, fc, float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
+            _query_frames(P, V, fc, fc.astype(np.uint32), float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
     if closest:
         return dist, inside.astype(bool), vdist, tri, st
     return dist, inside.astype(bool), vdist
