@@ -76,6 +76,16 @@ def test_the_export_measures_the_penetration(seq, reference):
     assert st["penetration_max_frame_cm3"] >= st["penetration_after_cm3"]
 
 
+def test_no_penetration_after_a_collision_stage_that_did_not_run(seq, tmp_path):
+    """With the collision stage off the export still measures the meshes (contact_penetration_cm3),
+    but nothing is reported as the penetration after a collision stage."""
+    out = tmp_path / "out"
+    r = _cli(["run", str(seq), "--out", str(out), *QUICK, "--set", "fit.collision=false"])
+    assert r.returncode == 0, r.stderr
+    st = json.loads((out / "fit_stats.json").read_text())
+    assert "penetration_after_cm3" not in st and "penetration_measured_by" not in st
+
+
 # kill points: a stage's cache just written, the fit's statistics, the consolidated files, a file
 # written but not yet renamed into place (its temporary file left behind), the middle of the
 # per-frame files, the last files. The slow ones add little to the others.

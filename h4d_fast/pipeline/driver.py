@@ -210,7 +210,9 @@ def _export_smpl(st: RunState) -> Done:
                              write_poses3d=False, present=r.presence.cpu().numpy(), wait=False,
                              contact_mm=cfg.contact.contact_mm if cfg.contact.export else None)
     r.extra.setdefault("pending", []).append(stats.pop("pending"))
-    if "penetration_cm3" in stats and "penetration_after_cm3" not in st.fit.stats:  # the fit left the measure to the export
+    # the fit's collision stage ran and left its measure to the export (without that stage there is
+    # no "after" to report)
+    if "penetration_cm3" in stats and "collision_seconds" in st.fit.stats and "penetration_after_cm3" not in st.fit.stats:
         st.fit.stats.update(penetration_after_cm3=stats["penetration_cm3"], penetration_max_frame_cm3=stats["penetration_max_frame_cm3"],
                             penetration_measured_by="export")
         atomic.write_json(st.out / "fit_stats.json", st.fit.stats)
