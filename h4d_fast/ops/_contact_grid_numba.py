@@ -341,7 +341,7 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     Returns ``tri [n]`` (those triangles, in order), ``rng [n, 6]`` (the cell ranges ``a, b, j0,
     j1, k0, k1`` of those in ``rel`` or ``act``: ``j, k`` clipped to the grid, the x ends within
     ``-1 .. nx``), ``rel`` (positions in ``tri`` of the triangles meeting a needed cell), ``act``
-    (of those whose range meets a candidate's row), ``tog [nz * ny, nx + 1]`` int16 (the signed
+    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 1]`` int16 (the signed
     crossings of the candidates' rows at their cell: one left of cell ``i``'s centre counts at ``i``
     or before, so that ``i``'s winding is the sum up to ``i`` or minus the sum beyond; only those on
     the sides that the rows' candidates read) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
@@ -356,6 +356,7 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     rng = np.empty((n, 6), np.int32)
     rel = np.empty(n, np.int32)
     act = np.empty(n, np.int32)
+    nact = 0
     tog = np.empty((nz * ny, nx + 1), np.int16)  # 0 on the candidates' rows: no other is read
     for r in range(nz * ny):
         if rowmax[r] >= 0:
@@ -363,7 +364,6 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     nym, nzm = ny - 1, nz - 1
     pyi = ny + 2
     nrel = 0
-    nact = 0
     for q in range(n):
         f = tri[q]
         i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
@@ -487,14 +487,26 @@ def slot_of(slot, sb, r, i, nx):
 
 
 @njit(cache=True, nogil=True)
-def col_grid(tri, rng, act, ny, nz, colmax, colmin):
+def col_grid(tri, rng, act, nx, ny, nz, colmax, colmin):
     """The triangles ``tri[act]`` of the ``(y, z)`` columns with rays to cast: CSR by column, as
     the ray grid that :func:`h4d_fast.ops._contact_numba._winding` reads, with each entry's first
     and last x cell. ``colmax [nz * ny]``: the last start of a ray along ``-x`` there (-1: none),
     ``colmin``: the first of one along ``+x`` (``nx``: none); a triangle is kept when it starts at
     most a cell beyond the former or ends at most a cell before the latter (no other crossing can
-    count)."""
+    count). A first pass skips the triangles whose range meets none of those columns."""
     nr = ny * nz
+    near = np.zeros(nr, np.uint8)  # 1 at (j, k) when a column with rays lies in j .. j + 2, k .. k + 2
+    for k in range(nz):
+        for j in range(ny):
+            if colmax[k * ny + j] >= 0 or colmin[k * ny + j] < nx:
+                for kk in range(max(k - 2, 0), k + 1):
+                    near[kk * ny + max(j - 2, 0):kk * ny + j + 1] = 1
+    sel = np.empty(act.shape[0], np.int32)
+    n = 0
+    for q in act:  # a range of at most three rows along y and z starts within two of its columns
+        j0, j1, k0, k1 = rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5]
+        sel[n] = q
+        n += (near[k0 * ny + j0] != 0) | (j1 - j0 > 2) | (k1 - k0 > 2)
     start = np.zeros(nr + 1, np.int32)
     for p in range(2):
         if p == 1:
@@ -504,12 +516,12 @@ def col_grid(tri, rng, act, ny, nz, colmax, colmin):
             items = np.empty(start[nr], np.int32)
             first = np.empty(start[nr], np.int32)
             last = np.empty(start[nr], np.int32)
-        for q in act:
+        for q in sel[:n]:
             a, b = rng[q, 0], rng[q, 1]
             for k in range(rng[q, 4], rng[q, 5] + 1):
                 for j in range(rng[q, 2], rng[q, 3] + 1):
                     r = k * ny + j
-                    if not (a <= colmax[r] + 1 and colmax[r] >= 0 or b >= colmin[r] - 1):
+                    if not ((a <= colmax[r] + 1 and colmax[r] >= 0) or b >= colmin[r] - 1):
                         continue
                     if p == 0:
                         start[r + 1] += 1

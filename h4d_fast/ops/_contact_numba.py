@@ -228,26 +228,37 @@ def _shell_min(px, py, pz, V, faces, start, items, slot, sb, lo, h, nx, ny, nz, 
 
 
 @njit(cache=True, nogil=True)
-def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
+def _band_hit(px, py, pz, V, faces, start, items, pos, boxes, cbox, slot, sb, lo, h, nx, ny, nz, ci, cj, ck, b2, band):
     """Whether a triangle listed in the 27 cells around ``(ci, cj, ck)`` (the sparse lists of
     :func:`_shell_min`) lies within ``band`` of ``p``: the export's test, the same as
     ``sqrt(best) <= band`` after :func:`_shell_min`'s two shells (a triangle whose squared distance
     ``d2`` is ``<= b2`` with ``sqrt(d2) <= band`` is found, the minimum's being one). A triangle's box
-    farther than the band, by a margin far above rounding, skips the exact distance."""
+    (``boxes``, by position in ``rel``) or the box of a cell's triangles (``cbox``, by list) farther
+    than the band, by a margin far above rounding, skips the exact distances."""
     lim = b2 * (1 + 1e-12)
     far = b2 * (1 + 1e-6)
-    for k in range(max(ck - 1, 0), min(ck + 1, nz - 1) + 1):
+    # a neighbour along an axis only when p is within the band of that face (a margin for rounding)
+    xa, ya, za = px - (lo[0] + ci * h), py - (lo[1] + cj * h), pz - (lo[2] + ck * h)
+    i0, i1 = (ci - 1 if xa * xa < far else ci), (ci + 1 if (h - xa) * (h - xa) < far else ci)
+    j0, j1 = (cj - 1 if ya * ya < far else cj), (cj + 1 if (h - ya) * (h - ya) < far else cj)
+    k0, k1 = (ck - 1 if za * za < far else ck), (ck + 1 if (h - za) * (h - za) < far else ck)
+    for k in range(max(k0, 0), min(k1, nz - 1) + 1):
         z0 = lo[2] + k * h
         dz_ = max(z0 - pz, pz - (z0 + h), 0.0)
-        for j in range(max(cj - 1, 0), min(cj + 1, ny - 1) + 1):
+        for j in range(max(j0, 0), min(j1, ny - 1) + 1):
             y0 = lo[1] + j * h
             dy_ = max(y0 - py, py - (y0 + h), 0.0)
             dyz = dy_ * dy_ + dz_ * dz_
-            for i in range(max(ci - 1, 0), min(ci + 1, nx - 1) + 1):
+            for i in range(max(i0, 0), min(i1, nx - 1) + 1):
                 x0 = lo[0] + i * h
                 dx_ = max(x0 - px, px - (x0 + h), 0.0)
                 s = slot_of(slot, sb, k * ny + j, i, nx)
                 if s == 0 or not dyz + dx_ * dx_ < lim:
+                    continue
+                bx = max(cbox[s - 1, 0] - px, px - cbox[s - 1, 1], 0.0)
+                by = max(cbox[s - 1, 2] - py, py - cbox[s - 1, 3], 0.0)
+                bz = max(cbox[s - 1, 4] - pz, pz - cbox[s - 1, 5], 0.0)
+                if bx * bx + by * by + bz * bz > far:
                     continue
                 for t in range(start[s - 1], start[s]):
                     e = pos[t]
@@ -404,11 +415,20 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
     titems = np.zeros(1, np.int32)
     tpos = np.zeros(1, np.int32)
     boxes = np.zeros((1, 6))
+    cbox = np.zeros((1, 6))
     near = occ  # no triangle near any candidate: never read
     if has_rel:
         slot, sb, tstart, titems, tpos, tocc = slot_grid(tri_, rng, rel, nx, ny, nz, need)
         near = dilate_bits(tocc, ny, nz)
         boxes = tri_boxes(V, faces, tri_, rel)
+        cbox = np.empty((tstart.shape[0] - 1, 6))  # the box of each list's triangles
+        for c in range(tstart.shape[0] - 1):
+            for a in range(3):
+                cbox[c, 2 * a], cbox[c, 2 * a + 1] = np.inf, -np.inf
+            for t in range(tstart[c], tstart[c + 1]):
+                for a in range(3):
+                    cbox[c, 2 * a] = min(cbox[c, 2 * a], boxes[tpos[t], 2 * a])
+                    cbox[c, 2 * a + 1] = max(cbox[c, 2 * a + 1], boxes[tpos[t], 2 * a + 1])
     look = wind | near if has_rel else wind  # the cells whose candidates need more than a skip
     rstart = np.zeros(1, np.int32)
     ritems = np.zeros(1, np.int32)
@@ -442,7 +462,7 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
                         colmin[c] = min(colmin[c], i)
                     else:
                         colmax[c] = max(colmax[c], i)
-            rstart, ritems, rfirst, rlast = col_grid(tri_, rng, act, ny, nz, colmax, colmin)
+            rstart, ritems, rfirst, rlast = col_grid(tri_, rng, act, nx, ny, nz, colmax, colmin)
         for u in range(n_cand if phase == 0 else n_later):
             t = u if phase == 0 else later[u]
             m = cand[t]
@@ -483,7 +503,7 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
                     in_d[n_in] = d
                     n_in += 1
             elif not exact and has_rel and bit(near, r, ci):
-                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
+                if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, cbox, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
                     contact[m] = True
             elif has_rel and bit(near, r, ci):
                 # only triangles within the band matter: start the search there (farther cells are skipped)
