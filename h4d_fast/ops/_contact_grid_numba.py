@@ -62,40 +62,40 @@ def set_bit(bits, r, i):
 @njit(cache=True, nogil=True)
 def dilate_bits(b, ny, nz):
     """Bit rows ``b [nz * ny, W]`` grown by one cell: set where a cell or one of its 26 neighbours is
-    (a cell beyond ``nx`` in the last word may be set too: never read)."""
+    (a cell beyond ``nx`` in the last word may be set too: never read). One axis at a time, each
+    a long loop over the flat words."""
     R, W = b.shape
     s1, s63 = np.uint64(1), np.uint64(63)
-    x = np.empty_like(b)
-    for r in range(R):
-        for w in range(W):
-            v = b[r, w]
-            o = v | (v << s1) | (v >> s1)
-            if w > 0:
-                o |= b[r, w - 1] >> s63
-            if w + 1 < W:
-                o |= b[r, w + 1] << s63
-            x[r, w] = o
+    src = b.reshape(-1)
+    x = np.empty(R * W, np.uint64)
+    for e in range(R * W):
+        v = src[e]
+        x[e] = v | (v << s1) | (v >> s1)
+    if W > 1:  # the bits carried across the words of a row
+        for r in range(R):
+            for w in range(W):
+                if w > 0:
+                    x[r * W + w] |= src[r * W + w - 1] >> s63
+                if w + 1 < W:
+                    x[r * W + w] |= src[r * W + w + 1] << s63
     y = x.copy()
     for k in range(nz):
-        for j in range(ny):
-            r = k * ny + j
-            for w in range(W):
-                if j > 0:
-                    y[r, w] |= x[r - 1, w]
-                if j + 1 < ny:
-                    y[r, w] |= x[r + 1, w]
+        base = k * ny * W
+        for e in range(base + W, base + ny * W):
+            y[e] |= x[e - W]
+        for e in range(base, base + (ny - 1) * W):
+            y[e] |= x[e + W]
     z = y.copy()
-    for r in range(R):
-        for w in range(W):
-            if r >= ny:
-                z[r, w] |= y[r - ny, w]
-            if r + ny < R:
-                z[r, w] |= y[r + ny, w]
-    return z
+    s = ny * W
+    for e in range(s, R * W):
+        z[e] |= y[e - s]
+    for e in range(R * W - s):
+        z[e] |= y[e + s]
+    return z.reshape(R, W)
 
 
 @njit(cache=True, nogil=True)
-def _vert_cells(V, lo, h, nx, ny, nz):
+def vert_cells(V, lo, h, nx, ny, nz):
     """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint32), clamped to
     ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no wrap-around). The min /
     max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
@@ -328,8 +328,9 @@ def _first_pass_1(fu, vx, vy, vz, keep, ny):
 
 
 @njit(cache=True, nogil=True)
-def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
-    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint32. ``need`` bit rows; ``rowmin``, ``rowmax [nz * ny]``
+def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax, vx, vy, vz, vmin, vmax):
+    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint32, ``vx, vy, vz, vmin,
+    vmax``: :func:`vert_cells`. ``need`` bit rows; ``rowmin``, ``rowmax [nz * ny]``
     int32: the first and last candidate cell of each row (-1 for ``rowmax``: none).
 
     A first pass keeps, without branches, the triangles whose range meets, at a corner row, a
@@ -341,12 +342,11 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     Returns ``tri [n]`` (those triangles, in order), ``rng [n, 6]`` (the cell ranges ``a, b, j0,
     j1, k0, k1`` of those in ``rel`` or ``act``: ``j, k`` clipped to the grid, the x ends within
     ``-1 .. nx``), ``rel`` (positions in ``tri`` of the triangles meeting a needed cell), ``act``
-    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 1]`` int16 (the signed
+    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 2]`` int16 (the signed
     crossings of the candidates' rows at their cell: one left of cell ``i``'s centre counts at ``i``
     or before, so that ``i``'s winding is the sum up to ``i`` or minus the sum beyond; only those on
     the sides that the rows' candidates read) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
     """
-    vx, vy, vz, vmin, vmax = _vert_cells(V, lo, h, nx, ny, nz)
     split, lmax, rmin, xl, xr = row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz)
     keep = _keep_bits(need, xl, xr, nx, ny, nz)
     if keep.shape[1] == 1:
@@ -357,7 +357,7 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     rel = np.empty(n, np.int32)
     act = np.empty(n, np.int32)
     nact = 0
-    tog = np.empty((nz * ny, nx + 1), np.int16)  # 0 on the candidates' rows: no other is read
+    tog = np.empty((nz * ny, nx + 2), np.int16)  # 0 on the candidates' rows: no other is read
     for r in range(nz * ny):
         if rowmax[r] >= 0:
             tog[r] = 0
@@ -407,6 +407,7 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
                 if s0 != 0:
                     t_ = math.floor((xc - lo[0]) / h - 0.5) + 1.0
                     tog[r, int(min(max(t_, 0.0), float(nx)))] += np.int16(s0)
+                    tog[r, nx + 1] = 1  # the row has crossings
     return tri[:n], rng, rel[:nrel], act[:nact], tog, split, lmax, rmin
 
 
@@ -414,17 +415,20 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
 def cell_sides(tog, lmax, rmin, rowmin, rowmax, W):
     """Bit rows ``[nz * ny, W]``: set where a candidate cell's centre is inside (its winding, from
     :func:`scan_tris`'s crossings, non-zero): the sum up to the cell for the cells up to ``lmax``,
-    minus the sum beyond it from ``rmin`` on (the other cells: 0)."""
-    nr, nx1 = tog.shape
+    minus the sum beyond it from ``rmin`` on (the other cells, and a row without crossings: 0)."""
+    nr, nx2 = tog.shape
+    nx = nx2 - 2
     out = np.zeros((nr, W), np.uint64)
     for r in range(nr):
+        if rowmax[r] < 0 or tog[r, nx + 1] == 0:
+            continue
         acc = 0
         for i in range(lmax[r] + 1):
             acc += tog[r, i]
             if acc != 0 and i >= rowmin[r]:
                 set_bit(out, r, i)
         acc = 0
-        for i in range(nx1 - 2, rmin[r] - 1, -1):
+        for i in range(nx - 1, rmin[r] - 1, -1):
             acc -= tog[r, i + 1]
             if acc != 0 and i <= rowmax[r]:
                 set_bit(out, r, i)
