@@ -452,12 +452,18 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
         total += (min(rng[q, 1], nx - 1) - max(rng[q, 0], 0) + 1) * (rng[q, 3] - rng[q, 2] + 1) * (rng[q, 5] - rng[q, 4] + 1)
     start = np.zeros(total + 1, np.int32)
     ns = 0
-    for q in rel:
+    ps = np.empty(total, np.int32)  # (list, position in rel) of each triangle in a needed cell
+    pe = np.empty(total, np.int32)
+    npair = 0
+    for e in range(rel.shape[0]):
+        q = rel[e]
+        a, b = max(rng[q, 0], 0), min(rng[q, 1], nx - 1)
         for k in range(rng[q, 4], rng[q, 5] + 1):
             for j in range(rng[q, 2], rng[q, 3] + 1):
                 r = k * ny + j
-                for i in range(max(rng[q, 0], 0), min(rng[q, 1], nx - 1) + 1):
-                    set_bit(tocc, r, i)
+                for w in range(a >> 6, (b >> 6) + 1):
+                    tocc[r, w] |= _mask(a, b, w)
+                for i in range(a, b + 1):
                     if bit(need, r, i):
                         c = r * nx + i
                         if not bit(sb, r, i):
@@ -465,22 +471,19 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
                             ns += 1
                             slot[c] = ns
                         start[slot[c]] += 1
+                        ps[npair] = slot[c]
+                        pe[npair] = e
+                        npair += 1
     for s in range(ns):
         start[s + 1] += start[s]
     fill = start[:ns].copy()
     items = np.empty(start[ns], np.int32)
     pos = np.empty(start[ns], np.int32)
-    for e in range(rel.shape[0]):
-        q = rel[e]
-        for k in range(rng[q, 4], rng[q, 5] + 1):
-            for j in range(rng[q, 2], rng[q, 3] + 1):
-                r = k * ny + j
-                for i in range(max(rng[q, 0], 0), min(rng[q, 1], nx - 1) + 1):
-                    if bit(need, r, i):
-                        s = slot[r * nx + i] - 1
-                        items[fill[s]] = tri[q]
-                        pos[fill[s]] = e
-                        fill[s] += 1
+    for t in range(npair):  # in the order of rel: each list in increasing triangle order
+        s = ps[t] - 1
+        items[fill[s]] = tri[rel[pe[t]]]
+        pos[fill[s]] = pe[t]
+        fill[s] += 1
     return slot, sb, start[: ns + 1], items, pos, tocc
 
 
