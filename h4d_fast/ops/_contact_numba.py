@@ -114,7 +114,7 @@ def _grid(box, lo, hi, band, h):
 @njit(cache=True, nogil=True)
 def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
     """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring; ``fu``:
-    ``faces`` as uint32, for the triangle pass's indexing). ``dist`` must come in as ``inf``,
+    ``faces`` as uint16 or uint32, for the triangle pass's indexing). ``dist`` must come in as ``inf``,
     ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]`` (else ``[0]``,
     ``[0, 2]``): the closest triangle of the points with a finite distance and the closest point's
     coordinates in it (``a + s (b - a) + t (c - a)``).
@@ -352,6 +352,12 @@ def _contact_frames(P, V, faces, fu, band, h, contact, dmax, dsum, nin):
         dmax[f], dsum[f], nin[f] = query_task(P[f], V[f], faces, fu, band, h, none_f, none_u, none_f, none_i, none_st, contact[f])
 
 
+def _unsigned(faces: np.ndarray, n: int) -> np.ndarray:
+    """``faces`` as the triangle pass indexes them: uint16 for up to 65,536 vertices (half the
+    memory), else uint32."""
+    return faces.astype(np.uint16 if n <= 1 << 16 else np.uint32)
+
+
 def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, ...]:
     """The export's summary of :func:`query_frames` without its per-point arrays: ``contact [F, M]``
     bool (inside, or within ``band`` of the surface) and per frame the inside points' largest and
@@ -367,7 +373,7 @@ def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, ban
     if F and M:
         with numba.parallel_chunksize(1):
             fc = np.ascontiguousarray(faces, dtype=np.int64)
-            _contact_frames(P, V, fc, fc.astype(np.uint32), float(band), max(float(cell) or 0.02, float(band), 0.005),
+            _contact_frames(P, V, fc, _unsigned(fc, V.shape[1]), float(band), max(float(cell) or 0.02, float(band), 0.005),
                             contact, dmax, dsum, nin)
     return contact, dmax, dsum, nin
 
@@ -395,7 +401,7 @@ def contact_pair_frames(verts_a: np.ndarray, verts_b: np.ndarray, faces_a: np.nd
         fa = np.ascontiguousarray(faces_a, dtype=np.int64)
         fb = np.ascontiguousarray(faces_b, dtype=np.int64)
         with numba.parallel_chunksize(1):
-            _contact_pair_frames(A, B, fa, fa.astype(np.uint32), fb, fb.astype(np.uint32), float(band),
+            _contact_pair_frames(A, B, fa, _unsigned(fa, Na), fb, _unsigned(fb, Nb), float(band),
                                  max(float(cell) or 0.02, float(band), 0.005), ca, cb, sa, sb)
     return ((ca, sa[:, 0], sa[:, 1], sa[:, 2].astype(np.int64)), (cb, sb[:, 0], sb[:, 1], sb[:, 2].astype(np.int64)))
 
@@ -421,7 +427,7 @@ def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band:
     st = np.zeros((F, M, 2) if closest else (1, 0, 2))
     if F and M:
         with numba.parallel_chunksize(1):
-            _query_frames(P, V, fc, fc.astype(np.uint32), float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
+            _query_frames(P, V, fc, _unsigned(fc, V.shape[1]), float(band), max(float(cell) or 0.02, float(band), 0.005), dist, inside, vdist, tri, st)
     if closest:
         return dist, inside.astype(bool), vdist, tri, st
     return dist, inside.astype(bool), vdist
