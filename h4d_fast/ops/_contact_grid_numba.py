@@ -96,16 +96,17 @@ def dilate_bits(b, ny, nz):
 
 @njit(cache=True, nogil=True)
 def vert_cells(V, lo, h, nx, ny, nz):
-    """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint32), clamped to
-    ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no wrap-around). The min /
+    """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint16: ``n < 2 **
+    16 - 2``), clamped to ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no
+    wrap-around). The min /
     max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
     unclipped ends (the cell is monotonic in the coordinate), up to a clamping that its tests do
     not see. Also, from every fourth vertex, the first and last x cell of those in each row
     (``nx`` / -1: none; :func:`row_plan`'s estimate of where the mesh lies)."""
     N = V.shape[0]
-    vx = np.empty(N, np.uint32)
-    vy = np.empty(N, np.uint32)
-    vz = np.empty(N, np.uint32)
+    vx = np.empty(N, np.uint16)
+    vy = np.empty(N, np.uint16)
+    vz = np.empty(N, np.uint16)
     fx, fy, fz = float(nx), float(ny), float(nz)
     l0, l1, l2 = lo[0], lo[1], lo[2]
     for v in range(N):  # clamped as floats, without branches (NaN: -1)
@@ -118,9 +119,9 @@ def vert_cells(V, lo, h, nx, ny, nz):
         qx = qx if qx <= fx else fx
         qy = qy if qy <= fy else fy
         qz = qz if qz <= fz else fz
-        vx[v] = np.uint32(math.floor(qx) + 1.0)
-        vy[v] = np.uint32(math.floor(qy) + 1.0)
-        vz[v] = np.uint32(math.floor(qz) + 1.0)
+        vx[v] = np.uint16(math.floor(qx) + 1.0)
+        vy[v] = np.uint16(math.floor(qy) + 1.0)
+        vz[v] = np.uint16(math.floor(qz) + 1.0)
     vmin = np.full(ny * nz, nx, np.int32)
     vmax = np.full(ny * nz, -1, np.int32)
     for v in range(0, N, 4):

@@ -48,6 +48,7 @@ from ._mesh_numba import closest_st
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
+_MAX_SIDE = 65000  # and of its cells along an axis (cell indices are uint16)
 
 
 @njit(cache=True, nogil=True)
@@ -105,7 +106,8 @@ def _grid(box, lo, hi, band, h):
         clo[a] = max(box[a] - band - _MARGIN, lo[a])
         chi[a] = min(box[3 + a] + band + _MARGIN, hi[a])
     vol = (chi[0] - clo[0]) * (chi[1] - clo[1]) * (chi[2] - clo[2])
-    h = max(h, band, (vol / _MAX_CELLS) ** (1.0 / 3.0))
+    side = max(chi[0] - clo[0], chi[1] - clo[1], chi[2] - clo[2])
+    h = max(h, band, (vol / _MAX_CELLS) ** (1.0 / 3.0), side / _MAX_SIDE)
     for a in range(3):
         n[a] = max(1, int(math.ceil((chi[a] - clo[a]) / h)))
     return clo, h, n[0], n[1], n[2]
