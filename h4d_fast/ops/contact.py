@@ -408,10 +408,11 @@ def contact_on_host() -> bool:
 
 def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`export_contact`'s labels and depths through the grid kernel's per-frame summary
-    (:func:`h4d_fast.ops._contact_numba.contact_frames`): no per-point distance arrays, the vertices
-    read in their own precision (float32 or float64). Every frame goes to the kernel: a frame whose
-    people are farther apart than the band costs it one pass over the vertices (no grid is built)."""
-    from ._contact_numba import contact_frames
+    (:func:`h4d_fast.ops._contact_numba.contact_pair_frames`: both directions of a pair, each frame
+    in one task): no per-point distance arrays, the vertices read in their own precision (float32
+    or float64). Every frame goes to the kernel: a frame whose people are farther apart than the
+    band costs it one pass over the vertices (no grid is built)."""
+    from ._contact_numba import contact_pair_frames
 
     F, P, N = v.shape[:3]
     arr = v.detach().numpy()
@@ -423,8 +424,7 @@ def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: 
     dmean = np.zeros((F, len(pairs), 2))
     person = [np.ascontiguousarray(arr[:, p]) for p in range(P)]
     for q, (a, b) in enumerate(pairs):
-        for side, (x, y) in enumerate(((person[a], person[b]), (person[b], person[a]))):
-            c, mx, sm, n = contact_frames(x, y, fcs, band)
+        for side, (c, mx, sm, n) in enumerate(contact_pair_frames(person[a], person[b], fcs, fcs, band)):
             labels[:, q, side] = c
             dmax[:, q, side] = mx
             dmean[:, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)
