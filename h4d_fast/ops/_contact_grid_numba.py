@@ -3,19 +3,22 @@ other mesh, complete only where the candidate points can read it.
 
 The task's cells (size ``h`` over the candidates' box) are flagged in bit rows, one row of
 ``W = ceil(nx / 64)`` words per ``(j, k)``: the candidates' cells (*occupied*) and those cells grown
-by one cell (*needed*: a triangle within the band of a candidate meets one of them). One pass
-over the triangles (:func:`scan_tris`), with cell ranges taken from the vertices' cells, keeps
+by one cell (*needed*: a triangle within the band of a candidate meets one of them). Each
+candidate row (:func:`row_plan`) reads the winding of its cells' centres from the crossings on
+its left (``-x``, as :func:`h4d_fast.ops._mesh_numba.cell_winding`), on its right (minus those:
+the crossings of a whole row cancel for a closed mesh) or both, split in the middle of the other
+mesh, whichever crosses fewer of its cells. The triangles (:func:`scan_tris`), with cell ranges
+taken from the vertices' cells (:func:`vert_cells`), go through
 
-* the *active* triangles: those whose ``(y, z)`` range meets a needed row (no other triangle is in
-  a needed cell or crosses a candidate's row or column);
-* of them the *relevant* ones (their cell range meets a needed cell), whose cell lists
-  (:func:`slot_grid`, one CSR entry per needed cell that holds triangles) are exactly the
-  full grid's lists of those cells, in triangle order;
-* the signed crossings of the candidates' rows with a ray through the cell centres
-  (:func:`h4d_fast.ops._mesh_numba.cell_winding`'s test, on those rows only).
-
-:func:`col_grid` lists the active triangles of the ``(y, z)`` columns whose candidates cast their
-own ray (the points in a cell with triangles).
+* a first pass without branches: the triangles whose range meets a needed cell or the side of a
+  candidate row that its candidates read (:func:`_keep_bits`); every other triangle is read no
+  further;
+* a second pass over those: the *relevant* ones (their range meets a needed cell), whose cell
+  lists (:func:`slot_grid`, one CSR entry per needed cell that holds triangles) are exactly the
+  full grid's lists of those cells, in triangle order; the signed crossings of the candidate
+  rows' cell-centre lines on the rows' sides (:func:`cell_sides`: the centres' windings); and the
+  triangles on those sides, of which :func:`col_grid` lists those of the ``(y, z)`` columns whose
+  candidates cast their own ray (the points in a cell with triangles).
 """
 
 from __future__ import annotations
@@ -330,23 +333,24 @@ def _first_pass_1(fu, vx, vy, vz, keep, ny):
 
 @njit(cache=True, nogil=True)
 def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax, vx, vy, vz, vmin, vmax):
-    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint32, ``vx, vy, vz, vmin,
-    vmax``: :func:`vert_cells`. ``need`` bit rows; ``rowmin``, ``rowmax [nz * ny]``
-    int32: the first and last candidate cell of each row (-1 for ``rowmax``: none).
+    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint16 or uint32; ``vx, vy,
+    vz, vmin, vmax``: :func:`vert_cells`; ``need``: bit rows; ``rowmin``, ``rowmax [nz * ny]`` int32:
+    the first and last candidate cell of each row (``nx`` / -1: none).
 
-    A first pass keeps, without branches, the triangles whose range meets, at a corner row, a
-    needed cell or a cell on the side that :func:`row_plan` gives the row's candidates
-    (:func:`_keep_bits`); a range of more than two rows along y or z (the corners are not all its
-    rows), or across two words of a bit row, is kept whatever it meets. The others are read no
-    further.
+    The first pass (:func:`_first_pass_1`, :func:`_first_pass`) keeps, without branches, the
+    triangles whose range meets a needed cell or a cell on the side that :func:`row_plan` gives a
+    candidate row (:func:`_keep_bits`), read at the range's corner rows (with bit rows of one word:
+    its first, second and last rows along y and z); a range of more rows than those, or across two
+    words of a bit row, is kept whatever it meets.
 
     Returns ``tri [n]`` (those triangles, in order), ``rng [n, 6]`` (the cell ranges ``a, b, j0,
     j1, k0, k1`` of those in ``rel`` or ``act``: ``j, k`` clipped to the grid, the x ends within
     ``-1 .. nx``), ``rel`` (positions in ``tri`` of the triangles meeting a needed cell), ``act``
-    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 2]`` int16 (the signed
-    crossings of the candidates' rows at their cell: one left of cell ``i``'s centre counts at ``i``
-    or before, so that ``i``'s winding is the sum up to ``i`` or minus the sum beyond; only those on
-    the sides that the rows' candidates read) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
+    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 2]`` int16 (the
+    signed crossings of the candidate rows' centre lines at their cell: one left of cell ``i``'s
+    centre counts at ``i`` or before, so that ``i``'s winding is the sum up to ``i`` or minus the
+    sum beyond; only those on the sides that the rows' candidates read; column ``nx + 1``: 1 where
+    the row has any) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
     """
     split, lmax, rmin, xl, xr = row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz)
     keep = _keep_bits(need, xl, xr, nx, ny, nz)

@@ -399,10 +399,10 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
 
 def contact_on_host() -> bool:
     """Whether :func:`export_contact` runs the exact grid kernel on the host (numba present), for
-    tensors on any device. It does on a GPU machine too: the per-frame grids cost about 3 ms of one
-    core per frame and direction (2 people, 13,380 vertices), so the host's cores do a 600-frame
-    capture in a fraction of a second, where the GPU path (a bounded search, see the module
-    docstring) took 5 s on an H100 (bench/results/2026-12-07-h100-final/)."""
+    tensors on any device. It does on a GPU machine too: the per-frame grids cost about 0.5 ms of one
+    core per frame and direction (2 people, 13,380 vertices, the 600-frame bench capture), so the
+    host's cores do a 600-frame capture in a fraction of a second, where the GPU path (a bounded
+    search, see the module docstring) took 5 s on an H100 (bench/results/2026-12-07-h100-final/)."""
     return _pen._numba_depth() is not None
 
 
