@@ -49,6 +49,7 @@ from ._mesh_numba import closest_st
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
 _MAX_SIDE = 65000  # and of its cells along an axis (cell indices are uint16)
+_FEW_INSIDE = 8  # up to this many inside points, the export's depths from every vertex (no vertex grid)
 
 
 @njit(cache=True, nogil=True)
@@ -297,17 +298,14 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
                     if not math.isfinite(d):
                         d, bi = _brute_nearest(px, py, pz, V, faces, True)
                     dist[m] = d
-                if not have_v:
-                    vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
-                    have_v = True
-                d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-                d = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
-                if exact:
-                    vdist[m] = d
-                else:
+                    if not have_v:
+                        vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
+                        have_v = True
+                    d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+                    vdist[m] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+                else:  # its depth below, once all are known
                     contact[m] = True
                     in_m[n_in] = m
-                    in_d[n_in] = d
                     n_in += 1
             elif not exact and has_rel and bit(near, r, ci):
                 if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
@@ -326,6 +324,18 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
                 tri[m] = bi
                 st[m, 0] = s_
                 st[m, 1] = t_
+    # the inside points' nearest vertex: every vertex for a few points, else the vertex grid (the
+    # same minimum either way), summed in point order
+    for t in range(n_in):
+        m = in_m[t]
+        if n_in <= _FEW_INSIDE:
+            in_d[t] = _brute_nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, False)[0]
+            continue
+        if not have_v:
+            vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
+            have_v = True
+        d, _ = _nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+        in_d[t] = d if math.isfinite(d) else _brute_nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, False)[0]
     dmax, dsum = 0.0, 0.0
     for t in np.argsort(in_m[:n_in]):
         dsum += in_d[t]
