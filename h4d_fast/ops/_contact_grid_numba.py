@@ -98,24 +98,28 @@ def dilate_bits(b, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def vert_cells(V, lo, h, nx, ny, nz):
+def vert_cells(V, lo, h, nx, ny, nz, blo, bhi):
     """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint16: ``n < 2 **
     16 - 2``), clamped to ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no
-    wrap-around). The min /
-    max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
-    unclipped ends (the cell is monotonic in the coordinate), up to a clamping that its tests do
-    not see. Also, from every fourth vertex, the first and last x cell of those in each row
-    (``nx`` / -1: none; :func:`row_plan`'s estimate of where the mesh lies)."""
+    wrap-around). The min / max over a triangle's vertices are then
+    :func:`h4d_fast.ops._contact_query_numba._cell_range`'s unclipped ends (the cell is monotonic
+    in the coordinate), up to a clamping that its tests do not see. Also, from every fourth
+    vertex, the first and last x cell of those in each row (``nx`` / -1: none; :func:`row_plan`'s
+    estimate of where the mesh lies), and with a box ``blo .. bhi`` (else empty arrays) the
+    vertices inside it (indices, count)."""
     N = V.shape[0]
     vx = np.empty(N, np.uint16)
     vy = np.empty(N, np.uint16)
     vz = np.empty(N, np.uint16)
+    cand = np.empty(N if blo.shape[0] else 0, np.int32)
+    n = 0
     fx, fy, fz = float(nx), float(ny), float(nz)
     l0, l1, l2 = lo[0], lo[1], lo[2]
     for v in range(N):  # clamped as floats, without branches (NaN: -1)
-        qx = (V[v, 0] - l0) / h
-        qy = (V[v, 1] - l1) / h
-        qz = (V[v, 2] - l2) / h
+        x, y, z = V[v, 0], V[v, 1], V[v, 2]
+        qx = (x - l0) / h
+        qy = (y - l1) / h
+        qz = (z - l2) / h
         qx = qx if qx >= -1.0 else -1.0
         qy = qy if qy >= -1.0 else -1.0
         qz = qz if qz >= -1.0 else -1.0
@@ -125,6 +129,9 @@ def vert_cells(V, lo, h, nx, ny, nz):
         vx[v] = np.uint16(math.floor(qx) + 1.0)
         vy[v] = np.uint16(math.floor(qy) + 1.0)
         vz[v] = np.uint16(math.floor(qz) + 1.0)
+        if blo.shape[0]:
+            cand[n] = v
+            n += (blo[0] <= x) & (x <= bhi[0]) & (blo[1] <= y) & (y <= bhi[1]) & (blo[2] <= z) & (z <= bhi[2])
     vmin = np.full(ny * nz, nx, np.int32)
     vmax = np.full(ny * nz, -1, np.int32)
     for v in range(0, N, 4):
@@ -133,7 +140,7 @@ def vert_cells(V, lo, h, nx, ny, nz):
             r = cz * ny + cy
             vmin[r] = min(vmin[r], cx)
             vmax[r] = max(vmax[r], cx)
-    return vx, vy, vz, vmin, vmax
+    return vx, vy, vz, vmin, vmax, cand, n
 
 
 @njit(cache=True, nogil=True)

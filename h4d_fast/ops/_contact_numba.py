@@ -49,6 +49,7 @@ from ._mesh_numba import closest_st
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
 _MAX_SIDE = 65000  # and of its cells along an axis (cell indices are uint16)
+_NONE3 = np.zeros(0)
 _FEW_INSIDE = 8  # up to this many inside points, the export's depths from every vertex (no vertex grid)
 
 
@@ -144,7 +145,7 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
         qz = (P[m, 2] - c2) / h
         pci[t] = int(qx if qx < fx else fx)
         prow[t] = int(qz if qz < fz else fz) * ny + int(qy if qy < fy else fy)
-    vx, vy, vz, vmin, vmax = vert_cells(V, clo, h, nx, ny, nz)
+    vx, vy, vz, vmin, vmax, _, _ = vert_cells(V, clo, h, nx, ny, nz, _NONE3, _NONE3)
     return _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand[:n_cand], pci, prow, vx, vy, vz, vmin, vmax,
                       dist, inside, vdist, tri, st, contact)
 
@@ -163,17 +164,14 @@ def pair_task(A, B, fa, fua, fb, fub, band, h, ca, cb):
     lb, hb, okb = _bounds(B, band)
     if not (oka and okb):
         return 0.0, 0.0, 0, 0.0, 0.0, 0
-    cand_a, na, box_a = _candidates(A, lb, hb)  # A's points in B's box, B's in A's
-    cand_b, nb, box_b = _candidates(B, la, ha)
-    if na + nb == 0:
+    # A's points in B's box are those in both boxes (A's are in its own), and B's in A's: the grid
+    # covers that box, and each mesh's cells are computed once for its triangles and its points
+    ilo, ihi = np.maximum(la, lb), np.minimum(ha, hb)
+    if not (ilo[0] <= ihi[0] and ilo[1] <= ihi[1] and ilo[2] <= ihi[2]):
         return 0.0, 0.0, 0, 0.0, 0.0, 0
-    box = np.empty(6)
-    for a in range(3):
-        box[a] = min(box_a[a], box_b[a])
-        box[3 + a] = max(box_a[3 + a], box_b[3 + a])
-    clo, h, nx, ny, nz = _grid(box, np.maximum(la, lb), np.minimum(ha, hb), band, h)
-    ax, ay, az, amin, amax = vert_cells(A, clo, h, nx, ny, nz)
-    bx, by, bz, bmin, bmax = vert_cells(B, clo, h, nx, ny, nz)
+    clo, h, nx, ny, nz = _grid(np.concatenate((ilo, ihi)), ilo, ihi, band, h)
+    ax, ay, az, amin, amax, cand_a, na = vert_cells(A, clo, h, nx, ny, nz, ilo, ihi)
+    bx, by, bz, bmin, bmax, cand_b, nb = vert_cells(B, clo, h, nx, ny, nz, ilo, ihi)
     ra = (0.0, 0.0, 0)
     rb = (0.0, 0.0, 0)
     if na:  # a candidate's cell: its vertex cell (plus one) within 0 .. n - 1
@@ -211,13 +209,11 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
     W = (nx + 63) // 64
     # the candidates' cells (bit rows) and rows; the grids below are complete only around them
     n_cand = cand.shape[0]
-    pcell = np.empty(n_cand, np.int64)
     occ = np.zeros((nr, W), np.uint64)
     rowmin = np.full(nr, nx, np.int32)  # each row's first and last candidate cell
     rowmax = np.full(nr, -1, np.int32)
     for t in range(n_cand):
         ci, r = pci[t], prow[t]
-        pcell[t] = r * nx + ci
         set_bit(occ, r, ci)
         rowmin[r] = min(rowmin[r], ci)
         rowmax[r] = max(rowmax[r], ci)
@@ -274,7 +270,7 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
         for u in range(n_cand if phase == 0 else n_later):
             t = u if phase == 0 else later[u]
             m = cand[t]
-            c, ci, r = pcell[t], pci[t], prow[t]
+            ci, r = pci[t], prow[t]
             if phase == 0:
                 if not bit(look, r, ci):
                     continue  # outside, and no triangle in its cell or the cells around
