@@ -132,7 +132,23 @@ def profile_counts(fn, device: torch.device) -> dict[str, Any]:
            "top_compute_ops": dict(sorted(top.items(), key=lambda kv: -kv[1])[:12])}
     if device.type == "cuda":
         out.update({"kernel_launches": launches, "launches_per_evaluation": launches / ev, "synchronisations": syncs})
+        out.update(device_time(prof))
     return out
+
+
+def device_time(prof) -> dict[str, Any]:
+    """The GPU's busy time under the profiler (sum of the kernels' own device time) and the operators
+    that spent most of it: against the fit's wall clock it says whether the GPU or the host decides."""
+    rows = []
+    for a in prof.key_averages():
+        t = getattr(a, "self_device_time_total", None)
+        if t is None:
+            t = getattr(a, "self_cuda_time_total", 0.0)
+        if t:
+            rows.append((float(t) * 1e-6, a.key, int(a.count)))
+    rows.sort(reverse=True)
+    return {"device_busy_s": sum(r[0] for r in rows),
+            "top_device_ops": [{"op": k[:80], "seconds": round(t, 4), "calls": n} for t, k, n in rows[:15]]}
 
 
 _NOT_KERNELS = {"aten::" + n for n in (

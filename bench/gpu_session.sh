@@ -9,6 +9,7 @@
 #   bash bench/gpu_session.sh verify  # the GPU tests, then issue 13's end-to-end keys and issue 12's image keys
 #   bash bench/gpu_session.sh check   # the GPU tests, fresh-process profile and settings, the warm path
 #   bash bench/gpu_session.sh last    # the GPU tests (a fresh machine compiles for minutes), then run-many
+#   bash bench/gpu_session.sh fitprof # the fit stage alone: torch.profiler's GPU busy time and top kernels; two-loop direction, short history, no graphs
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
@@ -16,7 +17,7 @@
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
 set -uo pipefail
-phase=${1:?phase: tests, core, verify, check, last, probe, final, bench or images}
+phase=${1:?phase: tests, core, verify, check, last, fitprof, probe, final, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -57,8 +58,8 @@ verify)  # one 10-minute call: the GPU tests, then issue 13's end-to-end workloa
     step bench 330 python3 -m bench --only end_to_end,end_to_end_warm,run_many,detect,images_to_meshes --no-sweep --budget-s 290 --out "$R" --tag verify
     ;;
 final)  # a short call: the GPU tests against the installed wheel (issue 16), then the warm path (issue 13)
-    step wheel_gpu 170 env OUT="$R" bash bench/wheel_gpu_check.sh
-    step bench 150 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 120 --out "$R" --tag final
+    step wheel_gpu 380 env OUT="$R" bash bench/wheel_gpu_check.sh  # a fresh machine: 266 s of tests (numba, Triton compiles)
+    step bench 170 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 140 --out "$R" --tag final
     ;;
 check)  # one call: the GPU tests, fresh processes (profile; default against run.sequential_device=same), the warm path
     step pytest_gpu 230 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
@@ -69,6 +70,13 @@ last)  # one call: every GPU test with room for a fresh machine's compiles (numb
         # Triton's), stacks dumped when one test takes over 120 s; then run-many
     step pytest_gpu 400 python3 -m pytest -q -p no:cacheprovider -m gpu -rfE --tb=short -o faulthandler_timeout=120 --durations=15 --junitxml="$R/pytest_gpu.xml"
     step bench 170 python3 -m bench --only run_many --no-sweep --budget-s 160 --out "$R" --tag last
+    ;;
+fitprof)  # one call: the fit stage alone under torch.profiler (GPU busy time, top kernels), then the two-loop L-BFGS direction, a short history, no CUDA graphs
+    W=/tmp/h4d_fitprof
+    step fit_profile 300 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work "$W" --json "$R/fit_profile.json"
+    step fit_twoloop 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.lbfgs_direction=two_loop --json "$R/fit_twoloop.json"
+    step fit_hist5 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.history_size=5 --json "$R/fit_hist5.json"
+    step fit_nograph 120 python3 -m bench.fit_stage --device cuda --repeats 2 --work "$W" --set fit.cuda_graphs=false --json "$R/fit_nograph.json"
     ;;
 probe)  # one call: the GPU tests, where a fresh process spends its time, then the image workloads
     step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"

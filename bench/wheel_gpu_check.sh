@@ -54,7 +54,7 @@ assert names and all('extern "C"' in kernel_source(n) for n in names), names
 print(f"h4d_fast from {where.parent}; CUDA sources {names}")
 PY
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$R/nvidia-smi.txt" 2>&1
-timeout -k 10 540 python3 -m pytest -q -p no:cacheprovider -m gpu -rs tests --junitxml="$R/pytest_gpu_wheel.xml" 2>&1 | tee "$R/pytest_gpu_wheel.log"
+timeout -k 10 540 python3 -m pytest -q -p no:cacheprovider -m gpu -rsfE --tb=short --durations=10 tests --junitxml="$R/pytest_gpu_wheel.xml" 2>&1 | tee "$R/pytest_gpu_wheel.log"
 rc=${PIPESTATUS[0]}
 echo "pytest -m gpu against the wheel: rc=$rc" | tee -a "$R/pytest_gpu_wheel.log"
 exit "$rc"

@@ -97,8 +97,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         if args.people < 1:
             raise InputError(None, f"the number of people must be at least 1, got {args.people}", field="--people")
         kw["num_people"] = args.people
-    if args.enter_leave:
-        kw["enter_leave"] = True
+    kw.update({k: True for k in ("enter_leave", "recontact") if getattr(args, k)})
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()):
         if not args.overwrite:
@@ -426,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier capture in OUT (default: refuse a non-empty OUT)")
     p.add_argument("--enter-leave", action="store_true",
                    help="people in pairs walk in, interact, walk out and come back (ground truth marks who is present)")
+    p.add_argument("--recontact", action="store_true", help="the hands the script puts on the partner touch its surface (2x the time)")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("run", help="run the pipeline on a sequence folder", epilog=_config_epilog(),

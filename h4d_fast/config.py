@@ -154,6 +154,8 @@ class FitConfig:
     lr: float = _f(1.0, "LBFGS step size")
     adam_lr: float = _f(0.02, "Adam learning rate")
     history_size: int = _f(20, "LBFGS history length")
+    lbfgs_direction: str = _f("auto", "LBFGS search direction: the compact form (a few matrix products: fewer kernel launches) or the "
+                                      "two-loop recursion (reads the history once); auto: compact on a GPU", ("auto", "compact", "two_loop"))
     ftol: float = _f(1e-6, "stop a stage when the relative loss change over `check_every` iterations is below this")
     check_every: int = _f(5, "iterations between convergence checks (LBFGS keeps its history across checks)")
     kp_sigma: float = _f(0.1, "Geman-McClure scale of the keypoint term in metres (0: plain squares)")

@@ -18,6 +18,7 @@ pytest.importorskip("numba")
 from h4d_fast.ops import penetration as _mesh  # noqa: E402
 from h4d_fast.ops._contact_numba import contact_frames, contact_pair_frames, query_frames  # noqa: E402
 from h4d_fast.ops._contact_query_numba import _winding_all  # noqa: E402
+from h4d_fast.ops._mesh_numba import vertex_areas  # noqa: E402
 from test_contact import icosphere  # noqa: E402
 
 BAND = 0.01
@@ -47,7 +48,7 @@ def _summary_of_query(P: np.ndarray, V: np.ndarray, faces: np.ndarray, band: flo
 def _check(P: np.ndarray, V: np.ndarray, faces_p: np.ndarray, faces_v: np.ndarray, band: float = BAND) -> np.ndarray:
     """Summary == exact query == brute force, for frames ``P [F, M, 3]`` against ``V [F, N, 3]``
     (float64; both closed meshes, for the pair kernel); returns the contact labels."""
-    c, mx, sm, n = contact_frames(P, V, faces_v, band)
+    c, mx, sm, n, _ = contact_frames(P, V, faces_v, band)
     qc, qmx, qsm, qn, d, ins = _summary_of_query(P, V, faces_v, band)
     assert np.array_equal(c, qc)
     assert np.array_equal(n, qn)
@@ -62,11 +63,15 @@ def _check(P: np.ndarray, V: np.ndarray, faces_p: np.ndarray, faces_v: np.ndarra
         assert np.array_equal(ins[f], bi), f
         fin = np.isfinite(d[f])
         np.testing.assert_allclose(d[f][fin], bd[fin], atol=1e-12, rtol=0)
-    (pa, pb) = contact_pair_frames(P, V, faces_p, faces_v, band)
-    for got, want in zip(pa, (c, mx, sm, n)):
+    vol = contact_frames(P, V, faces_v, band, point_faces=faces_p)[4]  # inside points: exact depth x vertex area
+    for f in range(P.shape[0]):
+        bd, bi = _mesh._depth_exact(torch.as_tensor(P[f]), torch.as_tensor(V[f]), torch.as_tensor(faces_v))
+        want = (bd.numpy() * vertex_areas(P[f], faces_p.astype(np.int64)))[bi.numpy()].sum()
+        np.testing.assert_allclose(vol[f], want, rtol=1e-9, atol=1e-15)
+    (pa, pb) = contact_pair_frames(P, V, faces_p, faces_v, band, volume=True)
+    for got, want in zip(pa, contact_frames(P, V, faces_v, band, point_faces=faces_p)):
         assert np.array_equal(got, want)
-    rb = contact_frames(V, P, faces_p, band)
-    for got, want in zip(pb, rb):
+    for got, want in zip(pb, contact_frames(V, P, faces_p, band, point_faces=faces_v)):
         assert np.array_equal(got, want)
     return c
 
@@ -118,7 +123,7 @@ def test_flat_candidates_and_points_on_the_surface():
     g = np.linspace(-0.15, 0.15, 41)
     sheet = np.stack(np.meshgrid(g, g, [0.013], indexing="ij"), -1).reshape(-1, 3)
     sph = _ellipsoid(SPH_V, 0.1, np.eye(3), (0.0, 0.0, 0.0))
-    c, mx, sm, n = contact_frames(sheet[None], sph[None], SPH_F, BAND)
+    c, mx, sm, n, _ = contact_frames(sheet[None], sph[None], SPH_F, BAND)
     qc, qmx, qsm, qn, d, ins = _summary_of_query(sheet[None], sph[None], SPH_F, BAND)
     assert np.array_equal(c, qc) and np.array_equal(n, qn) and n[0] > 0
     bd, bi = _mesh._depth_exact(torch.as_tensor(sheet), torch.as_tensor(sph), torch.as_tensor(SPH_F))
@@ -126,7 +131,7 @@ def test_flat_candidates_and_points_on_the_surface():
     rng = np.random.default_rng(2)
     for v, fc in ((_ellipsoid(SPH_V, (0.1, 0.07, 0.12), _rot(rng), (0.01, 0.02, 0.03)), SPH_F),
                   (_ellipsoid(COARSE_V, (0.2, 0.1, 0.15), _rot(rng), (0.0, 0.0, 0.0)), COARSE_F)):
-        c, mx, sm, n = contact_frames(v[None], v[None], fc, BAND)
+        c, mx, sm, n, _ = contact_frames(v[None], v[None], fc, BAND)
         assert c.all()
         _, ins, vd = query_frames(v[None], v[None], fc, BAND)
         want = np.array([_winding_all(p[0], p[1], p[2], v, fc.astype(np.int64)) != 0 for p in v])

@@ -253,4 +253,11 @@ def test_stage_on_cuda_matches_cpu(synth, runs, tmp_path):
         r = ref.kpts[f, v][ref.valid[f, v]][..., :2].double()
         if len(r):
             near.append((g[:, None] - r[None]).norm(dim=-1).mean(-1).amin(1))
-    assert float(torch.cat(near).median()) < 0.05
+    # median distance: 0.093 px on an H100 at 2bf89d2 (bench/results/2026-12-07-h100-last/), with the
+    # synthetic generator's contact-corrected people (an earlier capture gave under 0.05); the two
+    # crop paths sample the frame at positions that differ by up to 1/64 px (OpenCV's fixed-point
+    # bilinear weights), which moves a landmark by a tenth of a pixel in the crops where the model
+    # is least certain. 0.2 px: twice the measured value; a crop offset (half a pixel or more, the
+    # mistake this guards against) moves every keypoint and the median with it
+    d = torch.cat(near)
+    assert float(d.median()) < 0.2, [round(float(q), 4) for q in d.quantile(torch.tensor([0.25, 0.5, 0.75, 0.9], dtype=d.dtype))]

@@ -469,6 +469,39 @@ def test_lbfgs_iterates_equal_torch_lbfgs():
         torch.testing.assert_close(x, xt.detach(), rtol=0, atol=1e-12)
     assert float(f(x)) < float(f(x0)) - 1.0
     assert mine.evals < ref.state[xt]["func_evals"]  # no re-evaluation of the current point per call
+    # the GPU's compact direction (forced here on the CPU) follows the same iterates up to rounding
+    xc = x0.clone()
+    comp = LBFGS(xc, evaluate, lr=1.0, history_size=5, compact=True)
+    for _ in range(5):
+        assert comp.step(4, 20) == 4
+    torch.testing.assert_close(xc, x, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k", [1, 2, 7, 20])
+def test_lbfgs_compact_direction_equals_two_loop(seed, k):
+    """The compact form's ``-H g`` equals the two-loop recursion's for ``k`` stored pairs with
+    positive curvature (``y.s > 0``, as L-BFGS keeps them), float64, random sizes and scales."""
+    from h4d_fast.pipeline.lbfgs import LBFGS, compact_direction
+
+    g_ = torch.Generator().manual_seed(100 * seed + k)
+    N = int(torch.randint(k + 1, 400, (1,), generator=g_))
+    A = torch.randn(N, N, generator=g_, dtype=torch.float64)
+    H = A @ A.T / N + 0.05 * torch.eye(N, dtype=torch.float64)  # SPD: y = H s has y.s > 0
+    scale = 10.0 ** float(torch.randint(-3, 4, (1,), generator=g_))
+    S = [scale * torch.randn(N, generator=g_, dtype=torch.float64) for _ in range(k)]
+    Y = [H @ s + 0.01 * scale * torch.randn(N, generator=g_, dtype=torch.float64) for s in S]
+    keep = [i for i in range(k) if float(S[i] @ Y[i]) > 1e-10]
+    S, Y = [S[i] for i in keep], [Y[i] for i in keep]
+    g = torch.randn(N, generator=g_, dtype=torch.float64)
+    opt = LBFGS(g.clone(), lambda x: (x.sum(), x), compact=False)
+    opt.S, opt.Y = S, Y
+    opt.rho = [torch.tensor(1.0 / float(s @ y), dtype=torch.float64) for s, y in zip(S, Y)]
+    opt.h_diag = float(S[-1] @ Y[-1]) / float(Y[-1] @ Y[-1])
+    ref = opt._direction(g)
+    got = compact_direction(g, S, Y, opt.h_diag)
+    torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-10 * float(ref.abs().max()))
+    assert float(got @ g) < 0  # a descent direction
 
 
 # ------------------------------------------------------------------------------ CUDA

@@ -62,6 +62,20 @@ def reference(seq) -> dict[str, object]:
     return snap
 
 
+def test_the_export_measures_the_penetration(seq, reference):
+    """The fit leaves the penetration after its collision stage to the export's host contact pass
+    (the same figure, without a second pass over the meshes: test_mesh_e2e); the reruns above
+    compare fit_stats.json with it."""
+    from h4d_fast.ops.contact import contact_on_host
+
+    st = json.loads((seq.parent / "ref" / "fit_stats.json").read_text())
+    if not contact_on_host():
+        assert st.get("penetration_measured_by") is None and "penetration_after_cm3" in st
+        return
+    assert st["penetration_measured_by"] == "export" and st["penetration_after_cm3"] >= 0.0
+    assert st["penetration_max_frame_cm3"] >= st["penetration_after_cm3"]
+
+
 # kill points: a stage's cache just written, the fit's statistics, the consolidated files, a file
 # written but not yet renamed into place (its temporary file left behind), the middle of the
 # per-frame files, the last files. The slow ones add little to the others.

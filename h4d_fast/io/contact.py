@@ -169,8 +169,8 @@ def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays an export adds to ``sequence.npz`` from :func:`h4d_fast.ops.contact.export_contact`'s
     dict: ``contact_index`` int32 ``[K, 4]`` (frame index, pair, side, vertex of every touching
     vertex, in that order), ``contact_shape`` ``[4]`` (``F, Q, 2, N``), ``contact_pairs`` ``[Q, 2]``,
-    ``contact_mm``, ``contact_depth_max`` / ``contact_depth_mean`` ``[F, Q, 2]`` (metres) when the
-    dict has them, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,
+    ``contact_mm``, ``contact_depth_max`` / ``contact_depth_mean`` ``[F, Q, 2]`` (metres) and
+    ``contact_penetration_cm3`` ``[F, Q]`` when the dict has them, and with a segmentation ``contact_regions`` bool ``[F, Q, 2, R]``,
     ``part_names [R]``, ``vertex_part [N]``."""
     c = np.asarray(exp["contact"], dtype=bool)
     out = {
@@ -182,7 +182,7 @@ def sequence_contact_arrays(exp: dict[str, Any]) -> dict[str, np.ndarray]:
     for k in ("contact_regions", "part_names", "vertex_part"):
         if k in exp:
             out[k] = np.asarray(exp[k])
-    for k in ("depth_max", "depth_mean"):
+    for k in ("depth_max", "depth_mean", "penetration_cm3"):
         if k in exp:
             out[f"contact_{k}"] = np.asarray(exp[k], dtype=np.float32)
     return out

@@ -44,12 +44,13 @@ from numba import njit, prange
 
 from ._contact_grid_numba import bit, cell_sides, col_grid, dilate_bits, scan_tris, set_bit, slot_grid, tri_boxes, vert_cells
 from ._contact_query_numba import _band_hit, _brute_nearest, _nearest, _shell_min, _tri_cells, _tri_grid, _vert_grid, _winding
-from ._mesh_numba import closest_st
+from ._mesh_numba import closest_st, vertex_areas
 
 _MARGIN = 0.05  # metres beyond the candidates' box that the grids cover (see query_task)
 _MAX_CELLS = 1 << 23  # cap of the 3D grid's cell count per task (cells grow when a box is huge)
 _MAX_SIDE = 65000  # and of its cells along an axis (cell indices are uint16)
 _NONE3 = np.zeros(0)
+_NO_FACES = np.zeros((0, 3), np.int64)
 _FEW_INSIDE = 8  # up to this many inside points, the export's depths from every vertex (no vertex grid)
 
 
@@ -116,7 +117,7 @@ def _grid(box, lo, hi, band, h):
 
 
 @njit(cache=True, nogil=True)
-def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
+def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact, pfaces):
     """One frame: fill ``dist``, ``inside`` (uint8), ``vdist`` ``[M]`` (module docstring; ``fu``:
     ``faces`` as uint16 or uint32, for the triangle pass's indexing). ``dist`` must come in as ``inf``,
     ``inside`` and ``vdist`` as 0. With ``tri [M]`` (-1) and ``st [M, 2]`` (else ``[0]``,
@@ -126,13 +127,14 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
     With ``contact`` ``[M]`` (else ``[0]``), the export's summary instead (``dist``, ``inside``,
     ``vdist`` may then be empty): ``contact`` set where a point is inside or within the band, and
     returned the inside points' largest and summed nearest-vertex distance (summed in point order)
-    and their number (``0.0, 0.0, 0`` in the other mode)."""
+    and their number, and with ``pfaces`` (the points' own mesh, else ``[0, 3]``) the inside
+    points' exact depth times their vertex area, summed (``0.0, 0.0, 0, 0.0`` in the other mode)."""
     lo, hi, ok = _bounds(V, band)
     if not ok:
-        return 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0.0
     cand, n_cand, box = _candidates(P, lo, hi)
     if n_cand == 0:
-        return 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0.0
     clo, h, nx, ny, nz = _grid(box, lo, hi, band, h)
     pci = np.empty(n_cand, np.int32)
     prow = np.empty(n_cand, np.int32)
@@ -147,15 +149,16 @@ def query_task(P, V, faces, fu, band, h, dist, inside, vdist, tri, st, contact):
         prow[t] = int(qz if qz < fz else fz) * ny + int(qy if qy < fy else fy)
     vx, vy, vz, vmin, vmax, _, _ = vert_cells(V, clo, h, nx, ny, nz, _NONE3, _NONE3)
     return _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand[:n_cand], pci, prow, vx, vy, vz, vmin, vmax,
-                      dist, inside, vdist, tri, st, contact)
+                      dist, inside, vdist, tri, st, contact, pfaces)
 
 
 @njit(cache=True, nogil=True)
-def pair_task(A, B, fa, fua, fb, fub, band, h, ca, cb):
+def pair_task(A, B, fa, fua, fb, fub, band, h, ca, cb, volume):
     """Both directions of one frame (:func:`query_task`'s export summary of ``A``'s points against
     the mesh ``B, fb`` into ``ca``, and of ``B``'s against ``A, fa`` into ``cb``) on one grid over
     both directions' candidates: each mesh's cells serve as its triangles' and as its candidates'.
-    Returns the six summaries ``(dmax, dsum, nin)`` of ``A`` then ``B``."""
+    Returns the summaries ``(dmax, dsum, nin, vol)`` of ``A`` then ``B`` (``vol`` with ``volume``:
+    the points' own meshes are ``A, fa`` and ``B, fb``)."""
     none_i = np.zeros(0, np.int32)
     none_st = np.zeros((0, 2))
     none_f = np.zeros(0)
@@ -163,26 +166,26 @@ def pair_task(A, B, fa, fua, fb, fub, band, h, ca, cb):
     la, ha, oka = _bounds(A, band)
     lb, hb, okb = _bounds(B, band)
     if not (oka and okb):
-        return 0.0, 0.0, 0, 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0, 0.0
     # A's points in B's box are those in both boxes (A's are in its own), and B's in A's: the grid
     # covers that box, and each mesh's cells are computed once for its triangles and its points
     ilo, ihi = np.maximum(la, lb), np.minimum(ha, hb)
     if not (ilo[0] <= ihi[0] and ilo[1] <= ihi[1] and ilo[2] <= ihi[2]):
-        return 0.0, 0.0, 0, 0.0, 0.0, 0
+        return 0.0, 0.0, 0, 0.0, 0.0, 0.0, 0, 0.0
     clo, h, nx, ny, nz = _grid(np.concatenate((ilo, ihi)), ilo, ihi, band, h)
     ax, ay, az, amin, amax, cand_a, na = vert_cells(A, clo, h, nx, ny, nz, ilo, ihi)
     bx, by, bz, bmin, bmax, cand_b, nb = vert_cells(B, clo, h, nx, ny, nz, ilo, ihi)
-    ra = (0.0, 0.0, 0)
-    rb = (0.0, 0.0, 0)
+    ra = (0.0, 0.0, 0, 0.0)
+    rb = (0.0, 0.0, 0, 0.0)
     if na:  # a candidate's cell: its vertex cell (plus one) within 0 .. n - 1
         pci, prow = _cand_cells(cand_a[:na], ax, ay, az, nx, ny, nz)
         ra = _direction(A, B, fb, fub, band, clo, h, nx, ny, nz, cand_a[:na], pci, prow, bx, by, bz, bmin, bmax,
-                        none_f, none_u, none_f, none_i, none_st, ca)
+                        none_f, none_u, none_f, none_i, none_st, ca, fa if volume else _NO_FACES)
     if nb:
         pci, prow = _cand_cells(cand_b[:nb], bx, by, bz, nx, ny, nz)
         rb = _direction(B, A, fa, fua, band, clo, h, nx, ny, nz, cand_b[:nb], pci, prow, ax, ay, az, amin, amax,
-                        none_f, none_u, none_f, none_i, none_st, cb)
-    return ra[0], ra[1], ra[2], rb[0], rb[1], rb[2]
+                        none_f, none_u, none_f, none_i, none_st, cb, fb if volume else _NO_FACES)
+    return ra[0], ra[1], ra[2], ra[3], rb[0], rb[1], rb[2], rb[3]
 
 
 @njit(cache=True, nogil=True)
@@ -199,7 +202,8 @@ def _cand_cells(cand, vx, vy, vz, nx, ny, nz):
 
 
 @njit(cache=True, nogil=True)
-def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, vy, vz, vmin, vmax, dist, inside, vdist, tri, st, contact):
+def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, vy, vz, vmin, vmax, dist, inside, vdist, tri, st, contact,
+               pfaces):
     """:func:`query_task` after its grid: the candidates ``cand`` (their x cells ``pci`` and rows
     ``prow``) against the mesh ``V, faces`` (its vertices' cells ``vx, vy, vz`` and rows' extents,
     :func:`h4d_fast.ops._contact_grid_numba.vert_cells`)."""
@@ -321,22 +325,35 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
                 st[m, 0] = s_
                 st[m, 1] = t_
     # the inside points' nearest vertex: every vertex for a few points, else the vertex grid (the
-    # same minimum either way), summed in point order
+    # same minimum either way), and with the points' mesh their exact depth (every triangle's
+    # cells); summed in point order
+    want_vol = pfaces.shape[0] > 0
+    in_s = np.empty(n_in if want_vol else 0)
     for t in range(n_in):
         m = in_m[t]
+        px, py, pz = P[m, 0], P[m, 1], P[m, 2]
+        if want_vol:
+            if not have_f:
+                fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
+                have_f = True
+            d, _ = _nearest(px, py, pz, V, faces, fstart, fitems, clo, h, nx, ny, nz, True)
+            in_s[t] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, True)[0]
         if n_in <= _FEW_INSIDE:
-            in_d[t] = _brute_nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, False)[0]
+            in_d[t] = _brute_nearest(px, py, pz, V, faces, False)[0]
             continue
         if not have_v:
             vstart, vitems = _vert_grid(V, clo, h, nx, ny, nz)
             have_v = True
-        d, _ = _nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
-        in_d[t] = d if math.isfinite(d) else _brute_nearest(P[m, 0], P[m, 1], P[m, 2], V, faces, False)[0]
-    dmax, dsum = 0.0, 0.0
+        d, _ = _nearest(px, py, pz, V, faces, vstart, vitems, clo, h, nx, ny, nz, False)
+        in_d[t] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, False)[0]
+    dmax, dsum, vol = 0.0, 0.0, 0.0
+    area = vertex_areas(P, pfaces) if want_vol and n_in > 0 else np.zeros(0)
     for t in np.argsort(in_m[:n_in]):
         dsum += in_d[t]
         dmax = max(dmax, in_d[t])
-    return dmax, dsum, n_in
+        if want_vol:
+            vol += in_s[t] * area[in_m[t]]
+    return dmax, dsum, n_in, vol
 
 
 @njit(parallel=True, cache=True)
@@ -345,19 +362,20 @@ def _query_frames(P, V, faces, fu, band, h, dist, inside, vdist, tri, st):
     none_c = np.zeros(0, np.bool_)
     for f in prange(P.shape[0]):
         if closest:
-            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], none_c)
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[f], st[f], none_c, _NO_FACES)
         else:
-            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], none_c)
+            query_task(P[f], V[f], faces, fu, band, h, dist[f], inside[f], vdist[f], tri[0], st[0], none_c, _NO_FACES)
 
 
 @njit(parallel=True, cache=True, nogil=True)  # the export runs it in a thread beside device work
-def _contact_frames(P, V, faces, fu, band, h, contact, dmax, dsum, nin):
+def _contact_frames(P, V, faces, fu, pfaces, band, h, contact, dmax, dsum, nin, vol):
     none_i = np.zeros(0, np.int32)
     none_st = np.zeros((0, 2))
     none_f = np.zeros(0)
     none_u = np.zeros(0, np.uint8)
     for f in prange(P.shape[0]):
-        dmax[f], dsum[f], nin[f] = query_task(P[f], V[f], faces, fu, band, h, none_f, none_u, none_f, none_i, none_st, contact[f])
+        dmax[f], dsum[f], nin[f], vol[f] = query_task(P[f], V[f], faces, fu, band, h, none_f, none_u, none_f, none_i, none_st,
+                                                      contact[f], pfaces)
 
 
 def _unsigned(faces: np.ndarray, n: int) -> np.ndarray:
@@ -366,52 +384,61 @@ def _unsigned(faces: np.ndarray, n: int) -> np.ndarray:
     return faces.astype(np.uint16 if n <= 1 << 16 else np.uint32)
 
 
-def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0) -> tuple[np.ndarray, ...]:
+def contact_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,
+                   point_faces: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """The export's summary of :func:`query_frames` without its per-point arrays: ``contact [F, M]``
     bool (inside, or within ``band`` of the surface) and per frame the inside points' largest and
     summed nearest-vertex distance and their number (``[F]`` each). Float32 or float64 input (the
-    geometry is computed in float64 either way for the cell grid; float32 coordinates are read as they are)."""
+    geometry is computed in float64 either way for the cell grid; float32 coordinates are read as they are).
+
+    With ``point_faces`` (the points are the vertices of a mesh with these triangles) also
+    ``volume [F]`` (m^3): the inside points' exact distance to the surface times their vertex area,
+    summed (:func:`h4d_fast.ops.penetration.penetration_volume`'s measure, one side, with the exact
+    depth; it costs the exact search for the inside points only); else zeros."""
     P = np.ascontiguousarray(points)
     V = np.ascontiguousarray(verts, dtype=P.dtype)
     if P.dtype not in (np.float32, np.float64):
         P, V = P.astype(np.float64), V.astype(np.float64)
     F, M = P.shape[:2]
     contact = np.zeros((F, M), np.bool_)
-    dmax, dsum, nin = np.zeros(F), np.zeros(F), np.zeros(F, np.int64)
+    dmax, dsum, nin, vol = np.zeros(F), np.zeros(F), np.zeros(F, np.int64), np.zeros(F)
+    pf = _NO_FACES if point_faces is None else np.ascontiguousarray(point_faces, dtype=np.int64)
     if F and M:
         with numba.parallel_chunksize(1):
             fc = np.ascontiguousarray(faces, dtype=np.int64)
-            _contact_frames(P, V, fc, _unsigned(fc, V.shape[1]), float(band), max(float(cell) or 0.02, float(band), 0.005),
-                            contact, dmax, dsum, nin)
-    return contact, dmax, dsum, nin
+            _contact_frames(P, V, fc, _unsigned(fc, V.shape[1]), pf, float(band), max(float(cell) or 0.02, float(band), 0.005),
+                            contact, dmax, dsum, nin, vol)
+    return contact, dmax, dsum, nin, vol
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _contact_pair_frames(A, B, fa, fua, fb, fub, band, h, ca, cb, sa, sb):
+def _contact_pair_frames(A, B, fa, fua, fb, fub, band, h, volume, ca, cb, sa, sb):
     for f in prange(A.shape[0]):
-        sa[f, 0], sa[f, 1], sa[f, 2], sb[f, 0], sb[f, 1], sb[f, 2] = pair_task(A[f], B[f], fa, fua, fb, fub, band, h, ca[f], cb[f])
+        sa[f, 0], sa[f, 1], sa[f, 2], sa[f, 3], sb[f, 0], sb[f, 1], sb[f, 2], sb[f, 3] = pair_task(
+            A[f], B[f], fa, fua, fb, fub, band, h, ca[f], cb[f], volume)
 
 
 def contact_pair_frames(verts_a: np.ndarray, verts_b: np.ndarray, faces_a: np.ndarray, faces_b: np.ndarray, band: float,
-                        cell: float = 0.0) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+                        cell: float = 0.0, volume: bool = False) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """:func:`contact_frames` of both directions of a pair of meshes ``verts_a [F, Na, 3]``,
     ``verts_b [F, Nb, 3]`` (faces ``faces_a``, ``faces_b``) in one call, each frame's two directions
     in one task (:func:`pair_task`): ``(a's vertices against b, b's against a)``, each ``(contact,
-    dmax, dsum, nin)`` as :func:`contact_frames` returns (the same values)."""
+    dmax, dsum, nin, volume)`` as :func:`contact_frames` returns them (the same values; ``volume``
+    with ``volume``, each side's points being its mesh's vertices, else zeros)."""
     A = np.ascontiguousarray(verts_a)
     B = np.ascontiguousarray(verts_b, dtype=A.dtype)
     if A.dtype not in (np.float32, np.float64):
         A, B = A.astype(np.float64), B.astype(np.float64)
     F, Na, Nb = A.shape[0], A.shape[1], B.shape[1]
     ca, cb = np.zeros((F, Na), np.bool_), np.zeros((F, Nb), np.bool_)
-    sa, sb = np.zeros((F, 3)), np.zeros((F, 3))
+    sa, sb = np.zeros((F, 4)), np.zeros((F, 4))
     if F and Na and Nb:
         fa = np.ascontiguousarray(faces_a, dtype=np.int64)
         fb = np.ascontiguousarray(faces_b, dtype=np.int64)
         with numba.parallel_chunksize(1):
             _contact_pair_frames(A, B, fa, _unsigned(fa, Na), fb, _unsigned(fb, Nb), float(band),
-                                 max(float(cell) or 0.02, float(band), 0.005), ca, cb, sa, sb)
-    return ((ca, sa[:, 0], sa[:, 1], sa[:, 2].astype(np.int64)), (cb, sb[:, 0], sb[:, 1], sb[:, 2].astype(np.int64)))
+                                 max(float(cell) or 0.02, float(band), 0.005), bool(volume), ca, cb, sa, sb)
+    return tuple((c, s[:, 0], s[:, 1], s[:, 2].astype(np.int64), s[:, 3]) for c, s in ((ca, sa), (cb, sb)))
 
 
 def query_frames(points: np.ndarray, verts: np.ndarray, faces: np.ndarray, band: float, cell: float = 0.0,

@@ -256,3 +256,20 @@ def normals(verts, faces, edge_adj):
             for a in range(3):
                 en[f, e, a] = fn[f, a] + fn[g, a]
     return fn, vn, en
+
+
+@njit(cache=True, nogil=True)
+def vertex_areas(X, faces):
+    """``[M]`` a third of the area of the triangles around each vertex of the mesh ``X [M, 3]``
+    (:func:`h4d_fast.ops.mesh_geometry.vertex_areas`)."""
+    out = np.zeros(X.shape[0])
+    for t in range(faces.shape[0]):
+        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+        ux, uy, uz = X[b, 0] - X[a, 0], X[b, 1] - X[a, 1], X[b, 2] - X[a, 2]
+        vx, vy, vz = X[c, 0] - X[a, 0], X[c, 1] - X[a, 1], X[c, 2] - X[a, 2]
+        cx, cy, cz = uy * vz - uz * vy, uz * vx - ux * vz, ux * vy - uy * vx
+        ar = 0.5 * math.sqrt(cx * cx + cy * cy + cz * cz) / 3.0
+        out[a] += ar
+        out[b] += ar
+        out[c] += ar
+    return out

@@ -367,7 +367,9 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
         numpy arrays for ``sequence.npz``: ``contact`` bool ``[F, Q, 2, N]``, ``contact_pairs``
         int ``[Q, 2]`` (person indices; side 0 = the first person's vertices), ``contact_mm``,
         ``depth_max`` / ``depth_mean`` float32 ``[F, Q, 2]`` (:func:`depth_arrays`, metres; 0 for
-        pairs with an absent person);
+        pairs with an absent person); where the host kernel runs, ``penetration_cm3`` float32
+        ``[F, Q]``: each pair's interpenetration volume (both sides' inside vertices, exact depth
+        times vertex area: :func:`h4d_fast.ops.penetration.penetration_volume`'s measure);
         with ``parts``: ``contact_regions`` bool ``[F, Q, 2, R]``, ``part_names`` str ``[R]``,
         ``vertex_part`` int16 ``[N]``.
     """
@@ -376,8 +378,9 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
         raise ValueError(f"export_contact: expected verts [F, P, N, 3], got {tuple(v.shape)}")
     f = torch.as_tensor(faces).to(v.device)
     pairs = person_pairs(v.shape[1])
+    pen = None
     if contact_on_host() and pairs:
-        labels, dmax, dmean = _export_numba(v.detach().cpu(), f.cpu(), pairs, contact_mm / 1000.0)
+        labels, dmax, dmean, pen = _export_numba(v.detach().cpu(), f.cpu(), pairs, contact_mm / 1000.0)
     else:
         pcs = [pair_contact(v[:, a], v[:, b], f, contact_mm=contact_mm) for a, b in pairs]
         labels = torch.stack([pc.contact for pc in pcs], 1) if pcs else torch.zeros((v.shape[0], 0, 2, v.shape[2]), dtype=torch.bool)
@@ -387,9 +390,13 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
         both = torch.stack([pres[:, a] & pres[:, b] for a, b in pairs], 1)  # [F, Q]
         labels &= both[:, :, None, None]
         dmax, dmean = (x * both[..., None].to(x.device, x.dtype) for x in (dmax, dmean))
+        if pen is not None:
+            pen = pen * both.to(pen.dtype)
     out: dict[str, Any] = {"contact": labels.cpu().numpy(), "contact_pairs": np.asarray(pairs, dtype=np.int64).reshape(-1, 2),
                            "contact_mm": np.asarray(float(contact_mm)), "depth_max": dmax.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2),
                            "depth_mean": dmean.float().cpu().numpy().reshape(v.shape[0], len(pairs), 2)}
+    if pen is not None:
+        out["penetration_cm3"] = pen.float().numpy().reshape(v.shape[0], len(pairs))
     if parts is not None:
         out["contact_regions"] = parts.regions(labels.cpu()).numpy()
         out["part_names"] = np.asarray(parts.names)
@@ -406,12 +413,13 @@ def contact_on_host() -> bool:
     return _pen._numba_depth() is not None
 
 
-def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor]:
+def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`export_contact`'s labels and depths through the grid kernel's per-frame summary
     (:func:`h4d_fast.ops._contact_numba.contact_pair_frames`: both directions of a pair, each frame
     in one task): no per-point distance arrays, the vertices read in their own precision (float32
     or float64). Every frame goes to the kernel: a frame whose people are farther apart than the
-    band costs it one pass over the vertices (no grid is built)."""
+    band costs it one pass over the vertices (no grid is built). The fourth tensor: each pair's
+    interpenetration ``[F, Q]`` in cm^3."""
     from ._contact_numba import contact_pair_frames
 
     F, P, N = v.shape[:3]
@@ -422,13 +430,15 @@ def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: 
     labels = np.zeros((F, len(pairs), 2, N), dtype=bool)
     dmax = np.zeros((F, len(pairs), 2))
     dmean = np.zeros((F, len(pairs), 2))
+    vol = np.zeros((F, len(pairs)))
     person = [np.ascontiguousarray(arr[:, p]) for p in range(P)]
     for q, (a, b) in enumerate(pairs):
-        for side, (c, mx, sm, n) in enumerate(contact_pair_frames(person[a], person[b], fcs, fcs, band)):
+        for side, (c, mx, sm, n, vl) in enumerate(contact_pair_frames(person[a], person[b], fcs, fcs, band, volume=True)):
             labels[:, q, side] = c
             dmax[:, q, side] = mx
             dmean[:, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)
-    return torch.from_numpy(labels), torch.from_numpy(dmax), torch.from_numpy(dmean)
+            vol[:, q] += vl
+    return torch.from_numpy(labels), torch.from_numpy(dmax), torch.from_numpy(dmean), torch.from_numpy(vol * 1e6)
 
 
 __all__ = [

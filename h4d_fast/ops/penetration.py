@@ -195,7 +195,7 @@ def inside_depth(
     return out
 
 
-def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int = 64, chunk: int = 32) -> Tensor:
+def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int = 64, chunk: int = 0) -> Tensor:
     """The exact cell cull of the CPU path (:func:`h4d_fast.ops._mesh_numba.candidates`) in
     batched torch: ``[B, M]`` True where a point may be inside the closed mesh of its frame.
 
@@ -203,7 +203,9 @@ def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int
     triangle's bounding box are *surface* cubes, the others are inside or outside as their centre
     (signed crossings of rays along ``-x`` through the cube centres, the watertight edge functions
     of the collision kernels). A point in an outside, non-surface cube is outside for certain.
-    Computed in float64 (the same cull as the numba kernel, tested); ``chunk`` frames at a time.
+    Computed in float64 (the same cull as the numba kernel, tested); ``chunk`` frames at a time
+    (0: as many as keep the triangles' float64 corners of a chunk near 256 MB; every chunk costs
+    the same few hundred small operations of host time, whatever its size).
 
     Args:
         points: ``[B, M, 3]``; verts ``[B, N, 3]``; faces ``[T, 3]``.
@@ -213,6 +215,8 @@ def cell_candidates(points: Tensor, verts: Tensor, faces: Tensor, divisions: int
     B, M = points.shape[:2]
     out = torch.zeros(B, M, dtype=torch.bool, device=points.device)
     f = faces.long()
+    if chunk <= 0:
+        chunk = max(1, (256 << 20) // max(1, f.shape[0] * 72)) if points.device.type != "cpu" else 32
     for s0 in range(0, B, chunk):
         v = verts[s0 : s0 + chunk].double()
         pts = points[s0 : s0 + chunk].double()

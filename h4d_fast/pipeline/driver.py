@@ -160,8 +160,19 @@ def _fit(st: RunState) -> tuple[Callable[[], Arrays], dict]:
 
     r = st.result
     with Progress("fit", fit_iterations(st.cfg.fit, len(r.person_names)), enabled=st.cfg.run.progress) as bar:
-        st.fit = fit_sequence(r.poses3d.to(st.device), st.body, st.cfg.fit, st.device, progress=bar.update, present=r.presence)
+        st.fit = fit_sequence(r.poses3d.to(st.device), st.body, st.cfg.fit, st.device, progress=bar.update, present=r.presence,
+                              measure_penetration=not _export_measures_penetration(st))
     return st.fit.as_arrays, st.fit.stats  # the copy off the device after the stage's time
+
+
+def _export_measures_penetration(st: RunState) -> bool:
+    """Whether the export will measure the fitted meshes' interpenetration (its host contact kernel,
+    :func:`h4d_fast.ops.contact.export_contact`) so that the fit need not: contact labels on, the
+    kernel on the host, two or more people. The export then writes ``penetration_after_cm3`` into
+    the fit's stats and ``fit_stats.json`` (a run stopped between the two has it after its rerun)."""
+    from ..ops.contact import contact_on_host
+
+    return bool(st.cfg.contact.export) and len(st.result.person_names) >= 2 and contact_on_host()
 
 
 def _use_fit(st: RunState, a: Arrays, stats: dict) -> None:
@@ -199,6 +210,10 @@ def _export_smpl(st: RunState) -> Done:
                              write_poses3d=False, present=r.presence.cpu().numpy(), wait=False,
                              contact_mm=cfg.contact.contact_mm if cfg.contact.export else None)
     r.extra.setdefault("pending", []).append(stats.pop("pending"))
+    if "penetration_cm3" in stats and "penetration_after_cm3" not in st.fit.stats:  # the fit left the measure to the export
+        st.fit.stats.update(penetration_after_cm3=stats["penetration_cm3"], penetration_max_frame_cm3=stats["penetration_max_frame_cm3"],
+                            penetration_measured_by="export")
+        atomic.write_json(st.out / "fit_stats.json", st.fit.stats)
     return Done({k: v for k, v in stats.items() if isinstance(v, (int, float, str))},
                 line=f"sequence.npz; {stats['files'] - 1} files of smpl/, poses2d/, bbox/ being written")
 

@@ -106,7 +106,9 @@ def export_harmony4d(
             None: no contact labels.
     Returns:
         stats: file counts and seconds (``compute_seconds``: meshes, projections and contact, of which
-        ``contact_seconds`` the contact labels; ``npz_seconds``:
+        ``contact_seconds`` the contact labels; with them, where the host kernel ran,
+        ``penetration_cm3`` / ``penetration_max_frame_cm3``: the meshes' interpenetration per frame,
+        mean and largest; ``npz_seconds``:
         ``sequence.npz``; ``write_seconds``: the per-frame files, when waited for).
     """
     out = Path(out)
@@ -155,6 +157,10 @@ def export_harmony4d(
         contact, tc = contact_job.result()
         if contact_job.threads:
             extra["contact_threads"] = contact_job.threads
+        if "contact_penetration_cm3" in contact:  # per frame, summed over the pairs (the fit's penetration_after_cm3)
+            pen = contact["contact_penetration_cm3"].astype(np.float64).sum(1)
+            extra["penetration_cm3"] = float(pen.mean()) if pen.size else 0.0
+            extra["penetration_max_frame_cm3"] = float(pen.max()) if pen.size else 0.0
     else:  # no labels this time: none of an earlier export's may stay
         _remove_contact(out)
     t1 = time.perf_counter()

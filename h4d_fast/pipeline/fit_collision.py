@@ -16,10 +16,11 @@ from ..config import FitConfig
 
 
 def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callable[[int], None],
-                        stats: dict[str, Any]) -> dict[str, Tensor] | None:
+                        stats: dict[str, Any], measure: bool = True) -> dict[str, Tensor] | None:
     """Run the collision stage on ``fitter`` (a :class:`~h4d_fast.pipeline.fit._Fitter`), recording
     into ``stats``. Returns the parameters of the fit without the collision term
-    (``compare_collision``), else None."""
+    (``compare_collision``), else None. ``measure``: the penetration after the stage (the caller
+    may measure it elsewhere; ``compare_collision`` measures always)."""
     collision_off: dict[str, Tensor] | None = None
     t_c = time.perf_counter()
     contact = fitter.select_contact(float(cfg.collision_margin))
@@ -50,10 +51,11 @@ def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callab
         rec = fitter.run_stage(3, wts, iters, on_iter)
         rec["epoch"] = "collision"
         stats["stages"].append(rec)
-    pen1 = penetration()
+    if measure or cfg.compare_collision:
+        pen1 = penetration()
+        stats["penetration_after_cm3"] = float(pen1.mean())
+        stats["penetration_max_frame_cm3"] = float(pen1.max()) if pen1.numel() else 0.0
     stats["penetration_measure_seconds"] = meas[0]
-    stats["penetration_after_cm3"] = float(pen1.mean())
-    stats["penetration_max_frame_cm3"] = float(pen1.max()) if pen1.numel() else 0.0
     if cfg.compare_collision:
         base = stats.setdefault("penetration_without_collision_cm3", stats["penetration_before_cm3"])
         stats["penetration_reduction"] = (1.0 - stats["penetration_after_cm3"] / base) if base > 0 else 0.0

@@ -17,7 +17,14 @@ The differences are in where numbers live:
 * the parameters are one flat vector; ``evaluate(x) -> (loss, grad)`` is any function of it (the
   fit's analytic objective, possibly a CUDA-graph replay);
 * the state persists across :meth:`step` calls without evaluating the current point again (the
-  torch optimizer re-evaluates it at every call).
+  torch optimizer re-evaluates it at every call);
+* on a GPU the search direction comes from the compact form of the same inverse-Hessian
+  approximation (Byrd, Nocedal & Schnabel 1994, "Representations of quasi-Newton matrices and their
+  use in limited memory methods", eq. 2.6/3.2) instead of the two-loop recursion: one Gram matrix
+  of the stored pairs, two small triangular solves and two matrix-vector products, about 15 kernel
+  launches where the recursion makes ``9 m`` (180 for ``m = 20``), each a few microseconds of host
+  time in a launch-bound loop. On the CPU the recursion stays (it reads the pairs once; the Gram
+  matrix costs ``4 m^2 N`` operations). Both give the same direction up to rounding (tested).
 """
 
 from __future__ import annotations
@@ -63,8 +70,9 @@ class LBFGS:
     C1, C2, MAX_LS = 1e-4, 0.9, 25
 
     def __init__(self, x: Tensor, evaluate: Evaluate, lr: float = 1.0, history_size: int = 20,
-                 tolerance_grad: float = 1e-10, tolerance_change: float = 1e-14):
+                 tolerance_grad: float = 1e-10, tolerance_change: float = 1e-14, compact: bool | None = None):
         self.x, self.evaluate = x, evaluate
+        self.compact = x.device.type != "cpu" if compact is None else bool(compact)  # direction: module docstring
         self.lr, self.m = float(lr), int(history_size)
         self.tol_grad, self.tol_change = float(tolerance_grad), float(tolerance_change)
         self.S: list[Tensor] = []
@@ -89,6 +97,8 @@ class LBFGS:
 
     def _direction(self, g: Tensor) -> Tensor:
         """``-H g`` by the two-loop recursion over the stored pairs (device scalars only)."""
+        if self.compact and self.S:
+            return compact_direction(g, self.S, self.Y, self.h_diag)
         q = -g
         al: list[Tensor] = [q.new_zeros(())] * len(self.S)
         for i in range(len(self.S) - 1, -1, -1):
@@ -210,4 +220,26 @@ class LBFGS:
         return br_f[low], br_g[low], br[low]
 
 
-__all__ = ["LBFGS"]
+def compact_direction(g: Tensor, S: list[Tensor], Y: list[Tensor], gamma: float) -> Tensor:
+    """``-H g`` for the L-BFGS inverse Hessian of the pairs ``S``, ``Y`` (oldest first, ``[N]``
+    each) and initial matrix ``gamma I``, in the compact form (module docstring)::
+
+        H = gamma I + [S  gamma Y] [[R^-T (D + gamma Y^T Y) R^-1, -R^-T], [-R^-1, 0]] [S  gamma Y]^T
+
+    with ``R`` the upper triangle of ``S^T Y`` and ``D`` its diagonal. Computed as
+    ``u = R^-1 S^T g``, ``p = R^-T ((D + gamma Y^T Y) u - gamma Y^T g)``,
+    ``H g = gamma g + S p - gamma Y u``. The same matrix as the two-loop recursion's."""
+    k = len(S)
+    Z = torch.stack(S + Y)  # [2k, N]
+    G = Z @ Z.T  # [2k, 2k]: S^T S, S^T Y / Y^T S, Y^T Y
+    zg = (Z @ g)[:, None]  # [2k, 1]
+    SY, YY = G[:k, k:], G[k:, k:]
+    R = SY.triu()
+    u = torch.linalg.solve_triangular(R, zg[:k], upper=True)
+    w = SY.diagonal()[:, None] * u + gamma * (YY @ u) - gamma * zg[k:]
+    p = torch.linalg.solve_triangular(R.T, w, upper=False)
+    c = torch.cat([p, -gamma * u])[:, 0]  # coefficients of the rows of Z
+    return -(gamma * g + c @ Z)
+
+
+__all__ = ["LBFGS", "compact_direction"]

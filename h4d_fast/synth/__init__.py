@@ -86,6 +86,11 @@ class SynthConfig(DetectorParams):
     separate: bool = True  # end with a separation when the sequence lasts >= 8 s
     ankle_height: float = 0.08
     torso_gap: float = 0.0
+    # the correction passes keeping the meshes apart (h4d_fast.synth.collide.ResolveParams; None: its defaults)
+    resolve: Any = None
+    # the re-contact pass (h4d_fast.synth.recontact): the hands the script puts on the partner touch the
+    # partner's surface in the ground truth (about 2x the generator's time); sets ResolveParams.recontact
+    recontact: bool = False
     # cameras
     num_cameras: int = 20
     lens: str = "fisheye"  # or "pinhole"
@@ -184,7 +189,8 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
         skels = random_skeletons(rng_body, cfg.height_range, cfg.build_range, 2)
 
     # motion
-    mo = generate_motion(cfg.num_frames, skels, rng_motion, fps=cfg.fps, ankle_height=cfg.ankle_height, separate=cfg.separate, torso_gap=cfg.torso_gap)
+    mo = generate_motion(cfg.num_frames, skels, rng_motion, fps=cfg.fps, ankle_height=cfg.ankle_height, separate=cfg.separate, torso_gap=cfg.torso_gap,
+                         resolve=_resolve_params(cfg))
     timing["motion"] = time.perf_counter() - t0
     F = cfg.num_frames
     P = 2
@@ -272,6 +278,16 @@ def _make_capture(cfg: SynthConfig) -> tuple[Capture, GroundTruth, dict[str, Any
         "body_model": None if body is None else ("default" if isinstance(cfg.body, str) and cfg.body == "default" else str(getattr(body, "path", cfg.body))),
     }
     return capture, gt, meta
+
+
+def _resolve_params(cfg: SynthConfig) -> Any:
+    """The :class:`~h4d_fast.synth.collide.ResolveParams` of ``cfg`` (``resolve``, with ``recontact`` switched on
+    when the config asks for it)."""
+    if not cfg.recontact:
+        return cfg.resolve
+    from .collide import ResolveParams
+
+    return dataclasses.replace(cfg.resolve or ResolveParams(), recontact=True)
 
 
 _BODY_CACHE: dict[str, Any] = {}

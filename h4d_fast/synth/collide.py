@@ -16,11 +16,14 @@ between rounds as the pose changes. Only frames where the bodies come close are 
 The variables, posing and priors are :class:`~h4d_fast.synth.correct.Corrector`'s (shared with the
 exact pass); with a body model's meshes on the proxies the exact mesh pass
 (:func:`h4d_fast.synth.settle.settle_meshes`) follows on the same corrections, so that the meshes
-themselves, not only their proxies, do not interpenetrate.
+themselves, not only their proxies, do not interpenetrate; with ``ResolveParams.recontact`` the
+re-contact pass (:func:`h4d_fast.synth.recontact.recontact`) then brings the hands the script puts
+on the partner back onto the partner's surface (the passes above leave them centimetres off).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -81,6 +84,21 @@ class ResolveParams:
     core_overlap: float = 0.0  # overlap allowed between an arm capsule and the partner's torso / neck / head capsules (m)
     arm_overlap: float = 0.0  # overlap allowed between the two people's arm capsules (m)
     leg_capsules: bool = True  # shins and feet kept apart as capsules too
+    # the re-contact pass (h4d_fast.synth.recontact): the hands the script puts on the partner brought
+    # back onto the partner's surface after the passes above, without interpenetration
+    recontact: bool = False
+    recontact_gap: float = 0.003  # a scripted hand's nearest vertex is pulled to this gap from the partner's surface (m)
+    recontact_reach: float = 0.12  # hands farther than this from the partner are left where they are (m)
+    recontact_rounds: int = 3
+    recontact_iters: int = 15  # L-BFGS iterations per round
+    recontact_trust: float = 0.02  # joints move at most this far per round (soft, m)
+    recontact_band: float = 0.02  # vertices this close to the other surface get a non-penetration constraint (m)
+    recontact_weight: float = 1.0  # of the attraction relative to the non-penetration constraints
+    recontact_huber: float = 0.005  # the attraction is quadratic up to this excess gap, linear beyond (m): it cannot
+    # overpower the non-penetration rows and capsules (a quadratic pull on a hand 8 cm off pushed forearms through each other)
+    recontact_points: int = 256  # vertices sampled per hand for the attraction
+    recontact_tolerance: float = 0.0005  # the exact pass after it stops once no vertex is deeper inside than this (m)
+    recontact_arm_overlap: float = 0.0  # overlap of the two people's arm capsules allowed in the pass (m; 2 cm let forearms cross)
 
 
 @dataclass
@@ -335,6 +353,20 @@ def resolve_interpenetration(
             full = torch.zeros(F, dtype=torch.float64)
             full[lo:hi] = st[k]
             report[k] = full
+        if prm.recontact:
+            from .recontact import recontact
+
+            t_rc = time.perf_counter()
+            hw = hand_weight if hand_weight is not None else torch.ones(F, P, 2, dtype=torch.float64)
+            rc = recontact(cor, proxies, hw)
+            report["recontact_s"] = time.perf_counter() - t_rc
+            report["recontact_rows"] = rc["rows"]
+            report["recontact_far"] = rc["far"]
+            for k in ("gap_before", "gap_after", "mesh_depth_after"):
+                if k in rc:
+                    full = torch.full((F,) + tuple(rc[k].shape[1:]), float("inf") if k.startswith("gap") else 0.0, dtype=torch.float64)
+                    full[lo:hi] = rc[k]
+                    report[("recontact_" if k.startswith("gap") else "") + k] = full
     Rout, Tout = cor.result()
     Rout = _enforce_limits(Rout, Tout, rest.to(torch.float64), arms)
     return Rout, Tout, report

@@ -165,11 +165,28 @@ class Corrector:
             slack[tc[:, None], ta[None]] = prm.core_overlap
             slack[ta[:, None], ta[None]] = prm.arm_overlap
             self.caps = (radii, hc, mask, slack)
+            self.arm_core = (ta, tc)
             self.hand_caps = (CAPSULE_INDEX["hand_l"], CAPSULE_INDEX["hand_r"])
             self.foot_caps = (CAPSULE_INDEX["foot_l"], CAPSULE_INDEX["foot_r"])
         self.s_cross = math.sin(SHOULDER_LIMITS["cross"] * DEG)
         self.s_ext = math.sin(SHOULDER_LIMITS["extension"] * DEG)
         self.c_elev = math.cos(SHOULDER_LIMITS["elevation"] * DEG)
+
+    def contact_capsules(self, arm_overlap: float) -> Optional[tuple]:
+        """The capsule set of the re-contact pass (:mod:`h4d_fast.synth.recontact`): the arms no longer
+        kept off the partner's head, neck and torso (the exact mesh constraints do that), the two
+        people's arm capsules allowed to overlap by ``arm_overlap`` (enough for the surfaces to touch,
+        too little for one forearm to pass through the other); legs as before. None without the
+        skeletons' capsules (arms against arms only: unchanged)."""
+        if self.caps is None:
+            return None
+        radii, hc, mask, slack = self.caps
+        ta, tc = self.arm_core
+        mask, slack = mask.clone(), slack.clone()
+        mask[ta[:, None], tc[None]] = False
+        mask[tc[:, None], ta[None]] = False
+        slack[ta[:, None], ta[None]] = slack[ta[:, None], ta[None]].clamp_min(arm_overlap)
+        return radii, hc, mask, slack
 
     def expand(self) -> None:
         Nc = self.Bm.shape[1]

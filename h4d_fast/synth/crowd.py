@@ -89,7 +89,7 @@ def _layout(n_pairs: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def crowd_motion(F: int, skels: list[Skeleton], rng: np.random.Generator, fps: float = 30.0, ankle_height: float = 0.08,
-                 torso_gap: float = 0.0) -> dict[str, Any]:
+                 torso_gap: float = 0.0, resolve: Any = None) -> dict[str, Any]:
     """The enter-leave script (module docstring) for ``N = len(skels)`` people over ``F`` frames.
 
     Returns ``global_orient [F, N, 3]``, ``body_pose [F, N, 69]``, ``transl [F, N, 3]``,
@@ -124,7 +124,7 @@ def crowd_motion(F: int, skels: list[Skeleton], rng: np.random.Generator, fps: f
             clip_s = float(rng.uniform(6.0, 9.0)) if T >= 20 else float(np.clip(0.35 * T, 2.0, 9.0))
             L = max(int(clip_s * fps), 60)
             mo = generate_motion(L, [skels[a], skels[b]], rng, fps=fps, ankle_height=ankle_height, separate=clip_s >= 8.0,
-                                 torso_gap=torso_gap)
+                                 torso_gap=torso_gap, resolve=resolve)
             # rotate the interaction so its axis is the spot's, and move its centre onto the spot
             alpha0 = float(mo.params["scene_yaw"])
             phi = float(axes[k] - alpha0 + (np.pi if rng.random() < 0.5 else 0.0))
@@ -217,7 +217,9 @@ def make_crowd_capture(cfg) -> tuple[Capture, GroundTruth, dict[str, Any]]:
         skels = random_skeletons(rng_body, cfg.height_range, cfg.build_range, N)
     if len(skels) != N:
         raise ValueError(f"make_capture: {len(skels)} skeletons for {N} people")
-    mo = crowd_motion(F, skels, rng_motion, cfg.fps, cfg.ankle_height, cfg.torso_gap)
+    from . import _resolve_params
+
+    mo = crowd_motion(F, skels, rng_motion, cfg.fps, cfg.ankle_height, cfg.torso_gap, _resolve_params(cfg))
     rest = torch.stack([s.rest_joints for s in skels])
     joints, rot = forward_kinematics(rest, mo["global_orient"], mo["body_pose"], mo["transl"], return_rotations=True)
     face = torch.stack([s.face_offsets for s in skels])

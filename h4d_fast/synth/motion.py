@@ -426,6 +426,7 @@ def generate_motion(
     ankle_height: float = 0.08,
     separate: bool = True,
     torso_gap: float = 0.0,
+    resolve: Any = None,
 ) -> Motion:
     """Script, pose and clean up the two-person interaction.
 
@@ -437,6 +438,7 @@ def generate_motion(
         ankle_height: the lowest ankle of each person sits this high above the ground (metres).
         separate: end with a separation phase when the sequence lasts 8 s or more.
         torso_gap: extra clearance kept between the two torsos/heads beyond touching (metres).
+        resolve: :class:`~h4d_fast.synth.collide.ResolveParams` of the correction passes (None: defaults).
     """
     if len(skeletons) != 2:
         raise ValueError("generate_motion: the interaction script needs exactly two skeletons")
@@ -555,7 +557,8 @@ def generate_motion(
                 _, a0, th0 = _arm_rest(sk, sg)
                 row.append(ArmInfo(a0=a0, th0=float(th0), sign=sg))
             arms.append(row)
-        R, transl, collision = resolve_interpenetration(R, transl, rest, proxies, arms, _t(ch["hand_w"]), capsules=(radii, head_c))
+        R, transl, collision = resolve_interpenetration(R, transl, rest, proxies, arms, _t(ch["hand_w"]), resolve,
+                                                           capsules=(radii, head_c))
 
     # --- axis-angle parameters, final FK (the ground truth is exactly FK(params))
     aa = matrix_to_axis_angle(R)  # [F, P, 24, 3]
@@ -566,6 +569,7 @@ def generate_motion(
     coco = coco17_from_skeleton(joints, rot, face)
     params = dict(ch["params"])
     params["gait_amplitude_mean"] = float(gait[..., 0].mean())
+    params["hand_weight"] = _t(ch["hand_w"])  # [F, P, 2] how firmly each hand is scripted onto the partner (0 .. 1)
     if collision:
         params["collision"] = collision
     return Motion(global_orient, body_pose, transl, joints, rot, coco, torch.as_tensor(ch["phase"]), params)

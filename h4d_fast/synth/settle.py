@@ -39,6 +39,7 @@ class SettleParams:
     trust: float = 0.006  # joints move at most this far per round (soft)
     topk: int = 4  # skinning weights kept per vertex in the constraints
     chunk: int = 48  # frames skinned at a time for the query
+    tolerance: float = 0.0  # rounds stop once no vertex is deeper than this inside the other body (m)
     reach: int = 16  # after the first round, frames this close to one with a vertex inside are queried (and
     # constrained) again, with the spline control points whose support lies among them (4 knots)
 
@@ -74,12 +75,14 @@ class _Rows:
     n: Tensor  # [R, 3] out of q at the closest point
 
 
-def _query(meshes: Sequence[_Mesh], A: Sequence[Tensor], band: float, chunk: int, proxies: Sequence) -> tuple[list[_Rows], Tensor, Tensor]:
+def _query(meshes: Sequence[_Mesh], A: Sequence[Tensor], band: float, chunk: int, proxies: Sequence,
+           V: Sequence[Tensor] | None = None) -> tuple[list[_Rows], Tensor, Tensor]:
     """Constraint rows of both directions for the posed frames of ``A``, and per frame the deepest
-    penetration (metres, over both directions) and the number of inside vertices."""
+    penetration (metres, over both directions) and the number of inside vertices (``V``: the posed
+    meshes when the caller has them)."""
     from ..ops._contact_numba import query_frames
 
-    V = [m.posed(a, chunk) for m, a in zip(meshes, A)]
+    V = [m.posed(a, chunk) for m, a in zip(meshes, A)] if V is None else V
     spheres = [blend_points(px.sphere_weights.to(a.dtype), a, px.sphere_centres.to(a.dtype)).double() for px, a in zip(proxies, A)]
     radii = [px.sphere_radii.double() for px in proxies]
     n = V[0].shape[0]
@@ -144,7 +147,8 @@ def settle_meshes(cor, proxies: Sequence, prm: SettleParams | None = None, proxy
         depth[frames], count[frames] = d, c
         if rnd == 0:
             report["mesh_depth_before"] = depth.clone()
-        if not bool((c > 0).any()) or rnd == prm.rounds:
+        bad_f = (c > 0) & (d > prm.tolerance) if prm.tolerance > 0 else c > 0
+        if not bool(bad_f.any()) or rnd == prm.rounds:
             if len(frames) == cor.Fw:
                 break
             frames, rnd = allf, prm.rounds  # verify the whole window once more (no further round)
@@ -154,7 +158,12 @@ def settle_meshes(cor, proxies: Sequence, prm: SettleParams | None = None, proxy
         # the proxy term on every queried frame: they hold the rows' frames and their neighbours, which
         # the same spline control points move
         pact, pfn = proxy_term(frames) if proxy_term is not None else (f_rows[:0], None)
-        act, inv = torch.unique(torch.cat([f_rows, pact]), return_inverse=True)
+        # every queried frame is active (its joints within the trust region), not only those with rows: the
+        # spline control points move their neighbours too (a hand 15 mm off a forearm, with no row, was
+        # carried 12 mm into it), and with ``only`` the control points free to move are those whose support
+        # lies among the active frames (a few frames of rows alone hold none: the rounds then changed
+        # nothing, and a hand left 10 mm inside a head stayed there)
+        act, inv = torch.unique(torch.cat([f_rows, pact, frames]), return_inverse=True)
         fl = list(inv[: len(f_rows)].split([len(r.f) for r in rows]))
         pidx = inv[len(f_rows):]
 
@@ -174,7 +183,7 @@ def settle_meshes(cor, proxies: Sequence, prm: SettleParams | None = None, proxy
         cor.optimise(act, penalty, prm.iters, prm.trust, only=len(frames) < cor.Fw)
         rnd += 1
         # next: the frames with vertices inside and their neighbours
-        bad = frames[c > 0]
+        bad = frames[bad_f]
         near = (bad[:, None] + torch.arange(-prm.reach, prm.reach + 1)[None]).reshape(-1).clamp(0, cor.Fw - 1)
         frames = torch.unique(near)
     report["mesh_depth_after"] = depth
