@@ -252,6 +252,7 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
     later = np.empty(n_cand if has_rel else 0, np.int64)  # the candidates in a cell with triangles
     n_later = 0
     in_m = np.empty(0 if exact else n_cand, np.int64)  # the export's inside points and their depth
+    in_t = np.empty(0 if exact else n_cand, np.int64)
     in_d = np.empty(0 if exact else n_cand)
     n_in = 0
     for phase in range(2):
@@ -306,6 +307,7 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
                 else:  # its depth below, once all are known
                     contact[m] = True
                     in_m[n_in] = m
+                    in_t[n_in] = t
                     n_in += 1
             elif not exact and has_rel and bit(near, r, ci):
                 if _band_hit(px, py, pz, V, faces, tstart, titems, tpos, boxes, slot, sb, clo, h, nx, ny, nz, ci, cj, ck, b2, band):
@@ -325,19 +327,29 @@ def _direction(P, V, faces, fu, band, clo, h, nx, ny, nz, cand, pci, prow, vx, v
                 st[m, 0] = s_
                 st[m, 1] = t_
     # the inside points' nearest vertex: every vertex for a few points, else the vertex grid (the
-    # same minimum either way), and with the points' mesh their exact depth (every triangle's
-    # cells); summed in point order
+    # same minimum either way), and with the points' mesh their exact depth: from the lists of the
+    # 27 cells around (every triangle there) when the nearest lies within a cell and nearer than
+    # the grid's edge, else from every triangle's cells; summed in point order
     want_vol = pfaces.shape[0] > 0
     in_s = np.empty(n_in if want_vol else 0)
     for t in range(n_in):
         m = in_m[t]
         px, py, pz = P[m, 0], P[m, 1], P[m, 2]
         if want_vol:
-            if not have_f:
-                fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
-                have_f = True
-            d, _ = _nearest(px, py, pz, V, faces, fstart, fitems, clo, h, nx, ny, nz, True)
-            in_s[t] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, True)[0]
+            best = np.inf
+            if has_rel:
+                ci, r = pci[in_t[t]], prow[in_t[t]]
+                best, _ = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, r % ny, r // ny, 0, best, -1, True)
+                best, _ = _shell_min(px, py, pz, V, faces, tstart, titems, slot, sb, clo, h, nx, ny, nz, ci, r % ny, r // ny, 1, best, -1, True)
+            edge = min(px - clo[0], clo[0] + nx * h - px, py - clo[1], clo[1] + ny * h - py, pz - clo[2], clo[2] + nz * h - pz)
+            if best <= h * h and best <= max(edge, 0.0) ** 2:
+                in_s[t] = math.sqrt(best)
+            else:
+                if not have_f:
+                    fstart, fitems = _tri_grid(_tri_cells(V, faces, clo, h, nx, ny, nz), nx, ny, nz)
+                    have_f = True
+                d, _ = _nearest(px, py, pz, V, faces, fstart, fitems, clo, h, nx, ny, nz, True)
+                in_s[t] = d if math.isfinite(d) else _brute_nearest(px, py, pz, V, faces, True)[0]
         if n_in <= _FEW_INSIDE:
             in_d[t] = _brute_nearest(px, py, pz, V, faces, False)[0]
             continue
