@@ -266,16 +266,6 @@ def row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz):
     return split, lmax, rmin, xl, xr
 
 
-@njit(cache=True, nogil=True)
-def _rows_any(vals, thr, j0, j1, k0, k1, ny):
-    """Whether ``vals`` (flat ``[nz, ny]``) is at least ``thr`` on a row of the range."""
-    for k in range(k0, k1 + 1):
-        for j in range(j0, j1 + 1):
-            if vals[k * ny + j] >= thr:
-                return True
-    return False
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _need_any(need, i0, i1, j0, j1, k0, k1, ny):
     """Whether a cell of the range (clipped, non-empty) is set in the bit rows ``need``; a range of

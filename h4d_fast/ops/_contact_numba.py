@@ -24,9 +24,12 @@ Per (frame) task, with ``h`` = the cell size (at least the band):
    *vertex* (the same search over a vertex grid): the benchmark's penetration depth.
 
 The export's summary (:func:`contact_frames`, :func:`contact_pair_frames`) reads only whether a
-point is inside or within the band, and the inside points' vertex distances: it stops the band
-search at the first triangle within the band, and with both directions of a pair in one task the
-two meshes' cells are computed once on one grid (the answers do not depend on the grid).
+point is inside or within the band, the inside points' vertex distances and (with the points'
+own triangles) their exact depth times their vertex area: it stops the band search at the first
+triangle within the band, takes an inside point's depth from the 27 cells around it when the
+nearest triangle is that close, and with both directions of a pair in one task (the export's
+call) puts one grid over the two meshes' common box (grown by the band), where each mesh's cells
+are computed once, as its triangles' and as its points' (the answers do not depend on the grid).
 :func:`query_frames` keeps the original grid and search order, so its closest triangles too are
 the original kernel's.
 
