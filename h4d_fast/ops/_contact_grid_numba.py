@@ -3,19 +3,22 @@ other mesh, complete only where the candidate points can read it.
 
 The task's cells (size ``h`` over the candidates' box) are flagged in bit rows, one row of
 ``W = ceil(nx / 64)`` words per ``(j, k)``: the candidates' cells (*occupied*) and those cells grown
-by one cell (*needed*: a triangle within the band of a candidate meets one of them). One pass
-over the triangles (:func:`scan_tris`), with cell ranges taken from the vertices' cells, keeps
+by one cell (*needed*: a triangle within the band of a candidate meets one of them). Each
+candidate row (:func:`row_plan`) reads the winding of its cells' centres from the crossings on
+its left (``-x``, as :func:`h4d_fast.ops._mesh_numba.cell_winding`), on its right (minus those:
+the crossings of a whole row cancel for a closed mesh) or both, split in the middle of the other
+mesh, whichever crosses fewer of its cells. The triangles (:func:`scan_tris`), with cell ranges
+taken from the vertices' cells (:func:`vert_cells`), go through
 
-* the *active* triangles: those whose ``(y, z)`` range meets a needed row (no other triangle is in
-  a needed cell or crosses a candidate's row or column);
-* of them the *relevant* ones (their cell range meets a needed cell), whose cell lists
-  (:func:`slot_grid`, one CSR entry per needed cell that holds triangles) are exactly the
-  full grid's lists of those cells, in triangle order;
-* the signed crossings of the candidates' rows with a ray through the cell centres
-  (:func:`h4d_fast.ops._mesh_numba.cell_winding`'s test, on those rows only).
-
-:func:`col_grid` lists the active triangles of the ``(y, z)`` columns whose candidates cast their
-own ray (the points in a cell with triangles).
+* a first pass without branches: the triangles whose range meets a needed cell or the side of a
+  candidate row that its candidates read (:func:`_keep_bits`); every other triangle is read no
+  further;
+* a second pass over those: the *relevant* ones (their range meets a needed cell), whose cell
+  lists (:func:`slot_grid`, one CSR entry per needed cell that holds triangles) are exactly the
+  full grid's lists of those cells, in triangle order; the signed crossings of the candidate
+  rows' cell-centre lines on the rows' sides (:func:`cell_sides`: the centres' windings); and the
+  triangles on those sides, of which :func:`col_grid` lists those of the ``(y, z)`` columns whose
+  candidates cast their own ray (the points in a cell with triangles).
 """
 
 from __future__ import annotations
@@ -62,65 +65,73 @@ def set_bit(bits, r, i):
 @njit(cache=True, nogil=True)
 def dilate_bits(b, ny, nz):
     """Bit rows ``b [nz * ny, W]`` grown by one cell: set where a cell or one of its 26 neighbours is
-    (a cell beyond ``nx`` in the last word may be set too: never read)."""
+    (a cell beyond ``nx`` in the last word may be set too: never read). One axis at a time, each
+    a long loop over the flat words."""
     R, W = b.shape
     s1, s63 = np.uint64(1), np.uint64(63)
-    x = np.empty_like(b)
-    for r in range(R):
-        for w in range(W):
-            v = b[r, w]
-            o = v | (v << s1) | (v >> s1)
-            if w > 0:
-                o |= b[r, w - 1] >> s63
-            if w + 1 < W:
-                o |= b[r, w + 1] << s63
-            x[r, w] = o
+    src = b.reshape(-1)
+    x = np.empty(R * W, np.uint64)
+    for e in range(R * W):
+        v = src[e]
+        x[e] = v | (v << s1) | (v >> s1)
+    if W > 1:  # the bits carried across the words of a row
+        for r in range(R):
+            for w in range(W):
+                if w > 0:
+                    x[r * W + w] |= src[r * W + w - 1] >> s63
+                if w + 1 < W:
+                    x[r * W + w] |= src[r * W + w + 1] << s63
     y = x.copy()
     for k in range(nz):
-        for j in range(ny):
-            r = k * ny + j
-            for w in range(W):
-                if j > 0:
-                    y[r, w] |= x[r - 1, w]
-                if j + 1 < ny:
-                    y[r, w] |= x[r + 1, w]
+        base = k * ny * W
+        for e in range(base + W, base + ny * W):
+            y[e] |= x[e - W]
+        for e in range(base, base + (ny - 1) * W):
+            y[e] |= x[e + W]
     z = y.copy()
-    for r in range(R):
-        for w in range(W):
-            if r >= ny:
-                z[r, w] |= y[r - ny, w]
-            if r + ny < R:
-                z[r, w] |= y[r + ny, w]
-    return z
+    s = ny * W
+    for e in range(s, R * W):
+        z[e] |= y[e - s]
+    for e in range(R * W - s):
+        z[e] |= y[e + s]
+    return z.reshape(R, W)
 
 
 @njit(cache=True, nogil=True)
-def _vert_cells(V, lo, h, nx, ny, nz):
-    """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint32), clamped to
-    ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no wrap-around). The min /
-    max over a triangle's vertices are then :func:`h4d_fast.ops._contact_numba._cell_range`'s
-    unclipped ends (the cell is monotonic in the coordinate), up to a clamping that its tests do
-    not see. Also, from every fourth vertex, the first and last x cell of those in each row
-    (``nx`` / -1: none; :func:`row_plan`'s estimate of where the mesh lies)."""
+def vert_cells(V, lo, h, nx, ny, nz, blo, bhi):
+    """Per vertex its cell ``floor((v - lo) / h)`` along x, y, z (three ``[N]`` uint16: ``n < 2 **
+    16 - 2``), clamped to ``-1 .. n`` and plus one (unsigned, so that indexing with them needs no
+    wrap-around). The min / max over a triangle's vertices are then
+    :func:`h4d_fast.ops._contact_query_numba._cell_range`'s unclipped ends (the cell is monotonic
+    in the coordinate), up to a clamping that its tests do not see. Also, from every fourth
+    vertex, the first and last x cell of those in each row (``nx`` / -1: none; :func:`row_plan`'s
+    estimate of where the mesh lies), and with a box ``blo .. bhi`` (else empty arrays) the
+    vertices inside it (indices, count)."""
     N = V.shape[0]
-    vx = np.empty(N, np.uint32)
-    vy = np.empty(N, np.uint32)
-    vz = np.empty(N, np.uint32)
+    vx = np.empty(N, np.uint16)
+    vy = np.empty(N, np.uint16)
+    vz = np.empty(N, np.uint16)
+    cand = np.empty(N if blo.shape[0] else 0, np.int32)
+    n = 0
     fx, fy, fz = float(nx), float(ny), float(nz)
     l0, l1, l2 = lo[0], lo[1], lo[2]
     for v in range(N):  # clamped as floats, without branches (NaN: -1)
-        qx = (V[v, 0] - l0) / h
-        qy = (V[v, 1] - l1) / h
-        qz = (V[v, 2] - l2) / h
+        x, y, z = V[v, 0], V[v, 1], V[v, 2]
+        qx = (x - l0) / h
+        qy = (y - l1) / h
+        qz = (z - l2) / h
         qx = qx if qx >= -1.0 else -1.0
         qy = qy if qy >= -1.0 else -1.0
         qz = qz if qz >= -1.0 else -1.0
         qx = qx if qx <= fx else fx
         qy = qy if qy <= fy else fy
         qz = qz if qz <= fz else fz
-        vx[v] = np.uint32(math.floor(qx) + 1.0)
-        vy[v] = np.uint32(math.floor(qy) + 1.0)
-        vz[v] = np.uint32(math.floor(qz) + 1.0)
+        vx[v] = np.uint16(math.floor(qx) + 1.0)
+        vy[v] = np.uint16(math.floor(qy) + 1.0)
+        vz[v] = np.uint16(math.floor(qz) + 1.0)
+        if blo.shape[0]:
+            cand[n] = v
+            n += (blo[0] <= x) & (x <= bhi[0]) & (blo[1] <= y) & (y <= bhi[1]) & (blo[2] <= z) & (z <= bhi[2])
     vmin = np.full(ny * nz, nx, np.int32)
     vmax = np.full(ny * nz, -1, np.int32)
     for v in range(0, N, 4):
@@ -129,7 +140,7 @@ def _vert_cells(V, lo, h, nx, ny, nz):
             r = cz * ny + cy
             vmin[r] = min(vmin[r], cx)
             vmax[r] = max(vmax[r], cx)
-    return vx, vy, vz, vmin, vmax
+    return vx, vy, vz, vmin, vmax, cand, n
 
 
 @njit(cache=True, nogil=True)
@@ -255,16 +266,6 @@ def row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz):
     return split, lmax, rmin, xl, xr
 
 
-@njit(cache=True, nogil=True)
-def _rows_any(vals, thr, j0, j1, k0, k1, ny):
-    """Whether ``vals`` (flat ``[nz, ny]``) is at least ``thr`` on a row of the range."""
-    for k in range(k0, k1 + 1):
-        for j in range(j0, j1 + 1):
-            if vals[k * ny + j] >= thr:
-                return True
-    return False
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _need_any(need, i0, i1, j0, j1, k0, k1, ny):
     """Whether a cell of the range (clipped, non-empty) is set in the bit rows ``need``; a range of
@@ -328,25 +329,26 @@ def _first_pass_1(fu, vx, vy, vz, keep, ny):
 
 
 @njit(cache=True, nogil=True)
-def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
-    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint32. ``need`` bit rows; ``rowmin``, ``rowmax [nz * ny]``
-    int32: the first and last candidate cell of each row (-1 for ``rowmax``: none).
+def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax, vx, vy, vz, vmin, vmax):
+    """The triangles' pass (module docstring); ``fu``: ``faces`` as uint16 or uint32; ``vx, vy,
+    vz, vmin, vmax``: :func:`vert_cells`; ``need``: bit rows; ``rowmin``, ``rowmax [nz * ny]`` int32:
+    the first and last candidate cell of each row (``nx`` / -1: none).
 
-    A first pass keeps, without branches, the triangles whose range meets, at a corner row, a
-    needed cell or a cell on the side that :func:`row_plan` gives the row's candidates
-    (:func:`_keep_bits`); a range of more than two rows along y or z (the corners are not all its
-    rows), or across two words of a bit row, is kept whatever it meets. The others are read no
-    further.
+    The first pass (:func:`_first_pass_1`, :func:`_first_pass`) keeps, without branches, the
+    triangles whose range meets a needed cell or a cell on the side that :func:`row_plan` gives a
+    candidate row (:func:`_keep_bits`), read at the range's corner rows (with bit rows of one word:
+    its first, second and last rows along y and z); a range of more rows than those, or across two
+    words of a bit row, is kept whatever it meets.
 
     Returns ``tri [n]`` (those triangles, in order), ``rng [n, 6]`` (the cell ranges ``a, b, j0,
     j1, k0, k1`` of those in ``rel`` or ``act``: ``j, k`` clipped to the grid, the x ends within
     ``-1 .. nx``), ``rel`` (positions in ``tri`` of the triangles meeting a needed cell), ``act``
-    (of those whose range meets a candidate's row), ``tog [nz * ny, nx + 1]`` int16 (the signed
-    crossings of the candidates' rows at their cell: one left of cell ``i``'s centre counts at ``i``
-    or before, so that ``i``'s winding is the sum up to ``i`` or minus the sum beyond; only those on
-    the sides that the rows' candidates read) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
+    (of those that meet a candidate row on the row's side), ``tog [nz * ny, nx + 2]`` int16 (the
+    signed crossings of the candidate rows' centre lines at their cell: one left of cell ``i``'s
+    centre counts at ``i`` or before, so that ``i``'s winding is the sum up to ``i`` or minus the
+    sum beyond; only those on the sides that the rows' candidates read; column ``nx + 1``: 1 where
+    the row has any) and :func:`row_plan`'s ``split``, ``lmax``, ``rmin``.
     """
-    vx, vy, vz, vmin, vmax = _vert_cells(V, lo, h, nx, ny, nz)
     split, lmax, rmin, xl, xr = row_plan(occ, rowmin, rowmax, vmin, vmax, nx, ny, nz)
     keep = _keep_bits(need, xl, xr, nx, ny, nz)
     if keep.shape[1] == 1:
@@ -356,14 +358,14 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
     rng = np.empty((n, 6), np.int32)
     rel = np.empty(n, np.int32)
     act = np.empty(n, np.int32)
-    tog = np.empty((nz * ny, nx + 1), np.int16)  # 0 on the candidates' rows: no other is read
+    nact = 0
+    tog = np.empty((nz * ny, nx + 2), np.int16)  # 0 on the candidates' rows: no other is read
     for r in range(nz * ny):
         if rowmax[r] >= 0:
             tog[r] = 0
     nym, nzm = ny - 1, nz - 1
     pyi = ny + 2
     nrel = 0
-    nact = 0
     for q in range(n):
         f = tri[q]
         i0, i1, i2 = fu[f, 0], fu[f, 1], fu[f, 2]
@@ -407,6 +409,7 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
                 if s0 != 0:
                     t_ = math.floor((xc - lo[0]) / h - 0.5) + 1.0
                     tog[r, int(min(max(t_, 0.0), float(nx)))] += np.int16(s0)
+                    tog[r, nx + 1] = 1  # the row has crossings
     return tri[:n], rng, rel[:nrel], act[:nact], tog, split, lmax, rmin
 
 
@@ -414,17 +417,20 @@ def scan_tris(V, faces, fu, lo, h, nx, ny, nz, occ, need, rowmin, rowmax):
 def cell_sides(tog, lmax, rmin, rowmin, rowmax, W):
     """Bit rows ``[nz * ny, W]``: set where a candidate cell's centre is inside (its winding, from
     :func:`scan_tris`'s crossings, non-zero): the sum up to the cell for the cells up to ``lmax``,
-    minus the sum beyond it from ``rmin`` on (the other cells: 0)."""
-    nr, nx1 = tog.shape
+    minus the sum beyond it from ``rmin`` on (the other cells, and a row without crossings: 0)."""
+    nr, nx2 = tog.shape
+    nx = nx2 - 2
     out = np.zeros((nr, W), np.uint64)
     for r in range(nr):
+        if rowmax[r] < 0 or tog[r, nx + 1] == 0:
+            continue
         acc = 0
         for i in range(lmax[r] + 1):
             acc += tog[r, i]
             if acc != 0 and i >= rowmin[r]:
                 set_bit(out, r, i)
         acc = 0
-        for i in range(nx1 - 2, rmin[r] - 1, -1):
+        for i in range(nx - 1, rmin[r] - 1, -1):
             acc -= tog[r, i + 1]
             if acc != 0 and i <= rowmax[r]:
                 set_bit(out, r, i)
@@ -448,12 +454,18 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
         total += (min(rng[q, 1], nx - 1) - max(rng[q, 0], 0) + 1) * (rng[q, 3] - rng[q, 2] + 1) * (rng[q, 5] - rng[q, 4] + 1)
     start = np.zeros(total + 1, np.int32)
     ns = 0
-    for q in rel:
+    ps = np.empty(total, np.int32)  # (list, position in rel) of each triangle in a needed cell
+    pe = np.empty(total, np.int32)
+    npair = 0
+    for e in range(rel.shape[0]):
+        q = rel[e]
+        a, b = max(rng[q, 0], 0), min(rng[q, 1], nx - 1)
         for k in range(rng[q, 4], rng[q, 5] + 1):
             for j in range(rng[q, 2], rng[q, 3] + 1):
                 r = k * ny + j
-                for i in range(max(rng[q, 0], 0), min(rng[q, 1], nx - 1) + 1):
-                    set_bit(tocc, r, i)
+                for w in range(a >> 6, (b >> 6) + 1):
+                    tocc[r, w] |= _mask(a, b, w)
+                for i in range(a, b + 1):
                     if bit(need, r, i):
                         c = r * nx + i
                         if not bit(sb, r, i):
@@ -461,22 +473,19 @@ def slot_grid(tri, rng, rel, nx, ny, nz, need):
                             ns += 1
                             slot[c] = ns
                         start[slot[c]] += 1
+                        ps[npair] = slot[c]
+                        pe[npair] = e
+                        npair += 1
     for s in range(ns):
         start[s + 1] += start[s]
     fill = start[:ns].copy()
     items = np.empty(start[ns], np.int32)
     pos = np.empty(start[ns], np.int32)
-    for e in range(rel.shape[0]):
-        q = rel[e]
-        for k in range(rng[q, 4], rng[q, 5] + 1):
-            for j in range(rng[q, 2], rng[q, 3] + 1):
-                r = k * ny + j
-                for i in range(max(rng[q, 0], 0), min(rng[q, 1], nx - 1) + 1):
-                    if bit(need, r, i):
-                        s = slot[r * nx + i] - 1
-                        items[fill[s]] = tri[q]
-                        pos[fill[s]] = e
-                        fill[s] += 1
+    for t in range(npair):  # in the order of rel: each list in increasing triangle order
+        s = ps[t] - 1
+        items[fill[s]] = tri[rel[pe[t]]]
+        pos[fill[s]] = pe[t]
+        fill[s] += 1
     return slot, sb, start[: ns + 1], items, pos, tocc
 
 
@@ -487,14 +496,26 @@ def slot_of(slot, sb, r, i, nx):
 
 
 @njit(cache=True, nogil=True)
-def col_grid(tri, rng, act, ny, nz, colmax, colmin):
+def col_grid(tri, rng, act, nx, ny, nz, colmax, colmin):
     """The triangles ``tri[act]`` of the ``(y, z)`` columns with rays to cast: CSR by column, as
     the ray grid that :func:`h4d_fast.ops._contact_numba._winding` reads, with each entry's first
     and last x cell. ``colmax [nz * ny]``: the last start of a ray along ``-x`` there (-1: none),
     ``colmin``: the first of one along ``+x`` (``nx``: none); a triangle is kept when it starts at
     most a cell beyond the former or ends at most a cell before the latter (no other crossing can
-    count)."""
+    count). A first pass skips the triangles whose range meets none of those columns."""
     nr = ny * nz
+    near = np.zeros(nr, np.uint8)  # 1 at (j, k) when a column with rays lies in j .. j + 2, k .. k + 2
+    for k in range(nz):
+        for j in range(ny):
+            if colmax[k * ny + j] >= 0 or colmin[k * ny + j] < nx:
+                for kk in range(max(k - 2, 0), k + 1):
+                    near[kk * ny + max(j - 2, 0):kk * ny + j + 1] = 1
+    sel = np.empty(act.shape[0], np.int32)
+    n = 0
+    for q in act:  # a range of at most three rows along y and z starts within two of its columns
+        j0, j1, k0, k1 = rng[q, 2], rng[q, 3], rng[q, 4], rng[q, 5]
+        sel[n] = q
+        n += (near[k0 * ny + j0] != 0) | (j1 - j0 > 2) | (k1 - k0 > 2)
     start = np.zeros(nr + 1, np.int32)
     for p in range(2):
         if p == 1:
@@ -504,12 +525,12 @@ def col_grid(tri, rng, act, ny, nz, colmax, colmin):
             items = np.empty(start[nr], np.int32)
             first = np.empty(start[nr], np.int32)
             last = np.empty(start[nr], np.int32)
-        for q in act:
+        for q in sel[:n]:
             a, b = rng[q, 0], rng[q, 1]
             for k in range(rng[q, 4], rng[q, 5] + 1):
                 for j in range(rng[q, 2], rng[q, 3] + 1):
                     r = k * ny + j
-                    if not (a <= colmax[r] + 1 and colmax[r] >= 0 or b >= colmin[r] - 1):
+                    if not ((a <= colmax[r] + 1 and colmax[r] >= 0) or b >= colmin[r] - 1):
                         continue
                     if p == 0:
                         start[r + 1] += 1

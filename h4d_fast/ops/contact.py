@@ -406,20 +406,21 @@ def export_contact(verts: Tensor, faces: Tensor, parts: Any = None, contact_mm: 
 
 def contact_on_host() -> bool:
     """Whether :func:`export_contact` runs the exact grid kernel on the host (numba present), for
-    tensors on any device. It does on a GPU machine too: the per-frame grids cost about 3 ms of one
-    core per frame and direction (2 people, 13,380 vertices), so the host's cores do a 600-frame
-    capture in a fraction of a second, where the GPU path (a bounded search, see the module
-    docstring) took 5 s on an H100 (bench/results/2026-12-07-h100-final/)."""
+    tensors on any device. It does on a GPU machine too: the per-frame grids cost about 0.5 ms of one
+    core per frame and direction (2 people, 13,380 vertices, the 600-frame bench capture), so the
+    host's cores do a 600-frame capture in a fraction of a second, where the GPU path (a bounded
+    search, see the module docstring) took 5 s on an H100 (bench/results/2026-12-07-h100-final/)."""
     return _pen._numba_depth() is not None
 
 
 def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """:func:`export_contact`'s labels and depths through the grid kernel's per-frame summary
-    (:func:`h4d_fast.ops._contact_numba.contact_frames`): no per-point distance arrays, the vertices
-    read in their own precision (float32 or float64). Every frame goes to the kernel: a frame whose
-    people are farther apart than the band costs it one pass over the vertices (no grid is built).
-    The fourth tensor: each pair's interpenetration ``[F, Q]`` in cm^3."""
-    from ._contact_numba import contact_frames
+    (:func:`h4d_fast.ops._contact_numba.contact_pair_frames`: both directions of a pair, each frame
+    in one task): no per-point distance arrays, the vertices read in their own precision (float32
+    or float64). Every frame goes to the kernel: a frame whose people are farther apart than the
+    band costs it one pass over the vertices (no grid is built). The fourth tensor: each pair's
+    interpenetration ``[F, Q]`` in cm^3."""
+    from ._contact_numba import contact_pair_frames
 
     F, P, N = v.shape[:3]
     arr = v.detach().numpy()
@@ -432,8 +433,7 @@ def _export_numba(v: Tensor, faces: Tensor, pairs: list[tuple[int, int]], band: 
     vol = np.zeros((F, len(pairs)))
     person = [np.ascontiguousarray(arr[:, p]) for p in range(P)]
     for q, (a, b) in enumerate(pairs):
-        for side, (x, y) in enumerate(((person[a], person[b]), (person[b], person[a]))):
-            c, mx, sm, n, vl = contact_frames(x, y, fcs, band, point_faces=fcs)
+        for side, (c, mx, sm, n, vl) in enumerate(contact_pair_frames(person[a], person[b], fcs, fcs, band, volume=True)):
             labels[:, q, side] = c
             dmax[:, q, side] = mx
             dmean[:, q, side] = np.where(n > 0, sm / np.maximum(n, 1), 0.0)

@@ -34,7 +34,7 @@ _OKS = ("ops/oks.py", "ops/_oks_*.py", "csrc/oks.cu")
 _BOXES = ("ops/boxes.py", "ops/_boxes_*.py")
 # penetration and contact of meshes (the fit reports penetration, the export writes contact labels)
 _MESH_MEASURES = ("ops/penetration.py", "ops/contact.py", "ops/mesh_geometry.py", "ops/_mesh_numba.py", "ops/_collision_numba.py",
-                  "ops/_collision_torch.py", "ops/_contact_numba.py", "ops/_contact_grid_numba.py")
+                  "ops/_collision_torch.py", "ops/_contact_*.py")
 
 # stage -> the files that compute it (beside COMMON). The keys of the stages chain (filter -> track
 # -> refine -> fit; detect's pass 2 runs filter/track/refine), so a stage's list need not repeat its
