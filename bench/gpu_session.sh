@@ -11,13 +11,16 @@
 #   bash bench/gpu_session.sh last    # the GPU tests (a fresh machine compiles for minutes), then run-many
 #   bash bench/gpu_session.sh fitprof # the fit stage alone: torch.profiler's GPU busy time and top kernels; two-loop direction, short history, no graphs
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
+#   bash bench/gpu_session.sh measure # issue 13's figures only: the warm path, fresh `h4d run`, the fit under the profiler, run-many
 #
 # Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
+# A carried .benchseq holds the bench capture generated beforehand (bench.workloads.paper_sequence;
+# 120 s of a call otherwise); it is used only while its generator code is the checkout's.
 set -uo pipefail
-phase=${1:?phase: tests, core, verify, check, last, fitprof, probe, final, bench or images}
+phase=${1:?phase: tests, core, verify, check, last, fitprof, probe, measure, final, bench or images}
 OUT=${OUT:?set OUT}
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
@@ -28,6 +31,7 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/h4d-pycache
 export H4D_BENCH_COMMIT=$(cat .bench_commit 2>/dev/null) H4D_DEMO_DATA=$PWD/.demo/pose2sim_demo
+[ -d .benchseq ] && export H4D_BENCH_SEQUENCE_CACHE=$PWD/.benchseq
 R=$OUT/$phase
 mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$R/nvidia-smi.txt"
@@ -82,6 +86,11 @@ probe)  # one call: the GPU tests, where a fresh process spends its time, then t
     step pytest_gpu 160 python3 -m pytest -q -p no:cacheprovider -m gpu -rs --junitxml="$R/pytest_gpu.xml"
     step fresh_profile 120 python3 -m bench.profile_fresh_run --device cuda --out "$R"
     step images 270 python3 -m bench --only detect,images_to_meshes --no-sweep --budget-s 240 --out "$R" --tag images
+    ;;
+measure)  # issue 13's figures without the test suite (run the GPU tests in another call)
+    step bench 330 python3 -m bench --only end_to_end_warm,end_to_end --no-sweep --budget-s 310 --out "$R" --tag measure
+    step fit_profile 120 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work /tmp/h4d_fitprof --json "$R/fit_profile.json"
+    step run_many 120 python3 -m bench --only run_many --no-sweep --budget-s 110 --out "$R" --tag measure-many
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"

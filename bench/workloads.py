@@ -98,16 +98,60 @@ def write_paper_sequence(ctx: Context, folder: Path) -> dict[str, Any]:
     return info
 
 
+#: environment variable naming a folder that keeps paper-size sequences between runs (the GPU
+#: machine spends 120 s of a 10-minute call generating the 600-frame capture otherwise)
+SEQUENCE_CACHE_ENV = "H4D_BENCH_SEQUENCE_CACHE"
+
+
+def generator_key() -> str:
+    """Hash of the text of the code that generates and writes the bench capture (the synthetic
+    generator, body model, writers, this module's functions that call them): a cached sequence is
+    reused only while it is the same."""
+    import hashlib
+    import inspect
+
+    from h4d_fast.pipeline.code_keys import expand, source_digests
+
+    digests = source_digests()
+    h = hashlib.sha256(repr((PAPER, QUICK, RING_CAMERAS)).encode())
+    for fn in (paper_size, base_capture, capture_views, view_subset, write_paper_sequence):
+        h.update(inspect.getsource(fn).encode())
+    for rel in expand(("synth/*.py", "body/*.py", "io/*.py", "data.py", "camera.py", "constants.py", "config.py")):
+        h.update(f"{rel}\0{digests[rel]}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def paper_sequence(ctx: Context) -> tuple[Path, dict[str, Any], float]:
     """The paper-size sequence folder, written once per run into the run's scratch folder and
-    shared by the end-to-end, warm-path and run-many workloads: ``(folder, info, seconds to write)``."""
+    shared by the end-to-end, warm-path and run-many workloads: ``(folder, info, seconds to write)``.
+
+    With ``$H4D_BENCH_SEQUENCE_CACHE`` set, the folder is kept there under a name that holds the
+    frames, seed and :func:`generator_key`, and a later run reuses it (``info['cached']``; seconds
+    to write 0)."""
+    import json
+    import os
+    import shutil
     import time
 
-    key = ("paper_sequence", paper_size(ctx)["frames"], ctx.seed)
+    frames = paper_size(ctx)["frames"]
+    key = ("paper_sequence", frames, ctx.seed)
     if key not in ctx.cache:
-        folder = Path(ctx.tmp or ".") / f"paper_sequence_{paper_size(ctx)['frames']}"
+        cache_root = os.environ.get(SEQUENCE_CACHE_ENV)
+        if cache_root:
+            folder = Path(cache_root) / f"paper_sequence_{frames}_seed{ctx.seed}_{generator_key()}"
+            info_file = folder / "bench_info.json"
+            if info_file.is_file():
+                info = {**json.loads(info_file.read_text()), "cached": str(folder)}
+                ctx.log(f"paper sequence reused from {folder}")
+                ctx.cache[key] = (folder, info, 0.0)
+                return ctx.cache[key]
+            shutil.rmtree(folder, ignore_errors=True)  # a half-written one from an interrupted run
+        else:
+            folder = Path(ctx.tmp or ".") / f"paper_sequence_{frames}"
         t0 = time.perf_counter()
         info = write_paper_sequence(ctx, folder)
+        if cache_root:
+            (folder / "bench_info.json").write_text(json.dumps(info))  # written last: marks the folder complete
         ctx.cache[key] = (folder, info, time.perf_counter() - t0)
     return ctx.cache[key]
 
