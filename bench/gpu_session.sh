@@ -13,11 +13,11 @@
 #   bash bench/gpu_session.sh probe   # the GPU tests, a cProfile of a fresh `h4d run` (bench.profile_fresh_run), issue 12's image keys
 #   bash bench/gpu_session.sh measure # issue 13's figures only: the warm path, fresh `h4d run`, the fit under the profiler, run-many
 #
-# Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"]
+# Run from the checkout root on the GPU machine with carry [".whl", ".h4dcache", ".bench_commit", ".demo"] (and .benchseq.tgz)
 # (bench/README.md, "GPU run"): the wheels are installed into /tmp/site, the embedded models come
 # from .h4dcache, the Pose2Sim demo (image workloads) from .demo. Everything is written under $OUT
 # and packed into $OUT/<phase>.tar.gz (the device returns at most 8 files, 2 folders down).
-# A carried .benchseq holds the bench capture generated beforehand (bench.workloads.paper_sequence;
+# A carried .benchseq.tgz holds the bench capture generated beforehand (bench.workloads.paper_sequence;
 # 120 s of a call otherwise); it is used only while its generator code is the checkout's.
 set -uo pipefail
 phase=${1:?phase: tests, core, verify, check, last, fitprof, probe, measure, final, bench or images}
@@ -31,7 +31,9 @@ export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 H4D_CACHE=$PWD/.h4dcache
 unset PYTHONDONTWRITEBYTECODE
 export PYTHONPYCACHEPREFIX=/tmp/h4d-pycache
 export H4D_BENCH_COMMIT=$(cat .bench_commit 2>/dev/null) H4D_DEMO_DATA=$PWD/.demo/pose2sim_demo
-[ -d .benchseq ] && export H4D_BENCH_SEQUENCE_CACHE=$PWD/.benchseq
+if [ -f .benchseq.tgz ]; then  # the bench capture generated beforehand: tar -czf .benchseq.tgz -C .benchseq .
+    mkdir -p /tmp/h4d-benchseq && tar -xzf .benchseq.tgz -C /tmp/h4d-benchseq && export H4D_BENCH_SEQUENCE_CACHE=/tmp/h4d-benchseq
+fi
 R=$OUT/$phase
 mkdir -p "$R"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$R/nvidia-smi.txt"
