@@ -93,6 +93,32 @@ def test_kernel_inputs_activity():
 
 
 @needs_numba
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_numba_vertex_boxes_equal_aminmax(dtype):
+    """kernel_inputs' boxes on a CPU come from the numba reduction: equal to torch.aminmax over random
+    shapes, with NaN (per coordinate) and infinite coordinates."""
+    from h4d_fast.ops._collision_numba import vertex_boxes
+
+    g = torch.Generator().manual_seed(3)
+    for B, N in ((1, 3), (5, 17), (9, 1000), (2, 1)):
+        v = torch.randn(B, N, 3, generator=g, dtype=dtype) * 10
+        v[0, N // 2, 1] = float("nan")
+        if B > 1:
+            v[1, 0, 2] = float("inf")
+            v[-1, -1, 0] = -float("inf")
+        ref = torch.cat(v.aminmax(dim=1), -1)
+        got = vertex_boxes(v)
+        assert got.dtype == dtype
+        assert torch.equal(torch.isnan(got), torch.isnan(ref))
+        assert torch.equal(got.nan_to_num(0.0), ref.nan_to_num(0.0))
+    # through kernel_inputs, whose other outputs follow from the boxes
+    v = torch.randn(4, 40, 3, generator=g, dtype=dtype)
+    ki = kernel_inputs(v, v + 0.05, torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 2]]), 16, 0.1, "aligned", dtype)
+    lo, hi = v.amin(1), v.amax(1)
+    assert torch.allclose(ki.center[0], 0.5 * (lo + hi))
+
+
+@needs_numba
 @pytest.mark.parametrize("cell_centers", ["aligned", "reference"])
 @pytest.mark.parametrize("normalize", ["mean", "sum"])
 def test_numba_matches_reference(cell_centers, normalize):

@@ -202,6 +202,17 @@ class KernelInputs:
     off: float  # 0 ("aligned") or 0.5 ("reference") grid-point offset in cells
 
 
+def _vertex_boxes(v: Tensor) -> Tensor:
+    """``[B, N, 3]`` -> ``[B, 6]`` lo, hi per item (NaN propagates): torch's ``aminmax``, or on a CPU
+    with numba the numba backend's one-pass reduction (the same values, ~5x faster there)."""
+    if v.device.type == "cpu" and v.dtype in (torch.float32, torch.float64) and v.shape[1] > 0 \
+            and _backend.why_unavailable("collision_loss", "numba", v.device) is None:
+        from ._collision_numba import vertex_boxes
+
+        return vertex_boxes(v)
+    return torch.cat(v.aminmax(dim=1), -1)
+
+
 def kernel_inputs(
     verts_a: Tensor,
     verts_b: Tensor,
@@ -224,7 +235,7 @@ def kernel_inputs(
     with torch.no_grad():
         keep = keep_float and verts_a.dtype in (torch.float32, torch.float64) and verts_b.dtype in (torch.float32, torch.float64)
         vs = tuple(v.detach().contiguous() if keep else v.detach().to(dtype).contiguous() for v in (verts_a, verts_b))
-        lohi = torch.stack([torch.cat(v.aminmax(dim=1), -1).to(dtype) for v in vs])  # [2, B, 6] (NaN propagates)
+        lohi = torch.stack([_vertex_boxes(v).to(dtype) for v in vs])  # [2, B, 6] (NaN propagates)
         lo, hi = lohi[..., :3], lohi[..., 3:]
         center = 0.5 * (lo + hi)  # [2, B, 3]
         half = pad * 0.5 * (hi - lo).amax(-1)  # [2, B]
