@@ -91,8 +91,8 @@ probe)  # one call: the GPU tests, where a fresh process spends its time, then t
     ;;
 measure)  # issue 13's figures without the test suite (run the GPU tests in another call)
     step bench 330 python3 -m bench --only end_to_end_warm,end_to_end --no-sweep --budget-s 310 --out "$R" --tag measure
-    step fit_profile 120 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work /tmp/h4d_fitprof --json "$R/fit_profile.json"
     step run_many 120 python3 -m bench --only run_many --no-sweep --budget-s 110 --out "$R" --tag measure-many
+    step fit_profile 120 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work /tmp/h4d_fitprof --json "$R/fit_profile.json"
     ;;
 bench)
     step bench 560 python3 -m bench --budget-s 500 --out "$R"
