@@ -137,6 +137,12 @@ class FitConfig:
     iters_stage3: int = _f(60, "optimizer iterations of stage 3 per epoch")
     collision: bool = _f(True, "after the epochs, run the collision stage: stage 3 plus the collision term (2+ people)")
     iters_collision: int = _f(30, "optimizer iterations of the collision stage (full meshes: the costly part)")
+    iters_collision_refine: int = _f(15, "optimizer iterations of the collision stage's follow-up pass on the frames still penetrating "
+                                         "deeper than collision_refine_depth_mm (run only where there are such frames)")
+    collision_refine_depth_mm: float = _f(5.0, "after the collision stage, frames where a vertex still lies deeper than this inside the other "
+                                               "body (exact depth, mm) get a follow-up pass with their collision term weighted "
+                                               "collision_refine_weight times (0: no follow-up pass)")
+    collision_refine_weight: float = _f(10.0, "collision weight multiplier of the deep frames' pairs in the follow-up pass (collision_refine_depth_mm)")
     optimizer: str = _f("lbfgs", "gn: Gauss-Newton / Levenberg-Marquardt with analytic Jacobians (gn_iters_*); "
                                  "lbfgs: LBFGS with strong-Wolfe line search (iters_*); adam", ("gn", "lbfgs", "adam"))
     gradients: str = _f("analytic", "gradients of the first-order optimizers: analytic (a few batched operations per "
@@ -148,6 +154,7 @@ class FitConfig:
     gn_iters_stage2: int = _f(3, "optimizer=gn: steps of stage 2 per epoch")
     gn_iters_stage3: int = _f(10, "optimizer=gn: steps of stage 3 per epoch")
     gn_iters_collision: int = _f(10, "optimizer=gn: steps of the collision stage")
+    gn_iters_collision_refine: int = _f(5, "optimizer=gn: steps of the collision stage's follow-up pass (collision_refine_depth_mm)")
     gn_cg_iters: int = _f(10, "optimizer=gn: conjugate-gradient iterations per step for the frames coupled by the temporal term")
     gn_damping: float = _f(0.1, "optimizer=gn: smallest Levenberg-Marquardt damping (relative to the curvature); smaller converges "
                                 "further into the objective's weakly observed directions (spine, collars, feet), which costs accuracy")

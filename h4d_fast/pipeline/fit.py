@@ -109,6 +109,7 @@ class _Fitter:
         self.faces = fast.faces.to(kp.device)
         self._contact: Tensor | None = None
         self._pairs: tuple[Tensor, Tensor] | None = None
+        self.pair_weight: Tensor | None = None  # [Q] weights of the collision pairs (None: all 1)
         self.evals = 0
         self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
         self._obj = None  # the autograd-free objective (fit.gradients = "analytic"), built on first use
@@ -124,6 +125,16 @@ class _Fitter:
     def contact(self, idx: Tensor | None) -> None:
         self._contact = idx
         self._pairs = None
+        self.pair_weight = None
+
+    def weight_frames(self, frames: Tensor, weight: float) -> None:
+        """Multiply the collision term of the current pairs in ``frames`` by ``weight``
+        (:attr:`pair_weight`, ``[Q]``; the other pairs keep weight 1; reset by setting :attr:`contact`)."""
+        ids, pairs = self.collision_pairs()
+        frame = ids.index_select(0, pairs[:, 0]) // self.P
+        hit = torch.isin(frame, frames)
+        w = torch.ones(pairs.shape[0], dtype=self.kp.dtype, device=self.kp.device)
+        self.pair_weight = torch.where(hit, w * float(weight), w)
 
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
@@ -213,7 +224,7 @@ class _Fitter:
         Models with pose correctives (``posedirs``) take the plain path.
         """
         cfg = self.cfg
-        kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend)
+        kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, pair_weight=self.pair_weight)
         ids, pairs = self.collision_pairs()
         if not torch.is_grad_enabled() or self.fast.posedirs is not None or not cfg.collision_sparse_grad:
             return L.pair_collision_term(self.body_vertices(ids), pairs, self.faces, self.F, **kw)
@@ -425,6 +436,46 @@ class _Fitter:
         self._set_pairs(flat)
         return self.contact
 
+    def deep_frames(self, depth: float) -> Tensor:
+        """Frames of the current contact pairs where a vertex still lies more than ``depth`` (metres)
+        inside the other body, sorted ``[Fd]``.
+
+        Candidates: the vertices the collision op's gradient touches (those whose trilinear sample
+        reads an inside grid point of the partner; one op evaluation); their exact depth in the
+        partner's mesh (:func:`h4d_fast.ops.penetration.inside_depth`: closest triangle and
+        pseudo-normal). Only the candidates are tested (tens to a few hundred vertices per body in a
+        contact), so this costs about one evaluation of the collision term, not the full
+        penetration measure."""
+        from ..ops.penetration import inside_depth
+
+        dev = self.kp.device
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        if not self.collision_active():
+            return empty
+        cfg = self.cfg
+        ids, pairs = self.collision_pairs()
+        with torch.no_grad():
+            V = self.body_vertices(ids)  # [U, N, 3]
+            _, g = L.pair_collision_term_grad(V, pairs, self.faces, self.F, grid_size=int(cfg.collision_grid), backend=cfg.collision_backend)
+            cand = (g != 0).any(-1)  # [U, N]
+            src = torch.cat([pairs[:, 0], pairs[:, 1]])  # both directions: src's vertices inside dst
+            dst = torch.cat([pairs[:, 1], pairs[:, 0]])
+            c = cand.index_select(0, src)  # [R, N]
+            keep = c.any(-1)
+            if not bool(keep.any()):
+                return empty
+            src, dst, c = src[keep], dst[keep], c[keep]
+            counts = c.sum(-1)
+            mc = int(counts.max())
+            order = torch.argsort((~c).to(torch.int8), dim=-1, stable=True)[:, :mc]  # candidates first
+            used = torch.arange(mc, device=dev)[None] < counts[:, None]
+            order = torch.where(used, order, order[:, :1])  # padding repeats a candidate (max unchanged)
+            N = V.shape[1]
+            pts = V.reshape(-1, 3).index_select(0, (src[:, None] * N + order).reshape(-1)).view(-1, mc, 3)
+            d = inside_depth(pts, V.index_select(0, dst), self.faces)  # [R, mc] metres
+            deep = d.amax(-1) > depth
+            return torch.unique(ids.index_select(0, src[deep]) // self.P, sorted=True)
+
     def penetration(self) -> Tensor:
         """Per-frame penetration volume ``[F]`` (cm^3, summed over the contact pairs; 0 on frames
         without one)."""
@@ -452,15 +503,18 @@ def fit_iterations(cfg: FitConfig, num_people: int = 2) -> int:
     its = stage_iterations(cfg)
     total = int(cfg.epochs) * (its[1] + its[2] + its[3])
     if num_people >= 2 and cfg.collision and cfg.w3_collision != 0:
-        total += its["collision"] * (2 if cfg.compare_collision else 1)
+        refine = its["collision_refine"] if float(cfg.collision_refine_depth_mm) > 0 else 0
+        total += (its["collision"] + refine) * (2 if cfg.compare_collision else 1)
     return total
 
 
 def stage_iterations(cfg: FitConfig) -> dict:
     """Iterations of stages 1, 2, 3 and ``"collision"`` for the configured optimizer."""
     if cfg.optimizer == "gn":
-        return {1: int(cfg.gn_iters_stage1), 2: int(cfg.gn_iters_stage2), 3: int(cfg.gn_iters_stage3), "collision": int(cfg.gn_iters_collision)}
-    return {1: int(cfg.iters_stage1), 2: int(cfg.iters_stage2), 3: int(cfg.iters_stage3), "collision": int(cfg.iters_collision)}
+        return {1: int(cfg.gn_iters_stage1), 2: int(cfg.gn_iters_stage2), 3: int(cfg.gn_iters_stage3), "collision": int(cfg.gn_iters_collision),
+                "collision_refine": int(cfg.gn_iters_collision_refine)}
+    return {1: int(cfg.iters_stage1), 2: int(cfg.iters_stage2), 3: int(cfg.iters_stage3), "collision": int(cfg.iters_collision),
+            "collision_refine": int(cfg.iters_collision_refine)}
 
 
 def fit_sequence(
@@ -568,7 +622,8 @@ def _fit_sequence(poses3d: Tensor, body: BodyModel, cfg: FitConfig, device: torc
             rec["epoch"] = e
             stats["stages"].append(rec)
     if coll_on:
-        collision_off = run_collision_stage(fitter, cfg, its["collision"], on_iter, stats, measure=measure_penetration)
+        collision_off = run_collision_stage(fitter, cfg, its["collision"], on_iter, stats, measure=measure_penetration,
+                                            refine_iters=its["collision_refine"])
     stats["kp_error_mm"] = fitter.kp_error_mm()
     stats["iterations"] = int(sum(r["iterations"] for r in stats["stages"]))
     stats["evaluations"] = int(sum(r["evaluations"] for r in stats["stages"]))

@@ -295,6 +295,7 @@ def pair_collision_term(
     faces: Tensor,
     num_frames: int,
     loss_fn: Callable[..., Tensor] | None = None,
+    pair_weight: Tensor | None = None,
     **kwargs,
 ) -> Tensor:
     """The penetration term over a list of body pairs (people present in the same frame and close).
@@ -303,15 +304,20 @@ def pair_collision_term(
         verts: ``[U, N, 3]`` meshes of the bodies (person-frames) that take part.
         pairs: ``[Q, 2]`` long, indices into ``verts`` of the two bodies of each pair.
         faces, num_frames, loss_fn, kwargs: as :func:`collision_term`.
+        pair_weight: optional ``[Q]`` weight of each pair (default 1; the collision stage's
+            follow-up pass raises the pairs still penetrating deeply).
     Returns:
-        scalar: ``sum_pairs collision_loss(V_a, V_b) / (F S_COLL)``.
+        scalar: ``sum_pairs w_pair collision_loss(V_a, V_b) / (F S_COLL)``.
     """
     if loss_fn is None:
         from ..ops.collision import collision_loss as loss_fn
     if pairs.shape[0] == 0:
         return verts.new_zeros(())
     va, vb = verts.index_select(0, pairs[:, 0]), verts.index_select(0, pairs[:, 1])
-    return loss_fn(va, vb, faces, faces, **kwargs).sum() / (max(num_frames, 1) * S_COLL)
+    per_pair = loss_fn(va, vb, faces, faces, **kwargs)
+    if pair_weight is not None:
+        per_pair = per_pair * pair_weight.to(per_pair.dtype)
+    return per_pair.sum() / (max(num_frames, 1) * S_COLL)
 
 
 def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
@@ -324,7 +330,8 @@ def collision_term_grad(verts: Tensor, faces: Tensor, num_frames: int, **kwargs)
     return loss, g.view_as(verts)
 
 
-def pair_collision_term_grad(verts: Tensor, pairs: Tensor, faces: Tensor, num_frames: int, **kwargs) -> tuple[Tensor, Tensor]:
+def pair_collision_term_grad(verts: Tensor, pairs: Tensor, faces: Tensor, num_frames: int, pair_weight: Tensor | None = None,
+                             **kwargs) -> tuple[Tensor, Tensor]:
     """:func:`pair_collision_term` and its gradient with respect to ``verts [U, N, 3]``."""
     from ..ops.collision import collision_loss_grad
 
@@ -333,6 +340,11 @@ def pair_collision_term_grad(verts: Tensor, pairs: Tensor, faces: Tensor, num_fr
         return verts.new_zeros(()), g
     scale = 1.0 / (max(num_frames, 1) * S_COLL)
     loss, ga, gb = collision_loss_grad(verts.index_select(0, pairs[:, 0]), verts.index_select(0, pairs[:, 1]), faces, faces, **kwargs)
+    if pair_weight is not None:
+        pw = pair_weight.to(loss.dtype)
+        loss = loss * pw
+        ga = ga * pw[:, None, None].to(ga.dtype)
+        gb = gb * pw[:, None, None].to(gb.dtype)
     g.index_add_(0, pairs[:, 0], ga)
     g.index_add_(0, pairs[:, 1], gb)
     return loss.sum() * scale, g.mul_(scale)
