@@ -116,7 +116,7 @@ def generator_key() -> str:
     h = hashlib.sha256(repr((PAPER, QUICK, RING_CAMERAS)).encode())
     for fn in (paper_size, base_capture, capture_views, view_subset, write_paper_sequence):
         h.update(inspect.getsource(fn).encode())
-    for rel in expand(("synth/*.py", "body/*.py", "io/*.py", "data.py", "camera.py", "constants.py", "config.py")):
+    for rel in expand(("synth/*.py", "body/*.py", "io/*.py", "data.py", "camera.py", "constants.py")):
         h.update(f"{rel}\0{digests[rel]}\n".encode())
     return h.hexdigest()[:16]
 
