@@ -142,9 +142,6 @@ class FitConfig:
     collision_refine_depth_mm: float = _f(5.0, "after the collision stage, frames where a vertex still lies deeper than this inside the other "
                                                "body (exact depth, mm) get a follow-up pass with their collision term weighted "
                                                "collision_refine_weight times (0: no follow-up pass)")
-    collision_refine_window: int = _f(10, "the follow-up pass keeps the collision term of the contact pairs within this many frames of a "
-                                         "deep frame (their neighbours would sink back into each other without it); the pairs farther away, "
-                                         "settled by the collision stage, are left out of the pass")
     collision_refine_weight: float = _f(10.0, "collision weight multiplier of the deep frames' pairs in the follow-up pass (collision_refine_depth_mm)")
     optimizer: str = _f("lbfgs", "gn: Gauss-Newton / Levenberg-Marquardt with analytic Jacobians (gn_iters_*); "
                                  "lbfgs: LBFGS with strong-Wolfe line search (iters_*); adam", ("gn", "lbfgs", "adam"))

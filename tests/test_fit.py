@@ -280,27 +280,6 @@ def test_deep_frames_finds_the_frames_still_penetrating(body):
     assert fitter.pair_weight is None
 
 
-def test_keep_pairs_near_deep_frames_and_restore(body):
-    """The follow-up pass keeps the pairs within collision_refine_window frames of a deep frame
-    (both sides, several deep frames) and gives the stage's pairs back afterwards."""
-    F = 12
-    fitter = _pair_fitter(body, [0.3] * F)
-    fitter.select_contact(0.1)
-    ids, pairs = fitter.collision_pairs()
-    assert pairs.shape[0] == F
-    before = fitter.collision_pairs()
-    saved = fitter.keep_pairs_near(torch.tensor([2, 9]), 1)
-    ids2, pairs2 = fitter.collision_pairs()
-    assert (ids2[pairs2[:, 0]] // fitter.P).tolist() == [1, 2, 3, 8, 9, 10]
-    fitter.weight_frames(torch.tensor([2, 9]), 10.0)
-    assert fitter.pair_weight.tolist() == [1.0, 10.0, 1.0, 1.0, 10.0, 1.0]
-    fitter.restore_pairs(saved)
-    assert fitter.pair_weight is None and fitter.collision_pairs() is before
-    saved = fitter.keep_pairs_near(torch.tensor([0]), 0)
-    assert (fitter.collision_pairs()[0] // fitter.P).tolist() == [0, 0]
-    fitter.restore_pairs(saved)
-
-
 @pytest.mark.skipif(not _fast_collision_backend(), reason="collision_loss has only its brute-force torch backend here (minutes per frame on CPU)")
 def test_collision_refine_pass_undoes_what_the_stage_leaves_deep(body):
     """Keypoints of deeply overlapping bodies: the collision stage stops at a balance with the

@@ -136,26 +136,6 @@ class _Fitter:
         w = torch.ones(pairs.shape[0], dtype=self.kp.dtype, device=self.kp.device)
         self.pair_weight = torch.where(hit, w * float(weight), w)
 
-    def keep_pairs_near(self, frames: Tensor, window: int) -> tuple[Tensor, Tensor] | None:
-        """Keep only the current collision pairs within ``window`` frames of ``frames`` (sorted
-        ``[Fd]``); returns the previous pairs (give them to :meth:`restore_pairs`). Resets
-        :attr:`pair_weight`."""
-        ids, pairs = self.collision_pairs()
-        before = self._pairs
-        flat = ids[pairs]  # [Q, 2] body ids
-        frame = flat[:, 0] // self.P
-        pos = torch.searchsorted(frames, frame).clamp(max=frames.numel() - 1)  # nearest deep frame at or after
-        prev = (pos - 1).clamp(min=0)
-        gap = torch.minimum((frames[pos] - frame).abs(), (frames[prev] - frame).abs())
-        self._set_pairs(flat[gap <= int(window)])
-        self.pair_weight = None
-        return before
-
-    def restore_pairs(self, pairs: tuple[Tensor, Tensor] | None) -> None:
-        """Undo :meth:`keep_pairs_near` (and its pair weights)."""
-        self._pairs = pairs
-        self.pair_weight = None
-
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
         its pairs ``[Q, 2]`` (indices into ``ids``): those chosen by :meth:`select_contact`, or

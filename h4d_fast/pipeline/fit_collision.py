@@ -73,17 +73,13 @@ def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callab
             deep = fitter.deep_frames(depth)
             stats["refine_frames"] = int(deep.numel())
             if deep.numel():
-                # the contact pairs within collision_refine_window frames of a deep frame keep their
-                # term (alone, the deep frames' neighbours in the sequence would sink back into each
-                # other); the deep frames' pairs weigh more; the pairs farther away, settled by the
-                # stage, are left out (the pass's cost follows the deep frames, not the sequence)
-                saved = fitter.keep_pairs_near(deep, int(cfg.collision_refine_window))
-                stats["refine_pairs"] = int(fitter.collision_pairs()[1].shape[0])
+                # every contact pair keeps its term (alone, the deep frames' neighbours in the
+                # sequence would sink back into each other); the deep frames' pairs weigh more
                 fitter.weight_frames(deep, float(cfg.collision_refine_weight))
                 rec = fitter.run_stage(3, wts, refine_iters, on_iter)
                 rec["epoch"] = "collision-refine"
                 stats["stages"].append(rec)
-                fitter.restore_pairs(saved)
+                fitter.pair_weight = None
                 if collision_off is not None:  # the fit without the term: as many more iterations
                     snap = {k: v.detach().clone() for k, v in fitter.p.items()}
                     for k, v in collision_off.items():
