@@ -90,8 +90,9 @@ probe)  # one call: the GPU tests, where a fresh process spends its time, then t
     step images 270 python3 -m bench --only detect,images_to_meshes --no-sweep --budget-s 240 --out "$R" --tag images
     ;;
 measure)  # issue 13's figures without the test suite (run the GPU tests in another call)
-    step bench 330 python3 -m bench --only end_to_end_warm,end_to_end --no-sweep --budget-s 310 --out "$R" --tag measure
-    step run_many 120 python3 -m bench --only run_many --no-sweep --budget-s 110 --out "$R" --tag measure-many
+    step warm 190 python3 -m bench --only end_to_end_warm --no-sweep --budget-s 180 --out "$R" --tag measure-warm
+    step run_many 110 python3 -m bench --only run_many --no-sweep --budget-s 100 --out "$R" --tag measure-many
+    step fresh 100 python3 -m bench --only end_to_end --no-sweep --budget-s 90 --out "$R" --tag measure-fresh
     step fit_profile 120 python3 -m bench.fit_stage --device cuda --repeats 2 --profile --work /tmp/h4d_fitprof --json "$R/fit_profile.json"
     ;;
 bench)
