@@ -59,8 +59,8 @@ def test_closest_point_features():
     torch.testing.assert_close(q[5], torch.tensor([0.5, 0.5, 0.0]))
 
 
-@pytest.mark.parametrize("method", ["fast", "exact"])
-def test_penetration_of_two_boxes_by_hand(method):
+@pytest.mark.parametrize("method,backend", [("fast", "depth"), ("fast", "grid"), ("exact", "depth")])
+def test_penetration_of_two_boxes_by_hand(method, backend):
     """B's four corners at x = 0.9 lie 0.1 inside A (nearest faces x = 1, y = 0 or 1, z = 0 or 1
     are all 0.1 away); no corner of A is inside B. pen = sum 0.1 * area_B(corner), in cm^3."""
     A = box([0, 0, 0], [1, 1, 1])
@@ -71,12 +71,14 @@ def test_penetration_of_two_boxes_by_hand(method):
     assert inside_depth(A, B, CUBE_F, method).abs().max() == 0
     area_b = vertex_areas(B, CUBE_F)[0]
     expect = float(0.1 * area_b[[0, 3, 4, 7]].sum()) * 1e6
-    got = penetration_volume(A, B, CUBE_F, method=method)
+    if backend == "grid":
+        pytest.importorskip("numba")
+    got = penetration_volume(A, B, CUBE_F, method=method, backend=backend)
     assert float(got[0]) == pytest.approx(expect, rel=1e-9)
     # symmetric in the two people, zero when apart
-    assert float(penetration_volume(B, A, CUBE_F, method=method)[0]) == pytest.approx(expect, rel=1e-9)
+    assert float(penetration_volume(B, A, CUBE_F, method=method, backend=backend)[0]) == pytest.approx(expect, rel=1e-9)
     far = box([3, 0, 0], [4, 1, 1])
-    assert float(penetration_volume(A, far, CUBE_F, method=method)[0]) == 0.0
+    assert float(penetration_volume(A, far, CUBE_F, method=method, backend=backend)[0]) == 0.0
 
 
 def test_fast_inside_test_matches_winding_number_on_bodies(default_body):
@@ -142,6 +144,39 @@ def test_frame_batched_fast_depth_matches_the_per_frame_path(default_body):
         torch.testing.assert_close(d, d_b[i], atol=1e-9, rtol=0)
 
 
+def test_penetration_volume_grid_kernel_matches_depth_path(default_body):
+    """The "auto" measure (the host grid kernel) on posed bodies from overlapping to apart, float32
+    and float64, with a frame holding a NaN vertex (0 from the grid kernel): equal to the brute-force
+    "exact" method where the bodies overlap deeply (measured 14,490.7987 and 17,787.6748 cm^3 both;
+    the "fast" depth path gives 14,011.1 there: deep points whose closest triangle is not among its
+    nearest-vertex candidates), and to the "fast" depth path on the shallow
+    frames (1,828.94 / 51.09 / 0 cm^3 both; rtol 1e-4 as the export test: a vertex whose "fast"
+    depth comes from another nearby triangle differs by its area times a fraction of a mm)."""
+    pytest.importorskip("numba")
+    body, fast = default_body
+    g = torch.Generator().manual_seed(5)
+    B = 6
+    va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
+    vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
+                          torch.tensor([[0.2, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 5, B)[:, None])
+    va[2, 10, 1] = float("nan")
+    for dt in (torch.float32, torch.float64):
+        a, b = va.to(dt), vb.to(dt)
+        want = penetration_volume(a, b, body.faces, backend="depth")
+        got = penetration_volume(a, b, body.faces, backend="grid")
+        assert got.dtype == dt and float(got[2]) == 0.0  # a broken mesh measures nothing (the depth path skips the vertex)
+        assert float(want[0]) > 100 and float(want[-1]) == 0.0
+        torch.testing.assert_close(got[3:], want[3:], rtol=1e-4, atol=1e-3)
+        if dt == torch.float64:
+            exact = penetration_volume(a[:2], b[:2], body.faces, method="exact")
+            torch.testing.assert_close(got[:2], exact, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(penetration_volume(a, b, body.faces), got)  # auto = grid with numba
+    with pytest.raises(ValueError, match="backend"):
+        penetration_volume(va, vb, body.faces, backend="nope")
+    with pytest.raises(ValueError, match="grid"):
+        penetration_volume(va, vb, body.faces, method="exact", backend="grid")
+
+
 @pytest.mark.gpu
 def test_penetration_volume_on_cuda_matches_cpu(default_body):
     body, fast = default_body
@@ -151,10 +186,14 @@ def test_penetration_volume_on_cuda_matches_cpu(default_body):
     vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
                           torch.tensor([[0.25, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 4, B)[:, None])
     va, vb = va.double(), vb.double()
-    cpu = penetration_volume(va, vb, body.faces)
-    gpu = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda()).cpu()
+    cpu = penetration_volume(va, vb, body.faces, backend="depth")
+    gpu = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda(), backend="depth").cpu()
     assert float(cpu[0]) > 100 and float(cpu[-1]) == 0.0  # overlapping .. 1 m apart
     torch.testing.assert_close(gpu, cpu, rtol=1e-6, atol=1e-6)
+    # "auto" on CUDA tensors: the host grid kernel, back on the device
+    auto = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda())
+    assert auto.device.type == "cuda"
+    torch.testing.assert_close(auto.cpu(), penetration_volume(va, vb, body.faces, backend="grid"))
 
 
 def test_numba_fast_depth_matches_the_torch_path(default_body):

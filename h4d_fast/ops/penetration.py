@@ -393,6 +393,7 @@ def penetration_volume(
     faces_b: Tensor | None = None,
     method: str = "fast",
     k: int = 8,
+    backend: str = "auto",
 ) -> Tensor:
     """Two-person interpenetration per frame (module docstring), cm^3.
 
@@ -400,17 +401,53 @@ def penetration_volume(
         verts_a: ``[B, Na, 3]``; verts_b ``[B, Nb, 3]`` (metres, closed meshes).
         faces_a: ``[Ta, 3]``; faces_b ``[Tb, 3]`` (default ``faces_a``).
         method, k: see :func:`inside_depth`.
+        backend: ``"depth"``: :func:`inside_depth` of both sides times the vertex areas;
+            ``"grid"`` (``method="fast"`` only, needs numba): the host's exact grid kernel of the
+            export's contact pass (:func:`_volume_grid_kernel`; tensors on a GPU are copied to the
+            host); ``"auto"``: ``"grid"`` where it can run, else ``"depth"``.
     Returns:
         ``[B]`` cm^3 (no gradient).
     """
     if faces_b is None:
         faces_b = faces_a
+    if backend not in ("auto", "grid", "depth"):
+        raise ValueError(f"backend must be 'auto', 'grid' or 'depth', got {backend!r}")
+    grid_ok = method == "fast" and _numba_depth() is not None
+    if backend == "grid" and not grid_ok:
+        raise ValueError("penetration_volume(backend='grid') needs method='fast' and numba")
+    if backend != "depth" and grid_ok:
+        return _volume_grid_kernel(verts_a, verts_b, faces_a, faces_b)
     with torch.no_grad():
         va, vb = verts_a.detach(), verts_b.detach()
         da = inside_depth(va, vb, faces_b, method, k)  # a's vertices inside b
         db = inside_depth(vb, va, faces_a, method, k)
         vol = _depth_times_area(da, va, faces_a) + _depth_times_area(db, vb, faces_b)
     return vol * 1e6
+
+
+def _volume_grid_kernel(verts_a: Tensor, verts_b: Tensor, faces_a: Tensor, faces_b: Tensor) -> Tensor:
+    """:func:`penetration_volume` by the host's exact grid kernel (the export's contact pass,
+    :func:`h4d_fast.ops._contact_numba.contact_pair_frames` with ``volume``): exact closest triangle
+    and pseudo-normal sign, so the same measure as the ``"fast"`` path (equal to ~1e-5 cm^3 on fitted
+    meshes) at a tenth of its time on a CPU (300 frame pairs: 0.14 s against 2.2 s on one core);
+    tensors on a GPU are copied to the host (the export does the same). A frame with a non-finite
+    vertex gives 0 (a broken mesh; the depth path leaves out that vertex only)."""
+    from ._contact_numba import contact_pair_frames
+
+    dev, dt = verts_a.device, verts_a.dtype
+    with torch.no_grad():
+        va, vb = verts_a.detach().cpu(), verts_b.detach().cpu()
+        if va.dtype not in (torch.float32, torch.float64):
+            va = va.double()
+        vb = vb.to(va.dtype)
+        B = va.shape[0]
+        ok = (torch.isfinite(va).flatten(1).all(1) & torch.isfinite(vb).flatten(1).all(1)).numpy() if B else np.zeros(0, bool)
+        out = np.zeros(B)
+        if ok.any():
+            fa, fb = (f.detach().long().cpu().numpy() for f in (faces_a, faces_b))
+            sa, sb = contact_pair_frames(va.numpy()[ok], vb.numpy()[ok], fa, fb, 0.0, volume=True)
+            out[ok] = sa[4] + sb[4]
+    return torch.from_numpy(out * 1e6).to(device=dev, dtype=dt if dt.is_floating_point else torch.float32)
 
 
 def _depth_times_area(depth: Tensor, verts: Tensor, faces: Tensor) -> Tensor:
