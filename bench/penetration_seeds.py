@@ -69,7 +69,8 @@ def summary(fig: dict[str, np.ndarray]) -> dict[str, float]:
             "depth_p95_mm": float(np.percentile(d, 95))}
 
 
-def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path, compare: bool = False) -> dict[str, Any]:
+def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.device, body, work: Path, compare: bool = False,
+             sets: list[str] | None = None) -> dict[str, Any]:
     from h4d_fast.body.fast import recompute_meshes
     from h4d_fast.synth import make_capture
 
@@ -91,7 +92,8 @@ def one_seed(seed: int, frames: int, cameras: int, run: bool, device: torch.devi
         seq, out = work / f"seq{seed}", work / f"out{seed}"
         write_sequence(seq, cap, gt=gt, scale_transform=meta.get("scale_transform"), meta={"name": f"s{seed}", "fps": 30.0, "body_model": "default"})
         write_ground_truth_contact(seq, cap, gt, meta, load_config(None).contact.contact_mm, device=str(device))
-        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force", *(["--set", "fit.compare_collision=true"] if compare else [])]) == 0
+        assert main(["run", str(seq), "--out", str(out), "--quiet", "--force", *(["--set", "fit.compare_collision=true"] if compare else []),
+                     *[x for kv in (sets or []) for x in ("--set", kv)]]) == 0
         fit = read_smpl_sequence(out / "processed_data")
         fv = torch.as_tensor(np.asarray(fit["vertices"]), device=device)
         rep = evaluate_output(out, seq)
@@ -132,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                                          "and record the collision stage's cost in SMPL-joint MPJPE")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --run: a setting of h4d run (repeatable)")
     a = ap.parse_args(argv)
     from h4d_fast.body import load_body_model
 
@@ -140,12 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
         for s in seed_list(a.seeds):
-            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp), a.compare)
+            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp), a.compare, a.set)
             recs.append(r)
             print(json.dumps(r), flush=True)
             if a.json:
                 a.json.write_text(json.dumps({"frames": a.frames, "seeds": recs}, indent=1))
-    res = {"frames": a.frames, "cameras": a.cameras, "seeds": recs, "gt": distribution(recs, "gt")}
+    res = {"frames": a.frames, "cameras": a.cameras, "set": a.set, "seeds": recs, "gt": distribution(recs, "gt")}
     if a.run:
         res["fit"] = distribution(recs, "fit")
     print(json.dumps({k: v for k, v in res.items() if k != "seeds"}, indent=1))

@@ -173,6 +173,9 @@ class FitConfig:
     collision_grid: int = _f(64, "SDF grid size of the collision op per person and frame (the reference uses 32; "
                                  "its trilinear bleed of about one cell, 2-7 cm, pushes touching people apart and cost "
                                  "~2 mm of joint error on the synthetic demo, 64 under 1 mm)")
+    collision_inside_only: bool = _f(False, "collision stage: only the vertices exactly inside the partner (closest-triangle test on the op's "
+                                             "candidate vertices, every evaluation) carry the term, the value their exact depth (no trilinear "
+                                             "bleed on touching people; costs an exact depth query per evaluation)")
     collision_sparse_grad: bool = _f(True, "collision stage: meshes without autograd, only the vertices the collision term touches re-skinned with it (same gradient, faster)")
     collision_margin: float = _f(0.1, "frames whose two bodies' boxes are farther apart than this (metres) skip the collision term")
     compare_collision: bool = _f(False, "also run the collision stage with the collision weight 0 from the same start and report penetration_reduction")

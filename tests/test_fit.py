@@ -340,3 +340,39 @@ def test_skin_vertices_equals_rows_of_the_full_mesh(body):
     vertex = torch.tensor([0, 17, 500, full.shape[1] - 1, 4000])
     rows = fast.skin_vertices(batch, vertex, GR, Gt, J, be)
     torch.testing.assert_close(rows, full[batch, vertex], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not _fast_collision_backend(), reason="collision_loss has only its brute-force torch backend here (minutes per frame on CPU)")
+def test_inside_only_collision_term_does_not_push_touching_bodies(body):
+    """fit.collision_inside_only: the op's trilinear samples also push vertices outside the
+    partner (the bleed, up to a cell); the inside-only term keeps the op's gradient on exactly the
+    candidate vertices inside the partner (exact test), with their exact depth as its value."""
+    from h4d_fast.ops.penetration import inside_depth
+
+    ds = [0.33, 0.36, 0.385]
+    fitter = _pair_fitter(body, ds)
+    fitter.select_contact(0.1)
+    ids, pairs = fitter.collision_pairs()
+    with torch.no_grad():
+        V = fitter.body_vertices(ids)
+    v = V.view(len(ds), 2, -1, 3)
+    d01, d10 = inside_depth(v[:, 0], v[:, 1], body.faces), inside_depth(v[:, 1], v[:, 0], body.faces)
+    depth = torch.maximum(d01.amax(-1), d10.amax(-1))
+    lg, g = L.pair_collision_term_grad(V, pairs, body.faces, len(ds), grid_size=64)  # the fit's grid
+    li, gi = L.pair_collision_term_grad_inside(V, pairs, body.faces, len(ds), grid_size=64)
+    # where kept, the gradient is the op's; kept exactly on the vertices inside the partner
+    inside = torch.stack([d01 > 0, d10 > 0], 1).view(-1, d01.shape[-1])  # [U, N] (ids are frame * 2 + person)
+    kept = (gi != 0).any(-1)
+    bleed = (g != 0).any(-1) & ~inside  # vertices the op pushes though they are outside the partner
+    assert bool(bleed.any()) and not bool(kept[bleed].any())
+    assert bool(kept.any()) and bool((kept <= inside).all())
+    assert bool((kept == (inside & (g != 0).any(-1))).all())
+    torch.testing.assert_close(gi[kept], g[kept])
+    # the value: the exact depths in the op's units (depth / half box, mean over vertices, / (F S_COLL))
+    from h4d_fast.ops._collision_torch import box_normalization
+
+    half = box_normalization(V)[1].view(len(ds), 2)
+    N = V.shape[1]
+    cand = (g != 0).any(-1).view(len(ds), 2, -1)  # only the op's candidates are tested
+    ref = (((d01 * cand[:, 0]).sum(-1) / half[:, 1] + (d10 * cand[:, 1]).sum(-1) / half[:, 0]) / N).sum() / (len(ds) * L.S_COLL)
+    assert float(li) == pytest.approx(float(ref), rel=1e-4)

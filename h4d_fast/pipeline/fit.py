@@ -226,6 +226,8 @@ class _Fitter:
         cfg = self.cfg
         kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, pair_weight=self.pair_weight)
         ids, pairs = self.collision_pairs()
+        if cfg.collision_inside_only:
+            return self._collision_inside_only(ids, pairs, kw)
         if not torch.is_grad_enabled() or self.fast.posedirs is not None or not cfg.collision_sparse_grad:
             return L.pair_collision_term(self.body_vertices(ids), pairs, self.faces, self.F, **kw)
         with torch.no_grad():
@@ -238,6 +240,18 @@ class _Fitter:
             return lc.detach() + 0.0 * self.p["transl"].sum()
         sur = (g[rows[:, 0], rows[:, 1]] * self.skin_rows(ids, rows)).sum()
         return lc.detach() + sur - sur.detach()
+
+    def _collision_inside_only(self, ids: Tensor, pairs: Tensor, kw: dict) -> Tensor:
+        """``collision_inside_only`` (:func:`~h4d_fast.pipeline.fit_losses.pair_collision_term_grad_inside`)."""
+        with torch.no_grad():
+            value, g = L.pair_collision_term_grad_inside(self.body_vertices(ids), pairs, self.faces, self.F, **kw)
+        if not torch.is_grad_enabled():
+            return value
+        rows = (g != 0).any(-1).nonzero()
+        if rows.shape[0] == 0:
+            return value + 0.0 * self.p["transl"].sum()
+        sur = (g[rows[:, 0], rows[:, 1]] * self.skin_rows(ids, rows)).sum()
+        return value + sur - sur.detach()
 
     def skin_rows(self, ids: Tensor, rows: Tensor) -> Tensor:
         """Differentiable posed vertices ``[R, 3]`` of ``rows [R, 2]`` = (index into ``ids``, vertex)."""

@@ -350,6 +350,48 @@ def pair_collision_term_grad(verts: Tensor, pairs: Tensor, faces: Tensor, num_fr
     return loss.sum() * scale, g.mul_(scale)
 
 
+
+def pair_collision_term_grad_inside(verts: Tensor, pairs: Tensor, faces: Tensor, num_frames: int, pair_weight: Tensor | None = None,
+                                    **kwargs) -> tuple[Tensor, Tensor]:
+    """:func:`pair_collision_term_grad` restricted to the vertices that lie exactly inside the
+    partner (``fit.collision_inside_only``): the op's gradient is kept only on those (the trilinear
+    samples of the inside-only grid also push vertices up to a cell *outside* the partner: the
+    bleed), and the value is their exact depth (closest triangle,
+    :func:`h4d_fast.ops.penetration.inside_depth`) in the op's units (depth / the partner's box
+    half-size, mean over the body's vertices, times the pair weight, ``/ (F S_COLL)``), so that
+    value and gradient vanish together when the bodies only touch. Only the op's candidate
+    vertices (gradient != 0) are tested."""
+    from ..ops._collision_torch import box_normalization
+    from ..ops.penetration import inside_depth
+
+    _, g = pair_collision_term_grad(verts, pairs, faces, num_frames, pair_weight=pair_weight, **kwargs)
+    if pairs.shape[0] == 0:
+        return verts.new_zeros(()), g
+    U, N = verts.shape[:2]
+    dev = verts.device
+    inside = torch.zeros(U, N, dtype=torch.int32, device=dev)  # partners each vertex is inside
+    value = verts.new_zeros((), dtype=torch.float64)
+    pw = pair_weight.double() if pair_weight is not None else torch.ones(pairs.shape[0], dtype=torch.float64, device=dev)
+    cand = (g != 0).any(-1)
+    for src, dst in ((pairs[:, 0], pairs[:, 1]), (pairs[:, 1], pairs[:, 0])):
+        c = cand.index_select(0, src)  # [Q, N]
+        counts = c.sum(-1)
+        mc = int(counts.max())
+        if mc == 0:
+            continue
+        order = torch.argsort((~c).to(torch.int8), dim=-1, stable=True)[:, :mc]  # candidates first
+        used = torch.arange(mc, device=dev)[None] < counts[:, None]
+        pts = torch.gather(verts.index_select(0, src), 1, order[..., None].expand(-1, -1, 3))
+        vd = verts.index_select(0, dst)
+        d = inside_depth(pts, vd, faces).double() * used  # [Q, mc] metres
+        half = box_normalization(vd)[1].double()  # [Q]
+        value = value + (d.sum(-1) / half / N * pw).sum()
+        hit = torch.zeros(pairs.shape[0], N, dtype=torch.bool, device=dev)
+        hit.scatter_(1, order, (d > 0) & used)
+        inside.index_add_(0, src, hit.to(torch.int32))
+    return (value / (max(num_frames, 1) * S_COLL)).to(verts.dtype), g * (inside > 0)[..., None].to(g.dtype)
+
+
 __all__ = [
     "FIT_LIMBS",
     "FIT_LIMB_PAIRS",
@@ -369,6 +411,7 @@ __all__ = [
     "limb_lengths",
     "pair_collision_term",
     "pair_collision_term_grad",
+    "pair_collision_term_grad_inside",
     "pose_reg_loss",
     "shape_prior_loss",
     "symmetry_loss",

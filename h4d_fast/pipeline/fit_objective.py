@@ -300,7 +300,8 @@ class Objective:
             GR, Gt = self.fast.kinematics(jj.rot.index_select(0, ids), J)
             u = self.skin.rest(betas)
             V = self.skin.vertices(GR, Gt, J, u, person, tr)  # [U, N, 3]
-            lc, gv = L.pair_collision_term_grad(V, pairs, f.faces, F, **kw)
+            term = L.pair_collision_term_grad_inside if cfg.collision_inside_only else L.pair_collision_term_grad
+            lc, gv = term(V, pairs, f.faces, F, **kw)
             dpo, dtr = self.skin.pose_gradient(gv, pose_u, GR, Gt, J, u, person)
         gp = gp.index_copy(0, ids, dpo.reshape(-1, NUM_POSE).to(gp.dtype)).view(F, P, NUM_POSE)
         gt = gt.index_copy(0, ids, dtr.reshape(-1, 3).to(gt.dtype)).view(F, P, 3)
