@@ -199,3 +199,41 @@ def test_baseline_compare_limits():
     c = compare({**BASELINE, "identity_swaps": 1})  # 0 swaps must stay 0
     assert c["identity_swaps"]["ok"] is False and c["all_ok"] is False
     assert compare({})["all_ok"] is False  # nothing measured is not a pass
+
+
+def test_paper_sequence_kept_between_runs(tmp_path, monkeypatch):
+    """With $H4D_BENCH_SEQUENCE_CACHE the bench capture is written once and reused by a later run
+    (a new Context, as a new process has), and written again when the generator's code changes."""
+    import torch
+
+    from bench import workloads
+
+    calls = []
+
+    def fake_write(ctx, folder):
+        calls.append(Path(folder))
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "sequence.json").write_text("{}")
+        return {"generator": "test", "seed": ctx.seed}
+
+    monkeypatch.setattr(workloads, "write_paper_sequence", fake_write)
+    monkeypatch.setenv(workloads.SEQUENCE_CACHE_ENV, str(tmp_path / "kept"))
+
+    def run():
+        ctx = Context(device=torch.device("cpu"), quick=True, budget=Budget(1e9))
+        ctx.verbose = False
+        return workloads.paper_sequence(ctx)
+
+    folder, info, secs = run()
+    assert len(calls) == 1 and folder.parent == tmp_path / "kept" and "cached" not in info
+    assert folder.name.endswith(workloads.generator_key()) and (folder / "bench_info.json").is_file()
+    folder2, info2, secs2 = run()
+    assert len(calls) == 1 and folder2 == folder and info2["cached"] == str(folder) and secs2 == 0.0
+    # a half-written folder (no bench_info.json) is written again
+    (folder / "bench_info.json").unlink()
+    run()
+    assert len(calls) == 2
+    # another generator: another folder
+    monkeypatch.setattr(workloads, "generator_key", lambda: "0123456789abcdef")
+    folder3, _, _ = run()
+    assert len(calls) == 3 and folder3 != folder and folder3.name.endswith("0123456789abcdef")
