@@ -97,7 +97,7 @@ def test_kernel_inputs_activity():
 def test_numba_vertex_boxes_equal_aminmax(dtype):
     """kernel_inputs' boxes on a CPU come from the numba reduction: equal to torch.aminmax over random
     shapes, with NaN (per coordinate) and infinite coordinates."""
-    from h4d_fast.ops._collision_numba import vertex_boxes
+    from h4d_fast.ops._collision_bounds import vertex_boxes
 
     g = torch.Generator().manual_seed(3)
     for B, N in ((1, 3), (5, 17), (9, 1000), (2, 1)):
