@@ -144,6 +144,16 @@ def test_frame_batched_fast_depth_matches_the_per_frame_path(default_body):
         torch.testing.assert_close(d, d_b[i], atol=1e-9, rtol=0)
 
 
+def _posed_pairs(fast, B: int, seed: int, step: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``B`` pairs of randomly posed default bodies, the second moved along x by ``step x 0 .. 4``
+    (from overlapping to apart): vertices ``[B, N, 3]`` twice."""
+    g = torch.Generator().manual_seed(seed)
+    va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
+    vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
+                          torch.tensor([[step, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 4, B)[:, None])
+    return va, vb
+
+
 def test_penetration_volume_grid_kernel_matches_depth_path(default_body):
     """The "auto" measure (the host grid kernel) on posed bodies from overlapping to apart, float32
     and float64, with a frame holding a NaN vertex (0 from the grid kernel): equal to the brute-force
@@ -154,11 +164,8 @@ def test_penetration_volume_grid_kernel_matches_depth_path(default_body):
     depth comes from another nearby triangle differs by its area times a fraction of a mm)."""
     pytest.importorskip("numba")
     body, fast = default_body
-    g = torch.Generator().manual_seed(5)
     B = 6
-    va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
-    vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
-                          torch.tensor([[0.2, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 5, B)[:, None])
+    va, vb = _posed_pairs(fast, B, seed=5, step=0.2)
     va[2, 10, 1] = float("nan")
     for dt in (torch.float32, torch.float64):
         a, b = va.to(dt), vb.to(dt)
@@ -180,11 +187,8 @@ def test_penetration_volume_grid_kernel_matches_depth_path(default_body):
 @pytest.mark.gpu
 def test_penetration_volume_on_cuda_matches_cpu(default_body):
     body, fast = default_body
-    g = torch.Generator().manual_seed(2)
     B = 7
-    va, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10), None)
-    vb, _ = fast.vertices(torch.zeros(B, 3), 0.3 * torch.randn(B, 69, generator=g), torch.zeros(B, 10),
-                          torch.tensor([[0.25, 0.0, 0.0]]).expand(B, 3) * torch.linspace(0, 4, B)[:, None])
+    va, vb = _posed_pairs(fast, B, seed=2, step=0.25)
     va, vb = va.double(), vb.double()
     cpu = penetration_volume(va, vb, body.faces, backend="depth")
     gpu = penetration_volume(va.cuda(), vb.cuda(), body.faces.cuda(), backend="depth").cpu()

@@ -51,19 +51,29 @@ def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callab
         meas[0] += time.perf_counter() - t_m
         return pen
 
-    if cfg.compare_collision:  # the measure costs ~1-4 s at 600 frames; h4d run reports the after value only
+    if cfg.compare_collision:  # h4d run leaves the after value to the export and measures nothing here
         stats["penetration_before_cm3"] = float(penetration().mean())
     wts = cfg.stage_weights(3)
-    if cfg.compare_collision and contact.numel():
+
+    def without_collision(start: dict[str, Tensor] | None, n: int, epoch: str) -> dict[str, Tensor]:
+        """``n`` iterations with the collision weight 0 from ``start`` (None: the current parameters),
+        recorded as ``stats["<epoch>_stage"]`` (dashes as underscores); returns where they end, the
+        fitter's parameters restored."""
         snap = {k: v.detach().clone() for k, v in fitter.p.items()}
-        rec = fitter.run_stage(3, {**wts, "collision": 0.0}, iters, on_iter)
-        rec["epoch"] = "collision-off"
-        stats["collision_off_stage"] = rec
+        for k, v in (start or {}).items():
+            fitter.p[k].copy_(v)
+        rec = fitter.run_stage(3, {**wts, "collision": 0.0}, n, on_iter)
+        rec["epoch"] = epoch
+        stats[epoch.replace("-", "_") + "_stage"] = rec
         stats["penetration_without_collision_cm3"] = float(penetration().mean())
         stats["kp_error_without_collision_mm"] = fitter.kp_error_mm()
-        collision_off = {k: v.detach().clone() for k, v in fitter.p.items()}
+        end = {k: v.detach().clone() for k, v in fitter.p.items()}
         for k, v in snap.items():
             fitter.p[k].copy_(v)
+        return end
+
+    if cfg.compare_collision and contact.numel():
+        collision_off = without_collision(None, iters, "collision-off")
     if contact.numel():
         rec = fitter.run_stage(3, wts, iters, on_iter)
         rec["epoch"] = "collision"
@@ -81,17 +91,7 @@ def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callab
                 stats["stages"].append(rec)
                 fitter.pair_weight = None
                 if collision_off is not None:  # the fit without the term: as many more iterations
-                    snap = {k: v.detach().clone() for k, v in fitter.p.items()}
-                    for k, v in collision_off.items():
-                        fitter.p[k].copy_(v)
-                    rec = fitter.run_stage(3, {**wts, "collision": 0.0}, refine_iters, on_iter)
-                    rec["epoch"] = "collision-off-refine"
-                    stats["collision_off_refine_stage"] = rec
-                    stats["penetration_without_collision_cm3"] = float(penetration().mean())
-                    stats["kp_error_without_collision_mm"] = fitter.kp_error_mm()
-                    collision_off = {k: v.detach().clone() for k, v in fitter.p.items()}
-                    for k, v in snap.items():
-                        fitter.p[k].copy_(v)
+                    collision_off = without_collision(collision_off, refine_iters, "collision-off-refine")
     if measure or cfg.compare_collision:
         pen1 = penetration()
         stats["penetration_after_cm3"] = float(pen1.mean())
