@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="with --run: a setting of h4d run (repeatable)")
+    ap.add_argument("--keep", type=Path, help="keep the captures and outputs in this folder (else a temporary one)")
     a = ap.parse_args(argv)
     from h4d_fast.body import load_body_model
 
@@ -142,8 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     body = load_body_model(device=dev)
     recs = []
     with tempfile.TemporaryDirectory() as tmp:
+        if a.keep:
+            a.keep.mkdir(parents=True, exist_ok=True)
         for s in seed_list(a.seeds):
-            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, Path(tmp), a.compare, a.set)
+            r = one_seed(s, a.frames, a.cameras, a.run, dev, body, a.keep or Path(tmp), a.compare, a.set)
             recs.append(r)
             print(json.dumps(r), flush=True)
             if a.json:

@@ -21,10 +21,12 @@ else:  # pragma: no cover
 from .errors import InputError
 
 
-def _f(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    md = {"help": help}
+def _f(default: Any, help: str, choices: tuple[str, ...] | None = None, minimum: float | None = None) -> Any:
+    md: dict[str, Any] = {"help": help}
     if choices:
         md["choices"] = choices
+    if minimum is not None:
+        md["minimum"] = minimum
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: type(d)(d), metadata=md)
     return field(default=default, metadata=md)
@@ -173,6 +175,11 @@ class FitConfig:
     collision_grid: int = _f(64, "SDF grid size of the collision op per person and frame (the reference uses 32; "
                                  "its trilinear bleed of about one cell, 2-7 cm, pushes touching people apart and cost "
                                  "~2 mm of joint error on the synthetic demo, 64 under 1 mm)")
+    collision_field: str = _f("inside", "grid of the collision op: inside (the reference's: depth inside, 0 outside; its trilinear "
+                                        "interpolation reaches up to a cell out of the body) or signed (signed distance, relu of the "
+                                        "sample: no push on touching people)", ("inside", "signed"))
+    collision_clearance_mm: float = _f(0.0, "collision_field=signed: the term counts a vertex from this distance outside the other body on "
+                                             "(mm; the op's margin), so that the surfaces stay about this far apart", minimum=0.0)
     collision_inside_only: bool = _f(False, "collision stage: only the vertices exactly inside the partner (closest-triangle test on the op's "
                                              "candidate vertices, every evaluation) carry the term, the value their exact depth (no trilinear "
                                              "bleed on touching people; costs an exact depth query per evaluation)")
@@ -329,6 +336,9 @@ def _set(cfg: Config, section: str, key: str, value: Any, source: str | Path | N
     choices = f.metadata.get("choices")
     if choices and v not in choices:
         raise InputError(source, f"must be one of {', '.join(choices)}, got {v!r}", field=f"{section}.{key}")
+    lo = f.metadata.get("minimum")
+    if lo is not None and not v >= lo:  # (NaN fails too)
+        raise InputError(source, f"must be >= {lo}, got {v!r}", field=f"{section}.{key}")
     setattr(sec, key, v)
 
 

@@ -168,6 +168,62 @@ def test_sdf_grid_values_are_exact_distances(cell_centers):
     assert phi.shape == (1, G, G, G)
 
 
+@pytest.mark.parametrize("cell_centers", ["aligned", "reference"])
+def test_signed_grid_is_the_signed_distance(cell_centers):
+    # every grid point: |phi| = the distance to the surface (brute force), phi > 0 exactly where the
+    # inside-only grid is positive (the same parity), and the positive part is the inside-only grid
+    v, f = icosphere(2, 0.8, center=(0.0, 0.1, 0.0))
+    G = 12
+    phi, c, s = sdf_grid(v[None], f, G, cell_centers=cell_centers, field="signed")
+    ins = sdf_grid(v[None], f, G, cell_centers=cell_centers)[0]
+    pts = grid_points(G, cell_centers)
+    tri = ((v - c[0]) / s[0])[f][None]
+    dist = R.nearest_triangle_distance(pts, torch.zeros(pts.shape[0], dtype=torch.long), tri)
+    torch.testing.assert_close(phi.reshape(-1).abs(), dist, rtol=0, atol=1e-12)
+    assert torch.equal(phi > 0, ins > 0) and (phi < 0).sum() > 100
+    torch.testing.assert_close(phi.clamp_min(0), ins, rtol=0, atol=0)
+
+
+def _plate_and_probe(gap: float, dtype=torch.float64):
+    """A flat box a (x in [-0.5, 0.5]) and a small icosphere b whose lowest x lies ``gap`` beyond
+    a's +x face (``gap < 0``: |gap| inside), centred on the face, far from its edges."""
+    va, fa = box_mesh((-0.5, -1.0, -1.0), (0.5, 1.0, 1.0), dtype=dtype)
+    vb, fb = icosphere(1, 0.1, dtype=dtype)
+    vb = vb - torch.tensor([float(vb[:, 0].min()) - 0.5 - gap, 0.0, 0.0], dtype=dtype)
+    return va[None], fa, vb[None], fb
+
+
+@pytest.mark.parametrize("gap", [0.004, 0.02])
+def test_signed_field_does_not_bleed_out_of_the_body(gap):
+    # b touches a's face from outside, a fraction of a cell away (cell = 2 * 1.2 / 15 = 0.16): the
+    # inside-only grid's interpolation reads a's inside points, the signed field reads 0 -- until the
+    # margin exceeds the gap
+    va, fa, vb, fb = _plate_and_probe(gap)
+    inside = collision_loss(va, vb, fa, fb, grid_size=16, backend="torch")
+    signed = collision_loss(va, vb, fa, fb, grid_size=16, field="signed", backend="torch")
+    assert float(inside) > 0 and float(signed) == 0.0
+    assert float(collision_loss(va, vb, fa, fb, grid_size=16, field="signed", margin=2 * gap, backend="torch")) > 0
+    assert float(collision_loss(va, vb, fa, fb, grid_size=16, field="signed", margin=0.5 * gap, backend="torch")) == 0.0
+
+
+def test_signed_field_reads_the_exact_depth_near_a_face():
+    # near the middle of a box face the signed distance is linear, so the trilinear sample is exact:
+    # each of b's vertices inside a costs its depth (normalised by a's box), plus the margin
+    va, fa, vb, fb = _plate_and_probe(-0.03)
+    s = 1.2 * 0.5 * 2.0  # a's box half size (pad 1.2, longest side 2)
+    terms = R.collision_terms_torch(va, vb, fa, fb, 16, field="signed")[0][0]  # a's grid at b's vertices
+    depth = (0.5 - vb[0, :, 0]).clamp_min(0)
+    assert (depth > 0).sum() >= 5
+    torch.testing.assert_close(terms, depth / s, rtol=0, atol=1e-12)
+    m = 0.05  # (normalised 0.042: those vertices' cells still have an inside corner)
+    with_m = R.collision_terms_torch(va, vb, fa, fb, 16, field="signed", margin=m)[0][0]
+    # relu(signed distance + m): the vertices outside by more than m read 0 (their cells have no inside
+    # corner, or the sample is below -m); those within m of the face outside count m minus their distance
+    expected = (0.5 - vb[0, :, 0] + m).clamp_min(0) / s
+    assert ((expected > 0) & (depth == 0)).any()
+    torch.testing.assert_close(with_m, expected, rtol=0, atol=1e-12)
+
+
 def test_grid_layout_is_z_y_x():
     # a box elongated along x: phi[b, k, j, i] must vary along i like x
     v, f = box_mesh((-0.5, -0.2, -0.2), (0.5, 0.2, 0.2))
@@ -318,6 +374,12 @@ def test_validation_errors():
         collision_loss(v, v, fa, cell_centers="corner")
     with pytest.raises(ValueError, match="torch backend only"):
         collision_loss(v, v, fa, inside="winding", backend="numba")
+    with pytest.raises(ValueError, match="field"):
+        collision_loss(v, v, fa, field="unsigned")
+    with pytest.raises(ValueError, match="margin must be"):
+        collision_loss(v, v, fa, field="signed", margin=-0.01)
+    with pytest.raises(ValueError, match="margin needs field='signed'"):
+        collision_loss(v, v, fa, margin=0.01)
     with pytest.raises(BackendUnavailable):
         collision_loss(v, v, fa, backend="cupy")
     with pytest.raises(TypeError):

@@ -127,6 +127,42 @@ def test_numba_matches_reference(cell_centers, normalize):
     assert (loss > 0).all()
 
 
+def signed_cases(seed: int = 0, B: int = 6, level: int = 2, dtype=torch.float64, overlap=(-0.02, 0.28)):
+    """Frames for the signed field (``B >= 5``): random depths from a touching to a deep overlap (each
+    frame its own jitter; ``overlap`` along x, normalised units ~ world), a separated frame (1) and a
+    frame with a NaN vertex (4)."""
+    g = torch.Generator().manual_seed(seed)
+    va, fa, vb, fb = sphere_pair(B=B, level=level, depth=0.0, seed=seed, dtype=dtype)
+    shift = torch.rand(B, generator=g, dtype=dtype) * (overlap[1] - overlap[0]) + overlap[0]
+    vb = vb.clone() - torch.stack([shift, 0 * shift, 0 * shift], -1)[:, None]
+    vb[1] += 3.0
+    va = va.clone()
+    va[4, 3, 1] = float("nan")
+    return va, fa, vb, fb
+
+
+@needs_numba
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("margin", [0.0, 0.03])
+def test_numba_matches_reference_signed(seed, margin):
+    G = (12, 15, 19)[seed]  # odd and even grids
+    cc = ("aligned", "reference")[seed % 2]
+    va, fa, vb, fb = signed_cases(seed)
+    loss, ref = compare("numba", va, vb, fa, fb, grid_size=G, cell_centers=cc, field="signed", margin=margin)
+    assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).all()
+    inside = collision_loss(va, vb, fa, fb, grid_size=G, cell_centers=cc, backend="numba")
+    if margin == 0:  # the signed field removes the bleed: never above the inside-only grid's loss here
+        assert (loss <= inside + 1e-12).all()
+
+
+@needs_numba
+def test_numba_signed_float32_and_two_words():
+    va, fa, vb, fb = two_component_pair()
+    compare("numba", va, vb, fa, fb, grid_size=70, field="signed", margin=0.01)
+    va, fa, vb, fb = signed_cases(3, B=5)
+    compare("numba", va, vb, fa, fb, dtype=torch.float32, ref_dtype=torch.float64, grid_size=13, field="signed")
+
+
 @needs_numba
 def test_numba_rows_wider_than_one_word():
     # G = 70: a row's inside bits span two 64-bit words (the parity carried across the boundary)
@@ -232,6 +268,15 @@ def test_triton_matches_reference_tiny():
     assert loss[0] > 0 and loss[1] == 0 and loss[2] == 0
 
 
+@needs_triton
+@pytest.mark.parametrize("margin", [0.0, 0.03])
+def test_triton_matches_reference_signed_tiny(margin):
+    va, fa, vb, fb = signed_cases(1, B=6, level=1, overlap=(0.1, 0.3))
+    loss, _ = compare("triton", va, vb, fa, fb, device=TRITON_DEVICE, dtype=torch.float32, grid_size=9,
+                      field="signed", margin=margin)  # fmt: skip
+    assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).all()
+
+
 def two_component_pair(dtype=torch.float64):
     """Meshes of two small closed components at opposite corners of their boxes: small faces
     relative to the cells even at G = 40 (cheap in the interpreter), and samples at grid x
@@ -302,7 +347,7 @@ def test_cupy_launch_arguments_match_the_cuda_signatures(monkeypatch):
     monkeypatch.setattr(cc.cs, "launch", lambda src, kernel, dev, grid, block, args: calls.append((src, kernel, grid, block, args)))
     monkeypatch.setattr(cc, "_sm_count", lambda index: 2)
     va, fa, vb, fb = sphere_pair(B=2, level=1)
-    ki = kernel_inputs(va, vb, fa, fb, 40, 1.2, "aligned")
+    ki = kernel_inputs(va, vb, fa, fb, 40, 1.2, "aligned", field="signed", margin=0.01)
     cc.run_cupy(ki, True)
     sigs = _cu_signatures()
     assert set(sigs) == {"h4d_collision_raster", "h4d_collision_mark", "h4d_collision_dist", "h4d_collision_sample"}
@@ -339,6 +384,19 @@ def test_gpu_matches_reference_spheres(backend, cell_centers):
     assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).all()
     one, _ = compare(backend, va[:1], vb[:1], fa, fb, device="cuda", dtype=torch.float32, grid_size=32)  # one frame
     assert one.shape == (1,)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["triton", "cupy"])
+@pytest.mark.parametrize("margin", [0.0, 0.01])
+def test_gpu_matches_reference_signed(backend, margin):
+    if backend == "cupy" and not HAS_CUPY:
+        pytest.skip("cupy not installed")
+    va, fa, vb, fb = signed_cases(5, B=8, level=3)
+    loss, _ = compare(backend, va, vb, fa, fb, device="cuda", dtype=torch.float32, grid_size=32, field="signed", margin=margin)
+    assert loss[1] == 0 and loss[4] == 0
+    va, vb, f = _bench_pair(3, "contact")
+    compare(backend, va, vb, f, device="cuda", dtype=torch.float32, grid_size=64, field="signed", margin=margin)
 
 
 @pytest.mark.gpu
@@ -409,11 +467,19 @@ def test_collision_loss_grad_numba(normalize):
 
 def test_collision_loss_grad_torch():
     _grad_case("torch", grid_size=8)
+    _grad_case("torch", grid_size=8, field="signed", margin=0.02)
+
+
+@needs_numba
+def test_collision_loss_grad_numba_signed():
+    _grad_case("numba", grid_size=16, field="signed")
+    _grad_case("numba", dtype=torch.float32, grid_size=17, field="signed", margin=0.02)
 
 
 @needs_triton
 def test_collision_loss_grad_triton_tiny():
     _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8)
+    _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8, field="signed", margin=0.02)
 
 
 @pytest.mark.gpu
@@ -422,3 +488,4 @@ def test_gpu_collision_loss_grad(backend):
     if backend == "cupy" and not HAS_CUPY:
         pytest.skip("cupy not installed")
     _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32)
+    _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32, field="signed", margin=0.01)

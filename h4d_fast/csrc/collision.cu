@@ -22,6 +22,10 @@
 //                         padding) of the needed values, d(sample)/d(vertex), a per-block sum
 //                         (fixed-order tree, deterministic).
 //
+// is_signed (field="signed"): mark sets the bits of all in-range corners of a vertex with an inside
+// corner, dist stores minus the distance at outside grid points, sample keeps relu of the sample
+// (plus margin / s where a corner is inside).
+//
 // Buffers (host side: h4d_fast/ops/_collision_cupy.py): parity and needed bits [2, B, G, G, W] int32
 // (W = ceil(G / 32), zeroed), counters [2], work lists [2, list_cap], cluster AABBs [2, B, 6, CP2]
 // (lo xyz, hi xyz; normalised units), distance cache [2, B, G^3] (only needed entries are written
@@ -182,7 +186,7 @@ extern "C" __global__ void __launch_bounds__(kBlock)
     h4d_collision_mark(const float* __restrict__ q, int n_q, int B, int p, const float* __restrict__ cen,
                        const float* __restrict__ half, const int* __restrict__ act, const int* __restrict__ par,
                        int* __restrict__ need, int* __restrict__ cnt, int* __restrict__ list, long long list_cap,
-                       int G, int W, int nblk) {
+                       int G, int W, int nblk, int is_signed) {
   const int b = blockIdx.x / nblk, blk = blockIdx.x % nblk;
   const long long pb = (long long)p * B + b;
   const int vo = blk * kBlock + threadIdx.x;
@@ -194,13 +198,23 @@ extern "C" __global__ void __launch_bounds__(kBlock)
   if (!(fx > -1.f && fx < (float)G && fy > -1.f && fy < (float)G && fz > -1.f && fz < (float)G)) return;
   const int ix0 = (int)floorf(fx), iy0 = (int)floorf(fy), iz0 = (int)floorf(fz);
   const long long dir = (long long)p * B * G * G * W;
+  bool any_in = false;  // signed field: a vertex with an inside corner needs all its corners
+  if (is_signed) {
+#pragma unroll
+    for (int c = 0; c < 8; ++c) {
+      const int ix = ix0 + (c & 1), iy = iy0 + ((c >> 1) & 1), iz = iz0 + (c >> 2);
+      if (ix < 0 || ix >= G || iy < 0 || iy >= G || iz < 0 || iz >= G) continue;
+      const long long wl = (((long long)b * G + iz) * G + iy) * W + (ix >> 5);
+      any_in = any_in || ((unsigned)par[dir + wl] & (1u << (ix & 31))) != 0u;
+    }
+  }
 #pragma unroll
   for (int c = 0; c < 8; ++c) {
     const int ix = ix0 + (c & 1), iy = iy0 + ((c >> 1) & 1), iz = iz0 + (c >> 2);
     if (ix < 0 || ix >= G || iy < 0 || iy >= G || iz < 0 || iz >= G) continue;
     const long long wl = (((long long)b * G + iz) * G + iy) * W + (ix >> 5);
     const unsigned bit = 1u << (ix & 31);
-    if (!((unsigned)par[dir + wl] & bit)) continue;
+    if (!any_in && !((unsigned)par[dir + wl] & bit)) continue;
     const unsigned old = atomicOr(reinterpret_cast<unsigned*>(need) + dir + wl, bit);
     if (old == 0u) list[p * list_cap + atomicAdd(cnt + p, 1)] = (int)wl;
   }
@@ -211,7 +225,8 @@ extern "C" __global__ void __launch_bounds__(32 * kDistWarps)
                        int p, const float* __restrict__ cen, const float* __restrict__ half,
                        const float* __restrict__ aabb, const int* __restrict__ need, const int* __restrict__ cnt,
                        const int* __restrict__ list, long long list_cap, float* __restrict__ phi,
-                       float* __restrict__ lb_global, float off, int G, int W, int CP2) {
+                       float* __restrict__ lb_global, float off, int G, int W, int CP2,
+                       const int* __restrict__ par, int is_signed) {
   __shared__ float lb_shared[kDistWarps][kMaxSharedClusters];
   const int lane = threadIdx.x & 31, wib = threadIdx.x >> 5;
   const long long gw = (long long)blockIdx.x * kDistWarps + wib, nw = (long long)gridDim.x * kDistWarps;
@@ -222,6 +237,7 @@ extern "C" __global__ void __launch_bounds__(32 * kDistWarps)
   for (long long t = gw; t < n; t += nw) {
     const long long wl = list[p * list_cap + t];
     const unsigned word = (unsigned)need[dir + wl];
+    const unsigned inside_bits = (unsigned)par[dir + wl];  // signed field: the sign of each distance
     const int w = (int)(wl % W);
     long long r = wl / W;
     const int iy = (int)(r % G);
@@ -290,7 +306,10 @@ extern "C" __global__ void __launch_bounds__(32 * kDistWarps)
         for (int o = 16; o > 0; o >>= 1) d2 = fminf(d2, __shfl_xor_sync(h4d::kFullMask, d2, o));
         best = fminf(best, d2);
       }
-      if (lane == 0) phi[((pb * G + iz) * G + iy) * G + ix] = sqrtf(best);
+      if (lane == 0) {
+        const float d = sqrtf(best);
+        phi[((pb * G + iz) * G + iy) * G + ix] = (is_signed && !(inside_bits & (1u << (ix & 31)))) ? -d : d;
+      }
     }
   }
 }
@@ -299,7 +318,8 @@ extern "C" __global__ void __launch_bounds__(kBlock)
     h4d_collision_sample(const float* __restrict__ q, int n_q, int B, int p, const float* __restrict__ cen,
                          const float* __restrict__ half, const int* __restrict__ act, const int* __restrict__ need,
                          const float* __restrict__ phi, float* __restrict__ part, float* __restrict__ grad,
-                         int need_grad, int G, int W, int nblk) {
+                         int need_grad, int G, int W, int nblk, int is_signed, const int* __restrict__ par,
+                         float margin) {
   __shared__ float red[kBlock / 32];
   const int b = blockIdx.x / nblk, blk = blockIdx.x % nblk;
   const long long pb = (long long)p * B + b;
@@ -316,12 +336,14 @@ extern "C" __global__ void __launch_bounds__(kBlock)
       const float x0 = floorf(fx), y0 = floorf(fy), z0 = floorf(fz);
       const float tx = fx - x0, ty = fy - y0, tz = fz - z0;
       const int ix0 = (int)x0, iy0 = (int)y0, iz0 = (int)z0;
+      bool any_in = false;  // signed field: some corner inside
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
         const int dx = c & 1, dy = (c >> 1) & 1, dz = c >> 2;
         const int ix = ix0 + dx, iy = iy0 + dy, iz = iz0 + dz;
         if (ix < 0 || ix >= G || iy < 0 || iy >= G || iz < 0 || iz >= G) continue;
         const long long wl = ((pb * G + iz) * G + iy) * W + (ix >> 5);
+        if (is_signed) any_in = any_in || ((unsigned)par[wl] & (1u << (ix & 31))) != 0u;
         if (!((unsigned)need[wl] & (1u << (ix & 31)))) continue;
         const float ph = phi[((pb * G + iz) * G + iy) * G + ix];
         const float wx = dx ? tx : 1.f - tx, wy = dy ? ty : 1.f - ty, wz = dz ? tz : 1.f - tz;
@@ -329,6 +351,10 @@ extern "C" __global__ void __launch_bounds__(kBlock)
         gx += (dx ? 1.f : -1.f) * wy * wz * ph;
         gy += (dy ? 1.f : -1.f) * wx * wz * ph;
         gz += (dz ? 1.f : -1.f) * wx * wy * ph;
+      }
+      if (is_signed) {
+        if (any_in) val += margin / s;
+        if (!(val > 0.f)) val = gx = gy = gz = 0.f;  // relu of the sample
       }
     }
   }

@@ -56,6 +56,7 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         lb_global = torch.empty(n_dist * DIST_WARPS * c_max, dtype=torch.float32, device=dev)
     i32, ptr = np.int32, cs.ptr
     off = np.float32(ki.off)
+    sgn = i32(int(ki.signed))
 
     for p in (0, 1):
         fc = ki.faces[p]
@@ -69,14 +70,14 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         nblk = _cdiv(q.shape[1], BLOCK)
         cs.launch(SOURCE, "h4d_collision_mark", dev, nblk * B, BLOCK, (
             ptr(q), i32(q.shape[1]), i32(B), i32(p), ptr(ki.center), ptr(ki.half), ptr(ki.active), ptr(par), ptr(need),
-            ptr(cnt), ptr(wlist), np.int64(words), i32(G), i32(W), i32(nblk),
+            ptr(cnt), ptr(wlist), np.int64(words), i32(G), i32(W), i32(nblk), sgn,
         ))  # fmt: skip
     for p in (0, 1):
         fc = ki.faces[p]
         cs.launch(SOURCE, "h4d_collision_dist", dev, n_dist, 32 * DIST_WARPS, (
             ptr(verts[p]), ptr(fc.faces), i32(verts[p].shape[1]), i32(fc.n_clusters), i32(B), i32(p), ptr(ki.center),
             ptr(ki.half), ptr(aabb), ptr(need), ptr(cnt), ptr(wlist), np.int64(words), ptr(phi), ptr(lb_global), off,
-            i32(G), i32(W), i32(CP2),
+            i32(G), i32(W), i32(CP2), ptr(par), sgn,
         ))  # fmt: skip
     sums, grads = [], []
     for p in (0, 1):
@@ -86,7 +87,7 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         grad = torch.empty(B, q.shape[1], 3, dtype=torch.float32, device=dev) if need_grad else None
         cs.launch(SOURCE, "h4d_collision_sample", dev, nblk * B, BLOCK, (
             ptr(q), i32(q.shape[1]), i32(B), i32(p), ptr(ki.center), ptr(ki.half), ptr(ki.active), ptr(need), ptr(phi),
-            ptr(part), ptr(grad), i32(int(need_grad)), i32(G), i32(W), i32(nblk),
+            ptr(part), ptr(grad), i32(int(need_grad)), i32(G), i32(W), i32(nblk), sgn, ptr(par), np.float32(ki.margin),
         ))  # fmt: skip
         sums.append(part.sum(1))
         grads.append(grad)

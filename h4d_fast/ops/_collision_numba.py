@@ -14,7 +14,9 @@ CPU: one task per (frame, direction) in a ``prange``; inside a task
 4. the listed samples are read; an inside corner's distance is computed on first use and
    cached (a ``have`` bit per grid point): exact minimum over all faces by a two-level bound
    search (clusters of 32 faces, super-clusters of 32 clusters, AABBs of both built at the
-   task's first query), so each grid point is evaluated at most once.
+   task's first query), so each grid point is evaluated at most once. With the signed field a
+   sample with an inside corner reads all its corners (minus the distance at outside ones)
+   and adds ``relu`` of its value.
 
 Computed in float64 whatever the input dtype. Tasks whose direction is inactive (invalid
 frame or boxes that do not meet) do nothing.
@@ -222,7 +224,7 @@ def _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb):
 
 
 @njit(cache=True)
-def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need_grad, gout):
+def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, signed, margin, need_grad, gout):
     """Sum over Q's vertices of the owner's phi (and d/dQ into gout). One frame, one direction.
 
     Order of the work: the owner's vertices normalised; the samples that can read an inside
@@ -335,6 +337,15 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
         x0f, y0f, z0f = math.floor(fx), math.floor(fy), math.floor(fz)
         tx, ty, tz = fx - x0f, fy - y0f, fz - z0f
         ix0, iy0, iz0 = int(x0f), int(y0f), int(z0f)
+        if signed:  # a sample whose corners are all outside reads a value <= 0: relu gives 0
+            anyin = False
+            for c in range(8):
+                ix, iy, iz = ix0 + (c & 1), iy0 + ((c >> 1) & 1), iz0 + (c >> 2)
+                if 0 <= ix < G and 0 <= iy < G and 0 <= iz < G and (bits[iz, iy, ix >> 6] >> np.uint64(ix & 63)) & one != 0:
+                    anyin = True
+                    break
+            if not anyin:
+                continue
         val = 0.0
         gx = 0.0
         gy = 0.0
@@ -345,7 +356,8 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             if ix < 0 or ix >= G or iy < 0 or iy >= G or iz < 0 or iz >= G:
                 continue
             w, b = ix >> 6, np.uint64(ix & 63)
-            if (bits[iz, iy, w] >> b) & one == 0:
+            ins = (bits[iz, iy, w] >> b) & one != 0
+            if not ins and not signed:
                 continue  # outside: phi = 0
             flat = (iz * G + iy) * G + ix
             if (have[iz, iy, w] >> b) & one == 0:
@@ -354,7 +366,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
                     have_aabb = True
                 cache[flat] = _nearest(-1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, saabb, n_clusters, cs)
                 have[iz, iy, w] |= one << b
-            ph = cache[flat]
+            ph = cache[flat] if ins else -cache[flat]
             wx = tx if dx else 1.0 - tx
             wy = ty if dy else 1.0 - ty
             wz = tz if dz else 1.0 - tz
@@ -362,6 +374,10 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
             gx += (1.0 if dx else -1.0) * wy * wz * ph
             gy += (1.0 if dy else -1.0) * wx * wz * ph
             gz += (1.0 if dz else -1.0) * wx * wy * ph
+        if signed:
+            val += margin / s
+            if val <= 0.0:
+                continue  # relu: no value, no gradient
         total += val
         if need_grad:
             gout[v, 0] = gx * gscale
@@ -371,7 +387,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, need
 
 
 @njit(parallel=True, cache=True)
-def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, off, need_grad, sums, ga, gb):
+def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, off, signed, margin, need_grad, sums, ga, gb):
     B = va.shape[0]
     for task in prange(2 * B):
         p = task % 2
@@ -380,9 +396,9 @@ def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, of
             continue
         c = center[p, b]
         if p == 0:
-            sums[0, b] = _direction(va[b], fa, nfa, nca, cs, vb[b], c[0], c[1], c[2], half[0, b], G, off, need_grad, gb[b if need_grad else 0])
+            sums[0, b] = _direction(va[b], fa, nfa, nca, cs, vb[b], c[0], c[1], c[2], half[0, b], G, off, signed, margin, need_grad, gb[b if need_grad else 0])
         else:
-            sums[1, b] = _direction(vb[b], fb, nfb, ncb, cs, va[b], c[0], c[1], c[2], half[1, b], G, off, need_grad, ga[b if need_grad else 0])
+            sums[1, b] = _direction(vb[b], fb, nfb, ncb, cs, va[b], c[0], c[1], c[2], half[1, b], G, off, signed, margin, need_grad, ga[b if need_grad else 0])
 
 
 def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -399,7 +415,7 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     with numba.parallel_chunksize(2):
         _forward(
             va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
-            ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, need_grad, sums, ga, gb,
+            ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, ki.signed, float(ki.margin), need_grad, sums, ga, gb,
         )  # fmt: skip
     if not need_grad:
         return torch.from_numpy(sums), None, None

@@ -14,6 +14,19 @@ and per person ``p``:
 3. The *other* person's vertices are normalised into ``p``'s box and sampled trilinearly
    (``grid_sample``, ``align_corners=True``, zero padding). Gradients reach only those vertices.
 
+Field (``field``), not in the reference:
+    ``"inside"`` (the reference): the grid holds the depth at inside points and 0 outside. A
+    sample between an inside and an outside grid point reads a positive value although it may
+    lie outside the mesh (up to a cell away: 3.5 cm at ``G = 64`` for an adult): the
+    interpolation *bleeds* the penetration out of the body, and touching bodies are pushed apart.
+    ``"signed"``: the grid holds the signed distance (depth inside, minus the distance outside)
+    and a sample counts ``relu(sample)``: near the surface the interpolated signed distance
+    crosses zero where the surface is (exactly for a plane), so a vertex outside or touching the
+    other body costs nothing and a vertex inside costs about its depth. ``margin`` ``m`` (world
+    units, converted by the owner's box size) makes it ``relu(sample + m)`` for the samples with
+    at least one inside grid corner (the points whose distance is computed; 0 for the others):
+    a clearance of about ``m`` between the surfaces.
+
 Layout: ``phi[b, k, j, i]`` is the value at ``(x_i, y_j, z_k)`` (``grid_sample``'s ``D, H, W``
 order: ``i`` indexes x, the last dimension).
 
@@ -291,8 +304,10 @@ def sdf_grid_torch(
     pad: float = PAD,
     cell_centers: str = "aligned",
     inside: str = "parity",
+    field: str = "inside",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Inside-only unsigned distance grid of each frame's mesh (brute force, no_grad).
+    """Distance grid of each frame's mesh (brute force, no_grad): inside-only unsigned
+    (``field="inside"``, the reference's) or signed (``"signed"``, module docstring).
 
     Args:
         verts: ``[B, N, 3]`` vertices (detached internally).
@@ -301,9 +316,11 @@ def sdf_grid_torch(
         pad: box enlargement (``s = pad * 0.5 * max side``).
         cell_centers: ``"aligned"`` or ``"reference"`` (module docstring).
         inside: ``"parity"``, ``"reference"`` or ``"winding"`` (module docstring).
+        field: ``"inside"`` or ``"signed"`` (module docstring).
     Returns:
-        phi ``[B, G, G, G]`` (``[b, z, y, x]``, normalised units, 0 outside and in invalid
-        frames), center ``[B, 3]``, half_size ``[B]``.
+        phi ``[B, G, G, G]`` (``[b, z, y, x]``, normalised units; 0 outside (``"inside"``) or
+        minus the distance there (``"signed"``); 0 in invalid frames), center ``[B, 3]``,
+        half_size ``[B]``.
     """
     G = int(grid_size)
     off = 0.5 if cell_centers == "reference" else 0.0
@@ -323,10 +340,15 @@ def sdf_grid_torch(
             raise ValueError(f"sdf_grid: inside must be 'parity', 'reference' or 'winding', got {inside!r}")
         ins &= valid[:, None, None, None]
         phi = torch.zeros(verts.shape[0], G * G * G, dtype=verts.dtype, device=verts.device)
-        idx = ins.view(verts.shape[0], -1).nonzero()  # [M, 2] (frame, flat voxel)
+        # the points whose distance is needed: inside ones, or (signed) every point of a valid frame
+        need = ins if field == "inside" else valid[:, None, None, None].expand_as(ins)
+        idx = need.reshape(verts.shape[0], -1).nonzero()  # [M, 2] (frame, flat voxel)
         if idx.numel():
             pts = _grid_points(G, cell_centers, verts.dtype, verts.device)[idx[:, 1]]
-            phi[idx[:, 0], idx[:, 1]] = nearest_triangle_distance(pts, idx[:, 0], tri)
+            d = nearest_triangle_distance(pts, idx[:, 0], tri)
+            if field == "signed":
+                d = torch.where(ins.reshape(verts.shape[0], -1)[idx[:, 0], idx[:, 1]], d, -d)
+            phi[idx[:, 0], idx[:, 1]] = d
     return phi.view(-1, G, G, G), center, half
 
 
@@ -348,6 +370,28 @@ def sample_phi(phi: Tensor, center: Tensor, half: Tensor, pts: Tensor) -> Tensor
     return out.view(B, N)
 
 
+def any_corner_inside(phi: Tensor, center: Tensor, half: Tensor, pts: Tensor) -> Tensor:
+    """``[B, N]``: some of the 8 grid corners of each point's cell (in range) has ``phi > 0``
+    (the kernels' test: corners ``floor(f)`` and ``floor(f) + 1`` of the grid position ``f``).
+
+    Args:
+        phi: ``[B, G, G, G]``; center ``[B, 3]``; half ``[B]``; pts ``[B, N, 3]``.
+    """
+    B, G = phi.shape[0], phi.shape[-1]
+    with torch.no_grad():
+        u = (pts.detach() - center[:, None, :].to(pts.dtype)) / half[:, None, None].to(pts.dtype)
+        f0 = torch.floor((u + 1.0) * (0.5 * (G - 1)))
+        f0 = torch.nan_to_num(f0, nan=-2.0).clamp(-2, G + 1).long()  # [B, N, 3] (x, y, z)
+        ins = (phi > 0).reshape(B, -1)
+        out = torch.zeros(pts.shape[:2], dtype=torch.bool, device=pts.device)
+        for c in range(8):
+            ix, iy, iz = f0[..., 0] + (c & 1), f0[..., 1] + ((c >> 1) & 1), f0[..., 2] + (c >> 2)
+            ok = (ix >= 0) & (ix < G) & (iy >= 0) & (iy < G) & (iz >= 0) & (iz < G)
+            flat = ((iz * G + iy) * G + ix).clamp(0, G**3 - 1)
+            out |= ok & ins.gather(1, flat)
+    return out
+
+
 def collision_terms_torch(
     verts_a: Tensor,
     verts_b: Tensor,
@@ -357,23 +401,31 @@ def collision_terms_torch(
     pad: float = PAD,
     cell_centers: str = "aligned",
     inside: str = "parity",
+    field: str = "inside",
+    margin: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The two directed terms of each frame, unnormalised.
 
     Returns:
         ``phi_a`` sampled at ``verts_b`` ``[B, Nb]``, ``phi_b`` sampled at ``verts_a``
-        ``[B, Na]`` (both 0 in invalid frames, differentiable w.r.t. the sampled vertices) and
-        valid ``[B]``.
+        ``[B, Na]`` (``relu`` of the samples (plus ``margin``) for ``field="signed"``; both 0 in invalid frames,
+        differentiable w.r.t. the sampled vertices) and valid ``[B]``.
     """
-    phi_a, ca, sa = sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside)
-    phi_b, cb, sb = sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside)
+    phi_a, ca, sa = sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, field)
+    phi_b, cb, sb = sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, field)
     valid = box_normalization(verts_a, pad)[2] & box_normalization(verts_b, pad)[2]
     zero = torch.zeros((), dtype=verts_a.dtype, device=verts_a.device)
     va = torch.where(valid[:, None, None], verts_a, zero)  # invalid frames: 0 value, 0 grad
     vb = torch.where(valid[:, None, None], verts_b, zero)
     phi_a = phi_a * valid[:, None, None, None]
     phi_b = phi_b * valid[:, None, None, None]
-    return sample_phi(phi_a, ca, sa, vb), sample_phi(phi_b, cb, sb, va), valid
+    ta, tb = sample_phi(phi_a, ca, sa, vb), sample_phi(phi_b, cb, sb, va)
+    if field == "signed":
+        if margin:
+            ta = torch.where(any_corner_inside(phi_a, ca, sa, vb), ta + margin / sa[:, None], torch.zeros_like(ta))
+            tb = torch.where(any_corner_inside(phi_b, cb, sb, va), tb + margin / sb[:, None], torch.zeros_like(tb))
+        ta, tb = ta.clamp_min(0), tb.clamp_min(0)
+    return ta, tb, valid
 
 
 def collision_loss_torch(
@@ -386,9 +438,11 @@ def collision_loss_torch(
     cell_centers: str = "aligned",
     normalize: str = "mean",
     inside: str = "parity",
+    field: str = "inside",
+    margin: float = 0.0,
 ) -> Tensor:
     """Per-frame collision loss ``[B]`` (definition: :func:`h4d_fast.ops.collision.collision_loss`)."""
-    ta, tb, _ = collision_terms_torch(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, inside)
+    ta, tb, _ = collision_terms_torch(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, inside, field, margin)
     if normalize == "mean":
         return ta.mean(1) + tb.mean(1)
     return ta.sum(1) + tb.sum(1)

@@ -20,6 +20,10 @@ sampled at the other person ``q``'s vertices) four launches, none of which waits
 ``_sample_kernel``  grid ``(B, cdiv(Nq, BLOCK_V))``: trilinear samples (``align_corners=True``,
     zero padding) of the needed values, a partial sum per program and d(sample)/d(vertex).
 
+``SIGNED`` (``field="signed"``): mark sets the bits of all in-range corners of a vertex with an
+inside corner, dist stores minus the distance at outside points, sample keeps ``relu`` (of the
+sample plus ``margin / s`` where a corner is inside).
+
 Inactive (frame, direction) pairs return at the first load. Scratch: parity + needed bits
 ``2 x [2, B, G, G, W]`` int32 (zeroed), cluster AABBs ``[2, B, 6, CP2]``, the work lists, and the
 distance cache ``[2, B, G^3]`` float32 (never initialised: only entries whose needed bit is set
@@ -226,7 +230,7 @@ def _grid_coords(q_ptr, n_q, b, pb, vo, ok, cen_ptr, half_ptr, G: tl.constexpr):
 @triton.jit
 def _mark_kernel(
     q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, par_ptr, need_ptr, cnt_ptr, list_ptr, list_cap,
-    G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr,
+    G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr, SIGNED: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0)  # frames on axis 0 (no 65535 limit)
     blk = tl.program_id(1)
@@ -239,6 +243,17 @@ def _mark_kernel(
         iy0 = tl.where(ok, tl.floor(fy), 0.0).to(tl.int32)
         iz0 = tl.where(ok, tl.floor(fz), 0.0).to(tl.int32)
         dir_off = (pb - b) * G * G * W  # p * B * G * G * W (int64)
+        anyin = vo < 0  # all false
+        if SIGNED:  # a vertex with an inside corner needs all its corners
+            for c in tl.static_range(8):
+                ix = ix0 + (c & 1)
+                iy = iy0 + ((c >> 1) & 1)
+                iz = iz0 + (c >> 2)
+                okc = ok & (ix >= 0) & (ix < G) & (iy >= 0) & (iy < G) & (iz >= 0) & (iz < G)
+                ix = tl.where(okc, ix, 0)
+                wl = ((b.to(tl.int64) * G + iz) * G + iy) * W + ix // 32
+                pw = tl.load(par_ptr + dir_off + wl, mask=okc, other=0)
+                anyin = anyin | (okc & ((pw & (1 << (ix % 32))) != 0))
         for c in tl.static_range(8):
             ix = ix0 + (c & 1)
             iy = iy0 + ((c >> 1) & 1)
@@ -248,7 +263,7 @@ def _mark_kernel(
             wl = ((b.to(tl.int64) * G + iz) * G + iy) * W + ix // 32  # word index within direction p
             bit = 1 << (ix % 32)
             pw = tl.load(par_ptr + dir_off + wl, mask=okc, other=0)
-            ins = okc & ((pw & bit) != 0)
+            ins = okc & (((pw & bit) != 0) | anyin)
             old = tl.atomic_or(need_ptr + dir_off + wl, bit, mask=ins)
             first = ins & (old == 0)
             slot = tl.atomic_add(cnt_ptr + p + tl.zeros_like(vo), 1, mask=first)
@@ -258,8 +273,8 @@ def _mark_kernel(
 @triton.jit
 def _dist_kernel(
     v_ptr, f_ptr, n_verts, n_clusters, B, p, cen_ptr, half_ptr, aabb_ptr, need_ptr, cnt_ptr, list_ptr, list_cap,
-    phi_ptr, off,
-    G: tl.constexpr, W: tl.constexpr, CS: tl.constexpr, CP2: tl.constexpr, K: tl.constexpr,
+    phi_ptr, off, par_ptr,
+    G: tl.constexpr, W: tl.constexpr, CS: tl.constexpr, CP2: tl.constexpr, K: tl.constexpr, SIGNED: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -272,6 +287,7 @@ def _dist_kernel(
     for t in range(pid, n, nprog):
         wl = tl.load(list_ptr + p * list_cap + t).to(tl.int64)
         word = tl.load(need_ptr + p * B * G * G * W + wl)
+        pword = tl.load(par_ptr + p * B * G * G * W + wl).to(tl.int64) & 0xFFFFFFFF  # inside bits (signed field)
         w = wl % W
         r = wl // W
         iy = r % G
@@ -335,13 +351,16 @@ def _dist_kernel(
                 d2 = tl.where(live, d2, float("inf"))
                 best = tl.minimum(best, tl.min(tl.min(d2, axis=1), axis=0))
                 cur = tl.min(lb, axis=0)
-            tl.store(phi_ptr + ((pb * G + iz) * G + iy) * G + ix, tl.sqrt(best))
+            dist = tl.sqrt(best)
+            if SIGNED:
+                dist = tl.where((pword & low) != 0, dist, -dist)
+            tl.store(phi_ptr + ((pb * G + iz) * G + iy) * G + ix, dist)
 
 
 @triton.jit
 def _sample_kernel(
-    q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, need_ptr, phi_ptr, part_ptr, grad_ptr,
-    G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr, NEED_GRAD: tl.constexpr,
+    q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, need_ptr, phi_ptr, part_ptr, grad_ptr, par_ptr, margin,
+    G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr, NEED_GRAD: tl.constexpr, SIGNED: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0)  # frames on axis 0 (no 65535 limit)
     blk = tl.program_id(1)
@@ -363,6 +382,7 @@ def _sample_kernel(
         iy0 = y0.to(tl.int32)
         iz0 = z0.to(tl.int32)
         val = tl.zeros([BLOCK_V], dtype=tl.float32)
+        anyin = vo < 0  # signed field: some corner inside (all false)
         gx = tl.zeros([BLOCK_V], dtype=tl.float32)
         gy = tl.zeros([BLOCK_V], dtype=tl.float32)
         gz = tl.zeros([BLOCK_V], dtype=tl.float32)
@@ -377,6 +397,9 @@ def _sample_kernel(
             wl = ((pb * G + iz) * G + iy) * W + ix // 32
             mw = tl.load(need_ptr + wl, mask=okc, other=0)
             m = okc & ((mw & (1 << (ix % 32))) != 0)
+            if SIGNED:
+                pw = tl.load(par_ptr + wl, mask=okc, other=0)
+                anyin = anyin | (okc & ((pw & (1 << (ix % 32))) != 0))
             ph = tl.load(phi_ptr + ((pb * G + iz) * G + iy) * G + ix, mask=m, other=0.0)
             if c & 1:
                 wx = tx
@@ -400,6 +423,13 @@ def _sample_kernel(
             gx += sx * wy * wz * ph
             gy += sy * wx * wz * ph
             gz += sz * wx * wy * ph
+        if SIGNED:  # relu of the sample (plus the margin where a corner is inside)
+            val = tl.where(anyin, val + margin / s, val)
+            pos = val > 0.0
+            val = tl.where(pos, val, 0.0)
+            gx = tl.where(pos, gx, 0.0)
+            gy = tl.where(pos, gy, 0.0)
+            gz = tl.where(pos, gz, 0.0)
         tl.store(part_ptr + b * nblk + blk, tl.sum(val, axis=0))
         if NEED_GRAD:
             gs = hg / s
@@ -450,14 +480,14 @@ def run_triton(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None
         q = verts[1 - p]
         _mark_kernel[(B, triton.cdiv(q.shape[1], BLOCK_V))](
             q, q.shape[1], B, p, ki.center, ki.half, ki.active, par, need, cnt, wlist, words,
-            G=G, W=W, BLOCK_V=BLOCK_V, num_warps=4, enable_fp_fusion=False,
+            G=G, W=W, BLOCK_V=BLOCK_V, SIGNED=ki.signed, num_warps=4, enable_fp_fusion=False,
         )  # fmt: skip
     for p in (0, 1):
         fc = ki.faces[p]
         _dist_kernel[(nprog,)](
             verts[p], fc.faces, verts[p].shape[1], fc.n_clusters, B, p, ki.center, ki.half, aabb, need, cnt, wlist,
-            words, phi, ki.off,
-            G=G, W=W, CS=CLUSTER, CP2=CP2, K=DIST_K, num_warps=DIST_WARPS, enable_fp_fusion=True,
+            words, phi, ki.off, par,
+            G=G, W=W, CS=CLUSTER, CP2=CP2, K=DIST_K, SIGNED=ki.signed, num_warps=DIST_WARPS, enable_fp_fusion=True,
         )  # fmt: skip
     sums, grads = [], []
     for p in (0, 1):
@@ -466,8 +496,8 @@ def run_triton(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None
         part = torch.empty(B, nblk, dtype=torch.float32, device=dev)
         grad = torch.empty(B, q.shape[1], 3, dtype=torch.float32, device=dev) if need_grad else part
         _sample_kernel[(B, nblk)](
-            q, q.shape[1], B, p, ki.center, ki.half, ki.active, need, phi, part, grad,
-            G=G, W=W, BLOCK_V=BLOCK_V, NEED_GRAD=need_grad, num_warps=4, enable_fp_fusion=False,
+            q, q.shape[1], B, p, ki.center, ki.half, ki.active, need, phi, part, grad, par, float(ki.margin),
+            G=G, W=W, BLOCK_V=BLOCK_V, NEED_GRAD=need_grad, SIGNED=ki.signed, num_warps=4, enable_fp_fusion=False,
         )  # fmt: skip
         sums.append(part.sum(1))
         grads.append(grad if need_grad else None)

@@ -1,8 +1,9 @@
 """Two-person interpenetration (collision) loss: the public drop-in op.
 
 ``collision_loss(verts_a, verts_b, faces_a, faces_b=None)`` -> ``[B]`` per-frame loss, and
-``sdf_grid(verts, faces)`` -> the reference's inside-only distance grid. The definitions are in
-:mod:`h4d_fast.ops._collision_torch` (the reference every backend is tested against).
+``sdf_grid(verts, faces)`` -> the reference's inside-only distance grid (or, ``field="signed"``,
+the signed one). The definitions are in :mod:`h4d_fast.ops._collision_torch` (the reference
+every backend is tested against).
 
 Backends (one dispatch point, :mod:`h4d_fast.ops._backend`):
 
@@ -35,6 +36,11 @@ Kernel method (all three kernel backends):
 5. Sampling: trilinear interpolation of those values (zero padding, ``align_corners=True``),
    the per-frame sum, and d(sample)/d(vertex) stored for the backward pass (the backward is
    one broadcast multiply).
+
+``field="signed"``: a sample with at least one inside corner marks all its corners in step 3,
+step 4 stores minus the distance at outside points, and step 5 keeps ``relu`` of the sample
+(samples whose corners are all outside read 0 in both fields). The extra work is the outside
+corners of the samples near the surface.
 
 Work for 600 SMPL-sized frame pairs at ``G = 32``: a body fills only ~240 of the 32,768 grid
 points of its box; in a hug-like contact ~40 of them are read per direction and frame (~180 at
@@ -78,6 +84,7 @@ register(Impl("collision_loss", "cupy", "_collision_cupy", "run_cupy", ("cuda",)
 CLUSTER = 32  # faces per cluster of the kernels' nearest-triangle search (one warp)
 _CELL_CENTERS = ("aligned", "reference")
 _INSIDE = ("parity", "reference", "winding")
+FIELDS = ("inside", "signed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +207,8 @@ class KernelInputs:
     active: Tensor  # [2, B] int32, direction p is worth evaluating
     grid_size: int
     off: float  # 0 ("aligned") or 0.5 ("reference") grid-point offset in cells
+    signed: bool = False  # field="signed": signed grid values, relu of the samples
+    margin: float = 0.0  # field="signed": added to the samples with an inside corner (world units)
 
 
 def _vertex_boxes(v: Tensor) -> Tensor:
@@ -223,6 +232,8 @@ def kernel_inputs(
     cell_centers: str,
     dtype: torch.dtype = torch.float32,
     keep_float: bool = False,
+    field: str = "inside",
+    margin: float = 0.0,
 ) -> KernelInputs:
     """Boxes, per-direction activity and face clusters (~25 small torch ops, no host sync).
 
@@ -251,7 +262,7 @@ def kernel_inputs(
         clusters = tuple(face_clusters(f, v[0]) for f, v in zip((faces_a, faces_b), vs))
     return KernelInputs(
         verts=vs, faces=clusters, center=center, half=half, active=active, grid_size=G,
-        off=0.5 if cell_centers == "reference" else 0.0,
+        off=0.5 if cell_centers == "reference" else 0.0, signed=field == "signed", margin=float(margin),
     )  # fmt: skip
 
 
@@ -297,9 +308,11 @@ def kernel_collision_loss(
     normalize: str = "mean",
     compute_dtype: torch.dtype = torch.float32,
     keep_float: bool = False,
+    field: str = "inside",
+    margin: float = 0.0,
 ) -> Tensor:
     """Per-frame loss ``[B]`` through a kernel backend's ``run`` (differentiable)."""
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float)
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float, field, margin)
     if normalize == "mean":
         scale_a, scale_b = 1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]
     else:
@@ -334,6 +347,8 @@ def collision_loss(
     cell_centers: str = "aligned",
     normalize: str = "mean",
     inside: str = "parity",
+    field: str = "inside",
+    margin: float = 0.0,
     backend: str = "auto",
 ) -> Tensor:
     """Interpenetration loss of two meshes per frame (the reference's SDF collision loss).
@@ -345,7 +360,12 @@ def collision_loss(
 
         L(t) = 1/Nb * sum_{v in V_b(t)} phi_a(v) + 1/Na * sum_{v in V_a(t)} phi_b(v)
 
-    (``normalize="mean"``). ``normalize="sum"`` drops the ``1/N`` factors: the reference's
+    (``normalize="mean"``). With ``field="signed"`` the grid holds the signed distance (minus
+    the distance outside) and each sample counts ``relu(phi(v))``: no push on a vertex that
+    only touches the other body (the ``"inside"`` grid's interpolation reaches up to a cell out
+    of the body). ``margin`` ``m > 0`` (signed field only; world units) counts
+    ``relu(phi(v) + m / s)`` for the samples with an inside grid corner (0 for the others): the
+    surfaces are kept about ``m`` apart. ``normalize="sum"`` drops the ``1/N`` factors: the reference's
     ``L_i(t) = (1/N_h) sum_{j != i} sum_{v in V_j} phi_i(v)`` summed over the two people is
     ``collision_loss(..., normalize="sum") / N_h``. Units: box-normalised (a distance divided by
     the owner's box half-size ``s_p = pad * max side / 2``; ~1 m for a standing adult).
@@ -370,13 +390,15 @@ def collision_loss(
         normalize: ``"mean"`` or ``"sum"`` over the sampled vertices (see above).
         inside: ``"parity"`` (default; all backends), ``"reference"`` or ``"winding"``
             (torch backend only), see :mod:`h4d_fast.ops._collision_torch`.
+        field: ``"inside"`` (default, the reference's) or ``"signed"`` (above).
+        margin: clearance of the signed field (world units, ``>= 0``; default 0).
         backend: ``auto``, ``torch``, ``numba``, ``triton`` or ``cupy``.
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
     """
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"collision_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside)
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin)
     if inside != "parity":
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"collision_loss: inside={inside!r} is implemented by the torch backend only")
@@ -387,10 +409,10 @@ def collision_loss(
     else:
         name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
         if name == "torch":
-            loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside)
+            loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside, field, float(margin))
         else:
             loss = kernel_collision_loss(fn, verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize,
-                                         *_kernel_precision(name))
+                                         *_kernel_precision(name), field, float(margin))
     if reduction == "mean":
         return loss.mean() if loss.numel() else loss.sum()
     if reduction == "sum":
@@ -398,7 +420,7 @@ def collision_loss(
     return loss
 
 
-def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside) -> Tensor:
+def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin) -> Tensor:
     """Argument checks of :func:`collision_loss` / :func:`collision_loss_grad`; returns ``faces_b``."""
     _check_verts("verts_a", verts_a)
     _check_verts("verts_b", verts_b)
@@ -420,6 +442,12 @@ def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, 
         raise ValueError(f"collision_loss: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
     if inside not in _INSIDE:
         raise ValueError(f"collision_loss: inside must be one of {_INSIDE}, got {inside!r}")
+    if field not in FIELDS:
+        raise ValueError(f"collision_loss: field must be one of {FIELDS}, got {field!r}")
+    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"collision_loss: margin must be a number >= 0, got {margin!r}")
+    if margin and field != "signed":
+        raise ValueError("collision_loss: margin needs field='signed' (the inside-only grid has no distances outside)")
     return faces_b
 
 
@@ -433,6 +461,8 @@ def collision_loss_grad(
     pad: float = PAD,
     cell_centers: str = "aligned",
     normalize: str = "mean",
+    field: str = "inside",
+    margin: float = 0.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`collision_loss` per frame and its gradient, without autograd.
@@ -443,17 +473,17 @@ def collision_loss_grad(
     backend differentiates itself with autograd. Same values as ``collision_loss`` and its
     backward (tested).
     """
-    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity")
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity", field, margin)
     if verts_a.shape[0] == 0:
         return verts_a.new_zeros(0), torch.zeros_like(verts_a), torch.zeros_like(verts_b)
     name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
     if name == "torch":
         with torch.enable_grad():
             va, vb = verts_a.detach().requires_grad_(True), verts_b.detach().requires_grad_(True)
-            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity")
+            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity", field, float(margin))
             ga, gb = torch.autograd.grad(loss.sum(), (va, vb))
         return loss.detach(), ga, gb
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, *_kernel_precision(name))
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, *_kernel_precision(name), field, float(margin))
     scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
     sums, grad_b, grad_a = fn(ki, True)
     out = torch.promote_types(verts_a.dtype, verts_b.dtype)
@@ -468,15 +498,16 @@ def sdf_grid(
     pad: float = PAD,
     cell_centers: str = "aligned",
     inside: str = "parity",
+    field: str = "inside",
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The reference's inside-only distance grid (torch, brute force, no gradient).
+    """The reference's inside-only distance grid, or the signed one (torch, brute force, no gradient).
 
     Args:
         verts: ``[B, N, 3]``; faces ``[F, 3]`` int.
-        grid_size, pad, cell_centers, inside: see :func:`collision_loss`.
+        grid_size, pad, cell_centers, inside, field: see :func:`collision_loss`.
     Returns:
-        phi ``[B, G, G, G]`` indexed ``[b, z, y, x]`` (normalised units; 0 outside the mesh and
-        in invalid frames), center ``[B, 3]`` and half_size ``[B]`` of the boxes
+        phi ``[B, G, G, G]`` indexed ``[b, z, y, x]`` (normalised units; 0 outside the mesh
+        (``field="signed"``: minus the distance) and 0 in invalid frames), center ``[B, 3]`` and half_size ``[B]`` of the boxes
         (``u = (x - center) / half_size`` maps world points to ``[-1, 1]^3``).
     """
     _check_verts("verts", verts)
@@ -485,4 +516,6 @@ def sdf_grid(
         raise ValueError(f"sdf_grid: grid_size must be an int >= 2, got {grid_size!r}")
     if cell_centers not in _CELL_CENTERS:
         raise ValueError(f"sdf_grid: cell_centers must be one of {_CELL_CENTERS}, got {cell_centers!r}")
-    return sdf_grid_torch(verts, faces, grid_size, float(pad), cell_centers, inside)
+    if field not in FIELDS:
+        raise ValueError(f"sdf_grid: field must be one of {FIELDS}, got {field!r}")
+    return sdf_grid_torch(verts, faces, grid_size, float(pad), cell_centers, inside, field)

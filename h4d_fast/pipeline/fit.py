@@ -136,6 +136,13 @@ class _Fitter:
         w = torch.ones(pairs.shape[0], dtype=self.kp.dtype, device=self.kp.device)
         self.pair_weight = torch.where(hit, w * float(weight), w)
 
+    def collision_kw(self) -> dict[str, Any]:
+        """The collision op's arguments of the collision term (:func:`~h4d_fast.pipeline.fit_losses.pair_collision_term`)."""
+        cfg = self.cfg
+        signed = cfg.collision_field == "signed"
+        return dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, field=cfg.collision_field,
+                    margin=float(cfg.collision_clearance_mm) * 1e-3 if signed else 0.0, pair_weight=self.pair_weight)
+
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
         its pairs ``[Q, 2]`` (indices into ``ids``): those chosen by :meth:`select_contact`, or
@@ -224,7 +231,7 @@ class _Fitter:
         Models with pose correctives (``posedirs``) take the plain path.
         """
         cfg = self.cfg
-        kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, pair_weight=self.pair_weight)
+        kw = self.collision_kw()
         ids, pairs = self.collision_pairs()
         if cfg.collision_inside_only:
             return self._collision_inside_only(ids, pairs, kw)

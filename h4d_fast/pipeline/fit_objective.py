@@ -281,7 +281,7 @@ class Objective:
         B = F * P
         ids, pairs = f.collision_pairs()
         person = ids % P
-        kw = dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, pair_weight=f.pair_weight)
+        kw = f.collision_kw()
         gp = pose.new_zeros(B, NUM_POSE)
         gt = pose.new_zeros(B, 3)
         pose_u = pose.reshape(B, NUM_POSE).index_select(0, ids)
