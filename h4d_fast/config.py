@@ -180,6 +180,9 @@ class FitConfig:
                                         "sample: no push on touching people)", ("inside", "signed"))
     collision_clearance_mm: float = _f(0.0, "collision_field=signed: the term counts a vertex from this distance outside the other body on "
                                              "(mm; the op's margin), so that the surfaces stay about this far apart", minimum=0.0)
+    collision_refine_field: str = _f("inside", "the collision op's field in the follow-up pass (collision_refine_depth_mm): inside (it sees "
+                                              "penetrations of thin parts that the signed field's interpolation misses) or signed",
+                                     ("inside", "signed"))
     collision_inside_only: bool = _f(False, "collision stage: only the vertices exactly inside the partner (closest-triangle test on the op's "
                                              "candidate vertices, every evaluation) carry the term, the value their exact depth (no trilinear "
                                              "bleed on touching people; costs an exact depth query per evaluation)")

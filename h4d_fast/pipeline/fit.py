@@ -110,6 +110,7 @@ class _Fitter:
         self._contact: Tensor | None = None
         self._pairs: tuple[Tensor, Tensor] | None = None
         self.pair_weight: Tensor | None = None  # [Q] weights of the collision pairs (None: all 1)
+        self.collision_field: str | None = None  # the collision op's field (None: cfg.collision_field)
         self.evals = 0
         self._gn = None  # the Gauss-Newton solver (optimizer "gn"), built on first use
         self._obj = None  # the autograd-free objective (fit.gradients = "analytic"), built on first use
@@ -139,9 +140,9 @@ class _Fitter:
     def collision_kw(self) -> dict[str, Any]:
         """The collision op's arguments of the collision term (:func:`~h4d_fast.pipeline.fit_losses.pair_collision_term`)."""
         cfg = self.cfg
-        signed = cfg.collision_field == "signed"
-        return dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, field=cfg.collision_field,
-                    margin=float(cfg.collision_clearance_mm) * 1e-3 if signed else 0.0, pair_weight=self.pair_weight)
+        field = self.collision_field or cfg.collision_field
+        return dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, field=field,
+                    margin=float(cfg.collision_clearance_mm) * 1e-3 if field == "signed" else 0.0, pair_weight=self.pair_weight)
 
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and

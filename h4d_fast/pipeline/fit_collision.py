@@ -86,10 +86,12 @@ def run_collision_stage(fitter: Any, cfg: FitConfig, iters: int, on_iter: Callab
                 # every contact pair keeps its term (alone, the deep frames' neighbours in the
                 # sequence would sink back into each other); the deep frames' pairs weigh more
                 fitter.weight_frames(deep, float(cfg.collision_refine_weight))
+                fitter.collision_field = cfg.collision_refine_field
                 rec = fitter.run_stage(3, wts, refine_iters, on_iter)
                 rec["epoch"] = "collision-refine"
                 stats["stages"].append(rec)
                 fitter.pair_weight = None
+                fitter.collision_field = None
                 if collision_off is not None:  # the fit without the term: as many more iterations
                     collision_off = without_collision(collision_off, refine_iters, "collision-off-refine")
     if measure or cfg.compare_collision:
