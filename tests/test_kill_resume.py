@@ -179,6 +179,25 @@ def test_run_many_killed_mid_capture_then_rerun_is_identical(many_root, tmp_path
     assert_same(out, snapshot(ref))
 
 
+def test_run_many_rerun_removes_a_dead_runs_partial_of_a_finished_sequence(many_root, tmp_path):
+    """A ``--force`` run killed after it began ``b`` but before ``b`` committed leaves
+    ``.h4d-partial/b`` beside ``b``'s still current output (which of the two workers got how far
+    depends on timing, so this builds that state directly): the rerun skips ``b`` and removes the
+    obsolete partial folder."""
+    root, ref = many_root
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    stale = out / ".h4d-partial" / "b" / ".h4d"
+    stale.mkdir(parents=True)
+    (stale / "RUN_ID").write_text("a-dead-run\n")
+    r = _cli(["run-many", str(root), "--out", str(out), *MANY])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "run_many.json").read_text())
+    assert {s["sequence"]: s["status"] for s in summary["sequences"]} == {"a": "skipped", "b": "skipped"}
+    assert not (out / ".h4d-partial").exists()
+    assert_same(out, snapshot(ref))
+
+
 def test_run_many_killed_inside_a_commit_then_rerun_is_identical(many_root, tmp_path):
     """``--force`` over finished outputs, killed in the commit of ``a`` after the old output was
     moved aside and before the new one took its place: the rerun recomputes ``a`` (from the

@@ -27,6 +27,7 @@ from .many_jobs import (
     TransientError,
     commit,
     discard_failed,
+    discard_obsolete_partial,
     is_transient,
     one_line,
     setup_partial,
@@ -63,6 +64,7 @@ def prepare(job: Job, ctx: Context, load: Callable[[Path], Any] | None = None) -
             done, why = skip_reason(job, ctx.cfg_hash, pre.fingerprint)
             if done:
                 pre.skip_note = why
+                discard_obsolete_partial(job)
                 return pre
         pre.capture = (load or _load)(job.seq)
     except KeyboardInterrupt:

@@ -313,6 +313,15 @@ def commit(job: Job, marker: dict) -> None:
         _rmtree(old)
 
 
+def discard_obsolete_partial(job: Job) -> None:
+    """A sequence skipped because its finished output is current: a partial folder of it can only
+    be a dead run's (``--force`` killed before that sequence committed; the invocation's lock
+    rules out a live one), and nothing in it is needed any more: remove it, so that the output
+    folder holds what an uninterrupted run leaves."""
+    if job.partial.exists() or job.partial.is_symlink():
+        _rmtree(job.partial)
+
+
 def discard_failed(job: Job) -> None:
     """After a failure: keep the partial folder only if it holds stage caches to resume from."""
     part = job.partial
