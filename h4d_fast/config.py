@@ -177,12 +177,13 @@ class FitConfig:
                                  "~2 mm of joint error on the synthetic demo, 64 under 1 mm)")
     collision_field: str = _f("inside", "grid of the collision op: inside (the reference's: depth inside, 0 outside; its trilinear "
                                         "interpolation reaches up to a cell out of the body) or signed (signed distance, relu of the "
-                                        "sample: no push on touching people)", ("inside", "signed"))
-    collision_clearance_mm: float = _f(0.0, "collision_field=signed: the term counts a vertex from this distance outside the other body on "
+                                        "sample: no push on touching people) or exact (the vertex's exact signed distance where the "
+                                        "grid sees it; numba and torch backends)", ("inside", "signed", "exact"))
+    collision_clearance_mm: float = _f(0.0, "collision_field=signed or exact: the term counts a vertex from this distance outside the other body on "
                                              "(mm; the op's margin), so that the surfaces stay about this far apart", minimum=0.0)
     collision_refine_field: str = _f("inside", "the collision op's field in the follow-up pass (collision_refine_depth_mm): inside (it sees "
                                               "penetrations of thin parts that the signed field's interpolation misses) or signed",
-                                     ("inside", "signed"))
+                                     ("inside", "signed", "exact"))
     collision_inside_only: bool = _f(False, "collision stage: only the vertices exactly inside the partner (closest-triangle test on the op's "
                                              "candidate vertices, every evaluation) carry the term, the value their exact depth (no trilinear "
                                              "bleed on touching people; costs an exact depth query per evaluation)")

@@ -224,6 +224,24 @@ def test_signed_field_reads_the_exact_depth_near_a_face():
     torch.testing.assert_close(with_m, expected, rtol=0, atol=1e-12)
 
 
+def test_exact_field_reads_each_vertex_exact_signed_distance():
+    # a sphere probe half inside a sphere owner (curved: the trilinear sample is not exact there):
+    # every vertex whose cell has an inside corner costs its own exact signed distance + margin
+    va, fa = icosphere(2, 0.5)
+    vb, fb = icosphere(1, 0.12, center=(0.5, 0.05, 0.02))
+    m = 0.01
+    s = 1.2 * 0.5 * float(va[:, 0].max() - va[:, 0].min())  # a's box half size (a sphere: the same along each axis)
+    terms = R.collision_terms_torch(va[None], vb[None], fa, fb, 16, field="exact", margin=m)[0][0]
+    tri = va[fa]
+    d = R.point_triangle_dist2(vb[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2]).amin(-1).sqrt()
+    sd = torch.where(convex_inside_depth(vb, va, fa) > 0, d, -d)
+    phi, c, half = sdf_grid(va[None], fa, 16)
+    mask = R.any_corner_inside(phi, c, half, vb[None])[0]
+    assert float(half[0]) == pytest.approx(s)
+    torch.testing.assert_close(terms, torch.where(mask, (sd + m).clamp_min(0) / s, torch.zeros_like(sd)), rtol=0, atol=1e-12)
+    assert int((terms > 0).sum()) >= 10 and bool(((sd > 0) <= mask).all())  # every inside vertex is seen here
+
+
 def test_grid_layout_is_z_y_x():
     # a box elongated along x: phi[b, k, j, i] must vary along i like x
     v, f = box_mesh((-0.5, -0.2, -0.2), (0.5, 0.2, 0.2))
@@ -380,6 +398,8 @@ def test_validation_errors():
         collision_loss(v, v, fa, field="signed", margin=-0.01)
     with pytest.raises(ValueError, match="margin needs field='signed'"):
         collision_loss(v, v, fa, margin=0.01)
+    with pytest.raises(ValueError, match="field='exact' is implemented by the torch and numba backends"):
+        collision_loss(v, v, fa, field="exact", backend="triton")
     with pytest.raises(BackendUnavailable):
         collision_loss(v, v, fa, backend="cupy")
     with pytest.raises(TypeError):

@@ -156,6 +156,30 @@ def test_numba_matches_reference_signed(seed, margin):
 
 
 @needs_numba
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("margin", [0.0, 0.03])
+def test_numba_matches_reference_exact(seed, margin):
+    G = (12, 15, 19)[seed]
+    cc = ("aligned", "reference")[seed % 2]
+    va, fa, vb, fb = signed_cases(seed)
+    loss, _ = compare("numba", va, vb, fa, fb, grid_size=G, cell_centers=cc, field="exact", margin=margin)
+    assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).all()
+
+
+@needs_numba
+def test_numba_exact_box_edges_and_float32():
+    # a box owner: the closest features of the probe's vertices include its edges and corners (the
+    # pseudo-normal's edge and vertex cases); float32 vertices against the float64 reference
+    va, fa = box_mesh((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5))
+    vb, fb = icosphere(1, 0.15)
+    shifts = torch.tensor([[0.55, 0.55, 0.0], [0.55, 0.55, 0.55], [0.6, 0.0, 0.0], [0.52, -0.43, 0.31]], dtype=va.dtype)
+    VA, VB = va[None].expand(4, -1, -1).contiguous(), vb[None] + shifts[:, None]
+    loss, _ = compare("numba", VA, VB, fa, fb, grid_size=14, field="exact", margin=0.02)
+    assert (loss > 0).all()
+    compare("numba", VA, VB, fa, fb, dtype=torch.float32, ref_dtype=torch.float64, grid_size=14, field="exact")
+
+
+@needs_numba
 def test_numba_signed_float32_and_two_words():
     va, fa, vb, fb = two_component_pair()
     compare("numba", va, vb, fa, fb, grid_size=70, field="signed", margin=0.01)
@@ -190,8 +214,12 @@ def test_numba_nearest_face_two_level_search_is_exact():
     tri = v.double()[f.long()]
     cp, _ = closest_point_triangle(q[:, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2])
     brute = (q[:, None] - cp).norm(dim=-1).amin(1)
-    got = torch.tensor([_nearest(*map(float, x), P, faces, aabb, saabb, fc.n_clusters, CLUSTER) for x in q], dtype=torch.float64)
+    res = [_nearest(*map(float, x), P, faces, aabb, saabb, fc.n_clusters, CLUSTER) for x in q]
+    got = torch.tensor([r[0] for r in res], dtype=torch.float64)
     torch.testing.assert_close(got, brute, rtol=1e-9, atol=1e-12)
+    # the returned slot is a face at that distance (its original index: fc.order)
+    d_slot = (q - cp[torch.arange(q.shape[0]), fc.order[[r[1] for r in res]]]).norm(dim=-1)
+    torch.testing.assert_close(d_slot, brute, rtol=1e-9, atol=1e-12)
 
 
 @needs_numba
@@ -468,11 +496,13 @@ def test_collision_loss_grad_numba(normalize):
 def test_collision_loss_grad_torch():
     _grad_case("torch", grid_size=8)
     _grad_case("torch", grid_size=8, field="signed", margin=0.02)
+    _grad_case("torch", grid_size=8, field="exact", margin=0.02)
 
 
 @needs_numba
-def test_collision_loss_grad_numba_signed():
+def test_collision_loss_grad_numba_signed_and_exact():
     _grad_case("numba", grid_size=16, field="signed")
+    _grad_case("numba", grid_size=16, field="exact", margin=0.02)
     _grad_case("numba", dtype=torch.float32, grid_size=17, field="signed", margin=0.02)
 
 

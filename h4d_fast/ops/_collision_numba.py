@@ -16,7 +16,11 @@ CPU: one task per (frame, direction) in a ``prange``; inside a task
    search (clusters of 32 faces, super-clusters of 32 clusters, AABBs of both built at the
    task's first query), so each grid point is evaluated at most once. With the signed field a
    sample with an inside corner reads all its corners (minus the distance at outside ones)
-   and adds ``relu`` of its value.
+   and adds ``relu`` of its value. With the exact field such a sample instead adds ``relu`` of
+   its own exact signed distance: the same nearest-face search run at the vertex, the side from
+   the closest feature's angle-weighted pseudo-normal (face, edge: the two faces' normals,
+   vertex: its faces' normals weighted by their angles there), the gradient along the
+   direction to the closest point.
 
 Computed in float64 whatever the input dtype. Tasks whose direction is inactive (invalid
 frame or boxes that do not meet) do nothing.
@@ -134,8 +138,9 @@ def _pt_tri_d2(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
 
 
 @njit(cache=True, inline="always")
-def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best):
-    """Smallest squared distance to the faces of cluster ``c`` that is below ``best`` (else ``best``)."""
+def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best, arg):
+    """Smallest squared distance to the faces of cluster ``c`` if below ``best`` and its face slot
+    (else ``best``, ``arg``)."""
     for f in range(c * cs, c * cs + cs):
         i0, i1, i2 = faces[f, 0], faces[f, 1], faces[f, 2]
         d2 = _pt_tri_d2(
@@ -143,7 +148,8 @@ def _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best):
         )
         if d2 < best:
             best = d2
-    return best
+            arg = f
+    return best, arg
 
 
 SUPER = 32  # clusters per super-cluster of the two-level nearest-face search
@@ -160,7 +166,7 @@ def _box_d2(box, qx, qy, qz):
 
 @njit(cache=True)
 def _nearest(qx, qy, qz, Pn, faces, aabb, saabb, n_clusters, cs):
-    """Exact distance to the nearest face, by a two-level bound search.
+    """Exact distance to the nearest face and that face's slot, by a two-level bound search.
 
     Clusters (``cs`` faces, Morton order) are grouped by ``SUPER`` consecutive ones into
     super-clusters with their own AABBs. The super-cluster with the lowest bound is searched first
@@ -187,17 +193,101 @@ def _nearest(qx, qy, qz, Pn, faces, aabb, saabb, n_clusters, cs):
         if d < m:
             m = d
             cmin = c
-    best = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, best)
+    best, arg = _cluster_d2(qx, qy, qz, Pn, faces, cmin, cs, best, 0)
     for c in range(c0, c1):
         if c != cmin and _box_d2(aabb[c], qx, qy, qz) < best:
-            best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
+            best, arg = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best, arg)
     for t in range(n_super):
         if t == smin or _box_d2(saabb[t], qx, qy, qz) >= best:
             continue
         for c in range(t * SUPER, min(t * SUPER + SUPER, n_clusters)):
             if _box_d2(aabb[c], qx, qy, qz) < best:
-                best = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best)
-    return math.sqrt(best)
+                best, arg = _cluster_d2(qx, qy, qz, Pn, faces, c, cs, best, arg)
+    return math.sqrt(best), arg
+
+
+@njit(cache=True, inline="always")
+def _closest_feature(px, py, pz, ax, ay, az, bx, by, bz, cx, cy, cz):
+    """Closest point of a triangle and its feature (0/1/2 vertex a/b/c, 3/4/5 edge ab/bc/ca, 6
+    interior), Ericson's cascade as :func:`_pt_tri_d2`."""
+    abx, aby, abz = bx - ax, by - ay, bz - az
+    acx, acy, acz = cx - ax, cy - ay, cz - az
+    apx, apy, apz = px - ax, py - ay, pz - az
+    d1 = _dot(abx, aby, abz, apx, apy, apz)
+    d2 = _dot(acx, acy, acz, apx, apy, apz)
+    if d1 <= 0 and d2 <= 0:
+        return ax, ay, az, 0
+    bpx, bpy, bpz = px - bx, py - by, pz - bz
+    d3 = _dot(abx, aby, abz, bpx, bpy, bpz)
+    d4 = _dot(acx, acy, acz, bpx, bpy, bpz)
+    if d3 >= 0 and d4 <= d3:
+        return bx, by, bz, 1
+    vc = d1 * d4 - d3 * d2
+    if vc <= 0 and d1 >= 0 and d3 <= 0:
+        t = d1 / (d1 - d3) if d1 != d3 else 0.0
+        return ax + t * abx, ay + t * aby, az + t * abz, 3
+    cpx, cpy, cpz = px - cx, py - cy, pz - cz
+    d5 = _dot(abx, aby, abz, cpx, cpy, cpz)
+    d6 = _dot(acx, acy, acz, cpx, cpy, cpz)
+    if d6 >= 0 and d5 <= d6:
+        return cx, cy, cz, 2
+    vb = d5 * d2 - d1 * d6
+    if vb <= 0 and d2 >= 0 and d6 <= 0:
+        t = d2 / (d2 - d6) if d2 != d6 else 0.0
+        return ax + t * acx, ay + t * acy, az + t * acz, 5
+    va = d3 * d6 - d5 * d4
+    if va <= 0 and (d4 - d3) >= 0 and (d5 - d6) >= 0:
+        den = (d4 - d3) + (d5 - d6)
+        t = (d4 - d3) / den if den != 0 else 0.0
+        return bx + t * (cx - bx), by + t * (cy - by), bz + t * (cz - bz), 4
+    den = va + vb + vc
+    v = vb / den if den != 0 else 0.0
+    w = vc / den if den != 0 else 0.0
+    return ax + v * abx + w * acx, ay + v * aby + w * acy, az + v * abz + w * acz, 6
+
+
+@njit(cache=True, inline="always")
+def _unit_normal(Pn, forig, f):
+    """Unit normal of original face ``f`` (0 for a degenerate face)."""
+    i0, i1, i2 = forig[f, 0], forig[f, 1], forig[f, 2]
+    ex, ey, ez = Pn[i1, 0] - Pn[i0, 0], Pn[i1, 1] - Pn[i0, 1], Pn[i1, 2] - Pn[i0, 2]
+    gx, gy, gz = Pn[i2, 0] - Pn[i0, 0], Pn[i2, 1] - Pn[i0, 1], Pn[i2, 2] - Pn[i0, 2]
+    nx, ny, nz = ey * gz - ez * gy, ez * gx - ex * gz, ex * gy - ey * gx
+    n = math.sqrt(nx * nx + ny * ny + nz * nz)
+    if n == 0:
+        return 0.0, 0.0, 0.0
+    return nx / n, ny / n, nz / n
+
+
+@njit(cache=True)
+def _pseudo_normal(Pn, forig, adj, v2f, f, feat):
+    """Angle-weighted pseudo-normal (Baerentzen & Aanaes) of feature ``feat`` of original face ``f``."""
+    if feat == 6:
+        return _unit_normal(Pn, forig, f)
+    if feat >= 3:  # edge ab / bc / ca: the two faces' normals
+        ax, ay, az = _unit_normal(Pn, forig, f)
+        bx, by, bz = _unit_normal(Pn, forig, adj[f, feat - 3])
+        return ax + bx, ay + by, az + bz
+    vid = forig[f, feat]
+    nx = ny = nz = 0.0
+    for j in range(v2f.shape[1]):
+        g = v2f[vid, j]
+        if g < 0:
+            break
+        k = 0 if forig[g, 0] == vid else (1 if forig[g, 1] == vid else 2)
+        o1, o2 = forig[g, (k + 1) % 3], forig[g, (k + 2) % 3]
+        e1x, e1y, e1z = Pn[o1, 0] - Pn[vid, 0], Pn[o1, 1] - Pn[vid, 1], Pn[o1, 2] - Pn[vid, 2]
+        e2x, e2y, e2z = Pn[o2, 0] - Pn[vid, 0], Pn[o2, 1] - Pn[vid, 1], Pn[o2, 2] - Pn[vid, 2]
+        l1 = math.sqrt(e1x * e1x + e1y * e1y + e1z * e1z)
+        l2 = math.sqrt(e2x * e2x + e2y * e2y + e2z * e2z)
+        if l1 == 0 or l2 == 0:
+            continue
+        ang = math.acos(min(1.0, max(-1.0, (e1x * e2x + e1y * e2y + e1z * e2z) / (l1 * l2))))
+        ux, uy, uz = _unit_normal(Pn, forig, g)
+        nx += ang * ux
+        ny += ang * uy
+        nz += ang * uz
+    return nx, ny, nz
 
 
 @njit(cache=True)
@@ -224,7 +314,8 @@ def _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb):
 
 
 @njit(cache=True)
-def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, signed, margin, need_grad, gout):
+def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, signed, margin, need_grad, gout,
+               exact, order, forig, adj, v2f):
     """Sum over Q's vertices of the owner's phi (and d/dQ into gout). One frame, one direction.
 
     Order of the work: the owner's vertices normalised; the samples that can read an inside
@@ -346,6 +437,31 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
                     break
             if not anyin:
                 continue
+        if exact:  # the vertex's own signed distance (no grid value read)
+            if not have_aabb:
+                _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb)
+                have_aabb = True
+            d, slot = _nearest(qx, qy, qz, Pn, faces, aabb, saabb, n_clusters, cs)
+            f = order[slot]
+            i0, i1, i2 = forig[f, 0], forig[f, 1], forig[f, 2]
+            px, py, pz, feat = _closest_feature(qx, qy, qz, Pn[i0, 0], Pn[i0, 1], Pn[i0, 2], Pn[i1, 0], Pn[i1, 1], Pn[i1, 2],
+                                                Pn[i2, 0], Pn[i2, 1], Pn[i2, 2])  # fmt: skip
+            nx, ny, nz = _pseudo_normal(Pn, forig, adj, v2f, f, feat)
+            dx, dy, dz = qx - px, qy - py, qz - pz
+            inside = dx * nx + dy * ny + dz * nz < 0
+            val = (d if inside else -d) + margin / s
+            if val <= 0.0:
+                continue
+            total += val
+            if need_grad:  # d(sd)/dv: towards the inside, along the closest-point direction (else -n)
+                if d > 0:
+                    sg = (1.0 if inside else -1.0) / (d * s)
+                    gout[v, 0], gout[v, 1], gout[v, 2] = dx * sg, dy * sg, dz * sg
+                else:
+                    nn = math.sqrt(nx * nx + ny * ny + nz * nz) * s
+                    if nn > 0:
+                        gout[v, 0], gout[v, 1], gout[v, 2] = -nx / nn, -ny / nn, -nz / nn
+            continue
         val = 0.0
         gx = 0.0
         gy = 0.0
@@ -364,7 +480,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
                 if not have_aabb:
                     _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb)
                     have_aabb = True
-                cache[flat] = _nearest(-1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, saabb, n_clusters, cs)
+                cache[flat] = _nearest(-1.0 + (ix + off) * h, -1.0 + (iy + off) * h, -1.0 + (iz + off) * h, Pn, faces, aabb, saabb, n_clusters, cs)[0]
                 have[iz, iy, w] |= one << b
             ph = cache[flat] if ins else -cache[flat]
             wx = tx if dx else 1.0 - tx
@@ -387,7 +503,8 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
 
 
 @njit(parallel=True, cache=True)
-def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, off, signed, margin, need_grad, sums, ga, gb):
+def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, off, signed, margin, need_grad, sums, ga, gb,
+             exact, oa, ob, foa, fob, adja, adjb, v2fa, v2fb):
     B = va.shape[0]
     for task in prange(2 * B):
         p = task % 2
@@ -396,9 +513,29 @@ def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, of
             continue
         c = center[p, b]
         if p == 0:
-            sums[0, b] = _direction(va[b], fa, nfa, nca, cs, vb[b], c[0], c[1], c[2], half[0, b], G, off, signed, margin, need_grad, gb[b if need_grad else 0])
+            sums[0, b] = _direction(va[b], fa, nfa, nca, cs, vb[b], c[0], c[1], c[2], half[0, b], G, off, signed, margin, need_grad, gb[b if need_grad else 0],
+                                    exact, oa, foa, adja, v2fa)
         else:
-            sums[1, b] = _direction(vb[b], fb, nfb, ncb, cs, va[b], c[0], c[1], c[2], half[1, b], G, off, signed, margin, need_grad, ga[b if need_grad else 0])
+            sums[1, b] = _direction(vb[b], fb, nfb, ncb, cs, va[b], c[0], c[1], c[2], half[1, b], G, off, signed, margin, need_grad, ga[b if need_grad else 0],
+                                    exact, ob, fob, adjb, v2fb)
+
+
+_NO_TOPOLOGY = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros((1, 3), np.int64),
+                np.zeros((1, 3), np.int64), np.zeros((1, 3), np.int64), np.zeros((1, 1), np.int64), np.zeros((1, 1), np.int64))
+
+
+def _exact_topology(ki: KernelInputs) -> tuple[np.ndarray, ...]:
+    """The exact field's arrays per person: slot -> original face, the original faces, the face
+    across each edge and vertex -> faces (:func:`h4d_fast.ops.mesh_geometry._topology`, cached)."""
+    from .mesh_geometry import _topology
+
+    out: list[np.ndarray] = []
+    tops = [_topology(fc.original, v.shape[1]) for fc, v in zip(ki.faces, ki.verts)]
+    out += [fc.order.numpy() for fc in ki.faces]
+    out += [t.faces.numpy() for t in tops]
+    out += [t.edge_adj.numpy() for t in tops]
+    out += [t.v2f.numpy() for t in tops]
+    return tuple(out)
 
 
 def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
@@ -412,10 +549,12 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
     gb = np.zeros((B, vb.shape[1], 3) if need_grad else (1, 1, 3), vb.dtype)
     # small dynamic chunks: frames cost very different amounts (contact or not), and a thread that
     # shares its core with another process must not hold back the others with a fixed share
+    topo = _exact_topology(ki) if ki.exact else _NO_TOPOLOGY
     with numba.parallel_chunksize(2):
         _forward(
             va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
             ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, ki.signed, float(ki.margin), need_grad, sums, ga, gb,
+            ki.exact, *topo,
         )  # fmt: skip
     if not need_grad:
         return torch.from_numpy(sums), None, None

@@ -26,6 +26,9 @@ Field (``field``), not in the reference:
     units, converted by the owner's box size) makes it ``relu(sample + m)`` for the samples with
     at least one inside grid corner (the points whose distance is computed; 0 for the others):
     a clearance of about ``m`` between the surfaces.
+    ``"exact"``: the same samples (at least one inside grid corner) count ``relu(sd(v) + m)``
+    with ``sd`` the exact signed distance of the vertex itself to the owner's surface (here:
+    brute-force closest triangle, inside by the generalized winding number), in box units.
 
 Layout: ``phi[b, k, j, i]`` is the value at ``(x_i, y_j, z_k)`` (``grid_sample``'s ``D, H, W``
 order: ``i`` indexes x, the last dimension).
@@ -262,22 +265,28 @@ def inside_reference_rays(tri: Tensor, grid_size: int, cell_centers: str) -> Ten
     return out.view(B, G, G, G)
 
 
-def inside_winding(tri: Tensor, grid_size: int, cell_centers: str) -> Tensor:
-    """Generalized winding number > 1/2 (sum of signed solid angles / 4 pi)."""
+def winding_inside(pts: Tensor, tri: Tensor) -> Tensor:
+    """``[B, P]`` generalized winding number > 1/2 (sum of signed solid angles / 4 pi, Van
+    Oosterom-Strackee) of points ``pts [B or 1, P, 3]`` w.r.t. triangles ``tri [B, F, 3, 3]``."""
     B, F = tri.shape[:2]
-    pts = _grid_points(grid_size, cell_centers, tri.dtype, tri.device)
-    out = torch.zeros(B, pts.shape[0], dtype=torch.bool, device=tri.device)
+    out = torch.zeros(B, pts.shape[1], dtype=torch.bool, device=tri.device)
     step = _chunk(tri.device, B * F)
-    for p0 in range(0, pts.shape[0], step):
-        o = pts[None, p0 : p0 + step, None, :]
+    for p0 in range(0, pts.shape[1], step):
+        o = pts[:, p0 : p0 + step, None, :]
         a, b, c = (tri[:, None, :, k] - o for k in range(3))  # [B, P, F, 3]
         la, lb, lc = a.norm(dim=-1), b.norm(dim=-1), c.norm(dim=-1)
         num = _dot(a, torch.cross(b, c, dim=-1))
         den = la * lb * lc + _dot(a, b) * lc + _dot(b, c) * la + _dot(c, a) * lb
         wn = torch.atan2(num, den).sum(-1) / (2 * math.pi)
         out[:, p0 : p0 + step] = wn.abs() > 0.5
+    return out
+
+
+def inside_winding(tri: Tensor, grid_size: int, cell_centers: str) -> Tensor:
+    """Generalized winding number > 1/2 at the grid points, ``[B, G, G, G]``."""
+    pts = _grid_points(grid_size, cell_centers, tri.dtype, tri.device)
     G = grid_size
-    return out.view(B, G, G, G)
+    return winding_inside(pts[None], tri).view(tri.shape[0], G, G, G)
 
 
 def nearest_triangle_distance(pts: Tensor, frame: Tensor, tri: Tensor) -> Tensor:
@@ -392,6 +401,25 @@ def any_corner_inside(phi: Tensor, center: Tensor, half: Tensor, pts: Tensor) ->
     return out
 
 
+def exact_terms(pts: Tensor, verts: Tensor, faces: Tensor, half: Tensor, mask: Tensor, margin: float) -> Tensor:
+    """``relu(sd(p) + margin) / half`` of the points ``pts [B, N, 3]`` where ``mask [B, N]``, else 0;
+    ``sd`` the exact signed distance to the mesh ``verts [B, M, 3]`` (brute force; > 0 inside by the
+    winding number). Differentiable w.r.t. ``pts``."""
+    out = pts.new_zeros(pts.shape[:2])
+    f = faces.long()
+    for b in mask.any(1).nonzero()[:, 0].tolist():
+        idx = mask[b].nonzero()[:, 0]
+        p = pts[b, idx]
+        tri = verts[b].detach()[f]  # [T, 3, 3]
+        d2 = torch.cat([point_triangle_dist2(p[i : i + 256, None], tri[None, :, 0], tri[None, :, 1], tri[None, :, 2]).amin(-1)
+                        for i in range(0, p.shape[0], 256)])  # fmt: skip
+        d = d2.sqrt()
+        inside = winding_inside(p.detach()[None], tri[None])[0]
+        sd = torch.where(inside, d, -d)
+        out = out.index_put((torch.full_like(idx, b), idx), ((sd + margin) / half[b]).clamp_min(0))
+    return out
+
+
 def collision_terms_torch(
     verts_a: Tensor,
     verts_b: Tensor,
@@ -411,14 +439,19 @@ def collision_terms_torch(
         ``[B, Na]`` (``relu`` of the samples (plus ``margin``) for ``field="signed"``; both 0 in invalid frames,
         differentiable w.r.t. the sampled vertices) and valid ``[B]``.
     """
-    phi_a, ca, sa = sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, field)
-    phi_b, cb, sb = sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, field)
+    grid_field = "inside" if field == "exact" else field  # (the exact field reads the grid for its mask only)
+    phi_a, ca, sa = sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, grid_field)
+    phi_b, cb, sb = sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, grid_field)
     valid = box_normalization(verts_a, pad)[2] & box_normalization(verts_b, pad)[2]
     zero = torch.zeros((), dtype=verts_a.dtype, device=verts_a.device)
     va = torch.where(valid[:, None, None], verts_a, zero)  # invalid frames: 0 value, 0 grad
     vb = torch.where(valid[:, None, None], verts_b, zero)
     phi_a = phi_a * valid[:, None, None, None]
     phi_b = phi_b * valid[:, None, None, None]
+    if field == "exact":
+        ta = exact_terms(vb, torch.where(valid[:, None, None], verts_a, zero), faces_a, sa, any_corner_inside(phi_a, ca, sa, vb) & valid[:, None], margin)
+        tb = exact_terms(va, torch.where(valid[:, None, None], verts_b, zero), faces_b, sb, any_corner_inside(phi_b, cb, sb, va) & valid[:, None], margin)
+        return ta, tb, valid
     ta, tb = sample_phi(phi_a, ca, sa, vb), sample_phi(phi_b, cb, sb, va)
     if field == "signed":
         if margin:

@@ -84,7 +84,8 @@ register(Impl("collision_loss", "cupy", "_collision_cupy", "run_cupy", ("cuda",)
 CLUSTER = 32  # faces per cluster of the kernels' nearest-triangle search (one warp)
 _CELL_CENTERS = ("aligned", "reference")
 _INSIDE = ("parity", "reference", "winding")
-FIELDS = ("inside", "signed")
+FIELDS = ("inside", "signed", "exact")
+EXACT_BACKENDS = ("torch", "numba")  # field="exact"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,12 +143,15 @@ class FaceClusters:
 
     ``faces`` ``[C * CLUSTER, 3]`` int32 (the last cluster padded by repeating its last face;
     the padding is used for distances, never for parity), ``n_faces`` the real count ``F``,
-    ``n_clusters`` ``C``.
+    ``n_clusters`` ``C``, ``order`` ``[C * CLUSTER]`` int64: the index in the original faces
+    tensor of each slot, ``original`` ``[F, 3]`` int64 the faces in their own order.
     """
 
     faces: Tensor
     n_faces: int
     n_clusters: int
+    order: Tensor
+    original: Tensor
 
 
 def _spread10(x: Tensor) -> Tensor:
@@ -185,7 +189,7 @@ def face_clusters(faces: Tensor, ref_verts: Tensor, cluster: int = CLUSTER) -> F
         F = faces.shape[0]
         C = -(-F // cluster)
         perm = torch.cat([perm, perm[-1:].expand(C * cluster - F)])
-        fc = FaceClusters(fl[perm].to(torch.int32).contiguous(), F, C)
+        fc = FaceClusters(fl[perm].to(torch.int32).contiguous(), F, C, perm.contiguous(), fl.contiguous())
     _CLUSTER_CACHE[key] = (faces, fc)
     while len(_CLUSTER_CACHE) > 16:
         _CLUSTER_CACHE.popitem(last=False)
@@ -207,7 +211,8 @@ class KernelInputs:
     active: Tensor  # [2, B] int32, direction p is worth evaluating
     grid_size: int
     off: float  # 0 ("aligned") or 0.5 ("reference") grid-point offset in cells
-    signed: bool = False  # field="signed": signed grid values, relu of the samples
+    signed: bool = False  # field="signed" or "exact": signed grid values, relu of the samples
+    exact: bool = False  # field="exact": the sampled vertex's exact signed distance instead of the trilinear sample
     margin: float = 0.0  # field="signed": added to the samples with an inside corner (world units)
 
 
@@ -262,7 +267,7 @@ def kernel_inputs(
         clusters = tuple(face_clusters(f, v[0]) for f, v in zip((faces_a, faces_b), vs))
     return KernelInputs(
         verts=vs, faces=clusters, center=center, half=half, active=active, grid_size=G,
-        off=0.5 if cell_centers == "reference" else 0.0, signed=field == "signed", margin=float(margin),
+        off=0.5 if cell_centers == "reference" else 0.0, signed=field != "inside", exact=field == "exact", margin=float(margin),
     )  # fmt: skip
 
 
@@ -365,7 +370,11 @@ def collision_loss(
     only touches the other body (the ``"inside"`` grid's interpolation reaches up to a cell out
     of the body). ``margin`` ``m > 0`` (signed field only; world units) counts
     ``relu(phi(v) + m / s)`` for the samples with an inside grid corner (0 for the others): the
-    surfaces are kept about ``m`` apart. ``normalize="sum"`` drops the ``1/N`` factors: the reference's
+    surfaces are kept about ``m`` apart. ``field="exact"``: the same samples count
+    ``relu(sd(v) + m / s)`` with ``sd`` the *exact* signed distance of the vertex to the other
+    mesh (closest triangle; inside by the closest feature's angle-weighted pseudo-normal), so
+    neither the inside grid's bleed nor the signed grid's under-estimate inside thin convex
+    parts (``h^2 / 8R``) enters; its gradient is the direction to the closest surface point. ``normalize="sum"`` drops the ``1/N`` factors: the reference's
     ``L_i(t) = (1/N_h) sum_{j != i} sum_{v in V_j} phi_i(v)`` summed over the two people is
     ``collision_loss(..., normalize="sum") / N_h``. Units: box-normalised (a distance divided by
     the owner's box half-size ``s_p = pad * max side / 2``; ~1 m for a standing adult).
@@ -390,8 +399,9 @@ def collision_loss(
         normalize: ``"mean"`` or ``"sum"`` over the sampled vertices (see above).
         inside: ``"parity"`` (default; all backends), ``"reference"`` or ``"winding"``
             (torch backend only), see :mod:`h4d_fast.ops._collision_torch`.
-        field: ``"inside"`` (default, the reference's) or ``"signed"`` (above).
-        margin: clearance of the signed field (world units, ``>= 0``; default 0).
+        field: ``"inside"`` (default, the reference's), ``"signed"`` or ``"exact"`` (above;
+            ``"exact"``: torch and numba backends).
+        margin: clearance of the signed and exact fields (world units, ``>= 0``; default 0).
         backend: ``auto``, ``torch``, ``numba``, ``triton`` or ``cupy``.
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
@@ -407,7 +417,7 @@ def collision_loss(
     if verts_a.shape[0] == 0:
         loss = verts_a.sum((1, 2)) * 0 + verts_b.sum((1, 2)) * 0  # [0], keeps the graph
     else:
-        name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
+        name, fn = _dispatch(verts_a.device, backend, field)
         if name == "torch":
             loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside, field, float(margin))
         else:
@@ -446,9 +456,22 @@ def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, 
         raise ValueError(f"collision_loss: field must be one of {FIELDS}, got {field!r}")
     if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
         raise ValueError(f"collision_loss: margin must be a number >= 0, got {margin!r}")
-    if margin and field != "signed":
-        raise ValueError("collision_loss: margin needs field='signed' (the inside-only grid has no distances outside)")
+    if margin and field == "inside":
+        raise ValueError("collision_loss: margin needs field='signed' or 'exact' (the inside-only grid has no distances outside)")
     return faces_b
+
+
+def _dispatch(device: torch.device, backend: str, field: str) -> tuple[str, Callable]:
+    """The collision op's backend; ``field="exact"`` has the torch and numba backends only."""
+    if field == "exact":
+        req = (backend or "auto").lower()
+        if req not in ("auto",) + EXACT_BACKENDS:
+            raise ValueError(f"collision_loss: field='exact' is implemented by the {' and '.join(EXACT_BACKENDS)} backends, not {backend!r}")
+        if req == "auto":
+            if device.type != "cpu":
+                raise ValueError("collision_loss: field='exact' runs on CPU tensors (numba) or with backend='torch'")
+            backend = "numba" if _backend.why_unavailable("collision_loss", "numba", device) is None else "torch"
+    return _backend.dispatch("collision_loss", device, backend)
 
 
 def collision_loss_grad(
@@ -476,7 +499,7 @@ def collision_loss_grad(
     faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity", field, margin)
     if verts_a.shape[0] == 0:
         return verts_a.new_zeros(0), torch.zeros_like(verts_a), torch.zeros_like(verts_b)
-    name, fn = _backend.dispatch("collision_loss", verts_a.device, backend)
+    name, fn = _dispatch(verts_a.device, backend, field)
     if name == "torch":
         with torch.enable_grad():
             va, vb = verts_a.detach().requires_grad_(True), verts_b.detach().requires_grad_(True)

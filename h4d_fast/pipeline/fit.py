@@ -61,6 +61,7 @@ from ..body.fast import FastBody, rot6d
 from ..body.model import BodyModel
 from ..config import FitConfig
 from ..constants import COCO_TO_SMPL45, NUM_COCO, NUM_SMPL_JOINTS
+from ..errors import InputError
 from ..ops.contact import person_pairs
 from . import fit_losses as L
 from .fit_collision import run_collision_stage
@@ -141,8 +142,11 @@ class _Fitter:
         """The collision op's arguments of the collision term (:func:`~h4d_fast.pipeline.fit_losses.pair_collision_term`)."""
         cfg = self.cfg
         field = self.collision_field or cfg.collision_field
+        if field == "exact" and self.kp.device.type != "cpu":
+            key = "fit.collision_refine_field" if self.collision_field else "fit.collision_field"
+            raise InputError(None, f"'exact' has CPU kernels only (numba); on {self.kp.device.type} use inside or signed", field=key)
         return dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, field=field,
-                    margin=float(cfg.collision_clearance_mm) * 1e-3 if field == "signed" else 0.0, pair_weight=self.pair_weight)
+                    margin=float(cfg.collision_clearance_mm) * 1e-3 if field != "inside" else 0.0, pair_weight=self.pair_weight)
 
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
