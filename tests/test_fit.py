@@ -355,6 +355,13 @@ def test_signed_collision_field_pushes_only_near_the_partner(body):
     fitter.collision_field = "inside"  # the follow-up pass's override (fit.collision_refine_field)
     assert fitter.collision_kw()["field"] == "inside" and fitter.collision_kw()["margin"] == 0.0
     fitter.collision_field = None
+    # the exact field has CPU kernels only: on another device a clear error naming the setting
+    from h4d_fast.errors import InputError
+
+    exact = _pair_fitter(body, ds[:1], FitConfig(collision_field="exact"))
+    exact.kp = exact.kp.to("meta")
+    with pytest.raises(InputError, match=r"fit.collision_field.*CPU kernels only"):
+        exact.collision_kw()
     fitter.select_contact(0.1)
     ids, pairs = fitter.collision_pairs()
     with torch.no_grad():
