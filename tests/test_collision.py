@@ -206,6 +206,24 @@ def test_signed_field_does_not_bleed_out_of_the_body(gap):
     assert float(collision_loss(va, vb, fa, fb, grid_size=16, field="signed", margin=0.5 * gap, backend="torch")) == 0.0
 
 
+def test_taper_fades_the_inside_grids_bleed_out():
+    # b 0.02 outside a's face (an eighth of a cell): the inside grid's bleed reaches it; a taper shorter
+    # than the gap removes it, a longer one keeps part of it; b 0.03 inside: the vertices inside keep
+    # the inside grid's full value (the signed sample there is > 0: weight 1)
+    va, fa, vb, fb = _plate_and_probe(0.02)
+    full = R.collision_terms_torch(va, vb, fa, fb, 16)[0][0]
+    assert float(full.sum()) > 0
+    assert float(R.collision_terms_torch(va, vb, fa, fb, 16, taper=0.015)[0][0].sum()) == 0.0
+    part = R.collision_terms_torch(va, vb, fa, fb, 16, taper=0.1)[0][0]
+    assert 0 < float(part.sum()) < float(full.sum()) and bool((part <= full + 1e-15).all())
+    va, fa, vb, fb = _plate_and_probe(-0.03)
+    full = R.collision_terms_torch(va, vb, fa, fb, 16)[0][0]
+    tap = R.collision_terms_torch(va, vb, fa, fb, 16, taper=0.01)[0][0]
+    inside = vb[0, :, 0] < 0.5
+    torch.testing.assert_close(tap[inside], full[inside], rtol=0, atol=1e-15)
+    assert float(tap[~inside].sum()) < float(full[~inside].sum())
+
+
 def test_signed_field_reads_the_exact_depth_near_a_face():
     # near the middle of a box face the signed distance is linear, so the trilinear sample is exact:
     # each of b's vertices inside a costs its depth (normalised by a's box), plus the margin
@@ -400,6 +418,12 @@ def test_validation_errors():
         collision_loss(v, v, fa, margin=0.01)
     with pytest.raises(ValueError, match="field='exact' is implemented by the torch and numba backends"):
         collision_loss(v, v, fa, field="exact", backend="triton")
+    with pytest.raises(ValueError, match="taper must be"):
+        collision_loss(v, v, fa, taper=-0.01)
+    with pytest.raises(ValueError, match="taper applies to field='inside' only"):
+        collision_loss(v, v, fa, field="signed", taper=0.01)
+    with pytest.raises(ValueError, match="taper is implemented by the torch and numba backends"):
+        collision_loss(v, v, fa, taper=0.01, backend="triton")
     with pytest.raises(BackendUnavailable):
         collision_loss(v, v, fa, backend="cupy")
     with pytest.raises(TypeError):

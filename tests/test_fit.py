@@ -351,7 +351,9 @@ def test_signed_collision_field_pushes_only_near_the_partner(body):
     ds = [0.33, 0.36, 0.385, 0.40]
     fitter = _pair_fitter(body, ds, FitConfig(collision_field="signed", collision_clearance_mm=3.0))
     kw = fitter.collision_kw()
-    assert kw["field"] == "signed" and kw["margin"] == pytest.approx(0.003)
+    assert kw["field"] == "signed" and kw["margin"] == pytest.approx(0.003) and kw["taper"] == 0.0
+    tapered = _pair_fitter(body, ds[:1], FitConfig(collision_taper_mm=10.0)).collision_kw()
+    assert tapered["field"] == "inside" and tapered["taper"] == pytest.approx(0.01) and tapered["margin"] == 0.0
     fitter.collision_field = "inside"  # the follow-up pass's override (fit.collision_refine_field)
     assert fitter.collision_kw()["field"] == "inside" and fitter.collision_kw()["margin"] == 0.0
     fitter.collision_field = None

@@ -167,6 +167,17 @@ def test_numba_matches_reference_exact(seed, margin):
 
 
 @needs_numba
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("taper", [0.01, 0.1])
+def test_numba_matches_reference_taper(seed, taper):
+    G = (12, 17)[seed]
+    va, fa, vb, fb = signed_cases(seed)
+    loss, _ = compare("numba", va, vb, fa, fb, grid_size=G, cell_centers=("aligned", "reference")[seed], taper=taper)
+    inside = collision_loss(va, vb, fa, fb, grid_size=G, cell_centers=("aligned", "reference")[seed], backend="numba")
+    assert loss[1] == 0 and loss[4] == 0 and bool((loss <= inside + 1e-12).all()) and (loss[[0, 2, 3, 5]] > 0).all()
+
+
+@needs_numba
 def test_numba_exact_box_edges_and_float32():
     # a box owner: the closest features of the probe's vertices include its edges and corners (the
     # pseudo-normal's edge and vertex cases); float32 vertices against the float64 reference
@@ -497,12 +508,14 @@ def test_collision_loss_grad_torch():
     _grad_case("torch", grid_size=8)
     _grad_case("torch", grid_size=8, field="signed", margin=0.02)
     _grad_case("torch", grid_size=8, field="exact", margin=0.02)
+    _grad_case("torch", grid_size=8, taper=0.05)
 
 
 @needs_numba
 def test_collision_loss_grad_numba_signed_and_exact():
     _grad_case("numba", grid_size=16, field="signed")
     _grad_case("numba", grid_size=16, field="exact", margin=0.02)
+    _grad_case("numba", grid_size=16, taper=0.05)
     _grad_case("numba", dtype=torch.float32, grid_size=17, field="signed", margin=0.02)
 
 

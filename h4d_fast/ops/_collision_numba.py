@@ -315,7 +315,7 @@ def _cluster_boxes(Pn, faces, n_clusters, cs, aabb, saabb):
 
 @njit(cache=True)
 def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, signed, margin, need_grad, gout,
-               exact, order, forig, adj, v2f):
+               exact, order, forig, adj, v2f, taper):
     """Sum over Q's vertices of the owner's phi (and d/dQ into gout). One frame, one direction.
 
     Order of the work: the owner's vertices normalised; the samples that can read an inside
@@ -428,7 +428,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
         x0f, y0f, z0f = math.floor(fx), math.floor(fy), math.floor(fz)
         tx, ty, tz = fx - x0f, fy - y0f, fz - z0f
         ix0, iy0, iz0 = int(x0f), int(y0f), int(z0f)
-        if signed:  # a sample whose corners are all outside reads a value <= 0: relu gives 0
+        if signed or taper > 0:  # a sample whose corners are all outside reads a value <= 0 (relu / taper: 0)
             anyin = False
             for c in range(8):
                 ix, iy, iz = ix0 + (c & 1), iy0 + ((c >> 1) & 1), iz0 + (c >> 2)
@@ -466,6 +466,10 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
         gx = 0.0
         gy = 0.0
         gz = 0.0
+        vs = 0.0  # taper: the signed interpolation beside the inside grid's
+        sx = 0.0
+        sy = 0.0
+        sz = 0.0
         for c in range(8):
             dx, dy, dz = c & 1, (c >> 1) & 1, c >> 2
             ix, iy, iz = ix0 + dx, iy0 + dy, iz0 + dz
@@ -473,7 +477,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
                 continue
             w, b = ix >> 6, np.uint64(ix & 63)
             ins = (bits[iz, iy, w] >> b) & one != 0
-            if not ins and not signed:
+            if not ins and not signed and taper <= 0:
                 continue  # outside: phi = 0
             flat = (iz * G + iy) * G + ix
             if (have[iz, iy, w] >> b) & one == 0:
@@ -486,6 +490,13 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
             wx = tx if dx else 1.0 - tx
             wy = ty if dy else 1.0 - ty
             wz = tz if dz else 1.0 - tz
+            if taper > 0:
+                vs += wx * wy * wz * ph
+                sx += (1.0 if dx else -1.0) * wy * wz * ph
+                sy += (1.0 if dy else -1.0) * wx * wz * ph
+                sz += (1.0 if dz else -1.0) * wx * wy * ph
+                if not ins:
+                    continue  # the inside grid's value there is 0
             val += wx * wy * wz * ph
             gx += (1.0 if dx else -1.0) * wy * wz * ph
             gy += (1.0 if dy else -1.0) * wx * wz * ph
@@ -494,6 +505,14 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
             val += margin / s
             if val <= 0.0:
                 continue  # relu: no value, no gradient
+        elif taper > 0:  # weight min(1, (signed + r) / r): 1 inside, 0 from r outside on
+            r = taper / s
+            wt = (vs + r) / r
+            if wt <= 0.0 or val == 0.0:
+                continue
+            if wt < 1.0:
+                gx, gy, gz = wt * gx + val / r * sx, wt * gy + val / r * sy, wt * gz + val / r * sz
+                val *= wt
         total += val
         if need_grad:
             gout[v, 0] = gx * gscale
@@ -504,7 +523,7 @@ def _direction(P, faces, n_faces, n_clusters, cs, Q, cx, cy, cz, s, G, off, sign
 
 @njit(parallel=True, cache=True)
 def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, off, signed, margin, need_grad, sums, ga, gb,
-             exact, oa, ob, foa, fob, adja, adjb, v2fa, v2fb):
+             exact, oa, ob, foa, fob, adja, adjb, v2fa, v2fb, taper):
     B = va.shape[0]
     for task in prange(2 * B):
         p = task % 2
@@ -514,10 +533,10 @@ def _forward(va, vb, fa, fb, nfa, nfb, nca, ncb, cs, center, half, active, G, of
         c = center[p, b]
         if p == 0:
             sums[0, b] = _direction(va[b], fa, nfa, nca, cs, vb[b], c[0], c[1], c[2], half[0, b], G, off, signed, margin, need_grad, gb[b if need_grad else 0],
-                                    exact, oa, foa, adja, v2fa)
+                                    exact, oa, foa, adja, v2fa, taper)
         else:
             sums[1, b] = _direction(vb[b], fb, nfb, ncb, cs, va[b], c[0], c[1], c[2], half[1, b], G, off, signed, margin, need_grad, ga[b if need_grad else 0],
-                                    exact, ob, fob, adjb, v2fb)
+                                    exact, ob, fob, adjb, v2fb, taper)
 
 
 _NO_TOPOLOGY = (np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros((1, 3), np.int64), np.zeros((1, 3), np.int64),
@@ -554,7 +573,7 @@ def run_numba(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None,
         _forward(
             va, vb, fa.faces.numpy(), fb.faces.numpy(), fa.n_faces, fb.n_faces, fa.n_clusters, fb.n_clusters, CLUSTER,
             ki.center.numpy(), ki.half.numpy(), ki.active.numpy(), ki.grid_size, ki.off, ki.signed, float(ki.margin), need_grad, sums, ga, gb,
-            ki.exact, *topo,
+            ki.exact, *topo, float(ki.taper),
         )  # fmt: skip
     if not need_grad:
         return torch.from_numpy(sums), None, None

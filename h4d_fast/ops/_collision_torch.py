@@ -431,6 +431,7 @@ def collision_terms_torch(
     inside: str = "parity",
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The two directed terms of each frame, unnormalised.
 
@@ -453,6 +454,11 @@ def collision_terms_torch(
         tb = exact_terms(va, torch.where(valid[:, None, None], verts_b, zero), faces_b, sb, any_corner_inside(phi_b, cb, sb, va) & valid[:, None], margin)
         return ta, tb, valid
     ta, tb = sample_phi(phi_a, ca, sa, vb), sample_phi(phi_b, cb, sb, va)
+    if taper:  # the inside grid's samples weighted by clamp((signed sample + r) / r, 0, 1)
+        sd_a = sample_phi(sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, "signed")[0] * valid[:, None, None, None], ca, sa, vb)
+        sd_b = sample_phi(sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, "signed")[0] * valid[:, None, None, None], cb, sb, va)
+        ta = ta * ((sd_a + taper / sa[:, None]) / (taper / sa[:, None])).clamp(0, 1)
+        tb = tb * ((sd_b + taper / sb[:, None]) / (taper / sb[:, None])).clamp(0, 1)
     if field == "signed":
         if margin:
             ta = torch.where(any_corner_inside(phi_a, ca, sa, vb), ta + margin / sa[:, None], torch.zeros_like(ta))
@@ -473,9 +479,10 @@ def collision_loss_torch(
     inside: str = "parity",
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
 ) -> Tensor:
     """Per-frame collision loss ``[B]`` (definition: :func:`h4d_fast.ops.collision.collision_loss`)."""
-    ta, tb, _ = collision_terms_torch(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, inside, field, margin)
+    ta, tb, _ = collision_terms_torch(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, inside, field, margin, taper)
     if normalize == "mean":
         return ta.mean(1) + tb.mean(1)
     return ta.sum(1) + tb.sum(1)

@@ -213,6 +213,7 @@ class KernelInputs:
     off: float  # 0 ("aligned") or 0.5 ("reference") grid-point offset in cells
     signed: bool = False  # field="signed" or "exact": signed grid values, relu of the samples
     exact: bool = False  # field="exact": the sampled vertex's exact signed distance instead of the trilinear sample
+    taper: float = 0.0  # field="inside": the samples fade out from the surface to this far outside (world units; 0: off)
     margin: float = 0.0  # field="signed": added to the samples with an inside corner (world units)
 
 
@@ -239,6 +240,7 @@ def kernel_inputs(
     keep_float: bool = False,
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
 ) -> KernelInputs:
     """Boxes, per-direction activity and face clusters (~25 small torch ops, no host sync).
 
@@ -267,7 +269,7 @@ def kernel_inputs(
         clusters = tuple(face_clusters(f, v[0]) for f, v in zip((faces_a, faces_b), vs))
     return KernelInputs(
         verts=vs, faces=clusters, center=center, half=half, active=active, grid_size=G,
-        off=0.5 if cell_centers == "reference" else 0.0, signed=field != "inside", exact=field == "exact", margin=float(margin),
+        off=0.5 if cell_centers == "reference" else 0.0, signed=field != "inside", exact=field == "exact", margin=float(margin), taper=float(taper),
     )  # fmt: skip
 
 
@@ -315,9 +317,10 @@ def kernel_collision_loss(
     keep_float: bool = False,
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
 ) -> Tensor:
     """Per-frame loss ``[B]`` through a kernel backend's ``run`` (differentiable)."""
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float, field, margin)
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, compute_dtype, keep_float, field, margin, taper)
     if normalize == "mean":
         scale_a, scale_b = 1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]
     else:
@@ -354,6 +357,7 @@ def collision_loss(
     inside: str = "parity",
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
     backend: str = "auto",
 ) -> Tensor:
     """Interpenetration loss of two meshes per frame (the reference's SDF collision loss).
@@ -402,13 +406,18 @@ def collision_loss(
         field: ``"inside"`` (default, the reference's), ``"signed"`` or ``"exact"`` (above;
             ``"exact"``: torch and numba backends).
         margin: clearance of the signed and exact fields (world units, ``>= 0``; default 0).
+        taper: inside field only (world units, ``>= 0``; default 0 = off, the reference): each
+            sample's value is weighted by ``clamp((sd + taper) / taper, 0, 1)`` with ``sd`` the
+            trilinear sample of the *signed* grid, so the bleed fades out between the surface and
+            ``taper`` outside it while vertices inside (even where the signed interpolation
+            under-estimates the depth of a thin part) keep the full value; torch and numba backends.
         backend: ``auto``, ``torch``, ``numba``, ``triton`` or ``cupy``.
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
     """
     if reduction not in ("none", "mean", "sum"):
         raise ValueError(f"collision_loss: reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
-    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin)
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin, taper)
     if inside != "parity":
         if (backend or "auto").lower() not in ("auto", "torch"):
             raise ValueError(f"collision_loss: inside={inside!r} is implemented by the torch backend only")
@@ -417,12 +426,13 @@ def collision_loss(
     if verts_a.shape[0] == 0:
         loss = verts_a.sum((1, 2)) * 0 + verts_b.sum((1, 2)) * 0  # [0], keeps the graph
     else:
-        name, fn = _dispatch(verts_a.device, backend, field)
+        name, fn = _dispatch(verts_a.device, backend, field, taper)
         if name == "torch":
-            loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside, field, float(margin))
+            loss = fn(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, inside, field, float(margin),
+                      float(taper))
         else:
             loss = kernel_collision_loss(fn, verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize,
-                                         *_kernel_precision(name), field, float(margin))
+                                         *_kernel_precision(name), field, float(margin), float(taper))
     if reduction == "mean":
         return loss.mean() if loss.numel() else loss.sum()
     if reduction == "sum":
@@ -430,7 +440,7 @@ def collision_loss(
     return loss
 
 
-def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin) -> Tensor:
+def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, inside, field, margin, taper) -> Tensor:
     """Argument checks of :func:`collision_loss` / :func:`collision_loss_grad`; returns ``faces_b``."""
     _check_verts("verts_a", verts_a)
     _check_verts("verts_b", verts_b)
@@ -458,18 +468,23 @@ def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, 
         raise ValueError(f"collision_loss: margin must be a number >= 0, got {margin!r}")
     if margin and field == "inside":
         raise ValueError("collision_loss: margin needs field='signed' or 'exact' (the inside-only grid has no distances outside)")
+    if not (isinstance(taper, (int, float)) and math.isfinite(taper) and taper >= 0):
+        raise ValueError(f"collision_loss: taper must be a number >= 0, got {taper!r}")
+    if taper and field != "inside":
+        raise ValueError("collision_loss: taper applies to field='inside' only")
     return faces_b
 
 
-def _dispatch(device: torch.device, backend: str, field: str) -> tuple[str, Callable]:
-    """The collision op's backend; ``field="exact"`` has the torch and numba backends only."""
-    if field == "exact":
+def _dispatch(device: torch.device, backend: str, field: str, taper: float = 0.0) -> tuple[str, Callable]:
+    """The collision op's backend; ``field="exact"`` and ``taper`` have the torch and numba backends only."""
+    if field == "exact" or taper:
+        what = "field='exact'" if field == "exact" else "taper"
         req = (backend or "auto").lower()
         if req not in ("auto",) + EXACT_BACKENDS:
-            raise ValueError(f"collision_loss: field='exact' is implemented by the {' and '.join(EXACT_BACKENDS)} backends, not {backend!r}")
+            raise ValueError(f"collision_loss: {what} is implemented by the {' and '.join(EXACT_BACKENDS)} backends, not {backend!r}")
         if req == "auto":
             if device.type != "cpu":
-                raise ValueError("collision_loss: field='exact' runs on CPU tensors (numba) or with backend='torch'")
+                raise ValueError(f"collision_loss: {what} runs on CPU tensors (numba) or with backend='torch'")
             backend = "numba" if _backend.why_unavailable("collision_loss", "numba", device) is None else "torch"
     return _backend.dispatch("collision_loss", device, backend)
 
@@ -486,6 +501,7 @@ def collision_loss_grad(
     normalize: str = "mean",
     field: str = "inside",
     margin: float = 0.0,
+    taper: float = 0.0,
     backend: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """:func:`collision_loss` per frame and its gradient, without autograd.
@@ -496,17 +512,18 @@ def collision_loss_grad(
     backend differentiates itself with autograd. Same values as ``collision_loss`` and its
     backward (tested).
     """
-    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity", field, margin)
+    faces_b = _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, normalize, "parity", field, margin, taper)
     if verts_a.shape[0] == 0:
         return verts_a.new_zeros(0), torch.zeros_like(verts_a), torch.zeros_like(verts_b)
-    name, fn = _dispatch(verts_a.device, backend, field)
+    name, fn = _dispatch(verts_a.device, backend, field, taper)
     if name == "torch":
         with torch.enable_grad():
             va, vb = verts_a.detach().requires_grad_(True), verts_b.detach().requires_grad_(True)
-            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity", field, float(margin))
+            loss = fn(va, vb, faces_a, faces_b, grid_size, float(pad), cell_centers, normalize, "parity", field, float(margin), float(taper))
             ga, gb = torch.autograd.grad(loss.sum(), (va, vb))
         return loss.detach(), ga, gb
-    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, *_kernel_precision(name), field, float(margin))
+    ki = kernel_inputs(verts_a, verts_b, faces_a, faces_b, grid_size, float(pad), cell_centers, *_kernel_precision(name), field, float(margin),
+                       float(taper))
     scale_a, scale_b = (1.0 / verts_a.shape[1], 1.0 / verts_b.shape[1]) if normalize == "mean" else (1.0, 1.0)
     sums, grad_b, grad_a = fn(ki, True)
     out = torch.promote_types(verts_a.dtype, verts_b.dtype)

@@ -146,7 +146,8 @@ class _Fitter:
             key = "fit.collision_refine_field" if self.collision_field else "fit.collision_field"
             raise InputError(None, f"'exact' has CPU kernels only (numba); on {self.kp.device.type} use inside or signed", field=key)
         return dict(grid_size=int(cfg.collision_grid), backend=cfg.collision_backend, field=field,
-                    margin=float(cfg.collision_clearance_mm) * 1e-3 if field != "inside" else 0.0, pair_weight=self.pair_weight)
+                    margin=float(cfg.collision_clearance_mm) * 1e-3 if field != "inside" else 0.0,
+                    taper=float(cfg.collision_taper_mm) * 1e-3 if field == "inside" else 0.0, pair_weight=self.pair_weight)
 
     def collision_pairs(self) -> tuple[Tensor, Tensor]:
         """The collision term's bodies ``ids [U]`` (``frame * P + person``, sorted, distinct) and
