@@ -183,7 +183,7 @@ class FitConfig:
                                              "(mm; the op's margin), so that the surfaces stay about this far apart", minimum=0.0)
     collision_taper_mm: float = _f(0.0, "collision_field=inside: the grid's samples fade out linearly from the body's surface to this far "
                                          "outside it (mm, by the signed grid's interpolation; 0: off, the reference's bleed of up to a "
-                                         "cell); CPU kernels (numba)", minimum=0.0)
+                                         "cell)", minimum=0.0)
     collision_refine_field: str = _f("inside", "the collision op's field in the follow-up pass (collision_refine_depth_mm): inside (it sees "
                                               "penetrations of thin parts that the signed field's interpolation misses) or signed",
                                      ("inside", "signed", "exact"))

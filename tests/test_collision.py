@@ -422,8 +422,6 @@ def test_validation_errors():
         collision_loss(v, v, fa, taper=-0.01)
     with pytest.raises(ValueError, match="taper applies to field='inside' only"):
         collision_loss(v, v, fa, field="signed", taper=0.01)
-    with pytest.raises(ValueError, match="taper is implemented by the torch and numba backends"):
-        collision_loss(v, v, fa, taper=0.01, backend="triton")
     with pytest.raises(BackendUnavailable):
         collision_loss(v, v, fa, backend="cupy")
     with pytest.raises(TypeError):

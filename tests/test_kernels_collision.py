@@ -316,6 +316,13 @@ def test_triton_matches_reference_signed_tiny(margin):
     assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).all()
 
 
+@needs_triton
+def test_triton_matches_reference_taper_tiny():
+    va, fa, vb, fb = signed_cases(1, B=6, level=1, overlap=(0.0, 0.3))
+    loss, _ = compare("triton", va, vb, fa, fb, device=TRITON_DEVICE, dtype=torch.float32, grid_size=9, taper=0.05)
+    assert loss[1] == 0 and loss[4] == 0 and (loss[[0, 2, 3, 5]] > 0).any()
+
+
 def two_component_pair(dtype=torch.float64):
     """Meshes of two small closed components at opposite corners of their boxes: small faces
     relative to the cells even at G = 40 (cheap in the interpreter), and samples at grid x
@@ -386,7 +393,7 @@ def test_cupy_launch_arguments_match_the_cuda_signatures(monkeypatch):
     monkeypatch.setattr(cc.cs, "launch", lambda src, kernel, dev, grid, block, args: calls.append((src, kernel, grid, block, args)))
     monkeypatch.setattr(cc, "_sm_count", lambda index: 2)
     va, fa, vb, fb = sphere_pair(B=2, level=1)
-    ki = kernel_inputs(va, vb, fa, fb, 40, 1.2, "aligned", field="signed", margin=0.01)
+    ki = kernel_inputs(va, vb, fa, fb, 40, 1.2, "aligned", taper=0.01)
     cc.run_cupy(ki, True)
     sigs = _cu_signatures()
     assert set(sigs) == {"h4d_collision_raster", "h4d_collision_mark", "h4d_collision_dist", "h4d_collision_sample"}
@@ -436,6 +443,7 @@ def test_gpu_matches_reference_signed(backend, margin):
     assert loss[1] == 0 and loss[4] == 0
     va, vb, f = _bench_pair(3, "contact")
     compare(backend, va, vb, f, device="cuda", dtype=torch.float32, grid_size=64, field="signed", margin=margin)
+    compare(backend, va, vb, f, device="cuda", dtype=torch.float32, grid_size=64, taper=0.01 + margin)
 
 
 @pytest.mark.gpu
@@ -523,6 +531,7 @@ def test_collision_loss_grad_numba_signed_and_exact():
 def test_collision_loss_grad_triton_tiny():
     _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8)
     _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8, field="signed", margin=0.02)
+    _grad_case("triton", device=TRITON_DEVICE, dtype=torch.float32, level=1, B=2, grid_size=8, taper=0.05)
 
 
 @pytest.mark.gpu
@@ -532,3 +541,4 @@ def test_gpu_collision_loss_grad(backend):
         pytest.skip("cupy not installed")
     _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32)
     _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32, field="signed", margin=0.01)
+    _grad_case(backend, device="cuda", dtype=torch.float32, grid_size=32, taper=0.02)

@@ -24,7 +24,9 @@
 //
 // is_signed (field="signed"): mark sets the bits of all in-range corners of a vertex with an inside
 // corner, dist stores minus the distance at outside grid points, sample keeps relu of the sample
-// (plus margin / s where a corner is inside).
+// (plus margin / s where a corner is inside). taper > 0 (inside field): mark and dist as for is_signed
+// (the host passes is_signed = 1 to them); sample interpolates the inside-only values and the signed ones
+// and weights the first by clamp((signed + r) / r, 0, 1), r = taper / s.
 //
 // Buffers (host side: h4d_fast/ops/_collision_cupy.py): parity and needed bits [2, B, G, G, W] int32
 // (W = ceil(G / 32), zeroed), counters [2], work lists [2, list_cap], cluster AABBs [2, B, 6, CP2]
@@ -319,13 +321,14 @@ extern "C" __global__ void __launch_bounds__(kBlock)
                          const float* __restrict__ half, const int* __restrict__ act, const int* __restrict__ need,
                          const float* __restrict__ phi, float* __restrict__ part, float* __restrict__ grad,
                          int need_grad, int G, int W, int nblk, int is_signed, const int* __restrict__ par,
-                         float margin) {
+                         float margin, float taper) {
   __shared__ float red[kBlock / 32];
   const int b = blockIdx.x / nblk, blk = blockIdx.x % nblk;
   const long long pb = (long long)p * B + b;
   const int vo = blk * kBlock + threadIdx.x;
   const bool ok = vo < n_q;
   float val = 0.f, gx = 0.f, gy = 0.f, gz = 0.f;
+  float vs = 0.f, gsx = 0.f, gsy = 0.f, gsz = 0.f;  // taper: the signed interpolation
   const float hg = 0.5f * (float)(G - 1);
   const float s = half[pb];
   if (ok && act[pb]) {
@@ -343,14 +346,34 @@ extern "C" __global__ void __launch_bounds__(kBlock)
         const int ix = ix0 + dx, iy = iy0 + dy, iz = iz0 + dz;
         if (ix < 0 || ix >= G || iy < 0 || iy >= G || iz < 0 || iz >= G) continue;
         const long long wl = ((pb * G + iz) * G + iy) * W + (ix >> 5);
-        if (is_signed) any_in = any_in || ((unsigned)par[wl] & (1u << (ix & 31))) != 0u;
+        if (is_signed || taper > 0.f) any_in = any_in || ((unsigned)par[wl] & (1u << (ix & 31))) != 0u;
         if (!((unsigned)need[wl] & (1u << (ix & 31)))) continue;
-        const float ph = phi[((pb * G + iz) * G + iy) * G + ix];
+        float ph = phi[((pb * G + iz) * G + iy) * G + ix];
         const float wx = dx ? tx : 1.f - tx, wy = dy ? ty : 1.f - ty, wz = dz ? tz : 1.f - tz;
+        if (taper > 0.f) {
+          vs += wx * wy * wz * ph;
+          gsx += (dx ? 1.f : -1.f) * wy * wz * ph;
+          gsy += (dy ? 1.f : -1.f) * wx * wz * ph;
+          gsz += (dz ? 1.f : -1.f) * wx * wy * ph;
+          ph = fmaxf(ph, 0.f);  // the inside-only value
+        }
         val += wx * wy * wz * ph;
         gx += (dx ? 1.f : -1.f) * wy * wz * ph;
         gy += (dy ? 1.f : -1.f) * wx * wz * ph;
         gz += (dz ? 1.f : -1.f) * wx * wy * ph;
+      }
+      if (taper > 0.f) {  // weight min(1, (signed + r) / r), 0 from r outside on
+        const float r = taper / s, wt = fminf(fmaxf((vs + r) / r, 0.f), 1.f);
+        if (wt > 0.f && wt < 1.f) {
+          gx = wt * gx + val / r * gsx;
+          gy = wt * gy + val / r * gsy;
+          gz = wt * gz + val / r * gsz;
+        } else {
+          gx *= wt;
+          gy *= wt;
+          gz *= wt;
+        }
+        val *= wt;
       }
       if (is_signed) {
         if (any_in) val += margin / s;

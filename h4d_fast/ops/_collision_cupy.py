@@ -56,7 +56,7 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         lb_global = torch.empty(n_dist * DIST_WARPS * c_max, dtype=torch.float32, device=dev)
     i32, ptr = np.int32, cs.ptr
     off = np.float32(ki.off)
-    sgn = i32(int(ki.signed))
+    sgn = i32(int(ki.signed or ki.taper > 0))  # mark and dist: the signed distances (taper needs them too)
 
     for p in (0, 1):
         fc = ki.faces[p]
@@ -87,7 +87,8 @@ def run_cupy(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None, 
         grad = torch.empty(B, q.shape[1], 3, dtype=torch.float32, device=dev) if need_grad else None
         cs.launch(SOURCE, "h4d_collision_sample", dev, nblk * B, BLOCK, (
             ptr(q), i32(q.shape[1]), i32(B), i32(p), ptr(ki.center), ptr(ki.half), ptr(ki.active), ptr(need), ptr(phi),
-            ptr(part), ptr(grad), i32(int(need_grad)), i32(G), i32(W), i32(nblk), sgn, ptr(par), np.float32(ki.margin),
+            ptr(part), ptr(grad), i32(int(need_grad)), i32(G), i32(W), i32(nblk), i32(int(ki.signed)), ptr(par),
+            np.float32(ki.margin), np.float32(ki.taper),
         ))  # fmt: skip
         sums.append(part.sum(1))
         grads.append(grad)

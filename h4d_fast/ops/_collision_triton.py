@@ -22,7 +22,9 @@ sampled at the other person ``q``'s vertices) four launches, none of which waits
 
 ``SIGNED`` (``field="signed"``): mark sets the bits of all in-range corners of a vertex with an
 inside corner, dist stores minus the distance at outside points, sample keeps ``relu`` (of the
-sample plus ``margin / s`` where a corner is inside).
+sample plus ``margin / s`` where a corner is inside). ``TAPER`` (``taper > 0``, inside field): the
+same marking and signed distances; sample interpolates both the inside-only values and the signed
+ones and weights the first by ``clamp((signed + r) / r, 0, 1)``, ``r = taper / s``.
 
 Inactive (frame, direction) pairs return at the first load. Scratch: parity + needed bits
 ``2 x [2, B, G, G, W]`` int32 (zeroed), cluster AABBs ``[2, B, 6, CP2]``, the work lists, and the
@@ -359,8 +361,9 @@ def _dist_kernel(
 
 @triton.jit
 def _sample_kernel(
-    q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, need_ptr, phi_ptr, part_ptr, grad_ptr, par_ptr, margin,
+    q_ptr, n_q, B, p, cen_ptr, half_ptr, act_ptr, need_ptr, phi_ptr, part_ptr, grad_ptr, par_ptr, margin, taper,
     G: tl.constexpr, W: tl.constexpr, BLOCK_V: tl.constexpr, NEED_GRAD: tl.constexpr, SIGNED: tl.constexpr,
+    TAPER: tl.constexpr,
 ):  # fmt: skip
     b = tl.program_id(0)  # frames on axis 0 (no 65535 limit)
     blk = tl.program_id(1)
@@ -386,6 +389,10 @@ def _sample_kernel(
         gx = tl.zeros([BLOCK_V], dtype=tl.float32)
         gy = tl.zeros([BLOCK_V], dtype=tl.float32)
         gz = tl.zeros([BLOCK_V], dtype=tl.float32)
+        vs = tl.zeros([BLOCK_V], dtype=tl.float32)  # TAPER: the signed interpolation
+        gsx = tl.zeros([BLOCK_V], dtype=tl.float32)
+        gsy = tl.zeros([BLOCK_V], dtype=tl.float32)
+        gsz = tl.zeros([BLOCK_V], dtype=tl.float32)
         for c in tl.static_range(8):
             ix = ix0 + (c & 1)
             iy = iy0 + ((c >> 1) & 1)
@@ -397,7 +404,7 @@ def _sample_kernel(
             wl = ((pb * G + iz) * G + iy) * W + ix // 32
             mw = tl.load(need_ptr + wl, mask=okc, other=0)
             m = okc & ((mw & (1 << (ix % 32))) != 0)
-            if SIGNED:
+            if SIGNED or TAPER:
                 pw = tl.load(par_ptr + wl, mask=okc, other=0)
                 anyin = anyin | (okc & ((pw & (1 << (ix % 32))) != 0))
             ph = tl.load(phi_ptr + ((pb * G + iz) * G + iy) * G + ix, mask=m, other=0.0)
@@ -419,10 +426,24 @@ def _sample_kernel(
             else:
                 wz = 1.0 - tz
                 sz = -1.0
+            if TAPER:
+                vs += wx * wy * wz * ph
+                gsx += sx * wy * wz * ph
+                gsy += sy * wx * wz * ph
+                gsz += sz * wx * wy * ph
+                ph = tl.where(ph > 0.0, ph, 0.0)  # the inside-only value (0 at outside corners)
             val += wx * wy * wz * ph
             gx += sx * wy * wz * ph
             gy += sy * wx * wz * ph
             gz += sz * wx * wy * ph
+        if TAPER:  # weight min(1, (signed + r) / r), 0 from r outside on
+            r = taper / s
+            wt = tl.minimum(tl.maximum((vs + r) / r, 0.0), 1.0)
+            ramp = (wt > 0.0) & (wt < 1.0)
+            gx = wt * gx + tl.where(ramp, val / r * gsx, 0.0)
+            gy = wt * gy + tl.where(ramp, val / r * gsy, 0.0)
+            gz = wt * gz + tl.where(ramp, val / r * gsz, 0.0)
+            val = wt * val
         if SIGNED:  # relu of the sample (plus the margin where a corner is inside)
             val = tl.where(anyin, val + margin / s, val)
             pos = val > 0.0
@@ -480,14 +501,14 @@ def run_triton(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None
         q = verts[1 - p]
         _mark_kernel[(B, triton.cdiv(q.shape[1], BLOCK_V))](
             q, q.shape[1], B, p, ki.center, ki.half, ki.active, par, need, cnt, wlist, words,
-            G=G, W=W, BLOCK_V=BLOCK_V, SIGNED=ki.signed, num_warps=4, enable_fp_fusion=False,
+            G=G, W=W, BLOCK_V=BLOCK_V, SIGNED=ki.signed or ki.taper > 0, num_warps=4, enable_fp_fusion=False,
         )  # fmt: skip
     for p in (0, 1):
         fc = ki.faces[p]
         _dist_kernel[(nprog,)](
             verts[p], fc.faces, verts[p].shape[1], fc.n_clusters, B, p, ki.center, ki.half, aabb, need, cnt, wlist,
             words, phi, ki.off, par,
-            G=G, W=W, CS=CLUSTER, CP2=CP2, K=DIST_K, SIGNED=ki.signed, num_warps=DIST_WARPS, enable_fp_fusion=True,
+            G=G, W=W, CS=CLUSTER, CP2=CP2, K=DIST_K, SIGNED=ki.signed or ki.taper > 0, num_warps=DIST_WARPS, enable_fp_fusion=True,
         )  # fmt: skip
     sums, grads = [], []
     for p in (0, 1):
@@ -496,8 +517,8 @@ def run_triton(ki: KernelInputs, need_grad: bool) -> tuple[Tensor, Tensor | None
         part = torch.empty(B, nblk, dtype=torch.float32, device=dev)
         grad = torch.empty(B, q.shape[1], 3, dtype=torch.float32, device=dev) if need_grad else part
         _sample_kernel[(B, nblk)](
-            q, q.shape[1], B, p, ki.center, ki.half, ki.active, need, phi, part, grad, par, float(ki.margin),
-            G=G, W=W, BLOCK_V=BLOCK_V, NEED_GRAD=need_grad, SIGNED=ki.signed, num_warps=4, enable_fp_fusion=False,
+            q, q.shape[1], B, p, ki.center, ki.half, ki.active, need, phi, part, grad, par, float(ki.margin), float(ki.taper),
+            G=G, W=W, BLOCK_V=BLOCK_V, NEED_GRAD=need_grad, SIGNED=ki.signed, TAPER=ki.taper > 0, num_warps=4, enable_fp_fusion=False,
         )  # fmt: skip
         sums.append(part.sum(1))
         grads.append(grad if need_grad else None)

@@ -410,7 +410,7 @@ def collision_loss(
             sample's value is weighted by ``clamp((sd + taper) / taper, 0, 1)`` with ``sd`` the
             trilinear sample of the *signed* grid, so the bleed fades out between the surface and
             ``taper`` outside it while vertices inside (even where the signed interpolation
-            under-estimates the depth of a thin part) keep the full value; torch and numba backends.
+            under-estimates the depth of a thin part) keep the full value.
         backend: ``auto``, ``torch``, ``numba``, ``triton`` or ``cupy``.
     Returns:
         ``[B]`` (or a scalar), in the promoted dtype of the vertices.
@@ -476,9 +476,9 @@ def _validate(verts_a, verts_b, faces_a, faces_b, grid_size, pad, cell_centers, 
 
 
 def _dispatch(device: torch.device, backend: str, field: str, taper: float = 0.0) -> tuple[str, Callable]:
-    """The collision op's backend; ``field="exact"`` and ``taper`` have the torch and numba backends only."""
-    if field == "exact" or taper:
-        what = "field='exact'" if field == "exact" else "taper"
+    """The collision op's backend; ``field="exact"`` has the torch and numba backends only."""
+    if field == "exact":
+        what = "field='exact'"
         req = (backend or "auto").lower()
         if req not in ("auto",) + EXACT_BACKENDS:
             raise ValueError(f"collision_loss: {what} is implemented by the {' and '.join(EXACT_BACKENDS)} backends, not {backend!r}")
