@@ -185,7 +185,7 @@ class FitConfig:
                                          "outside it (mm, by the signed grid's interpolation; 0: off, the reference's bleed of up to a "
                                          "cell)", minimum=0.0)
     collision_refine_field: str = _f("inside", "the collision op's field in the follow-up pass (collision_refine_depth_mm): inside (it sees "
-                                              "penetrations of thin parts that the signed field's interpolation misses) or signed",
+                                              "penetrations of thin parts that the signed field's interpolation misses), signed or exact",
                                      ("inside", "signed", "exact"))
     collision_inside_only: bool = _f(False, "collision stage: only the vertices exactly inside the partner (closest-triangle test on the op's "
                                              "candidate vertices, every evaluation) carry the term, the value their exact depth (no trilinear "
