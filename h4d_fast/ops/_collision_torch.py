@@ -440,7 +440,8 @@ def collision_terms_torch(
         ``[B, Na]`` (``relu`` of the samples (plus ``margin``) for ``field="signed"``; both 0 in invalid frames,
         differentiable w.r.t. the sampled vertices) and valid ``[B]``.
     """
-    grid_field = "inside" if field == "exact" else field  # (the exact field reads the grid for its mask only)
+    # the exact field reads the grid for its mask only; the taper needs the signed grid (its positive part is the inside grid)
+    grid_field = "signed" if taper else "inside" if field == "exact" else field
     phi_a, ca, sa = sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, grid_field)
     phi_b, cb, sb = sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, grid_field)
     valid = box_normalization(verts_a, pad)[2] & box_normalization(verts_b, pad)[2]
@@ -455,8 +456,8 @@ def collision_terms_torch(
         return ta, tb, valid
     ta, tb = sample_phi(phi_a, ca, sa, vb), sample_phi(phi_b, cb, sb, va)
     if taper:  # the inside grid's samples weighted by clamp((signed sample + r) / r, 0, 1)
-        sd_a = sample_phi(sdf_grid_torch(verts_a, faces_a, grid_size, pad, cell_centers, inside, "signed")[0] * valid[:, None, None, None], ca, sa, vb)
-        sd_b = sample_phi(sdf_grid_torch(verts_b, faces_b, grid_size, pad, cell_centers, inside, "signed")[0] * valid[:, None, None, None], cb, sb, va)
+        sd_a, sd_b = ta, tb
+        ta, tb = sample_phi(phi_a.clamp_min(0), ca, sa, vb), sample_phi(phi_b.clamp_min(0), cb, sb, va)
         ta = ta * ((sd_a + taper / sa[:, None]) / (taper / sa[:, None])).clamp(0, 1)
         tb = tb * ((sd_b + taper / sb[:, None]) / (taper / sb[:, None])).clamp(0, 1)
     if field == "signed":
